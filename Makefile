@@ -1,0 +1,49 @@
+# churnlens: `make demo` and `make test` work on a fresh machine (Python 3.11+).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+CDNOW  := data/external/CDNOW_master.txt
+
+.PHONY: demo test lint format data bench clean help
+
+help:
+	@echo "make demo   set up .venv, generate sample data and run the main job end to end"
+	@echo "make test   set up .venv with dev extras, fetch CDNOW, run ruff and the test suite"
+	@echo "make data   fetch the CDNOW log into data/external/ (sha256 checked)"
+	@echo "make bench  run the benchmarks (slow; prints throughput and peak memory)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(CDNOW): scripts/fetch_cdnow.py | $(PY)
+	$(PY) scripts/fetch_cdnow.py --dest data/external
+
+data: $(CDNOW)
+
+demo: $(STAMP)
+	$(VENV)/bin/churnlens sample --customers 5000 --days 730 --seed 7 --out data/sample/events.parquet
+	$(VENV)/bin/churnlens validate data/sample/events.parquet
+	$(VENV)/bin/churnlens features data/sample/events.parquet --as-of 2025-12-31 --out data/sample/features.parquet
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests benchmarks scripts
+	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
+
+test: $(STAMP) $(CDNOW) lint
+	$(PY) -m pytest -n 2 tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_features.py --events 10000000
+
+clean:
+	rm -rf $(VENV) data/sample .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,228 @@
+"""The ``churnlens`` command line: parse options, call one library function, render.
+
+Library errors (:class:`~churnlens.errors.ChurnlensError`) are printed as readable
+lines on standard error with exit code 1; usage errors exit 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from churnlens import __version__
+from churnlens.config import Settings, load_settings
+from churnlens.errors import ChurnlensError
+from churnlens.events import load_events, parse_as_of
+from churnlens.outputs import check_output_path, write_table
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(
+    name="churnlens",
+    help="Churn risk, customer segments and a next action for every customer.",
+    context_settings=CONTEXT,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(
+    help="Convert public data sets to the event-log contract.",
+    context_settings=CONTEXT,
+    no_args_is_help=True,
+)
+app.add_typer(datasets_app, name="datasets")
+
+console = Console()
+err_console = Console(stderr=True)
+
+EventsArg = Annotated[
+    Path, typer.Argument(help="Event log: .csv, .csv.gz, .parquet or a folder of .parquet files.")
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML configuration (defaults: configs/default.yaml)."),
+]
+AsOfOpt = Annotated[
+    str, typer.Option("--as-of", help="Features see every event up to and including this day.")
+]
+
+
+def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn library errors into one clear message on stderr and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except ChurnlensError as exc:
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"churnlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
+) -> None:
+    """Churn risk, customer segments and a next action for every customer."""
+
+
+def _settings(config: Path | None) -> Settings:
+    return load_settings(config)
+
+
+@app.command()
+@reports_errors
+def sample(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the log.")] = Path(
+        "data/sample/events.parquet"
+    ),
+    customers: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 5000,
+    days: Annotated[int, typer.Option(min=30, help="Length of the log in days.")] = 730,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same log.")] = 7,
+    start: Annotated[str, typer.Option(help="First day of the log (YYYY-MM-DD).")] = "2024-01-01",
+) -> None:
+    """Write a realistic synthetic multichannel event log."""
+    from churnlens.sample import generate_events
+
+    check_output_path(out)
+    began = time.perf_counter()
+    with console.status(f"Generating {customers:,} customers over {days} days..."):
+        events = generate_events(customers=customers, days=days, seed=seed, start=parse_as_of(start))
+        write_table(events, out)
+    console.print(
+        f"Wrote {len(events):,} events of {events['customer_id'].nunique():,} customers "
+        f"({events['timestamp'].min():%Y-%m-%d} to {events['timestamp'].max():%Y-%m-%d}) "
+        f"to [bold]{out}[/] in {time.perf_counter() - began:.1f} s"
+    )
+
+
+def _count_table(title: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(title.split()[-1])
+    table.add_column("events", justify="right")
+    for key, value in counts.items():
+        table.add_row(key, f"{value:,}")
+    return table
+
+
+@app.command()
+@reports_errors
+def validate(events: EventsArg, config: ConfigOpt = None) -> None:
+    """Check an event log against the contract and summarise it."""
+    table = load_events(events, _settings(config))
+    s = table.summary()
+    console.print(f"[bold green]OK[/] {s.source}: the log meets the event-log contract")
+    console.print(
+        f"  {s.events:,} events of {s.customers:,} customers, "
+        f"{s.first_timestamp:%Y-%m-%d %H:%M} to {s.last_timestamp:%Y-%m-%d %H:%M} UTC"
+    )
+    if s.duplicates_dropped:
+        console.print(
+            f"  [yellow]warning:[/] {s.duplicates_dropped:,} exact duplicate rows dropped "
+            f"({s.rows_read:,} rows read)"
+        )
+    for title, counts in (
+        ("Events per role", s.by_role),
+        ("Events per event_type", s.by_event_type),
+        ("Events per channel", s.by_channel),
+    ):
+        console.print(_count_table(title, counts))
+
+
+@app.command()
+@reports_errors
+def features(
+    events: EventsArg,
+    as_of: AsOfOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Feature file (.parquet or .csv).")],
+    config: ConfigOpt = None,
+) -> None:
+    """Build point-in-time features, one row per customer."""
+    from churnlens.features import build_features
+
+    settings = _settings(config)
+    day: date = parse_as_of(as_of)
+    check_output_path(out)
+    began = time.perf_counter()
+    with console.status("Building features..."):
+        table = load_events(events, settings)
+        frame = build_features(table, day, settings)
+        write_table(frame, out, index=True)
+    seconds = time.perf_counter() - began
+    console.print(
+        f"Wrote {frame.shape[1]} features for {len(frame):,} customers as of {day} "
+        f"to [bold]{out}[/] in {seconds:.1f} s"
+    )
+    if table.duplicates_dropped:
+        console.print(f"  [yellow]warning:[/] {table.duplicates_dropped:,} duplicate rows dropped")
+    console.print(_feature_summary(frame))
+
+
+def _feature_summary(frame: object) -> Table:
+    import pandas as pd
+
+    assert isinstance(frame, pd.DataFrame)
+    picks = [
+        "freq_contacts_90d",
+        "chan_n_channels",
+        "gap_median",
+        "rfm_recency_days",
+        "rfm_frequency",
+        "rfm_monetary_total",
+        "cycle_days",
+        "cycle_overdue_ratio",
+        "fatigue_touches_30d",
+    ]
+    table = Table(title="Feature summary", title_justify="left")
+    for col in ("feature", "non-missing", "median", "p90"):
+        table.add_column(col, justify="left" if col == "feature" else "right")
+    for name in (p for p in picks if p in frame.columns):
+        col = frame[name]
+        table.add_row(
+            name, f"{col.notna().mean():.0%}", f"{col.median():,.1f}", f"{col.quantile(0.9):,.1f}"
+        )
+    return table
+
+
+@datasets_app.command("cdnow")
+@reports_errors
+def datasets_cdnow(
+    path: Annotated[Path, typer.Argument(help="CDNOW_master.txt (run `make data` to fetch it).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Event log to write.")],
+) -> None:
+    """Convert the CDNOW transaction log to the event-log contract."""
+    from churnlens.datasets import read_cdnow
+
+    check_output_path(out)
+    events = read_cdnow(path)
+    write_table(events, out)
+    console.print(
+        f"Wrote {len(events):,} purchases of {events['customer_id'].nunique():,} customers "
+        f"to [bold]{out}[/]"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,143 @@
+"""Configuration: frozen pydantic models loaded from YAML.
+
+Every setting has a default, so ``Settings()`` is a complete configuration; a YAML file
+only needs the keys it changes. Unknown keys and impossible values fail at load time with
+the field path and the allowed values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from churnlens.errors import ConfigError
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EventRoles(_Frozen):
+    """Which event types play which role.
+
+    ``purchase_types`` drive RFM and the repurchase cycle; ``outbound_types`` are touches
+    the company sends (used when an event has no ``direction``); every other event is an
+    inbound contact made by the customer.
+    """
+
+    purchase_types: tuple[str, ...] = ("purchase",)
+    outbound_types: tuple[str, ...] = ("marketing",)
+
+    @field_validator("purchase_types")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one purchase event type is needed, e.g. [purchase]")
+        return value
+
+
+class FeatureSettings(_Frozen):
+    """Settings of the point-in-time feature builders."""
+
+    windows_days: tuple[int, ...] = (7, 30, 90, 180, 365)
+    trend_days: int = Field(30, gt=0, description="length of the two windows compared by trend")
+    active_days_window: int = Field(90, gt=0)
+    fatigue_windows_days: tuple[int, ...] = (30, 90)
+    channels: tuple[str, ...] = ("web", "app", "store", "phone", "chat", "email")
+    cycle_prior_intervals: float = Field(
+        4.0,
+        ge=0,
+        description="weight, in intervals, of the population median in the shrunk cycle",
+    )
+    cycle_default_days: float = Field(
+        60.0, gt=0, description="cycle used when the population has no repurchase interval"
+    )
+
+    @field_validator("windows_days", "fatigue_windows_days")
+    @classmethod
+    def _increasing(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            raise ValueError("give at least one window, e.g. [30, 90]")
+        if any(v <= 0 for v in value):
+            raise ValueError(f"windows must be positive numbers of days, got {list(value)}")
+        if list(value) != sorted(set(value)):
+            raise ValueError(f"windows must be strictly increasing, got {list(value)}")
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _channel_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [c for c in value if not _NAME.match(c)]
+        if bad:
+            raise ValueError(
+                f"channel names become column names and must be lower-case snake_case, got {bad}"
+            )
+        if len(set(value)) != len(value):
+            raise ValueError(f"channels are listed twice: {list(value)}")
+        if "other" in value:
+            raise ValueError("'other' is reserved for channels not listed here")
+        return value
+
+
+class Settings(_Frozen):
+    """The whole churnlens configuration."""
+
+    events: EventRoles = EventRoles()
+    features: FeatureSettings = FeatureSettings()
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+            parent = item["loc"][:-1]
+            allowed = _allowed_keys(Settings, parent)
+            if allowed:
+                msg += f"; allowed keys here: {', '.join(allowed)}"
+        lines.append(f"  - {path}: {msg} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    for part in path:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        if not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def settings_from_dict(data: Mapping[str, Any], source: str = "configuration") -> Settings:
+    """Validate a mapping into :class:`Settings`, raising :class:`ConfigError`."""
+    try:
+        return Settings.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load settings from a YAML file (safe loader); ``None`` gives the defaults."""
+    if path is None:
+        return Settings()
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{path}: configuration file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return settings_from_dict(data, source=str(path))

@@ -1,0 +1,56 @@
+"""Exception hierarchy: library code raises these, only the CLI prints them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class ChurnlensError(Exception):
+    """Base class of every error churnlens raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in an input: what, where, how many, examples and the fix."""
+
+    column: str
+    message: str
+    rows: int = 0
+    examples: tuple[str, ...] = field(default_factory=tuple)
+    fix: str = ""
+
+    def render(self) -> str:
+        parts = [f"column '{self.column}': {self.message}"]
+        if self.rows:
+            parts.append(f"{self.rows:,} row{'s' if self.rows != 1 else ''}")
+        if self.examples:
+            parts.append("e.g. " + ", ".join(self.examples))
+        text = "; ".join(parts)
+        if not self.fix:
+            return text
+        return f"{text}{'' if text.endswith(('.', '?')) else '.'} Fix: {self.fix}"
+
+
+class InputError(ChurnlensError):
+    """Input data (an event log, a scores file) does not meet its contract.
+
+    Carries every problem found, not just the first.
+    """
+
+    def __init__(self, source: str, problems: list[Problem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem(column="-", message=problems)]
+        self.source = source
+        self.problems = list(problems)
+        n = len(self.problems)
+        lines = [f"{source}: {n} problem{'s' if n != 1 else ''} found"]
+        lines += [f"  - {p.render()}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class ConfigError(ChurnlensError):
+    """A configuration or policy file is invalid."""
+
+
+class ModelError(ChurnlensError):
+    """A model bundle or registered model is missing, incompatible or corrupt."""

@@ -1,0 +1,541 @@
+"""The event-log contract: read, coerce and validate customer events.
+
+An event log has one row per event with the required columns ``customer_id``,
+``timestamp``, ``channel`` and ``event_type`` and the optional ``amount`` (default 0),
+``direction`` (``inbound`` | ``outbound``) and ``duration_s``. Extra columns are ignored.
+Timestamps with a time zone are converted to UTC; naive timestamps are taken as UTC.
+
+Everything happens in DuckDB, so a large Parquet file is validated and loaded without
+passing through pandas. Validation collects every problem before raising one
+:class:`~churnlens.errors.InputError`; exact duplicate rows are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from churnlens.config import Settings
+from churnlens.errors import InputError, Problem
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "timestamp", "channel", "event_type")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("amount", "direction", "duration_s")
+CANONICAL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+ROLES: tuple[str, ...] = ("purchase", "inbound", "outbound")
+
+EventSource = str | Path | pd.DataFrame | pa.Table
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    """What was loaded: sizes, date range and counts per event type, channel and role."""
+
+    source: str
+    rows_read: int
+    events: int
+    duplicates_dropped: int
+    customers: int
+    first_timestamp: datetime | None
+    last_timestamp: datetime | None
+    by_event_type: dict[str, int] = field(default_factory=dict)
+    by_channel: dict[str, int] = field(default_factory=dict)
+    by_role: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class EventTable:
+    """A validated event log held as the DuckDB table ``name`` on connection ``con``.
+
+    Columns: the canonical ones plus ``day`` (the UTC date) and ``role``
+    (``purchase`` | ``inbound`` | ``outbound``, from the settings' event-type roles).
+    """
+
+    con: duckdb.DuckDBPyConnection
+    name: str
+    source: str
+    settings: Settings
+    rows_read: int
+    duplicates_dropped: int
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The canonical event frame (without ``day`` and ``role``), in time order."""
+        cols = ", ".join(CANONICAL_COLUMNS)
+        frame = self.con.execute(
+            f"SELECT {cols} FROM {self.name} ORDER BY timestamp, customer_id, channel, event_type"
+        ).df()
+        frame["timestamp"] = frame["timestamp"].astype("datetime64[us]")
+        return frame
+
+    def summary(self) -> EventSummary:
+        """Sizes, date range and counts per event type, channel and role."""
+        n, customers, first, last = self.con.execute(
+            f"SELECT count(*), count(DISTINCT customer_id), min(timestamp), max(timestamp) "
+            f"FROM {self.name}"
+        ).fetchone()  # type: ignore[misc]
+
+        def counts(col: str) -> dict[str, int]:
+            rows = self.con.execute(
+                f"SELECT {col}, count(*) AS n FROM {self.name} GROUP BY 1 ORDER BY n DESC, 1"
+            ).fetchall()
+            return {str(k): int(v) for k, v in rows}
+
+        return EventSummary(
+            source=self.source,
+            rows_read=self.rows_read,
+            events=int(n),
+            duplicates_dropped=self.duplicates_dropped,
+            customers=int(customers),
+            first_timestamp=first,
+            last_timestamp=last,
+            by_event_type=counts("event_type"),
+            by_channel=counts("channel"),
+            by_role=counts("role"),
+        )
+
+
+def connect(
+    memory_limit: str | None = None, temp_dir: str | Path | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection set up for churnlens: UTC session time zone, optional limits."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    if temp_dir:
+        con.execute(f"SET temp_directory = '{Path(temp_dir)}'")
+    return con
+
+
+@contextmanager
+def _duckdb_errors(source: str) -> Iterator[None]:
+    try:
+        yield
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            source,
+            [
+                Problem(
+                    column="-",
+                    message=f"cannot read the file ({first})",
+                    fix="check that it is a complete, UTF-8 encoded CSV or Parquet file",
+                )
+            ],
+        ) from None
+
+
+def _source_label(source: EventSource) -> str:
+    if isinstance(source, pd.DataFrame):
+        return "<DataFrame>"
+    if isinstance(source, pa.Table):
+        return "<Arrow table>"
+    return str(source)
+
+
+def _arrow_from_pandas(frame: pd.DataFrame) -> pa.Table:
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Mixed-type object columns: validate their text form instead.
+        fixed = frame.copy()
+        for col in fixed.columns[fixed.dtypes.map(pd.api.types.is_object_dtype)]:
+            fixed[col] = fixed[col].map(_text_or_none)
+        return pa.Table.from_pandas(fixed, preserve_index=False)
+
+
+def _text_or_none(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+        return None
+    return str(value)
+
+
+def _raw_relation(
+    con: duckdb.DuckDBPyConnection, source: EventSource, label: str
+) -> duckdb.DuckDBPyRelation:
+    if isinstance(source, pd.DataFrame):
+        source = _arrow_from_pandas(source)
+    if isinstance(source, pa.Table):
+        return con.from_arrow(source)
+    path = Path(source)
+    if not path.exists():
+        raise InputError(
+            label, [Problem(column="-", message="file not found", fix="check the path")]
+        )
+    name = path.name.lower()
+    with _duckdb_errors(label):
+        if path.is_dir():
+            files = sorted(path.rglob("*.parquet"))
+            if not files:
+                raise InputError(label, "directory holds no .parquet files")
+            return con.read_parquet([str(f) for f in files], hive_partitioning=False)
+        if name.endswith(".parquet") or name.endswith(".pq"):
+            return con.read_parquet(str(path))
+        if re.search(r"\.(csv|txt)(\.gz|\.zst)?$", name):
+            if path.stat().st_size == 0:
+                raise InputError(
+                    label,
+                    [
+                        Problem(
+                            column="-",
+                            message="the file is empty",
+                            fix="write a header line and at least one event",
+                        )
+                    ],
+                )
+            return con.read_csv(str(path), all_varchar=True, header=True)
+    raise InputError(
+        label,
+        [
+            Problem(
+                column="-",
+                message=f"unknown file type '{path.suffix}'",
+                fix="use .csv, .csv.gz or .parquet (or a directory of .parquet files)",
+            )
+        ],
+    )
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _missing_column_problems(present: list[str]) -> list[Problem]:
+    problems = []
+    by_norm = {_normalise(c): c for c in present}
+    for col in REQUIRED_COLUMNS:
+        if col in present:
+            continue
+        close = difflib.get_close_matches(_normalise(col), list(by_norm), n=1, cutoff=0.75)
+        hint = f"; did you mean '{by_norm[close[0]]}'?" if close else ""
+        fix = (
+            f"rename '{by_norm[close[0]]}' to '{col}'"
+            if close
+            else f"add a '{col}' column (required: {', '.join(REQUIRED_COLUMNS)})"
+        )
+        problems.append(Problem(column=col, message=f"required column is missing{hint}", fix=fix))
+    return problems
+
+
+_NUMERIC = re.compile(
+    r"^(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT|UTINYINT|USMALLINT|UINTEGER|"
+    r"UBIGINT|UHUGEINT|FLOAT|DOUBLE|DECIMAL.*)$"
+)
+_TIME = re.compile(r"^(DATE|TIMESTAMP.*)$")
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _lit(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _text(col: str) -> str:
+    return f"NULLIF(trim(CAST({_q(col)} AS VARCHAR)), '')"
+
+
+def _number(col: str, dtype: str) -> str:
+    if _NUMERIC.match(dtype):
+        return f"CAST({_q(col)} AS DOUBLE)"
+    return f"TRY_CAST({_text(col)} AS DOUBLE)"
+
+
+def _timestamp(col: str, dtype: str) -> str:
+    if _TIME.match(dtype):
+        return f"CAST({_q(col)} AS TIMESTAMP)"
+    if dtype == "VARCHAR":
+        # Session time zone is UTC: offsets are converted, naive values taken as UTC.
+        return f"CAST(TRY_CAST({_text(col)} AS TIMESTAMPTZ) AS TIMESTAMP)"
+    return "CAST(NULL AS TIMESTAMP)"
+
+
+@dataclass(frozen=True)
+class _Check:
+    column: str
+    condition: str
+    message: str
+    fix: str
+
+
+def _typed_columns(types: dict[str, str]) -> dict[str, str]:
+    """SQL expressions giving each canonical column its contract type."""
+    typed = {
+        "customer_id": _text("customer_id"),
+        "timestamp": _timestamp("timestamp", types["timestamp"]),
+        "channel": _text("channel"),
+        "event_type": _text("event_type"),
+        "amount": "CAST(NULL AS DOUBLE)",
+        "direction": "CAST(NULL AS VARCHAR)",
+        "duration_s": "CAST(NULL AS DOUBLE)",
+    }
+    if "amount" in types:
+        typed["amount"] = _number("amount", types["amount"])
+    if "duration_s" in types:
+        typed["duration_s"] = _number("duration_s", types["duration_s"])
+    if "direction" in types:
+        typed["direction"] = f"lower({_text('direction')})"
+    return typed
+
+
+def _checks(types: dict[str, str]) -> list[_Check]:
+    ts_type = types["timestamp"]
+    checks = [
+        _Check(
+            "customer_id",
+            "customer_id IS NULL",
+            "missing or empty customer id",
+            "every event needs the id of its customer; drop or repair these rows",
+        ),
+        _Check(
+            "timestamp",
+            f"{_text('timestamp')} IS NULL AND r_timestamp IS NULL",
+            "missing timestamp",
+            "every event needs a date or date-time",
+        ),
+        _Check(
+            "channel",
+            "channel IS NULL",
+            "missing or empty channel",
+            "give each event the channel it came through (e.g. web, phone)",
+        ),
+        _Check(
+            "event_type",
+            "event_type IS NULL",
+            "missing or empty event type",
+            "give each event a type (e.g. purchase, visit, marketing)",
+        ),
+    ]
+    if _TIME.match(ts_type) or ts_type == "VARCHAR":
+        checks.append(
+            _Check(
+                "timestamp",
+                "r_timestamp IS NOT NULL AND timestamp IS NULL",
+                "timestamp cannot be parsed",
+                "use ISO 8601: YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or with an offset (+02:00 or Z)",
+            )
+        )
+    else:
+        checks.append(
+            _Check(
+                "timestamp",
+                "r_timestamp IS NOT NULL",
+                f"timestamp has type {ts_type}",
+                "store timestamps as dates, date-times or ISO 8601 text, not numbers",
+            )
+        )
+    for col in ("amount", "duration_s"):
+        if col not in types:
+            continue
+        checks += [
+            _Check(
+                col,
+                f"r_{col} IS NOT NULL AND {col} IS NULL",
+                "value is not a number",
+                "use plain decimal numbers with a dot (e.g. 12.50), no currency signs",
+            ),
+            _Check(
+                col,
+                f"isnan({col}) OR isinf({col})",
+                "value is not finite (NaN or infinite)",
+                "replace NaN/inf with a real value or leave the cell empty",
+            ),
+        ]
+    if "duration_s" in types:
+        checks.append(
+            _Check(
+                "duration_s", "duration_s < 0", "negative duration", "durations are seconds >= 0"
+            )
+        )
+    if "direction" in types:
+        checks.append(
+            _Check(
+                "direction",
+                "direction NOT IN ('inbound', 'outbound')",
+                "unknown direction",
+                "use 'inbound', 'outbound' or leave it empty",
+            )
+        )
+    return checks
+
+
+_counter = iter(range(1, 1 << 62))
+
+
+def load_events(
+    source: EventSource | EventTable,
+    settings: Settings | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> EventTable:
+    """Validate an event log and load it into DuckDB as an :class:`EventTable`.
+
+    Parameters
+    ----------
+    source
+        A CSV (``.csv``, ``.csv.gz``) or Parquet path, a directory of Parquet files, a
+        pandas DataFrame or an Arrow table. An :class:`EventTable` is returned as is.
+    settings
+        Event-type roles come from ``settings.events``; defaults when ``None``.
+    con
+        DuckDB connection to load into; a new one (see :func:`connect`) when ``None``.
+
+    Raises
+    ------
+    InputError
+        Listing every problem found, with row counts and example rows.
+    """
+    if isinstance(source, EventTable):
+        return source
+    settings = settings or Settings()
+    con = con or connect()
+    label = _source_label(source)
+    raw = _raw_relation(con, source, label)
+    types = {c.strip(): str(t) for c, t in zip(raw.columns, raw.types, strict=True)}
+    present = [c.strip() for c in raw.columns]
+    problems = _missing_column_problems(present)
+    if problems:
+        raise InputError(label, problems)
+
+    n = next(_counter)
+    raw_view, staged, table = f"_raw_{n}", f"_staged_{n}", f"events_{n}"
+    raw.create_view(raw_view)
+    typed = _typed_columns(types)
+    raw_cols = ", ".join(f"{_q(c)} AS r_{c}" for c in CANONICAL_COLUMNS if c in types)
+    renamed = ", ".join(f"{_q(o)} AS {_q(c)}" for o, c in zip(raw.columns, present, strict=True))
+    selected = ", ".join(f"{expr} AS {name}" for name, expr in typed.items())
+    with _duckdb_errors(label):
+        con.execute(
+            f"CREATE TEMP VIEW {staged} AS SELECT {selected}, {raw_cols} "
+            f"FROM (SELECT {renamed} FROM {raw_view})"
+        )
+        _raise_on_problems(con, staged, label, _checks(types))
+        rows_read = _create_table(con, staged, table, settings)
+    dropped = _drop_duplicates(con, table)
+    return EventTable(
+        con=con,
+        name=table,
+        source=label,
+        settings=settings,
+        rows_read=rows_read,
+        duplicates_dropped=dropped,
+    )
+
+
+def _raise_on_problems(
+    con: duckdb.DuckDBPyConnection, staged: str, label: str, checks: list[_Check]
+) -> None:
+    counts = con.execute(
+        "SELECT count(*), "
+        + ", ".join(f"count(*) FILTER (WHERE {c.condition})" for c in checks)
+        + f" FROM {staged}"
+    ).fetchone()
+    assert counts is not None
+    if counts[0] == 0:
+        raise InputError(
+            label,
+            [
+                Problem(
+                    column="-",
+                    message="no events: the log has no rows",
+                    fix="check that the right file was given",
+                )
+            ],
+        )
+    problems = []
+    for check, count in zip(checks, counts[1:], strict=True):
+        if not count:
+            continue
+        examples = con.execute(
+            f"SELECT _row, r_{check.column} FROM (SELECT row_number() OVER () AS _row, * "
+            f"FROM {staged}) WHERE {check.condition} ORDER BY _row LIMIT 3"
+        ).fetchall()
+        shown = tuple(f"row {row}: {_show(value)}" for row, value in examples)
+        problems.append(
+            Problem(
+                column=check.column,
+                message=check.message,
+                rows=int(count),
+                examples=shown,
+                fix=check.fix,
+            )
+        )
+    if problems:
+        raise InputError(label, problems)
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "(empty)"
+    text = str(value)
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def _create_table(
+    con: duckdb.DuckDBPyConnection, staged: str, table: str, settings: Settings
+) -> int:
+    purchase = ", ".join(_lit(t) for t in settings.events.purchase_types)
+    outbound = ", ".join(_lit(t) for t in settings.events.outbound_types) or "NULL"
+    con.execute(f"""
+        CREATE TEMP TABLE {table} AS
+        SELECT customer_id, timestamp, channel, event_type,
+               coalesce(amount, 0.0) AS amount, direction, duration_s,
+               CAST(timestamp AS DATE) AS day,
+               CASE WHEN event_type IN ({purchase}) THEN 'purchase'
+                    WHEN direction = 'outbound'
+                         OR (direction IS NULL AND event_type IN ({outbound})) THEN 'outbound'
+                    ELSE 'inbound' END AS role
+        FROM {staged}
+    """)
+    (rows,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+    return int(rows)
+
+
+def _drop_duplicates(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    cols = ", ".join(CANONICAL_COLUMNS)
+    # A hash count is cheap; only when it finds duplicates is the exact DISTINCT run.
+    (suspect,) = con.execute(f"SELECT count(*) - count(DISTINCT hash({cols})) FROM {table}").fetchone()  # type: ignore[misc]
+    if not suspect:
+        return 0
+    (before,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT DISTINCT * FROM {table}")
+    (after,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+    return int(before - after)
+
+
+def read_events(source: EventSource, settings: Settings | None = None) -> pd.DataFrame:
+    """Read and validate an event log into the canonical pandas frame.
+
+    Columns ``customer_id, timestamp, channel, event_type, amount, direction,
+    duration_s``; ``timestamp`` is naive UTC. Raises :class:`InputError` on bad input.
+    """
+    return load_events(source, settings).to_pandas()
+
+
+def parse_as_of(value: str | date | datetime) -> date:
+    """An as-of date from ``YYYY-MM-DD`` text, a date or a datetime."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise InputError(
+            "--as-of",
+            [
+                Problem(
+                    column="as_of",
+                    message=f"not a date: {value!r}",
+                    fix="give the date as YYYY-MM-DD",
+                )
+            ],
+        ) from None

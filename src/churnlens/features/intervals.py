@@ -1,0 +1,49 @@
+"""gap_*: statistics of the gaps between a customer's contact days."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from churnlens.config import Settings
+from churnlens.features.base import CONTACT, FeatureContext, ratio
+
+
+def feature_names(settings: Settings) -> list[str]:
+    return [
+        "gap_mean",
+        "gap_median",
+        "gap_std",
+        "gap_cv",
+        "gap_max",
+        "gap_last",
+        "gap_days_since_contact",
+    ]
+
+
+def sql(settings: Settings) -> str:
+    return f"""
+        WITH contact_days AS (
+            SELECT DISTINCT customer_id, day, age FROM ev WHERE {CONTACT}
+        ), gaps AS (
+            SELECT customer_id, day, age,
+                   day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS gap
+            FROM contact_days
+        )
+        SELECT customer_id,
+               avg(gap) AS gap_mean,
+               quantile_cont(gap, 0.5) AS gap_median,
+               stddev_pop(gap) AS gap_std,
+               max(gap) AS gap_max,
+               arg_max(gap, day) AS gap_last,
+               min(age) AS gap_days_since_contact
+        FROM gaps GROUP BY customer_id
+    """
+
+
+def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    out = pd.DataFrame(index=raw.index)
+    for name in feature_names(ctx.settings):
+        if name != "gap_cv":
+            out[name] = raw[name].astype(float)
+    out["gap_cv"] = ratio(out["gap_std"], out["gap_mean"])
+    return out[feature_names(ctx.settings)]

@@ -1,0 +1,57 @@
+"""rfm_*: recency, frequency and monetary value, with 1-5 quintile scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from churnlens.config import Settings
+from churnlens.features.base import PURCHASE, FeatureContext, counts, ratio
+from churnlens.features.population import quintile_score
+
+
+def feature_names(settings: Settings) -> list[str]:
+    return [
+        "rfm_has_purchase",
+        "rfm_recency_days",
+        "rfm_frequency",
+        "rfm_monetary_total",
+        "rfm_monetary_mean",
+        "rfm_tenure_days",
+        "rfm_r_score",
+        "rfm_f_score",
+        "rfm_m_score",
+        "rfm_cell",
+    ]
+
+
+def sql(settings: Settings) -> str:
+    return f"""
+        SELECT customer_id,
+               min(age) AS rfm_recency_days,
+               count(*) AS rfm_frequency,
+               sum(amount) AS rfm_monetary_total,
+               max(age) AS rfm_tenure_days
+        FROM ev WHERE {PURCHASE} GROUP BY customer_id
+    """
+
+
+def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    pop = ctx.population
+    out = pd.DataFrame(index=raw.index)
+    frequency = counts(raw, "rfm_frequency")
+    buyer = frequency > 0
+    out["rfm_has_purchase"] = buyer.astype(float)
+    out["rfm_recency_days"] = raw["rfm_recency_days"].astype(float)
+    out["rfm_frequency"] = frequency
+    out["rfm_monetary_total"] = counts(raw, "rfm_monetary_total")
+    out["rfm_monetary_mean"] = ratio(out["rfm_monetary_total"], frequency)
+    out["rfm_tenure_days"] = raw["rfm_tenure_days"].astype(float)
+    r = quintile_score(out["rfm_recency_days"].to_numpy(), pop.recency_cuts, reverse=True)
+    f = quintile_score(frequency.to_numpy(), pop.frequency_cuts)
+    m = quintile_score(out["rfm_monetary_total"].to_numpy(), pop.monetary_cuts)
+    out["rfm_r_score"] = r
+    out["rfm_f_score"] = np.where(buyer, f, np.nan)
+    out["rfm_m_score"] = np.where(buyer, m, np.nan)
+    out["rfm_cell"] = 100 * out["rfm_r_score"] + 10 * out["rfm_f_score"] + out["rfm_m_score"]
+    return out[feature_names(ctx.settings)]
