@@ -27,10 +27,12 @@ def _problem(path: Path, message: str, fix: str) -> InputError:
 def check_output_path(path: str | Path, suffixes: tuple[str, ...] = TABLE_SUFFIXES) -> Path:
     """Fail early, before any work, when ``path`` cannot take the result."""
     path = Path(path)
-    if not path.name.lower().endswith(suffixes):
-        raise _problem(path, "unsupported output type", f"end the name with {' or '.join(suffixes)}")
     if path.is_dir():
         raise _problem(path, "the output path is a directory", "give a file name inside it")
+    if not path.name.lower().endswith(suffixes):
+        raise _problem(
+            path, "unsupported output type", f"end the name with {' or '.join(suffixes)}"
+        )
     parent = path.parent.resolve()
     existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
     if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK)):

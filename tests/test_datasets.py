@@ -1,0 +1,435 @@
+"""Tests of churnlens.datasets (the CDNOW reader) and scripts/fetch_cdnow.py."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnlens.datasets import CDNOW_SHA256, DEFAULT_CDNOW_PATH, read_cdnow
+from churnlens.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+AS_OF = pd.Timestamp("1998-03-31")
+CANONICAL_COLUMNS = [
+    "customer_id",
+    "timestamp",
+    "channel",
+    "event_type",
+    "amount",
+    "direction",
+    "duration_s",
+    "quantity",
+]
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def cdnow_path() -> Path:
+    """The real CDNOW log; the Makefile fetches it before the tests run."""
+    path = REPO_ROOT / DEFAULT_CDNOW_PATH
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `make data` to fetch it")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cdnow(cdnow_path: Path) -> pd.DataFrame:
+    return read_cdnow(cdnow_path)
+
+
+@pytest.fixture(scope="module")
+def fetch_script() -> ModuleType:
+    """scripts/fetch_cdnow.py imported as a module (it is not part of the package)."""
+    path = REPO_ROOT / "scripts" / "fetch_cdnow.py"
+    spec = importlib.util.spec_from_file_location("fetch_cdnow", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write(tmp_path: Path, text: str, name: str = "cdnow.txt") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+HEADER = "customer_id date number_of_cds dollar_value\r\n"
+
+
+# ---------------------------------------------------------------------- the real file
+
+
+@pytest.mark.cdnow
+def test_real_file_checksum(cdnow_path: Path, fetch_script: ModuleType) -> None:
+    assert fetch_script.EXPECTED_SHA256 == CDNOW_SHA256
+    assert hashlib.sha256(cdnow_path.read_bytes()).hexdigest() == CDNOW_SHA256
+
+
+@pytest.mark.cdnow
+def test_real_file_shape_and_dtypes(cdnow: pd.DataFrame) -> None:
+    assert list(cdnow.columns) == CANONICAL_COLUMNS
+    assert len(cdnow) == 69_659
+    assert cdnow["customer_id"].nunique() == 23_570
+    assert pd.api.types.is_string_dtype(cdnow["customer_id"])
+    assert cdnow["customer_id"].str.fullmatch(r"\d{5}").all()
+    assert cdnow["timestamp"].dtype == np.dtype("datetime64[us]")
+    assert (cdnow["timestamp"] == cdnow["timestamp"].dt.normalize()).all()
+    for column in ("amount", "duration_s", "quantity"):
+        assert cdnow[column].dtype == np.float64, column
+    for column, value in (("channel", "web"), ("event_type", "purchase"), ("direction", "inbound")):
+        assert pd.api.types.is_string_dtype(cdnow[column]), column
+        assert (cdnow[column] == value).all(), column
+    assert cdnow["duration_s"].isna().all()
+    assert cdnow[["customer_id", "timestamp", "amount", "quantity"]].notna().all().all()
+    assert isinstance(cdnow.index, pd.RangeIndex)
+
+
+@pytest.mark.cdnow
+def test_real_file_values(cdnow: pd.DataFrame) -> None:
+    assert (cdnow["amount"] == 0).sum() == 80
+    assert (cdnow["amount"] >= 0).all()
+    assert (cdnow["quantity"] >= 1).all()
+    assert cdnow["timestamp"].min() == pd.Timestamp("1997-01-01")
+    assert cdnow["timestamp"].max() == pd.Timestamp("1998-06-30")
+    # Every customer made the first purchase in the first quarter of 1997.
+    first = cdnow.groupby("customer_id")["timestamp"].min()
+    assert first.max() <= pd.Timestamp("1997-03-31")
+
+
+# Raw lines of the three hand-checked customers (file line number: text):
+#
+#   2: " 00001 19970101  1   11.77"      one purchase
+#
+#   728: " 00185 19970227  3   26.07"     same-day repeat purchase on 1997-03-22,
+#   729: " 00185 19970322  1   14.79"     one purchase after the as-of date
+#   730: " 00185 19970322  1    6.99"
+#   731: " 00185 19980327  3   39.36"
+#   732: " 00185 19980522  2   27.98"
+#
+#   29796: " 09609 19970205  2   37.76"   several purchases, one exactly on the as-of
+#   29797: " 09609 19970803  1   12.25"   date 1998-03-31 and one after it
+#   29798: " 09609 19970919  3   20.47"
+#   29799: " 09609 19980313  1   42.49"
+#   29800: " 09609 19980319  1   11.49"
+#   29801: " 09609 19980331  1   47.99"
+#   29802: " 09609 19980407  3   36.36"
+HAND_CHECKED = {
+    "00001": [("1997-01-01", 1, 11.77)],
+    "00185": [
+        ("1997-02-27", 3, 26.07),
+        ("1997-03-22", 1, 14.79),
+        ("1997-03-22", 1, 6.99),
+        ("1998-03-27", 3, 39.36),
+        ("1998-05-22", 2, 27.98),
+    ],
+    "09609": [
+        ("1997-02-05", 2, 37.76),
+        ("1997-08-03", 1, 12.25),
+        ("1997-09-19", 3, 20.47),
+        ("1998-03-13", 1, 42.49),
+        ("1998-03-19", 1, 11.49),
+        ("1998-03-31", 1, 47.99),
+        ("1998-04-07", 3, 36.36),
+    ],
+}
+
+# As of 1998-03-31: days since the last purchase on or before it, purchase rows on or
+# before it (same-day rows count separately), and their total amount.
+HAND_CHECKED_RFM = {
+    "00001": (454, 1, 11.77),
+    "00185": (4, 4, 87.21),
+    "09609": (0, 6, 172.45),
+}
+
+
+@pytest.mark.cdnow
+@pytest.mark.parametrize("customer", sorted(HAND_CHECKED))
+def test_hand_checked_customer_events(cdnow: pd.DataFrame, customer: str) -> None:
+    got = cdnow[cdnow["customer_id"] == customer].reset_index(drop=True)
+    expected = pd.DataFrame(
+        {
+            "customer_id": customer,
+            "timestamp": pd.to_datetime([d for d, _, _ in HAND_CHECKED[customer]]).astype(
+                "datetime64[us]"
+            ),
+            "channel": "web",
+            "event_type": "purchase",
+            "amount": [a for _, _, a in HAND_CHECKED[customer]],
+            "direction": "inbound",
+            "duration_s": np.nan,
+            "quantity": [float(q) for _, q, _ in HAND_CHECKED[customer]],
+        }
+    )
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+
+
+@pytest.mark.cdnow
+@pytest.mark.parametrize("customer", sorted(HAND_CHECKED_RFM))
+def test_hand_checked_customer_rfm_as_of(cdnow: pd.DataFrame, customer: str) -> None:
+    rows = cdnow[(cdnow["customer_id"] == customer) & (cdnow["timestamp"] <= AS_OF)]
+    recency, frequency, monetary = HAND_CHECKED_RFM[customer]
+    assert (AS_OF - rows["timestamp"].max()).days == recency
+    assert len(rows) == frequency
+    assert rows["amount"].sum() == pytest.approx(monetary, abs=1e-9)
+
+
+# --------------------------------------------------------------------- small, good files
+
+
+def test_crlf_header_blank_lines_and_padding(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER + " 00007 19970101  1   11.77\r\n\r\n   \r\n 00042\t19980630 12 0\r\n",
+    )
+    events = read_cdnow(path)
+    assert list(events.columns) == CANONICAL_COLUMNS
+    assert events["customer_id"].tolist() == ["00007", "00042"]
+    assert events["timestamp"].tolist() == [pd.Timestamp("1997-01-01"), pd.Timestamp("1998-06-30")]
+    assert events["amount"].tolist() == [11.77, 0.0]
+    assert events["quantity"].tolist() == [1.0, 12.0]
+    assert events["timestamp"].dtype == np.dtype("datetime64[us]")
+
+
+def test_no_header_unix_line_endings(tmp_path: Path) -> None:
+    path = write(tmp_path, "00001 19970101 1 11.77\n00002 19970112 5 77.00")
+    events = read_cdnow(str(path))
+    assert events["customer_id"].tolist() == ["00001", "00002"]
+    assert events["amount"].tolist() == [11.77, 77.0]
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def only_problem(err: pytest.ExceptionInfo[InputError], column: str):
+    problems = [p for p in err.value.problems if p.column == column]
+    assert len(problems) == 1, err.value
+    return problems[0]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nowhere" / "CDNOW_master.txt"
+    with pytest.raises(InputError) as err:
+        read_cdnow(path)
+    assert err.value.source == str(path)
+    assert str(path) in str(err.value)
+    assert "file not found" in str(err.value)
+    assert "make data" in str(err.value)
+
+
+def test_garbled_dates(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER
+        + " 00001 19970101 1 11.77\r\n"  # line 2: fine
+        + " 00002 19971301 1 12.00\r\n"  # line 3: month 13
+        + " 00003 1997-01-02 2 20.76\r\n"  # line 4: not YYYYMMDD
+        + " 00004 19970230 1 9.99\r\n"  # line 5: 30 February
+        + " 00005 1997011 1 9.99\r\n",  # line 6: seven digits
+    )
+    with pytest.raises(InputError) as err:
+        read_cdnow(path)
+    assert err.value.source == str(path)
+    problem = only_problem(err, "date")
+    assert problem.rows == 4
+    assert problem.examples == (
+        "line 3: '19971301'",
+        "line 4: '1997-01-02'",
+        "line 5: '19970230'",
+    )
+    assert "YYYYMMDD" in problem.message
+    assert "Fix:" in str(err.value)
+    assert len(err.value.problems) == 1
+    text = str(err.value)
+    assert str(path) in text
+    assert "column 'date'" in text
+    assert "4 rows" in text
+
+
+def test_non_numeric_dollar_value(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        HEADER + " 00001 19970101 1 $11.77\r\n 00002 19970112 1 12.00\r\n 00003 19970102 2 n/a\r\n",
+    )
+    with pytest.raises(InputError) as err:
+        read_cdnow(path)
+    problem = only_problem(err, "dollar_value")
+    assert problem.rows == 2
+    assert problem.examples == ("line 2: '$11.77'", "line 4: 'n/a'")
+    assert "number" in problem.message
+    assert problem.fix
+
+
+def test_non_numeric_count_and_id(tmp_path: Path) -> None:
+    path = write(tmp_path, "0000x 19970101 1 11.77\n00002 19970112 one 12.00\n")
+    with pytest.raises(InputError) as err:
+        read_cdnow(path)
+    assert only_problem(err, "customer_id").examples == ("line 1: '0000x'",)
+    assert only_problem(err, "number_of_cds").examples == ("line 2: 'one'",)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        # a short line, a long line, then a good one
+        [
+            " 00001 19970101 1\r\n",
+            " 00002 19970112 1 12.00 extra\r\n",
+            " 00003 19970102 2 20.76\r\n",
+        ],
+        # the first data line is the long one (pandas would silently drop a column)
+        [
+            " 00002 19970112 1 12.00 extra\r\n",
+            " 00001 19970101 1\r\n",
+            " 00003 19970102 2 20.76\r\n",
+        ],
+    ],
+)
+def test_wrong_field_count(tmp_path: Path, lines: list[str]) -> None:
+    path = write(tmp_path, HEADER + "".join(lines))
+    with pytest.raises(InputError) as err:
+        read_cdnow(path)
+    problem = only_problem(err, "-")
+    assert problem.rows == 2
+    assert len(problem.examples) == 2
+    assert any(e.startswith("line 2: ") for e in problem.examples)
+    assert any(e.startswith("line 3: ") for e in problem.examples)
+    assert "(3 fields)" in " ".join(problem.examples)
+    assert "(5 fields)" in " ".join(problem.examples)
+    assert "expected 4" in problem.message
+
+
+def test_every_problem_reported_and_examples_capped(tmp_path: Path) -> None:
+    bad_dates = "".join(f" {i:05d} 1997010x 1 1.00\n" for i in range(1, 11))
+    path = write(tmp_path, bad_dates + " 00011 19970101 1 1.00 9\n 00012 19970101 1 oops\n")
+    with pytest.raises(InputError) as err:
+        read_cdnow(path)
+    assert only_problem(err, "date").rows == 10
+    assert len(only_problem(err, "date").examples) == 3
+    assert only_problem(err, "-").rows == 1
+    assert only_problem(err, "dollar_value").examples == ("line 12: 'oops'",)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "no data lines"),
+        (HEADER.encode(), "no data lines"),
+        (b"\x1f\x8b\x08\x00\xff\xfe binary", "not a text file"),
+        (b"id when qty value\n1 19970101 1 1\n", "unrecognised header"),
+    ],
+)
+def test_unusable_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "cdnow.txt"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        read_cdnow(path)
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="cannot read the file"):
+        read_cdnow(tmp_path)
+
+
+# ------------------------------------------------------------------ scripts/fetch_cdnow.py
+
+
+def make_wheel(tmp_path: Path, payload: bytes, member: str | None = None) -> Path:
+    wheel = tmp_path / "Lifetimes-0.11.3-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("lifetimes/__init__.py", "")
+        zf.writestr(member or "lifetimes/datasets/CDNOW_master.txt", payload)
+    return wheel
+
+
+PAYLOAD = b"customer_id date number_of_cds dollar_value\r\n 00001 19970101  1   11.77\r\n"
+PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_extract_from_wheel_ok(tmp_path: Path, fetch_script: ModuleType) -> None:
+    wheel = make_wheel(tmp_path, PAYLOAD)
+    dest = tmp_path / "data" / "external"
+    target = fetch_script.extract_from_wheel(wheel, dest, PAYLOAD_SHA256)
+    assert target == dest / "CDNOW_master.txt"
+    assert target.read_bytes() == PAYLOAD
+    assert sorted(p.name for p in dest.iterdir()) == ["CDNOW_master.txt"]
+    assert fetch_script.is_up_to_date(target, PAYLOAD_SHA256)
+    assert read_cdnow(target)["customer_id"].tolist() == ["00001"]
+
+
+def test_extract_from_wheel_hash_mismatch(tmp_path: Path, fetch_script: ModuleType) -> None:
+    wheel = make_wheel(tmp_path, PAYLOAD)
+    dest = tmp_path / "external"
+    dest.mkdir()
+    (dest / "CDNOW_master.txt").write_bytes(b"previous content")
+    with pytest.raises(fetch_script.FetchError, match="checksum mismatch") as err:
+        fetch_script.extract_from_wheel(wheel, dest, "0" * 64)
+    assert PAYLOAD_SHA256 in str(err.value)
+    # The temp file is gone and the existing file is untouched.
+    assert sorted(p.name for p in dest.iterdir()) == ["CDNOW_master.txt"]
+    assert (dest / "CDNOW_master.txt").read_bytes() == b"previous content"
+
+
+def test_extract_from_wheel_missing_member(tmp_path: Path, fetch_script: ModuleType) -> None:
+    wheel = make_wheel(tmp_path, PAYLOAD, member="lifetimes/datasets/other.csv")
+    with pytest.raises(fetch_script.FetchError, match="does not contain"):
+        fetch_script.extract_from_wheel(wheel, tmp_path / "out", PAYLOAD_SHA256)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_extract_from_wheel_not_a_zip(tmp_path: Path, fetch_script: ModuleType) -> None:
+    wheel = tmp_path / "broken.whl"
+    wheel.write_bytes(b"not a zip")
+    with pytest.raises(fetch_script.FetchError, match="cannot open wheel"):
+        fetch_script.extract_from_wheel(wheel, tmp_path / "out", PAYLOAD_SHA256)
+
+
+def test_main_without_network(
+    tmp_path: Path,
+    fetch_script: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """main(): fetch, then 'up to date' without calling pip, then exit 1 on a bad hash."""
+    wheel = make_wheel(tmp_path, PAYLOAD)
+    calls: list[Path] = []
+
+    def fake_download(workdir: Path) -> Path:
+        calls.append(workdir)
+        return wheel
+
+    monkeypatch.setattr(fetch_script, "download_wheel", fake_download)
+    monkeypatch.setattr(fetch_script, "EXPECTED_SHA256", PAYLOAD_SHA256)
+    dest = tmp_path / "data" / "external"
+
+    assert fetch_script.main(["--dest", str(dest)]) == 0
+    assert (dest / "CDNOW_master.txt").read_bytes() == PAYLOAD
+    assert len(calls) == 1
+
+    assert fetch_script.main(["--dest", str(dest)]) == 0
+    assert len(calls) == 1
+    assert "up to date" in capsys.readouterr().out
+
+    monkeypatch.setattr(fetch_script, "EXPECTED_SHA256", "f" * 64)
+    assert fetch_script.main(["--dest", str(dest), "--force"]) == 1
+    assert "checksum mismatch" in capsys.readouterr().err
+    assert sorted(p.name for p in dest.iterdir()) == ["CDNOW_master.txt"]
+
+
+def test_help(fetch_script: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        fetch_script.main(["--help"])
+    assert exc.value.code == 0
+    assert "--dest" in capsys.readouterr().out

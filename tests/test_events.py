@@ -1,0 +1,187 @@
+"""The event-log contract: reading, coercion, roles and one error listing every problem."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from churnlens import InputError, Settings, load_events, read_events
+from churnlens.config import EventRoles
+
+HEADER = "customer_id,timestamp,channel,event_type,amount,direction,duration_s\n"
+
+
+def write_csv(tmp_path: Path, body: str, header: str = HEADER, name: str = "events.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def problems_of(source: object) -> dict[str, object]:
+    with pytest.raises(InputError) as info:
+        load_events(source)  # type: ignore[arg-type]
+    return {p.message: p for p in info.value.problems}
+
+
+def test_reads_csv_with_time_zones_converted_to_utc(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "c1,2024-03-01T10:00:00+02:00,web,purchase,12.5,,\n"
+        "c1,2024-03-01 23:30:00,app,visit,,inbound,\n"
+        "c2,2024-03-02,email,marketing,,,\n"
+        "c2,2024-03-02T01:00:00Z,phone,support,,,65\n",
+    )
+    frame = read_events(path)
+    assert list(frame.columns) == [
+        "customer_id",
+        "timestamp",
+        "channel",
+        "event_type",
+        "amount",
+        "direction",
+        "duration_s",
+    ]
+    assert frame["timestamp"].dtype == "datetime64[us]"
+    stamps = frame.set_index(["customer_id", "channel"])["timestamp"]
+    assert stamps[("c1", "web")] == pd.Timestamp("2024-03-01 08:00:00")  # +02:00 -> UTC
+    assert stamps[("c1", "app")] == pd.Timestamp("2024-03-01 23:30:00")  # naive = UTC
+    assert stamps[("c2", "email")] == pd.Timestamp("2024-03-02 00:00:00")
+    assert frame["amount"].tolist() == [12.5, 0.0, 0.0, 0.0]  # missing amount -> 0
+    assert frame.loc[frame["channel"] == "phone", "duration_s"].item() == 65.0
+
+
+def test_reads_gzipped_csv_parquet_and_frames_alike(tmp_path: Path) -> None:
+    body = "c1,2024-03-01,web,purchase,10,,\nc2,2024-03-02,app,visit,,,\n"
+    csv = write_csv(tmp_path, body)
+    gz = tmp_path / "events.csv.gz"
+    gz.write_bytes(gzip.compress((HEADER + body).encode()))
+    from_csv = read_events(csv)
+    parquet = tmp_path / "events.parquet"
+    from_csv.to_parquet(parquet)
+    for other in (read_events(gz), read_events(parquet), read_events(from_csv)):
+        pd.testing.assert_frame_equal(other, from_csv)
+
+
+def test_tz_aware_frame_is_converted_and_extra_columns_ignored() -> None:
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a"],
+            "timestamp": pd.to_datetime(["2024-06-01 02:00"]).tz_localize("Europe/Berlin"),
+            "channel": ["web"],
+            "event_type": ["visit"],
+            "note": ["ignored"],
+        }
+    )
+    out = read_events(frame)
+    assert out["timestamp"].iloc[0] == pd.Timestamp("2024-06-01 00:00")
+    assert "note" not in out.columns
+
+
+def test_roles_follow_settings_and_direction() -> None:
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a"] * 5,
+            "timestamp": pd.date_range("2024-01-01", periods=5, freq="D"),
+            "channel": ["web"] * 5,
+            "event_type": ["order", "push", "push", "visit", "order"],
+            "direction": [None, None, "inbound", "outbound", "outbound"],
+        }
+    )
+    settings = Settings(events=EventRoles(purchase_types=("order",), outbound_types=("push",)))
+    table = load_events(frame, settings)
+    roles = table.con.execute(f"SELECT role FROM {table.name} ORDER BY timestamp").fetchall()
+    # a purchase type is a purchase whatever its direction; direction beats the type list
+    assert [r for (r,) in roles] == ["purchase", "outbound", "inbound", "outbound", "purchase"]
+
+
+def test_exact_duplicates_are_dropped_and_counted(tmp_path: Path) -> None:
+    row = "c1,2024-03-01 10:00:00,web,purchase,10,,\n"
+    path = write_csv(tmp_path, row * 3 + "c1,2024-03-01 10:00:00,web,purchase,11,,\n")
+    table = load_events(path)
+    assert table.rows_read == 4
+    assert table.duplicates_dropped == 2
+    assert table.summary().events == 2
+
+
+def test_missing_columns_suggest_close_matches(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path, "c1,2024-01-01,web,x\n", header="CustomerID,time_stamp,channel,kind\n"
+    )
+    with pytest.raises(InputError) as info:
+        load_events(path)
+    text = str(info.value)
+    assert "column 'customer_id': required column is missing; did you mean 'CustomerID'?" in text
+    assert "rename 'time_stamp' to 'timestamp'" in text
+    assert "column 'event_type'" in text and "add a 'event_type' column" in text
+    assert len(info.value.problems) == 3
+
+
+def test_every_problem_is_listed_with_counts_and_examples(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path,
+        "c1,2024-13-01,web,purchase,abc,sideways,-5\n"  # row 1: bad date, amount, direction, dur
+        ",2024-01-02,web,purchase,inf,,\n"  # row 2: empty id, non-finite amount
+        "c3,,web,purchase,1,,\n"  # row 3: missing timestamp
+        "c4,yesterday,,visit,1,,\n"  # row 4: bad date, empty channel
+        "c5,2024-01-05,web,,1,,\n"  # row 5: empty event type
+        "c6,2024-01-06,web,visit,nan,,\n",  # row 6: NaN amount
+    )
+    problems = problems_of(path)
+    assert set(problems) == {
+        "missing or empty customer id",
+        "missing timestamp",
+        "timestamp cannot be parsed",
+        "missing or empty channel",
+        "missing or empty event type",
+        "value is not a number",
+        "value is not finite (NaN or infinite)",
+        "negative duration",
+        "unknown direction",
+    }
+    bad_time = problems["timestamp cannot be parsed"]
+    assert bad_time.rows == 2
+    assert bad_time.examples == ("row 1: '2024-13-01'", "row 4: 'yesterday'")
+    assert problems["value is not finite (NaN or infinite)"].rows == 2
+    assert problems["missing or empty customer id"].examples == ("row 2: (empty)",)
+    assert problems["unknown direction"].examples == ("row 1: 'sideways'",)
+
+
+def test_examples_stop_at_three_but_count_all(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "".join(f"c{i},2024-01-01,web,visit,x{i},,\n" for i in range(10)))
+    problem = problems_of(path)["value is not a number"]
+    assert problem.rows == 10
+    assert len(problem.examples) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("", "the file is empty"), (HEADER, "no events: the log has no rows")],
+)
+def test_empty_file_and_header_only(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "events.csv"
+    path.write_text(content)
+    assert message in problems_of(path)
+
+
+def test_missing_file_and_unknown_type(tmp_path: Path) -> None:
+    assert "file not found" in problems_of(tmp_path / "nope.csv")
+    other = tmp_path / "events.json"
+    other.write_text("{}")
+    assert "unknown file type '.json'" in problems_of(other)
+
+
+def test_non_utf8_file_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "events.csv"
+    path.write_bytes(HEADER.encode() + b"c\xff\xfe1,2024-01-01,web,visit,,,\n")
+    with pytest.raises(InputError, match="cannot read the file"):
+        load_events(path)
+
+
+def test_numeric_timestamps_are_refused() -> None:
+    frame = pd.DataFrame(
+        {"customer_id": ["a"], "timestamp": [1_700_000_000], "channel": ["w"], "event_type": ["v"]}
+    )
+    assert "timestamp has type BIGINT" in problems_of(frame)
