@@ -15,7 +15,11 @@ from churnlens.cli import app
 
 runner = CliRunner()
 HEADER = "customer_id,timestamp,channel,event_type,amount,direction,duration_s\n"
-GOOD = "c1,2024-01-01,web,purchase,10,,\nc1,2024-02-01,app,visit,,,\nc2,2024-01-15,email,marketing,,,\n"
+GOOD = (
+    "c1,2024-01-01,web,purchase,10,,\n"
+    "c1,2024-02-01,app,visit,,,\n"
+    "c2,2024-01-15,email,marketing,,,\n"
+)
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from churnlens.config import Settings, load_settings  # noqa: E402
-from churnlens.errors import ChurnlensError, ConfigError, InputError, ModelError  # noqa: E402
-from churnlens.events import load_events, read_events  # noqa: E402
-from churnlens.features import (  # noqa: E402
+from churnlens.config import Settings, load_settings
+from churnlens.errors import ChurnlensError, ConfigError, InputError, ModelError
+from churnlens.events import load_events, read_events
+from churnlens.features import (
     PopulationStats,
     build_features,
     compute_population,

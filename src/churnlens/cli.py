@@ -109,7 +109,9 @@ def sample(
     check_output_path(out)
     began = time.perf_counter()
     with console.status(f"Generating {customers:,} customers over {days} days..."):
-        events = generate_events(customers=customers, days=days, seed=seed, start=parse_as_of(start))
+        events = generate_events(
+            customers=customers, days=days, seed=seed, start=parse_as_of(start)
+        )
         write_table(events, out)
     console.print(
         f"Wrote {len(events):,} events of {events['customer_id'].nunique():,} customers "

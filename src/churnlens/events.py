@@ -502,7 +502,9 @@ def _create_table(
 def _drop_duplicates(con: duckdb.DuckDBPyConnection, table: str) -> int:
     cols = ", ".join(CANONICAL_COLUMNS)
     # A hash count is cheap; only when it finds duplicates is the exact DISTINCT run.
-    (suspect,) = con.execute(f"SELECT count(*) - count(DISTINCT hash({cols})) FROM {table}").fetchone()  # type: ignore[misc]
+    (suspect,) = con.execute(
+        f"SELECT count(*) - count(DISTINCT hash({cols})) FROM {table}"
+    ).fetchone()  # type: ignore[misc]
     if not suspect:
         return 0
     (before,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]

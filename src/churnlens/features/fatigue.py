@@ -21,8 +21,9 @@ def feature_names(settings: Settings) -> list[str]:
 def sql(settings: Settings) -> str:
     windows = settings.features.fatigue_windows_days
     wide = windows[-1]
-    touches = [f"count(*) FILTER (WHERE {OUTBOUND} AND age < {w}) AS fatigue_touches_{w}d"
-               for w in windows]
+    touches = [
+        f"count(*) FILTER (WHERE {OUTBOUND} AND age < {w}) AS fatigue_touches_{w}d" for w in windows
+    ]
     return f"""
         WITH per_customer AS (
             SELECT customer_id,

@@ -20,10 +20,14 @@ def feature_names(settings: Settings) -> list[str]:
 def sql(settings: Settings) -> str:
     f = settings.features
     t = f.trend_days
-    cols = [f"count(*) FILTER (WHERE {CONTACT} AND age < {w}) AS freq_contacts_{w}d"
-            for w in f.windows_days]
-    cols += [f"count(*) FILTER (WHERE {PURCHASE} AND age < {w}) AS freq_purchases_{w}d"
-             for w in f.windows_days]
+    cols = [
+        f"count(*) FILTER (WHERE {CONTACT} AND age < {w}) AS freq_contacts_{w}d"
+        for w in f.windows_days
+    ]
+    cols += [
+        f"count(*) FILTER (WHERE {PURCHASE} AND age < {w}) AS freq_purchases_{w}d"
+        for w in f.windows_days
+    ]
     cols += [
         f"count(*) FILTER (WHERE {CONTACT} AND age < {t}) AS _freq_trend_now",
         f"count(*) FILTER (WHERE {CONTACT} AND age >= {t} AND age < {2 * t}) AS _freq_trend_before",
