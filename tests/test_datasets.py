@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnlens.datasets import CDNOW_SHA256, DEFAULT_CDNOW_PATH, read_cdnow
+from churnlens.datasets import CDNOW_SHA256, read_cdnow
 from churnlens.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,15 +31,6 @@ CANONICAL_COLUMNS = [
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def cdnow_path() -> Path:
-    """The real CDNOW log; the Makefile fetches it before the tests run."""
-    path = REPO_ROOT / DEFAULT_CDNOW_PATH
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run `make data` to fetch it")
-    return path
 
 
 @pytest.fixture(scope="module")
