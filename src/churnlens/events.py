@@ -240,8 +240,9 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _text(col: str) -> str:
-    return f"NULLIF(trim(CAST({_q(col)} AS VARCHAR)), '')"
+def _text(col: str, trim: bool = True) -> str:
+    value = f"CAST({_q(col)} AS VARCHAR)"
+    return f"NULLIF({f'trim({value})' if trim else value}, '')"
 
 
 def _number(col: str, dtype: str) -> str:
@@ -267,13 +268,13 @@ class _Check:
     fix: str
 
 
-def _typed_columns(types: dict[str, str]) -> dict[str, str]:
+def _typed_columns(types: dict[str, str], trim: bool) -> dict[str, str]:
     """SQL expressions giving each canonical column its contract type."""
     typed = {
-        "customer_id": _text("customer_id"),
+        "customer_id": _text("customer_id", trim),
         "timestamp": _timestamp("timestamp", types["timestamp"]),
-        "channel": _text("channel"),
-        "event_type": _text("event_type"),
+        "channel": _text("channel", trim),
+        "event_type": _text("event_type", trim),
         "amount": "CAST(NULL AS DOUBLE)",
         "direction": "CAST(NULL AS VARCHAR)",
         "duration_s": "CAST(NULL AS DOUBLE)",
@@ -287,7 +288,7 @@ def _typed_columns(types: dict[str, str]) -> dict[str, str]:
     return typed
 
 
-def _checks(types: dict[str, str]) -> list[_Check]:
+def _checks(types: dict[str, str], trim: bool) -> list[_Check]:
     ts_type = types["timestamp"]
     checks = [
         _Check(
@@ -298,7 +299,9 @@ def _checks(types: dict[str, str]) -> list[_Check]:
         ),
         _Check(
             "timestamp",
-            f"{_text('timestamp')} IS NULL AND r_timestamp IS NULL",
+            f"{_text('r_timestamp', trim)} IS NULL"
+            if ts_type == "VARCHAR"
+            else "r_timestamp IS NULL",
             "missing timestamp",
             "every event needs a date or date-time",
         ),
@@ -407,19 +410,24 @@ def load_events(
 
     n = next(_counter)
     raw_view, staged, table = f"_raw_{n}", f"_staged_{n}", f"events_{n}"
-    raw.create_view(raw_view)
-    typed = _typed_columns(types)
+    text_source = all(t == "VARCHAR" for t in types.values())
+    typed = _typed_columns(types, trim=text_source)
     raw_cols = ", ".join(f"{_q(c)} AS r_{c}" for c in CANONICAL_COLUMNS if c in types)
     renamed = ", ".join(f"{_q(o)} AS {_q(c)}" for o, c in zip(raw.columns, present, strict=True))
     selected = ", ".join(f"{expr} AS {name}" for name, expr in typed.items())
+    checks = _checks(types, trim=text_source)
     with _duckdb_errors(label):
+        if isinstance(source, (str, Path)) and text_source:
+            # Parse text files once; typed sources (Parquet, Arrow) are scanned in place.
+            raw.to_table(raw_view)
+        else:
+            raw.create_view(raw_view)
         con.execute(
             f"CREATE TEMP VIEW {staged} AS SELECT {selected}, {raw_cols} "
             f"FROM (SELECT {renamed} FROM {raw_view})"
         )
-        _raise_on_problems(con, staged, label, _checks(types))
-        rows_read = _create_table(con, staged, table, settings)
-    dropped = _drop_duplicates(con, table)
+        rows_read, distinct_rows = _raise_on_problems(con, staged, label, checks)
+        dropped = _create_event_relation(con, staged, table, settings, distinct_rows < rows_read)
     return EventTable(
         con=con,
         name=table,
@@ -432,11 +440,13 @@ def load_events(
 
 def _raise_on_problems(
     con: duckdb.DuckDBPyConnection, staged: str, label: str, checks: list[_Check]
-) -> None:
+) -> tuple[int, int]:
+    """One scan: rows, every check's count and the number of distinct row hashes."""
+    cols = ", ".join(CANONICAL_COLUMNS)
     counts = con.execute(
         "SELECT count(*), "
         + ", ".join(f"count(*) FILTER (WHERE {c.condition})" for c in checks)
-        + f" FROM {staged}"
+        + f", count(DISTINCT hash({cols})) FROM {staged}"
     ).fetchone()
     assert counts is not None
     if counts[0] == 0:
@@ -451,7 +461,7 @@ def _raise_on_problems(
             ],
         )
     problems = []
-    for check, count in zip(checks, counts[1:], strict=True):
+    for check, count in zip(checks, counts[1:-1], strict=True):
         if not count:
             continue
         examples = con.execute(
@@ -470,6 +480,7 @@ def _raise_on_problems(
         )
     if problems:
         raise InputError(label, problems)
+    return int(counts[0]), int(counts[-1])
 
 
 def _show(value: object) -> str:
@@ -479,13 +490,21 @@ def _show(value: object) -> str:
     return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
-def _create_table(
-    con: duckdb.DuckDBPyConnection, staged: str, table: str, settings: Settings
+def _create_event_relation(
+    con: duckdb.DuckDBPyConnection,
+    staged: str,
+    name: str,
+    settings: Settings,
+    has_duplicates: bool,
 ) -> int:
+    """The validated events with ``day`` and ``role``: a view, or a de-duplicated table.
+
+    Returns the number of exact duplicate rows dropped.
+    """
     purchase = ", ".join(_lit(t) for t in settings.events.purchase_types)
     outbound = ", ".join(_lit(t) for t in settings.events.outbound_types) or "NULL"
-    con.execute(f"""
-        CREATE TEMP TABLE {table} AS
+    cols = ", ".join(CANONICAL_COLUMNS)
+    body = f"""
         SELECT customer_id, timestamp, channel, event_type,
                coalesce(amount, 0.0) AS amount, direction, duration_s,
                CAST(timestamp AS DATE) AS day,
@@ -493,24 +512,15 @@ def _create_table(
                     WHEN direction = 'outbound'
                          OR (direction IS NULL AND event_type IN ({outbound})) THEN 'outbound'
                     ELSE 'inbound' END AS role
-        FROM {staged}
-    """)
-    (rows,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
-    return int(rows)
-
-
-def _drop_duplicates(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    cols = ", ".join(CANONICAL_COLUMNS)
-    # A hash count is cheap; only when it finds duplicates is the exact DISTINCT run.
-    (suspect,) = con.execute(
-        f"SELECT count(*) - count(DISTINCT hash({cols})) FROM {table}"
-    ).fetchone()  # type: ignore[misc]
-    if not suspect:
+        FROM (SELECT {"DISTINCT " if has_duplicates else ""}{cols} FROM {staged})
+    """
+    if not has_duplicates:
+        con.execute(f"CREATE TEMP VIEW {name} AS {body}")
         return 0
-    (before,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT DISTINCT * FROM {table}")
-    (after,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
-    return int(before - after)
+    con.execute(f"CREATE TEMP TABLE {name} AS {body}")
+    (kept,) = con.execute(f"SELECT count(*) FROM {name}").fetchone()  # type: ignore[misc]
+    (read,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()  # type: ignore[misc]
+    return int(read - kept)
 
 
 def read_events(source: EventSource, settings: Settings | None = None) -> pd.DataFrame:
