@@ -267,7 +267,7 @@ def test_population_from_events() -> None:
     #   frequency 2 3 5: 2.4, 2.8, 3 + .2*2 = 3.4, 3 + .6*2 = 4.2
     #   monetary 25 42 150: 25 + .4*17 = 31.8, 38.6, 42 + .2*108 = 63.6, 42 + .6*108 = 106.8
     # Intervals: a 10 10 10 10, d 5, e 40 (the two purchases on day 60 collapse):
-    #   pooled 5 10 10 10 10 40 -> median 10
+    #   customers' own mean intervals 10, 5, 40 -> median 10
     population = reference_population(_events(), D)
     np.testing.assert_allclose(population.recency_cuts, (9, 13, 24, 42), rtol=1e-12)
     np.testing.assert_allclose(population.frequency_cuts, (2.4, 2.8, 3.4, 4.2), rtol=1e-12)
@@ -302,30 +302,25 @@ def test_rfm(features: pd.DataFrame) -> None:
 
 
 def test_cycle(features: pd.DataFrame) -> None:
-    # P = 10 (see test_population_from_events), k = 4.
-    # a: four intervals of 10 -> exp((4 ln 10 + 4 ln 10) / 8) = 10; overdue 5 / 10
-    # d: one interval of 5 -> exp((ln 5 + 4 ln 10) / 5) = 5^.2 * 10^.8 = 8.7055
-    # e: one interval of 40 -> 40^.2 * 10^.8 = 13.1951
+    # P = 10 (see test_population_from_events), k = 4; cycle = (k P + S) / (k + n).
+    # a: four intervals of 10, S = 40 -> (40 + 40) / 8 = 10; overdue 5 / 10
+    # d: one interval of 5 -> (40 + 5) / 5 = 9
+    # e: one interval of 40 -> (40 + 40) / 5 = 16
     # b, c, f: no interval -> cycle_days = P = 10, overdue NaN (no purchase)
-    cycle_d = 5**0.2 * 10**0.8
-    cycle_e = 40**0.2 * 10**0.8
     _check(
         features,
         {
             #                    a    b    c    d        e        f
             "cycle_n_intervals": [4, 0, 0, 1, 1, 0],
             "cycle_own_days": [10, NAN, NAN, 5, 40, NAN],
-            "cycle_days": [10, 10, 10, cycle_d, cycle_e, 10],
-            "cycle_overdue_ratio": [0.5, NAN, NAN, 15 / cycle_d, 60 / cycle_e, NAN],
+            "cycle_days": [10, 10, 10, 9, 16, 10],
+            "cycle_overdue_ratio": [0.5, NAN, NAN, 15 / 9, 60 / 16, NAN],
         },
     )
-    assert features.loc["d_tie", "cycle_days"] == pytest.approx(8.7055, abs=1e-4)
-    assert features.loc["e_refund", "cycle_days"] == pytest.approx(13.1951, abs=1e-4)
 
 
 def test_cycle_spec_example_with_given_population() -> None:
-    # docs: one interval of 10 days against P = 60, k = 4 -> exp((ln 10 + 4 ln 60)/5),
-    # "= 42.0 days" in docs/features.md; the exact value is 10^.2 * 60^.8 = 41.93.
+    # docs: one interval of 10 days against P = 60, k = 4 -> (4 * 60 + 10) / 5 = 50 days
     events = pd.DataFrame(
         {
             "customer_id": ["x", "x"],
@@ -344,8 +339,7 @@ def test_cycle_spec_example_with_given_population() -> None:
         median_interval_days=60.0,
     )
     row = reference_features(events, D, population=population).loc["x"]
-    assert row["cycle_days"] == pytest.approx(41.93, abs=0.005)
-    assert row["cycle_days"] == pytest.approx(math.exp((math.log(10) + 4 * math.log(60)) / 5))
+    assert row["cycle_days"] == pytest.approx(50.0)
     assert row["cycle_own_days"] == pytest.approx(10.0)
     # recency 10: cuts 1 and 2 below -> r = 3; frequency 2: cuts 1, 1 below -> f = 3;
     # monetary 10: all four below -> m = 5
@@ -437,8 +431,8 @@ def test_empty_population_stats(features: pd.DataFrame) -> None:
     )
     got = reference_features(_events(), D, population=empty)
     np.testing.assert_allclose(got["cycle_days"].loc[["b_outbound", "c_single"]], 60.0)
-    # a: exp((4 ln 10 + 4 ln 60) / 8) = sqrt(600)
-    assert got.loc["a_regular", "cycle_days"] == pytest.approx(math.sqrt(600))
+    # a: (4 * 60 + 40) / 8 = 35
+    assert got.loc["a_regular", "cycle_days"] == pytest.approx(35.0)
     assert got.loc["a_regular", "rfm_cell"] == 511
     assert np.isnan(got.loc["b_outbound", "rfm_cell"])
     non_population = [c for c in got.columns if not c.startswith(("rfm_", "cycle_"))]

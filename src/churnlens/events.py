@@ -426,8 +426,8 @@ def load_events(
             f"CREATE TEMP VIEW {staged} AS SELECT {selected}, {raw_cols} "
             f"FROM (SELECT {renamed} FROM {raw_view})"
         )
-        rows_read, distinct_rows = _raise_on_problems(con, staged, label, checks)
-        dropped = _create_event_relation(con, staged, table, settings, distinct_rows < rows_read)
+        rows_read = _raise_on_problems(con, staged, label, checks)
+        dropped = _create_event_relation(con, staged, table, settings)
     return EventTable(
         con=con,
         name=table,
@@ -441,12 +441,11 @@ def load_events(
 def _raise_on_problems(
     con: duckdb.DuckDBPyConnection, staged: str, label: str, checks: list[_Check]
 ) -> tuple[int, int]:
-    """One scan: rows, every check's count and the number of distinct row hashes."""
-    cols = ", ".join(CANONICAL_COLUMNS)
+    """One scan counting every check; raises listing every problem, else returns rows."""
     counts = con.execute(
         "SELECT count(*), "
         + ", ".join(f"count(*) FILTER (WHERE {c.condition})" for c in checks)
-        + f", count(DISTINCT hash({cols})) FROM {staged}"
+        + f" FROM {staged}"
     ).fetchone()
     assert counts is not None
     if counts[0] == 0:
@@ -461,7 +460,7 @@ def _raise_on_problems(
             ],
         )
     problems = []
-    for check, count in zip(checks, counts[1:-1], strict=True):
+    for check, count in zip(checks, counts[1:], strict=True):
         if not count:
             continue
         examples = con.execute(
@@ -480,7 +479,7 @@ def _raise_on_problems(
         )
     if problems:
         raise InputError(label, problems)
-    return int(counts[0]), int(counts[-1])
+    return int(counts[0])
 
 
 def _show(value: object) -> str:
@@ -491,20 +490,34 @@ def _show(value: object) -> str:
 
 
 def _create_event_relation(
-    con: duckdb.DuckDBPyConnection,
-    staged: str,
-    name: str,
-    settings: Settings,
-    has_duplicates: bool,
+    con: duckdb.DuckDBPyConnection, staged: str, name: str, settings: Settings
 ) -> int:
-    """The validated events with ``day`` and ``role``: a view, or a de-duplicated table.
+    """The validated events with ``day`` and ``role``, as a view; returns duplicates dropped.
 
-    Returns the number of exact duplicate rows dropped.
+    Exact duplicate rows are rare: one hash aggregation looks for them, and only when it
+    finds some is a de-duplicated copy made (comparing every column, so a hash collision
+    never merges two different events).
     """
     purchase = ", ".join(_lit(t) for t in settings.events.purchase_types)
     outbound = ", ".join(_lit(t) for t in settings.events.outbound_types) or "NULL"
     cols = ", ".join(CANONICAL_COLUMNS)
-    body = f"""
+    con.execute(f"""
+        CREATE TEMP TABLE {name}_dup_hashes AS
+        SELECT h FROM (SELECT hash({cols}) AS h FROM {staged}) GROUP BY h HAVING count(*) > 1
+    """)
+    (has_dups,) = con.execute(f"SELECT count(*) > 0 FROM {name}_dup_hashes").fetchone()  # type: ignore[misc]
+    kind = "VIEW"
+    source = staged
+    dropped = 0
+    if has_dups:
+        # Rare: pay for an exact de-duplicated copy.
+        kind = "TABLE"
+        source = f"(SELECT DISTINCT {cols} FROM {staged})"
+        (read,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()  # type: ignore[misc]
+        (kept,) = con.execute(f"SELECT count(*) FROM {source}").fetchone()  # type: ignore[misc]
+        dropped = read - kept
+    con.execute(f"""
+        CREATE TEMP {kind} {name} AS
         SELECT customer_id, timestamp, channel, event_type,
                coalesce(amount, 0.0) AS amount, direction, duration_s,
                CAST(timestamp AS DATE) AS day,
@@ -512,15 +525,10 @@ def _create_event_relation(
                     WHEN direction = 'outbound'
                          OR (direction IS NULL AND event_type IN ({outbound})) THEN 'outbound'
                     ELSE 'inbound' END AS role
-        FROM (SELECT {"DISTINCT " if has_duplicates else ""}{cols} FROM {staged})
-    """
-    if not has_duplicates:
-        con.execute(f"CREATE TEMP VIEW {name} AS {body}")
-        return 0
-    con.execute(f"CREATE TEMP TABLE {name} AS {body}")
-    (kept,) = con.execute(f"SELECT count(*) FROM {name}").fetchone()  # type: ignore[misc]
-    (read,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()  # type: ignore[misc]
-    return int(read - kept)
+        FROM {source}
+    """)
+    con.execute(f"DROP TABLE {name}_dup_hashes")
+    return int(dropped)
 
 
 def read_events(source: EventSource, settings: Settings | None = None) -> pd.DataFrame:

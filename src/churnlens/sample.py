@@ -593,6 +593,23 @@ def _sort_order(
     return np.lexsort((kind_rank, channel_rank, customer, seconds))
 
 
+def _without_double_sends(
+    order: np.ndarray, seconds: np.ndarray, cols: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Drop an event that repeats the one before it exactly (same second, customer,
+    channel, kind, amount and duration): a double send, which the event-log contract
+    would remove as an exact duplicate row anyway."""
+    if order.size < 2:
+        return order
+    same = np.ones(order.size - 1, dtype=bool)
+    for key in (seconds, cols["customer"], cols["channel"], cols["kind"], cols["amount"]):
+        k = key[order]
+        same &= k[1:] == k[:-1]
+    d = cols["duration"][order]
+    same &= (d[1:] == d[:-1]) | (np.isnan(d[1:]) & np.isnan(d[:-1]))
+    return order[~np.concatenate([[False], same])]
+
+
 def _pre_purchase_visits(
     rng: np.random.Generator, cols: dict[str, np.ndarray]
 ) -> dict[str, np.ndarray]:
@@ -650,6 +667,7 @@ def _to_frame(
     cols = _pre_purchase_visits(rng, cols)
     seconds = cols["day"] * _SECONDS_PER_DAY + cols["second"]
     order = _sort_order(seconds, cols["customer"].astype(np.int64), cols["channel"], cols["kind"])
+    order = _without_double_sends(order, seconds, cols)
     origin = np.datetime64(start, "us")
     kinds = cols["kind"][order]
     return pd.DataFrame(

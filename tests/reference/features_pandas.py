@@ -305,20 +305,19 @@ def _cycle(
     log: _Log, recency: pd.Series, population: PopulationStats, f: FeatureSettings
 ) -> pd.DataFrame:
     """cycle_*: the customer's own repurchase cycle, shrunk towards the population's P."""
-    intervals = _purchase_intervals(log)
-    ln_x = np.log(intervals["interval"]).groupby(intervals["cust"])
-    n = _per_customer(ln_x.size(), log, 0.0)
-    sum_ln_x = _per_customer(ln_x.sum(), log, 0.0)  # = n * mean ln x
+    intervals = _purchase_intervals(log)["interval"].groupby(_purchase_intervals(log)["cust"])
+    n = _per_customer(intervals.size(), log, 0.0)
+    span = _per_customer(intervals.sum(), log, 0.0)  # sum of intervals = last - first day
     p = population.median_interval_days
     if np.isnan(p):
         p = f.cycle_default_days
     k = f.cycle_prior_intervals
-    shrunk = np.exp((sum_ln_x + k * np.log(p)) / (n + k))
-    cycle_days = shrunk.where(n > 0, p)
+    # as if the customer had also shown k intervals of the population's length P
+    cycle_days = ((k * p + span) / (n + k)).where(n + k > 0, p)
     return pd.DataFrame(
         {
             "cycle_n_intervals": n,
-            "cycle_own_days": np.exp(sum_ln_x / n).where(n > 0),
+            "cycle_own_days": (span / n).where(n > 0),
             "cycle_days": cycle_days,
             "cycle_overdue_ratio": recency / cycle_days,
         }
@@ -350,11 +349,12 @@ def _fatigue(log: _Log, f: FeatureSettings) -> pd.DataFrame:
 
 
 def _population(log: _Log) -> PopulationStats:
-    """Quintile cut points over buyers and the pooled median purchase interval."""
+    """Quintile cut points over buyers and the median of customers' own mean intervals."""
     base = _rfm_base(log)
     buyers = base[base["rfm_frequency"] > 0]
-    intervals = _purchase_intervals(log)["interval"]
-    median = float(intervals.median()) if len(intervals) else float("nan")
+    intervals = _purchase_intervals(log)
+    own_means = intervals.groupby("cust")["interval"].mean()
+    median = float(own_means.median()) if len(own_means) else float("nan")
     return PopulationStats(
         recency_cuts=_quintile_cuts(buyers["rfm_recency_days"]),
         frequency_cuts=_quintile_cuts(buyers["rfm_frequency"]),

@@ -6,11 +6,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import CONTACT, FeatureContext, counts, ratio
-
-
-def _lit(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+from churnlens.features.base import FeatureContext, counts, ratio, sql_literal
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -25,40 +21,29 @@ def feature_names(settings: Settings) -> list[str]:
     ]
 
 
-def sql(settings: Settings) -> str:
+def contacts_aggregates(settings: Settings) -> list[str]:
+    return ["count(*) AS _chan_total"]
+
+
+def sequence_aggregates(settings: Settings) -> list[str]:
+    return ["count(*) FILTER (WHERE channel <> prev_channel) AS _chan_switches"]
+
+
+def channels_aggregates(settings: Settings) -> list[str]:
     channels = settings.features.channels
-    shares = [f"sum(n) FILTER (WHERE channel = {_lit(c)}) AS _chan_n_{c}" for c in channels]
-    listed = ", ".join(_lit(c) for c in channels) or "NULL"
-    shares.append(f"sum(n) FILTER (WHERE channel NOT IN ({listed})) AS _chan_n_other")
-    return f"""
-        WITH per_channel AS (
-            SELECT customer_id, channel, count(*) AS n
-            FROM ev WHERE {CONTACT} GROUP BY customer_id, channel
-        ), diversity AS (
-            SELECT customer_id,
-                   count(*) AS chan_n_channels,
-                   sum(n) AS _chan_total,
-                   max(n) AS _chan_top,
-                   sum(n * n) AS _chan_sum_sq,
-                   sum(n * ln(n)) AS _chan_n_log_n,
-                   {", ".join(shares)}
-            FROM per_channel GROUP BY customer_id
-        ), sequence AS (
-            SELECT customer_id, channel,
-                   lag(channel) OVER (PARTITION BY customer_id
-                                      ORDER BY timestamp, channel, event_type) AS previous
-            FROM ev WHERE {CONTACT}
-        ), switches AS (
-            SELECT customer_id,
-                   count(*) FILTER (WHERE channel <> previous) AS _chan_switches
-            FROM sequence GROUP BY customer_id
-        )
-        SELECT * FROM diversity LEFT JOIN switches USING (customer_id)
-    """
+    listed = ", ".join(sql_literal(c) for c in channels) or "NULL"
+    return [
+        "count(*) AS chan_n_channels",
+        "max(n) AS _chan_top",
+        "sum(n * n) AS _chan_sum_sq",
+        "sum(n * ln(n)) AS _chan_n_log_n",
+        *(f"sum(n) FILTER (WHERE channel = {sql_literal(c)}) AS _chan_n_{c}" for c in channels),
+        f"sum(n) FILTER (WHERE channel NOT IN ({listed})) AS _chan_n_other",
+    ]
 
 
 def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
-    total = raw["_chan_total"].astype(float)
+    total = raw["_chan_total"].astype(float).where(raw["_chan_total"] > 0)
     n_channels = counts(raw, "chan_n_channels")
     # Shannon entropy from counts: H = ln N - sum(n ln n) / N.
     entropy = np.log(total) - raw["_chan_n_log_n"].astype(float) / total

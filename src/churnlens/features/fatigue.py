@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import CONTACT, OUTBOUND, FeatureContext, counts, ratio
+from churnlens.features.base import FeatureContext, counts, ratio
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -18,30 +18,17 @@ def feature_names(settings: Settings) -> list[str]:
     ]
 
 
-def sql(settings: Settings) -> str:
+def contacts_aggregates(settings: Settings) -> list[str]:
+    wide = settings.features.fatigue_windows_days[-1]
+    return [f"count(*) FILTER (WHERE age < {wide}) AS _fatigue_responses"]
+
+
+def outbound_aggregates(settings: Settings) -> list[str]:
     windows = settings.features.fatigue_windows_days
-    wide = windows[-1]
-    touches = [
-        f"count(*) FILTER (WHERE {OUTBOUND} AND age < {w}) AS fatigue_touches_{w}d" for w in windows
+    return [
+        *(f"count(*) FILTER (WHERE age < {w}) AS fatigue_touches_{w}d" for w in windows),
+        "min(age) AS fatigue_days_since_touch",
     ]
-    return f"""
-        WITH per_customer AS (
-            SELECT customer_id,
-                   {", ".join(touches)},
-                   count(*) FILTER (WHERE {CONTACT} AND age < {wide}) AS _fatigue_responses,
-                   max(timestamp) FILTER (WHERE {CONTACT}) AS _last_contact,
-                   min(age) FILTER (WHERE {OUTBOUND}) AS fatigue_days_since_touch
-            FROM ev GROUP BY customer_id
-        ), since_contact AS (
-            SELECT ev.customer_id, count(*) AS fatigue_touches_since_contact
-            FROM ev JOIN per_customer USING (customer_id)
-            WHERE {OUTBOUND}
-              AND (_last_contact IS NULL OR ev.timestamp > _last_contact)
-            GROUP BY ev.customer_id
-        )
-        SELECT * EXCLUDE (_last_contact)
-        FROM per_customer LEFT JOIN since_contact USING (customer_id)
-    """
 
 
 def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
@@ -52,6 +39,7 @@ def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     out[f"fatigue_response_rate_{windows[-1]}d"] = ratio(
         counts(raw, "_fatigue_responses"), out[f"fatigue_touches_{windows[-1]}d"]
     )
+    # computed by the engine: touches later than the customer's last contact
     out["fatigue_touches_since_contact"] = counts(raw, "fatigue_touches_since_contact")
     out["fatigue_days_since_touch"] = raw["fatigue_days_since_touch"].astype(float)
     return out[feature_names(ctx.settings)]

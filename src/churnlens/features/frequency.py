@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import CONTACT, PURCHASE, FeatureContext, counts
+from churnlens.features.base import PURCHASE, FeatureContext, counts
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -17,32 +18,39 @@ def feature_names(settings: Settings) -> list[str]:
     )
 
 
-def sql(settings: Settings) -> str:
+def contacts_aggregates(settings: Settings) -> list[str]:
     f = settings.features
     t = f.trend_days
-    cols = [
-        f"count(*) FILTER (WHERE {CONTACT} AND age < {w}) AS freq_contacts_{w}d"
-        for w in f.windows_days
+    return [
+        *(f"count(*) FILTER (WHERE age < {w}) AS freq_contacts_{w}d" for w in f.windows_days),
+        *(
+            f"count(*) FILTER (WHERE {PURCHASE} AND age < {w}) AS freq_purchases_{w}d"
+            for w in f.windows_days
+        ),
+        f"count(*) FILTER (WHERE age < {t}) AS _freq_trend_now",
+        f"count(*) FILTER (WHERE age >= {t} AND age < {2 * t}) AS _freq_trend_before",
+        "max(age) AS _freq_first_contact_age",
     ]
-    cols += [
-        f"count(*) FILTER (WHERE {PURCHASE} AND age < {w}) AS freq_purchases_{w}d"
-        for w in f.windows_days
-    ]
-    cols += [
-        f"count(*) FILTER (WHERE {CONTACT} AND age < {t}) AS _freq_trend_now",
-        f"count(*) FILTER (WHERE {CONTACT} AND age >= {t} AND age < {2 * t}) AS _freq_trend_before",
-        f"count(DISTINCT day) FILTER (WHERE {CONTACT} AND age < {f.active_days_window}) "
-        f"AS freq_active_days_{f.active_days_window}d",
-        "max(age) AS freq_tenure_days",
-    ]
-    return f"SELECT customer_id, {', '.join(cols)} FROM ev GROUP BY customer_id"
+
+
+def sequence_aggregates(settings: Settings) -> list[str]:
+    window = settings.features.active_days_window
+    return [f"count(*) FILTER (WHERE new_day AND age < {window}) AS freq_active_days_{window}d"]
+
+
+def outbound_aggregates(settings: Settings) -> list[str]:
+    return ["max(age) AS _freq_first_touch_age"]
 
 
 def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     names = feature_names(ctx.settings)
-    out = pd.DataFrame({n: counts(raw, n) for n in names if n != "freq_contacts_trend"})
+    out = pd.DataFrame({n: counts(raw, n) for n in names[:-3]}, index=raw.index)
     now, before = counts(raw, "_freq_trend_now"), counts(raw, "_freq_trend_before")
     total = now + before
     out["freq_contacts_trend"] = ((now - before) / total.where(total > 0)).fillna(0.0)
-    out["freq_tenure_days"] = raw["freq_tenure_days"].astype(float)
+    active = f"freq_active_days_{ctx.settings.features.active_days_window}d"
+    out[active] = counts(raw, active)
+    out["freq_tenure_days"] = np.fmax(
+        raw["_freq_first_contact_age"].astype(float), raw["_freq_first_touch_age"].astype(float)
+    )
     return out[names]

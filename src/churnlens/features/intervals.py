@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import CONTACT, FeatureContext, ratio
+from churnlens.features.base import FeatureContext, ratio
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -20,24 +20,15 @@ def feature_names(settings: Settings) -> list[str]:
     ]
 
 
-def sql(settings: Settings) -> str:
-    return f"""
-        WITH contact_days AS (
-            SELECT DISTINCT customer_id, day, age FROM ev WHERE {CONTACT}
-        ), gaps AS (
-            SELECT customer_id, day, age,
-                   day - lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS gap
-            FROM contact_days
-        )
-        SELECT customer_id,
-               avg(gap) AS gap_mean,
-               quantile_cont(gap, 0.5) AS gap_median,
-               stddev_pop(gap) AS gap_std,
-               max(gap) AS gap_max,
-               arg_max(gap, day) AS gap_last,
-               min(age) AS gap_days_since_contact
-        FROM gaps GROUP BY customer_id
-    """
+def sequence_aggregates(settings: Settings) -> list[str]:
+    return [
+        "avg(gap) AS gap_mean",
+        "quantile_cont(gap, 0.5) AS gap_median",
+        "stddev_pop(gap) AS gap_std",
+        "max(gap) AS gap_max",
+        "arg_max(gap, timestamp) FILTER (WHERE gap IS NOT NULL) AS gap_last",
+        "min(age) AS gap_days_since_contact",
+    ]
 
 
 def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:

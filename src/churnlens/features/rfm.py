@@ -25,15 +25,13 @@ def feature_names(settings: Settings) -> list[str]:
     ]
 
 
-def sql(settings: Settings) -> str:
-    return f"""
-        SELECT customer_id,
-               min(age) AS rfm_recency_days,
-               count(*) AS rfm_frequency,
-               sum(amount) AS rfm_monetary_total,
-               max(age) AS rfm_tenure_days
-        FROM ev WHERE {PURCHASE} GROUP BY customer_id
-    """
+def contacts_aggregates(settings: Settings) -> list[str]:
+    return [
+        f"min(age) FILTER (WHERE {PURCHASE}) AS rfm_recency_days",
+        f"count(*) FILTER (WHERE {PURCHASE}) AS rfm_frequency",
+        f"sum(amount) FILTER (WHERE {PURCHASE}) AS rfm_monetary_total",
+        f"max(age) FILTER (WHERE {PURCHASE}) AS rfm_tenure_days",
+    ]
 
 
 def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
