@@ -208,6 +208,86 @@ def _feature_summary(frame: object) -> Table:
     return table
 
 
+HorizonOpt = Annotated[
+    int | None,
+    typer.Option("--horizon-days", min=1, help="Churn = no purchase in this many days."),
+]
+ModelsDirOpt = Annotated[Path, typer.Option("--models-dir", help="Folder for the model bundle.")]
+
+
+def _training_settings(config: Path | None, horizon_days: int | None) -> Settings:
+    return _settings(config).with_overrides(training={"horizon_days": horizon_days})
+
+
+def _metrics_table(title: str, frame: object) -> Table:
+    import pandas as pd
+
+    assert isinstance(frame, pd.DataFrame)
+    table = Table(title=title, title_justify="left")
+    table.add_column("score")
+    for col in frame.columns:
+        table.add_column(col, justify="right")
+    for name, row in frame.iterrows():
+        table.add_row(str(name), *(f"{v:.4f}" for v in row))
+    return table
+
+
+@app.command()
+@reports_errors
+def train(
+    events: EventsArg,
+    as_of: Annotated[str, typer.Option("--as-of", help="Data is known up to this day.")],
+    horizon_days: HorizonOpt = None,
+    config: ConfigOpt = None,
+    models_dir: ModelsDirOpt = Path("models"),
+) -> None:
+    """Train the calibrated churn model and its baselines; write a model bundle."""
+    from churnlens.training import train as train_model
+
+    settings = _training_settings(config, horizon_days)
+    with console.status("Training on snapshots..."):
+        result = train_model(events, parse_as_of(as_of), settings, models_dir)
+    console.print(
+        f"Trained on {len(result.snapshots)} snapshots "
+        f"({result.snapshots[0]} to {result.snapshots[-1]}), {result.rows:,} rows; "
+        f"calibration: {result.model.calibration_method_}"
+    )
+    console.print(_metrics_table("Validation (latest snapshot, out of time)", result.validation))
+    console.print(f"Model bundle: [bold]{result.bundle}[/]")
+
+
+@app.command()
+@reports_errors
+def backtest(
+    events: EventsArg,
+    as_of: Annotated[str, typer.Option("--as-of", help="Train as of this day, then check.")],
+    horizon_days: HorizonOpt = None,
+    config: ConfigOpt = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="Write customer_id, churn_probability, churned and baselines here."),
+    ] = None,
+) -> None:
+    """Train as of a day and score it against what really happened after it."""
+    from churnlens.training import backtest as run_backtest
+
+    settings = _training_settings(config, horizon_days)
+    if predictions is not None:
+        check_output_path(predictions)
+    with console.status("Training and backtesting..."):
+        result = run_backtest(events, parse_as_of(as_of), settings)
+    horizon = settings.training.horizon_days
+    churn_rate = result.predictions["churned"].mean()
+    console.print(
+        f"Backtest as of {result.as_of}: {len(result.predictions):,} customers, "
+        f"realised churn rate {churn_rate:.3f} over {horizon} days"
+    )
+    console.print(_metrics_table("Realised metrics", result.metrics))
+    if predictions is not None:
+        write_table(result.predictions, predictions)
+        console.print(f"Predictions: [bold]{predictions}[/]")
+
+
 @datasets_app.command("cdnow")
 @reports_errors
 def datasets_cdnow(

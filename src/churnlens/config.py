@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -86,11 +86,81 @@ class FeatureSettings(_Frozen):
         return value
 
 
+class TrainingSettings(_Frozen):
+    """How training snapshots are taken and labelled."""
+
+    horizon_days: int = Field(90, gt=0, description="churn = no purchase in this many days")
+    snapshot_step_days: int | None = Field(
+        None, gt=0, description="days between snapshots (default: the horizon)"
+    )
+    min_history_days: int = Field(90, ge=0, description="log days needed before a snapshot")
+    max_snapshots: int = Field(8, gt=0)
+    population: Literal["all", "purchasers"] = Field(
+        "all", description="customers in a snapshot: any event so far, or a purchase so far"
+    )
+
+
+class ModelSettings(_Frozen):
+    """The churn classifier (LightGBM) and its calibration."""
+
+    n_estimators: int = Field(300, gt=0)
+    learning_rate: float = Field(0.03, gt=0, le=1)
+    num_leaves: int = Field(15, ge=2)
+    min_child_samples: int = Field(100, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(5.0, ge=0)
+    calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
+    isotonic_min_samples: int = Field(
+        5000, gt=0, description="'auto' calibrates isotonically from this many validation rows"
+    )
+    seed: int = 7
+
+
+class SegmentSettings(_Frozen):
+    """K-means customer segments."""
+
+    k_min: int = Field(3, ge=2)
+    k_max: int = Field(8, ge=2)
+    silhouette_sample: int = Field(5000, gt=100)
+    seed: int = 7
+
+    @field_validator("k_max")
+    @classmethod
+    def _range(cls, value: int, info: Any) -> int:
+        k_min = info.data.get("k_min", 2)
+        if value < k_min:
+            raise ValueError(f"k_max ({value}) must be at least k_min ({k_min})")
+        return value
+
+
+class TrackingSettings(_Frozen):
+    """Where MLflow runs and registered models go."""
+
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
+    )
+    experiment: str = "churnlens"
+    churn_model_name: str = "churnlens-churn"
+    segment_model_name: str = "churnlens-segments"
+
+
 class Settings(_Frozen):
     """The whole churnlens configuration."""
 
     events: EventRoles = EventRoles()
     features: FeatureSettings = FeatureSettings()
+    training: TrainingSettings = TrainingSettings()
+    model: ModelSettings = ModelSettings()
+    segments: SegmentSettings = SegmentSettings()
+    tracking: TrackingSettings = TrackingSettings()
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Settings:
+        """A copy with some fields of some sections replaced (validated)."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            data[section].update({k: v for k, v in values.items() if v is not None})
+        return settings_from_dict(data, source="overrides")
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:

@@ -1,0 +1,1 @@
+"""Fitted models: the churn classifier with its baselines, and the segment model."""
