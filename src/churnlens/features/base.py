@@ -1,23 +1,29 @@
 """What every feature family provides, and the context it is built in.
 
-The engine (engine.py) runs one SQL statement with five per-customer aggregations, and
-each family contributes select expressions to the ones it needs:
+The engine (engine.py) runs one SQL statement over a compact copy of the events up to the
+as-of day (``customer_id, timestamp, age, channel, event_type, amount, role``; channel,
+event type and role are ENUMs, which compare with string literals as text does). Each
+family contributes select expressions, through ``<relation>_aggregates(settings,
+seen_channels)`` (``seen_channels``: the distinct channels of the log, sorted), to the
+per-customer aggregations it needs:
 
-``contacts``
-    Every contact (purchase or inbound event) on or before the as-of day: columns
-    ``customer_id, timestamp, day, age, channel, event_type, amount, role``.
-``sequence``
-    The same contacts in time order per customer (by timestamp, channel, event_type),
-    with ``customer_id, timestamp, day, age, channel`` and, from the previous contact of
-    the same customer, ``prev_channel``, ``gap`` (days since the previous contact day;
-    NULL on the first contact and on a further contact the same day) and ``new_day``
-    (first contact of its day).
+``contacts`` and ``sequence``
+    One aggregation over every contact (purchase or inbound event) on or before the as-of
+    day, in time order per customer (by timestamp, channel, event_type): columns
+    ``customer_id, timestamp, age, channel`` and, from the previous contact of the same
+    customer, ``prev_channel``, ``gap`` (days since the previous contact day; NULL on
+    the first contact and on a further contact the same day) and ``new_day`` (first
+    contact of its day). ``role`` and ``amount`` are not carried: purchases have their
+    own relation.
 ``purchase_days``
-    One row per customer and day with a purchase, with that day's ``age``.
+    One row per customer and day with a purchase: that day's ``age``, ``n`` (purchase
+    events that day) and ``amount`` (their summed amounts).
 ``channels``
-    One row per customer and channel with ``n``, the number of contacts.
+    One row per customer and channel with ``n``, the number of contacts. Only aggregated
+    when a family asks for it (channels.py does only for logs with many channels).
 ``outbound``
-    Every outbound touch on or before the as-of day: ``customer_id, timestamp, age``.
+    Every outbound touch on or before the as-of day: ``customer_id, timestamp, age`` and
+    ``last_contact``, the timestamp of the customer's last contact (NULL without one).
 
 ``age`` is the number of days between an event's day and the as-of day (0 on it). A
 family's ``finish`` turns the joined raw aggregates into its feature columns.

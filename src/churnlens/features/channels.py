@@ -21,15 +21,44 @@ def feature_names(settings: Settings) -> list[str]:
     ]
 
 
-def contacts_aggregates(settings: Settings) -> list[str]:
-    return ["count(*) AS _chan_total"]
+# Up to this many distinct channels in the log, the per-channel counts are FILTER
+# aggregates of the contacts pass; beyond it, one extra (customer, channel) aggregation.
+MAX_INLINE_CHANNELS = 32
 
 
-def sequence_aggregates(settings: Settings) -> list[str]:
+def _counts(seen_channels: tuple[str, ...]) -> list[str]:
+    return [f"count(*) FILTER (WHERE channel = {sql_literal(c)})" for c in seen_channels]
+
+
+def contacts_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
+    out = ["count(*) AS _chan_total"]
+    if len(seen_channels) > MAX_INLINE_CHANNELS:
+        return out
+    # n_c for every channel c of the log, from the same pass: S, max, sum n^2, sum n ln n.
+    n = _counts(seen_channels)
+    listed = ", ".join(sql_literal(c) for c in settings.features.channels) or "NULL"
+    return [
+        *out,
+        " + ".join(f"CAST({x} > 0 AS BIGINT)" for x in n) + " AS chan_n_channels",
+        f"greatest({', '.join(n)}) AS _chan_top",
+        " + ".join(f"{x} * {x}" for x in n) + " AS _chan_sum_sq",
+        " + ".join(f"CASE WHEN {x} > 0 THEN {x} * ln({x}) ELSE 0 END" for x in n)
+        + " AS _chan_n_log_n",
+        *(
+            f"count(*) FILTER (WHERE channel = {sql_literal(c)}) AS _chan_n_{c}"
+            for c in settings.features.channels
+        ),
+        f"count(*) FILTER (WHERE channel NOT IN ({listed})) AS _chan_n_other",
+    ]
+
+
+def sequence_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
     return ["count(*) FILTER (WHERE channel <> prev_channel) AS _chan_switches"]
 
 
-def channels_aggregates(settings: Settings) -> list[str]:
+def channels_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
+    if len(seen_channels) <= MAX_INLINE_CHANNELS:
+        return []  # computed by contacts_aggregates
     channels = settings.features.channels
     listed = ", ".join(sql_literal(c) for c in channels) or "NULL"
     return [

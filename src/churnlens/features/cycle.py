@@ -21,9 +21,12 @@ def feature_names(settings: Settings) -> list[str]:
     return ["cycle_n_intervals", "cycle_own_days", "cycle_days", "cycle_overdue_ratio"]
 
 
-def purchase_days_aggregates(settings: Settings) -> list[str]:
+def purchase_days_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
     # one row per customer and purchase day, with that day's age
-    return ["count(*) AS _cycle_purchase_days", "max(age) - min(age) AS _cycle_span_days"]
+    return [
+        "count(*) AS _cycle_purchase_days",
+        "max(age) - min(age) AS _cycle_span_days",
+    ]
 
 
 def _own(raw: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:

@@ -1,12 +1,16 @@
 """The feature engine: every family's SQL in one DuckDB statement, pandas out.
 
-The events up to the as-of day are copied once into a compact table that each aggregation
-scans (see base.py for the relations the families aggregate over); the contacts are put in time
-order per customer once, with one window, and the sequence features (channel switches,
-gaps between contact days) come from that single pass. Each family then finishes its
-columns with vectorised pandas. Population statistics (RFM cut points, the median
-customer cycle) are computed from the same aggregates unless the caller passes them in,
-so a slice of customers can be scored against a training population.
+The events up to the as-of day are copied once into a compact table (channel, event type
+and role as one-byte ENUMs, ``age`` instead of the day) that each aggregation scans (see
+base.py for the relations the families aggregate over). The contacts are put in time
+order per customer once, with one window, and a single aggregation over that window
+yields both the plain contact counts and the sequence features (channel switches, gaps
+between contact days) and, for logs with few channels, the per-channel counts. Purchases
+are aggregated per day, outbound touches together with the touches since the last
+contact. Each family then finishes its columns with vectorised pandas. Population
+statistics (RFM cut points, the median customer cycle) are computed from the same
+aggregates unless the caller passes them in, so a slice of customers can be scored
+against a training population.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.events import EventSource, EventTable, load_events, parse_as_of
+from churnlens.events import ROLES, EventSource, EventTable, load_events, parse_as_of
 from churnlens.features import channels, cycle, fatigue, frequency, intervals, rfm
-from churnlens.features.base import FeatureContext
+from churnlens.features.base import FeatureContext, sql_literal
 from churnlens.features.population import PopulationStats, quintile_cuts
 
 FAMILIES: tuple[ModuleType, ...] = (frequency, channels, intervals, rfm, cycle, fatigue)
@@ -34,95 +38,123 @@ def feature_names(settings: Settings | None = None) -> list[str]:
     return [name for family in FAMILIES for name in family.feature_names(settings)]
 
 
-def _aggregates(relation: str, settings: Settings) -> str:
+def _aggregates(relation: str, settings: Settings, seen_channels: tuple[str, ...]) -> str:
     exprs: list[str] = []
     for family in FAMILIES:
-        contribute: Callable[[Settings], list[str]] | None = getattr(
+        contribute: Callable[[Settings, tuple[str, ...]], list[str]] | None = getattr(
             family, f"{relation}_aggregates", None
         )
-        exprs += contribute(settings) if contribute else []
+        exprs += contribute(settings, seen_channels) if contribute else []
     return ",\n               ".join(exprs)
 
 
-def _point_in_time_events(table: EventTable, as_of: date) -> str:
-    """The events up to ``as_of`` with ``age``, copied once into a compact temp table.
+_MAX_ENUM = 256  # more distinct values than this stay text
+
+
+def _enum(values: list[str]) -> str:
+    return "ENUM(" + ", ".join(sql_literal(v) for v in values) + ")"
+
+
+def _point_in_time_events(table: EventTable, as_of: date) -> tuple[str, tuple[str, ...]]:
+    """The events up to ``as_of``, copied once into a compact temp table; and its channels.
 
     Every aggregation scans it: one copy is cheaper than decoding the source again for
-    each of them.
+    each of them. ``channel`` and ``event_type`` become ENUMs over their sorted distinct
+    values, so they order exactly like the text but sort and group as one byte; ``role``
+    is an ENUM too, and ``age`` replaces ``day`` (day = as-of day - age).
     """
     day = f"DATE '{as_of.isoformat()}'"
     name = f"{table.name}_as_of_{as_of:%Y%m%d}"
+    channels, event_types = table.con.execute(
+        f"SELECT list(DISTINCT channel ORDER BY channel), "
+        f"list(DISTINCT event_type ORDER BY event_type) FROM {table.name}"
+    ).fetchone()  # type: ignore[misc]
+    channel_type = _enum(channels) if len(channels) <= _MAX_ENUM else "VARCHAR"
+    event_type = _enum(event_types) if len(event_types) <= _MAX_ENUM else "VARCHAR"
     table.con.execute(f"""
         CREATE OR REPLACE TEMP TABLE {name} AS
-        SELECT customer_id, timestamp, day, channel, event_type, amount, role,
-               CAST({day} - day AS INTEGER) AS age
+        SELECT customer_id, timestamp,
+               CAST({day} - day AS INTEGER) AS age,
+               CAST(channel AS {channel_type}) AS channel,
+               CAST(event_type AS {event_type}) AS event_type,
+               amount,
+               CAST(role AS {_enum(list(ROLES))}) AS role
         FROM {table.name} WHERE day <= {day}
     """)
-    return name
+    return name, tuple(channels)
 
 
-def _statement(events: str, settings: Settings) -> str:
-    return f"""
-    WITH ordered AS (
-        SELECT customer_id, timestamp, age, channel,
-               lag(channel) OVER w AS prev_channel,
-               lag(day) OVER w AS prev_day,
-               day
-        FROM {events} WHERE role <> 'outbound'
-        WINDOW w AS (PARTITION BY customer_id ORDER BY timestamp, channel, event_type)
-    ), sequence_stats AS (
+def _statement(events: str, settings: Settings, seen_channels: tuple[str, ...]) -> str:
+    def aggregates(*relations: str) -> str:
+        return ",\n               ".join(
+            exprs for r in relations if (exprs := _aggregates(r, settings, seen_channels))
+        )
+
+    channel_stats = aggregates("channels")
+    channel_cte = (
+        f"""
+    , channel_stats AS (
         SELECT customer_id,
-               {_aggregates("sequence", settings)}
-        FROM (SELECT *,
-                     CASE WHEN day <> prev_day THEN CAST(day - prev_day AS DOUBLE) END AS gap,
-                     prev_day IS NULL OR day <> prev_day AS new_day
-              FROM ordered)
-        GROUP BY customer_id
-    ), contact_stats AS (
-        SELECT customer_id, max(timestamp) AS _last_contact,
-               {_aggregates("contacts", settings)}
-        FROM {events} WHERE role <> 'outbound' GROUP BY customer_id
-    ), purchase_stats AS (
-        SELECT customer_id,
-               {_aggregates("purchase_days", settings)}
-        FROM (SELECT customer_id, max(age) AS age FROM {events}
-              WHERE role = 'purchase' GROUP BY customer_id, day)
-        GROUP BY customer_id
-    ), channel_stats AS (
-        SELECT customer_id,
-               {_aggregates("channels", settings)}
+               {channel_stats}
         FROM (SELECT customer_id, channel, count(*) AS n
               FROM {events} WHERE role <> 'outbound' GROUP BY customer_id, channel)
         GROUP BY customer_id
-    ), outbound AS (
-        SELECT customer_id, timestamp, age FROM {events} WHERE role = 'outbound'
+    )"""
+        if channel_stats
+        else ""
+    )
+    channel_join = "LEFT JOIN channel_stats USING (customer_id)" if channel_stats else ""
+    return f"""
+    WITH contact_stats AS (
+        SELECT customer_id, max(timestamp) AS _last_contact,
+               {aggregates("contacts", "sequence")}
+        FROM (SELECT *,
+                     CASE WHEN age <> prev_age THEN CAST(prev_age - age AS DOUBLE) END AS gap,
+                     prev_age IS NULL OR age <> prev_age AS new_day
+              FROM (SELECT customer_id, timestamp, age, channel,
+                           lag(channel) OVER w AS prev_channel,
+                           lag(age) OVER w AS prev_age
+                    FROM {events} WHERE role <> 'outbound'
+                    WINDOW w AS (PARTITION BY customer_id
+                                 ORDER BY timestamp, channel, event_type)))
+        GROUP BY customer_id
+    ), purchase_stats AS (
+        SELECT customer_id,
+               {aggregates("purchase_days")}
+        FROM (SELECT customer_id, age, count(*) AS n, sum(amount) AS amount
+              FROM {events} WHERE role = 'purchase' GROUP BY customer_id, age)
+        GROUP BY customer_id
     ), outbound_stats AS (
         SELECT customer_id,
-               {_aggregates("outbound", settings)}
-        FROM outbound GROUP BY customer_id
-    ), since_contact AS (
-        SELECT o.customer_id, count(*) AS fatigue_touches_since_contact
-        FROM outbound o LEFT JOIN contact_stats c ON o.customer_id = c.customer_id
-        WHERE c._last_contact IS NULL OR o.timestamp > c._last_contact
-        GROUP BY o.customer_id
-    )
+               {aggregates("outbound")}
+        FROM (SELECT o.customer_id, o.timestamp, o.age, c._last_contact AS last_contact
+              FROM {events} o LEFT JOIN contact_stats c ON o.customer_id = c.customer_id
+              WHERE o.role = 'outbound')
+        GROUP BY customer_id
+    ){channel_cte}
     SELECT * EXCLUDE (_last_contact)
     FROM contact_stats
     FULL OUTER JOIN outbound_stats USING (customer_id)
-    LEFT JOIN sequence_stats USING (customer_id)
     LEFT JOIN purchase_stats USING (customer_id)
-    LEFT JOIN channel_stats USING (customer_id)
-    LEFT JOIN since_contact USING (customer_id)
+    {channel_join}
     """
 
 
 def _raw_aggregates(table: EventTable, as_of: date) -> pd.DataFrame:
     """Per-customer raw aggregates of every family, indexed by customer_id (sorted)."""
-    events = _point_in_time_events(table, as_of)
+    con = table.con
+    (preserve,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()  # type: ignore[misc]
+    # Row order is never relied on (the result is sorted below): not keeping it lets
+    # DuckDB copy, window and aggregate with less memory.
+    con.execute("SET preserve_insertion_order = false")
+    events = None
     try:
-        raw = table.con.execute(_statement(events, table.settings)).df()
+        events, seen_channels = _point_in_time_events(table, as_of)
+        raw = con.execute(_statement(events, table.settings, seen_channels)).df()
     finally:
-        table.con.execute(f"DROP TABLE {events}")
+        if events:
+            con.execute(f"DROP TABLE IF EXISTS {events}")
+        con.execute(f"SET preserve_insertion_order = {bool(preserve)}")
     raw.index = pd.Index(raw.pop("customer_id").astype(str), name="customer_id")
     return raw.sort_index()
 

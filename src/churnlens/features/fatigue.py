@@ -18,16 +18,18 @@ def feature_names(settings: Settings) -> list[str]:
     ]
 
 
-def contacts_aggregates(settings: Settings) -> list[str]:
+def contacts_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
     wide = settings.features.fatigue_windows_days[-1]
     return [f"count(*) FILTER (WHERE age < {wide}) AS _fatigue_responses"]
 
 
-def outbound_aggregates(settings: Settings) -> list[str]:
+def outbound_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
     windows = settings.features.fatigue_windows_days
     return [
         *(f"count(*) FILTER (WHERE age < {w}) AS fatigue_touches_{w}d" for w in windows),
         "min(age) AS fatigue_days_since_touch",
+        "count(*) FILTER (WHERE last_contact IS NULL OR timestamp > last_contact)"
+        " AS fatigue_touches_since_contact",
     ]
 
 

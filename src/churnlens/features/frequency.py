@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import PURCHASE, FeatureContext, counts
+from churnlens.features.base import FeatureContext, counts
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -18,27 +18,30 @@ def feature_names(settings: Settings) -> list[str]:
     )
 
 
-def contacts_aggregates(settings: Settings) -> list[str]:
+def contacts_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
     f = settings.features
     t = f.trend_days
     return [
         *(f"count(*) FILTER (WHERE age < {w}) AS freq_contacts_{w}d" for w in f.windows_days),
-        *(
-            f"count(*) FILTER (WHERE {PURCHASE} AND age < {w}) AS freq_purchases_{w}d"
-            for w in f.windows_days
-        ),
         f"count(*) FILTER (WHERE age < {t}) AS _freq_trend_now",
         f"count(*) FILTER (WHERE age >= {t} AND age < {2 * t}) AS _freq_trend_before",
         "max(age) AS _freq_first_contact_age",
     ]
 
 
-def sequence_aggregates(settings: Settings) -> list[str]:
+def purchase_days_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
+    return [
+        f"CAST(sum(n) FILTER (WHERE age < {w}) AS BIGINT) AS freq_purchases_{w}d"
+        for w in settings.features.windows_days
+    ]
+
+
+def sequence_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
     window = settings.features.active_days_window
     return [f"count(*) FILTER (WHERE new_day AND age < {window}) AS freq_active_days_{window}d"]
 
 
-def outbound_aggregates(settings: Settings) -> list[str]:
+def outbound_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
     return ["max(age) AS _freq_first_touch_age"]
 
 

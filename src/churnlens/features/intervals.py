@@ -20,7 +20,7 @@ def feature_names(settings: Settings) -> list[str]:
     ]
 
 
-def sequence_aggregates(settings: Settings) -> list[str]:
+def sequence_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
     return [
         "avg(gap) AS gap_mean",
         "quantile_cont(gap, 0.5) AS gap_median",

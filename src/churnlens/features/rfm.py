@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import PURCHASE, FeatureContext, counts, ratio
+from churnlens.features.base import FeatureContext, counts, ratio
 from churnlens.features.population import quintile_score
 
 
@@ -25,12 +25,12 @@ def feature_names(settings: Settings) -> list[str]:
     ]
 
 
-def contacts_aggregates(settings: Settings) -> list[str]:
+def purchase_days_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
     return [
-        f"min(age) FILTER (WHERE {PURCHASE}) AS rfm_recency_days",
-        f"count(*) FILTER (WHERE {PURCHASE}) AS rfm_frequency",
-        f"sum(amount) FILTER (WHERE {PURCHASE}) AS rfm_monetary_total",
-        f"max(age) FILTER (WHERE {PURCHASE}) AS rfm_tenure_days",
+        "min(age) AS rfm_recency_days",
+        "CAST(sum(n) AS BIGINT) AS rfm_frequency",
+        "sum(amount) AS rfm_monetary_total",
+        "max(age) AS rfm_tenure_days",
     ]
 
 
