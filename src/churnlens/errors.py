@@ -54,3 +54,7 @@ class ConfigError(ChurnlensError):
 
 class ModelError(ChurnlensError):
     """A model bundle or registered model is missing, incompatible or corrupt."""
+
+
+class TrackingError(ChurnlensError):
+    """The MLflow tracking store could not record a run (the model bundle is kept)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
@@ -40,3 +42,69 @@ def churn_metrics(y: pd.Series | np.ndarray, p: pd.Series | np.ndarray) -> dict[
 def metrics_table(y: pd.Series, scores: dict[str, pd.Series | np.ndarray]) -> pd.DataFrame:
     """One row of :func:`churn_metrics` per named score."""
     return pd.DataFrame({name: churn_metrics(y, p) for name, p in scores.items()}).T[list(METRICS)]
+
+
+def _figure(title: str) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def churn_plots(y: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, object]:
+    """ROC, precision-recall (stayers), calibration and cumulative-gains figures."""
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    y = np.asarray(y, dtype=int)
+    figures = {}
+    fig, ax = _figure("ROC curve")
+    for name, p in scores.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate")
+    ax.legend(loc="lower right")
+    figures["roc.png"] = fig
+
+    fig, ax = _figure("Precision-recall of the stayers")
+    for name, p in scores.items():
+        precision, recall, _ = precision_recall_curve(1 - y, 1 - np.asarray(p))
+        ax.plot(recall, precision, label=name)
+    ax.set(xlabel="recall", ylabel="precision")
+    ax.legend()
+    figures["precision_recall.png"] = fig
+
+    fig, ax = _figure("Calibration")
+    for name, p in scores.items():
+        observed, predicted = calibration_curve(y, np.clip(p, 0, 1), n_bins=10, strategy="quantile")
+        ax.plot(predicted, observed, marker="o", label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="predicted churn probability", ylabel="observed churn rate")
+    ax.legend()
+    figures["calibration.png"] = fig
+
+    fig, ax = _figure("Cumulative gains (churners found)")
+    share = np.arange(1, len(y) + 1) / len(y)
+    for name, p in scores.items():
+        order = np.argsort(-np.asarray(p), kind="stable")
+        ax.plot(share, np.cumsum(y[order]) / max(y.sum(), 1), label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="share of customers contacted", ylabel="share of churners reached")
+    ax.legend()
+    figures["cumulative_gains.png"] = fig
+    return figures
+
+
+def importance_plot(importance: pd.Series, top: int = 20) -> object:
+    """Horizontal bar chart of the largest feature importances."""
+    fig, ax = _figure(f"Feature importance (gain, top {top})")
+    head = importance.head(top)[::-1]
+    ax.barh(list(head.index), head.to_numpy())
+    fig.tight_layout()
+    return fig

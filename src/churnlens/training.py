@@ -21,11 +21,12 @@ import lightgbm
 import numpy as np
 import pandas as pd
 import sklearn
+from sklearn.metrics import roc_auc_score
 
 from churnlens import __version__
 from churnlens.bundle import write_bundle
 from churnlens.config import Settings
-from churnlens.errors import InputError, Problem
+from churnlens.errors import InputError, Problem, TrackingError
 from churnlens.evaluation import metrics_table
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
 from churnlens.features import compute_population
@@ -45,8 +46,13 @@ class TrainResult:
     rows: int
     validation: pd.DataFrame
     fingerprint: str
+    valid_X: pd.DataFrame
+    valid_scores: pd.DataFrame
     bundle: Path | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    run_id: str | None = None
+    model_version: str | None = None
+    champion: str | None = None
 
 
 @dataclass
@@ -72,20 +78,19 @@ def versions() -> dict[str, str]:
     }
 
 
-def _validation_table(model: ChurnModel, snaps: Snapshots) -> pd.DataFrame:
-    """Validation metrics: the model (raw and calibrated) and baselines fitted before it."""
+def _validate(model: ChurnModel, snaps: Snapshots) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validation metrics and scores: the model and baselines fitted before the latest
+    snapshot, all scored on it (the model's calibrated scores come from its stage fit)."""
     train, valid = time_split(snaps.X)
-    y_valid = snaps.y[valid]
-    scores = {}
+    X_valid = snaps.X[valid]
+    scores = {"model": model.validation_scores_}
     for name, make in BASELINES.items():
         fitted = make().fit(snaps.X[train], snaps.y[train])
-        scores[name] = fitted.predict_proba(snaps.X[valid])[:, 1]
-    table = metrics_table(y_valid, scores)
-    for kind in ("calibrated", "raw"):
-        if kind in model.validation_:
-            row = pd.DataFrame(model.validation_[kind], index=[f"model_{kind}"])
-            table = pd.concat([row, table])
-    return table.rename(index={"model_calibrated": "model"})
+        scores[name] = fitted.predict_proba(X_valid)[:, 1]
+    table = metrics_table(snaps.y[valid], scores)
+    raw = pd.DataFrame(model.validation_["raw"], index=["model_raw"])
+    frame = pd.DataFrame({"churned": snaps.y[valid].to_numpy(), **scores}, index=X_valid.index)
+    return pd.concat([table.iloc[:1], raw, table.iloc[1:]]), frame
 
 
 def train(
@@ -93,10 +98,16 @@ def train(
     as_of: str | date,
     settings: Settings | None = None,
     models_dir: str | Path | None = "models",
+    *,
+    track: bool = False,
+    config_path: str | Path | None = None,
+    force_champion: bool = False,
 ) -> TrainResult:
-    """Fit the churn model and its baselines on snapshots up to ``as_of``; write a bundle.
+    """Fit the churn model and its baselines on snapshots up to ``as_of``.
 
-    ``models_dir=None`` skips the bundle.
+    Writes a model bundle to ``models_dir`` (``None`` skips it) and, with ``track``,
+    records the run in MLflow and registers the model. Tracking comes after the bundle:
+    when the store fails, :class:`TrackingError` is raised and the bundle is kept.
     """
     table = load_events(events, settings)
     settings = table.settings
@@ -104,7 +115,7 @@ def train(
     dates = snapshot_dates(table, as_of, settings)
     snaps = make_snapshots(table, dates, settings)
     model = ChurnModel.from_settings(settings.model).fit(snaps.X, snaps.y)
-    validation = _validation_table(model, snaps)
+    validation, valid_scores = _validate(model, snaps)
     baselines = {name: make().fit(snaps.X, snaps.y) for name, make in BASELINES.items()}
     result = TrainResult(
         model=model,
@@ -113,10 +124,87 @@ def train(
         rows=len(snaps.X),
         validation=validation,
         fingerprint=table.fingerprint(),
+        valid_X=snaps.X[time_split(snaps.X)[1]],
+        valid_scores=valid_scores,
     )
     if models_dir is not None:
         _write(result, table, as_of, Path(models_dir))
+    if track:
+        _track(result, settings, as_of, config_path, force_champion)
     return result
+
+
+def _track(
+    result: TrainResult,
+    settings: Settings,
+    as_of: date,
+    config_path: str | Path | None,
+    force: bool,
+) -> None:
+    """Record the run in MLflow, register the model and move the alias if it wins."""
+    from churnlens import tracking
+    from churnlens.evaluation import churn_plots, importance_plot
+    from churnlens.models.churn import ChurnModel as _Model
+
+    y = result.valid_scores["churned"].to_numpy()
+    scores = {k: result.valid_scores[k].to_numpy() for k in result.valid_scores if k != "churned"}
+    X_valid = result.valid_X.droplevel("as_of")
+    registered = settings.tracking.churn_model_name
+
+    def score_champion(champion: object) -> float | None:
+        if not isinstance(champion, _Model):
+            return None
+        needed = list(champion.feature_names_in_)
+        if any(c not in X_valid.columns for c in needed):
+            return None
+        return float(roc_auc_score(y, champion.predict_proba(X_valid[needed])[:, 1]))
+
+    try:
+        with tracking.tracked_run(settings, f"train-{as_of}") as run:
+            params = {
+                "as_of": as_of,
+                "horizon_days": settings.training.horizon_days,
+                "snapshot_dates": ",".join(d.isoformat() for d in result.snapshots),
+                "training_rows": result.rows,
+                "validation_rows": len(y),
+                "calibration_method": result.model.calibration_method_,
+            }
+            tags = {"data_fingerprint": result.fingerprint, "kind": "train"}
+            if result.bundle is not None:
+                tags["bundle"] = str(result.bundle)
+            tracking.log_common(settings, params, tags)
+            tracking.log_metric_table(result.validation, prefix="val_")
+            tracking.log_figures(churn_plots(y, scores))
+            tracking.log_figures(
+                {"feature_importance.png": importance_plot(result.model.feature_importance())}
+            )
+            tracking.log_config_file(config_path, settings)
+            result.model_version = tracking.log_model(
+                result.model, "churn_model", X_valid.head(5), registered
+            )
+            decision = tracking.update_champion(
+                registered,
+                result.model_version,
+                float(result.validation.loc["model", "roc_auc"]),
+                score_champion,
+                force,
+            )
+            result.champion = decision.reason
+            result.run_id = run.info.run_id
+            tracking.retry(lambda: mlflow_set_tag("champion_decision", decision.reason))
+    except TrackingError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"MLflow tracking failed ({first}); the model bundle was saved at {result.bundle}"
+        ) from None
+
+
+def mlflow_set_tag(key: str, value: str) -> None:
+    import mlflow
+
+    mlflow.set_tag(key, value)
 
 
 def _write(result: TrainResult, table: EventTable, as_of: date, models_dir: Path) -> None:

@@ -166,6 +166,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         staged = self._booster().fit(X[train], y[train])
         raw_valid = staged.predict_proba(X[valid])[:, 1]
+        valid_scores = raw_valid
         self.calibration_method_ = self._method(int(valid.sum()))
         self.validation_ = {"rows": int(valid.sum()), "raw": churn_metrics(y[valid], raw_valid)}
         self.calibrator_ = None
@@ -174,9 +175,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 FrozenEstimator(staged), method=self.calibration_method_
             ).fit(X[valid], y[valid])
             self.calibrator_ = calibrated.calibrated_classifiers_[0].calibrators[0]
-            self.validation_["calibrated"] = churn_metrics(
-                y[valid], calibrated.predict_proba(X[valid])[:, 1]
-            )
+            valid_scores = calibrated.predict_proba(X[valid])[:, 1]
+            self.validation_["calibrated"] = churn_metrics(y[valid], valid_scores)
+        # out-of-time scores of the staged model on the validation snapshot
+        self.validation_scores_ = valid_scores
         self.booster_ = self._booster().fit(X, y)
         self.classes_ = np.array([0, 1])
         return self
