@@ -43,3 +43,11 @@ def cdnow_path() -> Path:
     if not CDNOW_PATH.exists():
         pytest.fail(f"{CDNOW_PATH} is missing: run `make data` to fetch it")
     return CDNOW_PATH
+
+
+@pytest.fixture(autouse=True)
+def _private_mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own MLflow store (runs and artifacts under tmp_path)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return tmp_path / "mlflow.db"

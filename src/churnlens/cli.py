@@ -42,6 +42,10 @@ datasets_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(datasets_app, name="datasets")
+models_app = typer.Typer(
+    help="Registered models in the MLflow store.", context_settings=CONTEXT, no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -240,13 +244,18 @@ def train(
     horizon_days: HorizonOpt = None,
     config: ConfigOpt = None,
     models_dir: ModelsDirOpt = Path("models"),
+    track: Annotated[
+        bool, typer.Option(help="Record the run in MLflow and register the model.")
+    ] = True,
 ) -> None:
-    """Train the calibrated churn model and its baselines; write a model bundle."""
+    """Train the calibrated churn model and its baselines; write a bundle, track the run."""
     from churnlens.training import train as train_model
 
     settings = _training_settings(config, horizon_days)
     with console.status("Training on snapshots..."):
-        result = train_model(events, parse_as_of(as_of), settings, models_dir)
+        result = train_model(
+            events, parse_as_of(as_of), settings, models_dir, track=track, config_path=config
+        )
     console.print(
         f"Trained on {len(result.snapshots)} snapshots "
         f"({result.snapshots[0]} to {result.snapshots[-1]}), {result.rows:,} rows; "
@@ -254,6 +263,14 @@ def train(
     )
     console.print(_metrics_table("Validation (latest snapshot, out of time)", result.validation))
     console.print(f"Model bundle: [bold]{result.bundle}[/]")
+    if result.run_id:
+        from churnlens.tracking import tracking_uri
+
+        console.print(
+            f"MLflow run {result.run_id} at {tracking_uri(settings)}; registered "
+            f"{settings.tracking.churn_model_name} version {result.model_version} "
+            f"(champion: {result.champion})"
+        )
 
 
 @app.command()
@@ -267,6 +284,9 @@ def backtest(
         Path | None,
         typer.Option(help="Write customer_id, churn_probability, churned and baselines here."),
     ] = None,
+    track: Annotated[
+        bool, typer.Option(help="Record the run and the realised metrics in MLflow.")
+    ] = True,
 ) -> None:
     """Train as of a day and score it against what really happened after it."""
     from churnlens.training import backtest as run_backtest
@@ -275,7 +295,7 @@ def backtest(
     if predictions is not None:
         check_output_path(predictions)
     with console.status("Training and backtesting..."):
-        result = run_backtest(events, parse_as_of(as_of), settings)
+        result = run_backtest(events, parse_as_of(as_of), settings, track=track, config_path=config)
     horizon = settings.training.horizon_days
     churn_rate = result.predictions["churned"].mean()
     console.print(
@@ -286,6 +306,36 @@ def backtest(
     if predictions is not None:
         write_table(result.predictions, predictions)
         console.print(f"Predictions: [bold]{predictions}[/]")
+
+
+@models_app.command("list")
+@reports_errors
+def models_list(config: ConfigOpt = None) -> None:
+    """List the registered models, their versions and aliases."""
+    from churnlens.tracking import list_models, tracking_uri
+
+    settings = _settings(config)
+    frame = list_models(settings)
+    table = Table(title=f"Registered models at {tracking_uri(settings)}", title_justify="left")
+    for col in frame.columns:
+        table.add_column(col)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    console.print(table if len(frame) else "No registered models yet: run `churnlens train`.")
+
+
+@models_app.command("promote")
+@reports_errors
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Registered model, e.g. churnlens-churn.")],
+    version: Annotated[str, typer.Argument(help="Version to make the champion.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Make a version the champion, whatever its score."""
+    from churnlens.tracking import promote
+
+    promote(_settings(config), name, version)
+    console.print(f"{name} version {version} is now the champion")
 
 
 @datasets_app.command("cdnow")

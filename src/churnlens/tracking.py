@@ -79,7 +79,8 @@ def tracked_run(settings: Settings, run_name: str) -> Iterator[Any]:
 
     try:
         mlflow.set_tracking_uri(tracking_uri(settings))
-        retry(lambda: mlflow.set_experiment(settings.tracking.experiment))
+        with _store_lock(tracking_uri(settings)):
+            retry(lambda: _ensure_experiment(settings))
         run = retry(lambda: mlflow.start_run(run_name=run_name))
     except Exception as exc:
         raise TrackingError(
@@ -92,6 +93,50 @@ def tracked_run(settings: Settings, run_name: str) -> Iterator[Any]:
         raise
     else:
         retry(lambda: mlflow.end_run())
+
+
+def artifact_location(uri: str) -> str | None:
+    """For a SQLite store, artifacts go in ``mlartifacts/`` beside the database file."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    return (db.parent / "mlartifacts").as_uri()
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store: MLflow creates its schema on first
+    connect, and two processes doing that at once collide."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ensure_experiment(settings: Settings) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    name = settings.tracking.experiment
+    client = MlflowClient()
+    if client.get_experiment_by_name(name) is None:
+        try:
+            client.create_experiment(
+                name, artifact_location=artifact_location(tracking_uri(settings))
+            )
+        except Exception as exc:
+            if "already exists" not in str(exc).lower():
+                raise
+    mlflow.set_experiment(name)
 
 
 def log_common(settings: Settings, params: dict[str, Any], tags: dict[str, str]) -> None:
@@ -228,12 +273,15 @@ def list_models(settings: Settings) -> pd.DataFrame:
     client = MlflowClient()
     rows = []
     for model in retry(lambda: client.search_registered_models()):
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (model.aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
         for v in retry(lambda model=model: client.search_model_versions(f"name='{model.name}'")):
             rows.append(
                 {
                     "name": v.name,
                     "version": int(v.version),
-                    "aliases": ", ".join(v.aliases or []),
+                    "aliases": ", ".join(aliases.get(str(v.version), [])),
                     "run_id": v.run_id,
                     "created": pd.Timestamp(v.creation_timestamp, unit="ms"),
                 }

@@ -236,10 +236,15 @@ def backtest(
     as_of: str | date,
     settings: Settings | None = None,
     models_dir: str | Path | None = None,
+    *,
+    track: bool = False,
+    config_path: str | Path | None = None,
 ) -> BacktestResult:
     """Train as of ``as_of`` and score it against the H days that really followed.
 
-    Raises :class:`InputError` when the log does not reach ``as_of + H``.
+    With ``track``, the training run is recorded as in :func:`train` and the realised
+    metrics and plots are added to it (``backtest_*``). Raises :class:`InputError` when
+    the log does not reach ``as_of + H``.
     """
     table = load_events(events, settings)
     settings = table.settings
@@ -261,7 +266,7 @@ def backtest(
                 )
             ],
         )
-    trained = train(table, as_of, settings, models_dir)
+    trained = train(table, as_of, settings, models_dir, track=track, config_path=config_path)
     X, y = make_snapshot(table, as_of, horizon)
     scores = {"model": trained.model.predict_proba(X)[:, 1]}
     for name, fitted in trained.baselines.items():
@@ -274,4 +279,26 @@ def backtest(
             **{f"{name}_probability": scores[name] for name in trained.baselines},
         }
     )
-    return BacktestResult(trained, as_of, metrics_table(y, scores), predictions)
+    result = BacktestResult(trained, as_of, metrics_table(y, scores), predictions)
+    if track and trained.run_id:
+        _track_backtest(result, settings, y.to_numpy(), scores)
+    return result
+
+
+def _track_backtest(
+    result: BacktestResult, settings: Settings, y: np.ndarray, scores: dict[str, np.ndarray]
+) -> None:
+    import mlflow
+
+    from churnlens import tracking
+    from churnlens.evaluation import churn_plots
+
+    try:
+        mlflow.set_tracking_uri(tracking.tracking_uri(settings))
+        with mlflow.start_run(run_id=result.train.run_id):
+            tracking.log_metric_table(result.metrics, prefix="backtest_")
+            tracking.log_figures(churn_plots(y, scores), folder="backtest_plots")
+            tracking.retry(lambda: mlflow.set_tag("kind", "backtest"))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(f"MLflow tracking of the backtest failed ({first})") from None

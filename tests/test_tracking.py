@@ -1,0 +1,191 @@
+"""MLflow end to end through the CLI: runs, metrics, artifacts, registry and champion."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from churnlens.cli import app
+
+runner = CliRunner()
+CONFIG = (
+    "training: {horizon_days: 60, snapshot_step_days: 60, min_history_days: 60}\n"
+    "model: {n_estimators: 80, min_child_samples: 40}\n"
+)
+WORSE = CONFIG.replace("n_estimators: 80", "n_estimators: 1, learning_rate: 0.001")
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, sample_events: pd.DataFrame, _private_mlflow_store: Path):
+    events = tmp_path / "events.parquet"
+    sample_events.to_parquet(events)
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    (tmp_path / "worse.yaml").write_text(WORSE)
+    return tmp_path
+
+
+def train(ws: Path, config: str = "config.yaml", *extra: str) -> str:
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(ws / "events.parquet"),
+            "--as-of",
+            "2024-11-30",
+            "--config",
+            str(ws / config),
+            "--models-dir",
+            str(ws / "models"),
+            *extra,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def client() -> MlflowClient:
+    import mlflow
+
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    return MlflowClient()
+
+
+def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
+    out = train(workspace)
+    assert "registered churnlens-churn version 1 (champion: first registered version)" in (
+        " ".join(out.split())
+    )
+    c = client()
+    (run,) = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id])
+    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    assert params["as_of"] == "2024-11-30"
+    assert params["horizon_days"] == "60"
+    assert params["training.snapshot_step_days"] == "60"
+    assert len(params["snapshot_dates"].split(",")) >= 3
+    assert int(params["training_rows"]) > int(params["validation_rows"]) > 0
+    assert len(tags["data_fingerprint"]) == 16
+    assert tags["churnlens_version"]
+    for score in ("model", "model_raw", "logistic_rfm", "recency"):
+        for metric in ("roc_auc", "brier", "log_loss", "pr_auc_stayers", "top_decile_lift"):
+            assert f"val_{score}_{metric}" in metrics
+    artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "plots")}
+    assert {
+        f"plots/{n}.png"
+        for n in (
+            "roc",
+            "precision_recall",
+            "calibration",
+            "cumulative_gains",
+            "feature_importance",
+        )
+    } <= artifacts
+    assert [a.path for a in c.list_artifacts(run.info.run_id, "config")] == ["config/config.yaml"]
+    version = c.get_model_version_by_alias("churnlens-churn", "champion")
+    assert str(version.version) == "1"
+    assert version.run_id == run.info.run_id
+    # the registered model loads and scores like the bundle
+    import mlflow
+
+    model = mlflow.sklearn.load_model("models:/churnlens-churn@champion")
+    assert list(model.feature_names_in_)[:2] == ["freq_contacts_7d", "freq_contacts_30d"]
+
+
+def test_a_worse_model_does_not_take_the_champion_alias(workspace: Path) -> None:
+    train(workspace)
+    out = " ".join(train(workspace, "worse.yaml").split())
+    assert "version 2" in out
+    assert "does not beat version 1" in out
+    c = client()
+    assert c.get_model_version_by_alias("churnlens-churn", "champion").version == 1
+    result = runner.invoke(app, ["models", "promote", "churnlens-churn", "2"])
+    assert result.exit_code == 0, result.output
+    assert str(c.get_model_version_by_alias("churnlens-churn", "champion").version) == "2"
+    listing = runner.invoke(app, ["models", "list"])
+    assert "champion" in listing.output
+    missing = runner.invoke(app, ["models", "promote", "churnlens-churn", "9"])
+    assert missing.exit_code == 1
+    assert "no version 9" in missing.output
+
+
+def test_concurrent_trainings_are_both_recorded(workspace: Path) -> None:
+    exe = str(Path(sys.executable).parent / "churnlens")
+    args = [
+        "train",
+        str(workspace / "events.parquet"),
+        "--as-of",
+        "2024-11-30",
+        "--config",
+        str(workspace / "config.yaml"),
+        "--models-dir",
+        str(workspace / "m"),
+    ]
+    procs = [
+        subprocess.Popen(
+            [exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workspace
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    c = client()
+    runs = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id])
+    assert len(runs) == 2
+    assert all(r.info.status == "FINISHED" for r in runs)
+    versions = c.search_model_versions("name='churnlens-churn'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    assert len(list((workspace / "m").iterdir())) == 2
+
+
+def test_unreachable_store_keeps_the_bundle_and_exits_1(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = workspace / "not-a-dir"
+    blocker.write_text("a file where the store's folder should be")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker}/mlflow.db")
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(workspace / "events.parquet"),
+            "--as-of",
+            "2024-11-30",
+            "--config",
+            str(workspace / "config.yaml"),
+            "--models-dir",
+            str(workspace / "models"),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "MLflow tracking" in result.output
+    assert "Traceback" not in result.output
+    assert len(list((workspace / "models").glob("churn-*"))) == 1
+
+
+def test_backtest_adds_realised_metrics_to_the_run(workspace: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "backtest",
+            str(workspace / "events.parquet"),
+            "--as-of",
+            "2024-11-30",
+            "--config",
+            str(workspace / "config.yaml"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    c = client()
+    (run,) = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id])
+    assert run.data.tags["kind"] == "backtest"
+    assert "backtest_model_roc_auc" in run.data.metrics
+    assert "backtest_recency_brier" in run.data.metrics
+    assert "backtest_plots/roc.png" in {
+        a.path for a in c.list_artifacts(run.info.run_id, "backtest_plots")
+    }
