@@ -29,7 +29,9 @@ data: $(CDNOW)
 demo: $(STAMP)
 	$(VENV)/bin/churnlens sample --customers 5000 --days 730 --seed 7 --out data/sample/events.parquet
 	$(VENV)/bin/churnlens validate data/sample/events.parquet
-	$(VENV)/bin/churnlens features data/sample/events.parquet --as-of 2025-12-31 --out data/sample/features.parquet
+	$(VENV)/bin/churnlens features data/sample/events.parquet --as-of 2025-12-30 --out data/sample/features.parquet
+	$(VENV)/bin/churnlens train data/sample/events.parquet --as-of 2025-12-30
+	@echo "Browse the runs: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
