@@ -42,7 +42,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
 
 test: $(STAMP) $(CDNOW) lint
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --nbmake tests notebooks
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_features.py --events 10000000
