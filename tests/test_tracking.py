@@ -189,3 +189,39 @@ def test_backtest_adds_realised_metrics_to_the_run(workspace: Path) -> None:
     assert "backtest_plots/roc.png" in {
         a.path for a in c.list_artifacts(run.info.run_id, "backtest_plots")
     }
+
+
+def test_segments_are_profiled_registered_and_keep_their_ids(workspace: Path) -> None:
+    args = [
+        "segment",
+        str(workspace / "events.parquet"),
+        "--as-of",
+        "2024-11-30",
+        "--config",
+        str(workspace / "config.yaml"),
+        "--models-dir",
+        str(workspace / "m"),
+    ]
+    first = runner.invoke(app, [*args, "--k", "3"])
+    assert first.exit_code == 0, first.output
+    assert "3 segments (silhouette k=3:" in first.output
+    second = runner.invoke(app, [*args, "--k", "4"])
+    assert second.exit_code == 0, second.output
+    c = client()
+    runs = c.search_runs(
+        [c.get_experiment_by_name("churnlens").experiment_id],
+        order_by=["attributes.start_time ASC"],
+    )
+    assert [r.data.params["ids_from_previous"] for r in runs] == ["False", "True"]
+    assert "silhouette_k3" in runs[0].data.metrics
+    paths = {a.path for a in c.list_artifacts(runs[0].info.run_id, "segments")}
+    assert {"segments/profile.json", "segments/profile.png"} <= paths
+    import json
+
+    local = c.download_artifacts(runs[0].info.run_id, "segments/profile.json", str(workspace))
+    table = json.loads(Path(local).read_text())
+    assert {"segment", "name", "size", "share", "churn_rate"} <= set(table["columns"])
+    assert len(table["data"]) == 3
+    assert str(c.get_model_version_by_alias("churnlens-segments", "champion").version) == "1"
+    bad = runner.invoke(app, [*args, "--k", "one"])
+    assert bad.exit_code == 2

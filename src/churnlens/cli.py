@@ -308,6 +308,70 @@ def backtest(
         console.print(f"Predictions: [bold]{predictions}[/]")
 
 
+def _parse_k(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 2:
+        raise typer.BadParameter("give 'auto' or a whole number of segments >= 2")
+    return int(value)
+
+
+@app.command()
+@reports_errors
+def segment(
+    events: EventsArg,
+    as_of: AsOfOpt,
+    k: Annotated[
+        str, typer.Option("--k", help="Number of segments, or 'auto' (best silhouette).")
+    ] = "auto",
+    config: ConfigOpt = None,
+    models_dir: ModelsDirOpt = Path("models"),
+    track: Annotated[
+        bool, typer.Option(help="Record the run in MLflow and register the model.")
+    ] = True,
+) -> None:
+    """Fit K-means customer segments, name them and profile them."""
+    from churnlens.training import segment as fit_segments
+
+    n = _parse_k(k)
+    settings = _settings(config)
+    with console.status("Fitting segments..."):
+        result = fit_segments(
+            events, parse_as_of(as_of), settings, models_dir, k=n, track=track, config_path=config
+        )
+    model = result.model
+    scores = ", ".join(f"k={key}: {value:.3f}" for key, value in model.silhouette_.items())
+    console.print(f"{model.k_} segments (silhouette {scores})")
+    profile = result.profile
+    table = Table(title=f"Segments as of {result.as_of}", title_justify="left")
+    shown = [
+        "name",
+        "size",
+        "share",
+        "churn_rate",
+        "rfm_recency_days",
+        "rfm_frequency",
+        "rfm_monetary_total",
+    ]
+    shown = [c for c in shown if c in profile.columns]
+    table.add_column("id", justify="right")
+    for col in shown:
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for seg_id, row in profile.iterrows():
+        cells = [
+            str(row[c]) if c == "name" else f"{row[c]:,.0f}" if c == "size" else f"{row[c]:,.3g}"
+            for c in shown
+        ]
+        table.add_row(str(seg_id), *cells)
+    console.print(table)
+    console.print(f"Segment bundle: [bold]{result.bundle}[/]")
+    if result.run_id:
+        console.print(
+            f"MLflow run {result.run_id}; registered {settings.tracking.segment_model_name} "
+            f"version {result.model_version} (champion: {result.champion})"
+        )
+
+
 @models_app.command("list")
 @reports_errors
 def models_list(config: ConfigOpt = None) -> None:

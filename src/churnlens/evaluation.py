@@ -108,3 +108,22 @@ def importance_plot(importance: pd.Series, top: int = 20) -> object:
     ax.barh(list(head.index), head.to_numpy())
     fig.tight_layout()
     return fig
+
+
+def segment_plot(profile: pd.DataFrame) -> object:
+    """Segment sizes, with the churn rate of each when the profile has one."""
+    fig, ax = _figure("Segments")
+    labels = [f"{i}: {n}" for i, n in zip(profile.index, profile["name"], strict=True)]
+    ax.barh(labels[::-1], profile["share"].to_numpy()[::-1], label="share of customers")
+    if "churn_rate" in profile:
+        ax.plot(
+            profile["churn_rate"].to_numpy()[::-1],
+            labels[::-1],
+            "o",
+            color="C3",
+            label="churn rate",
+        )
+    ax.set(xlabel="share")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig

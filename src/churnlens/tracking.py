@@ -180,12 +180,20 @@ def log_figures(figures: Mapping[str, Any], folder: str = "plots") -> None:
         plt.close(fig)
 
 
-def log_model(model: Any, name: str, example: pd.DataFrame, registered_name: str) -> str:
+def log_model(
+    model: Any,
+    name: str,
+    example: pd.DataFrame,
+    registered_name: str,
+    predict: str = "predict_proba",
+) -> str:
     """Log and register ``model`` with a signature and an input example; its version."""
     import mlflow
     from mlflow.models import infer_signature
 
-    signature = infer_signature(example, model.predict_proba(example)[:, 1])
+    output = getattr(model, predict)(example)
+    output = output[:, 1] if predict == "predict_proba" else np.asarray(output)
+    signature = infer_signature(example, output)
     requirements = [f"churnlens=={__version__}", "lightgbm", "scikit-learn", "pandas"]
     info = retry(
         lambda: mlflow.sklearn.log_model(
@@ -195,7 +203,7 @@ def log_model(model: Any, name: str, example: pd.DataFrame, registered_name: str
             input_example=example,
             registered_model_name=registered_name,
             pip_requirements=requirements,
-            pyfunc_predict_fn="predict_proba",
+            pyfunc_predict_fn=predict,
             serialization_format="cloudpickle",
         )
     )

@@ -29,9 +29,10 @@ from churnlens.config import Settings
 from churnlens.errors import InputError, Problem, TrackingError
 from churnlens.evaluation import metrics_table
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
-from churnlens.features import compute_population
+from churnlens.features import build_features, compute_population
 from churnlens.labels import Snapshots, log_span, make_snapshot, make_snapshots, snapshot_dates
 from churnlens.models.churn import ChurnModel, RecencyBaseline, logistic_rfm_baseline, time_split
+from churnlens.models.segments import SegmentModel
 
 BASELINES = {"logistic_rfm": logistic_rfm_baseline, "recency": RecencyBaseline}
 
@@ -302,3 +303,159 @@ def _track_backtest(
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrackingError(f"MLflow tracking of the backtest failed ({first})") from None
+
+
+@dataclass
+class SegmentResult:
+    """A fitted segment model, its profile table and where it was recorded."""
+
+    model: SegmentModel
+    as_of: date
+    profile: pd.DataFrame
+    bundle: Path | None = None
+    run_id: str | None = None
+    model_version: str | None = None
+    champion: str | None = None
+
+
+def _previous_segments(settings: Settings) -> SegmentModel | None:
+    """The champion segment model of the registry, to keep segment ids stable."""
+    try:
+        import mlflow
+
+        from churnlens import tracking
+
+        mlflow.set_tracking_uri(tracking.tracking_uri(settings))
+        name = settings.tracking.segment_model_name
+        model = mlflow.sklearn.load_model(f"models:/{name}@{tracking.CHAMPION}")
+    except Exception:
+        return None
+    return model if isinstance(model, SegmentModel) else None
+
+
+def segment(
+    events: EventSource | EventTable,
+    as_of: str | date,
+    settings: Settings | None = None,
+    models_dir: str | Path | None = "models",
+    *,
+    k: int | None = None,
+    track: bool = False,
+    config_path: str | Path | None = None,
+) -> SegmentResult:
+    """Fit K-means segments on the features as of ``as_of``.
+
+    Segment ids follow the registered champion segment model when there is one (its
+    centroids are matched to the new ones), so a retrain does not relabel customers.
+    The profile's churn rate is the realised one of the latest labelled snapshot
+    (as_of - H), when the log is long enough for it.
+    """
+    table = load_events(events, settings)
+    settings = table.settings
+    as_of = parse_as_of(as_of)
+    X = build_features(table, as_of, settings)
+    previous = _previous_segments(settings) if track else None
+    model = SegmentModel.from_settings(settings.segments, k=k).fit(X, previous=previous)
+    profile = model.profile(X)
+    horizon = settings.training.horizon_days
+    labelled = as_of - timedelta(days=horizon)
+    first, _ = log_span(table)
+    if labelled > first:
+        X_past, y_past = make_snapshot(table, labelled, horizon)
+        past = model.profile(X_past, y_past)
+        profile["churn_rate"] = past["churn_rate"].reindex(profile.index)
+    result = SegmentResult(model=model, as_of=as_of, profile=profile)
+    if models_dir is not None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
+        manifest = {
+            "kind": "segments",
+            "created": dt.datetime.now(dt.UTC).isoformat(),
+            "as_of": as_of.isoformat(),
+            "k": model.k_,
+            "segment_names": {str(i): n for i, n in model.segment_names_.items()},
+            "features": list(model.features_),
+            "settings": settings.model_dump(mode="json"),
+            "versions": versions(),
+            "data_fingerprint": table.fingerprint(),
+        }
+        result.bundle = write_bundle(
+            Path(models_dir) / f"segments-{as_of:%Y%m%d}-{stamp}", {"model": model}, manifest
+        )
+    if track:
+        _track_segments(result, settings, X, config_path, previous)
+    return result
+
+
+def _track_segments(
+    result: SegmentResult,
+    settings: Settings,
+    X: pd.DataFrame,
+    config_path: str | Path | None,
+    previous: SegmentModel | None,
+) -> None:
+    from sklearn.metrics import silhouette_score
+
+    from churnlens import tracking
+    from churnlens.evaluation import segment_plot
+
+    model = result.model
+    sample = X.sample(min(len(X), settings.segments.silhouette_sample), random_state=0)
+
+    def silhouette(candidate: object) -> float | None:
+        if not isinstance(candidate, SegmentModel):
+            return None
+        try:
+            labels = candidate.predict(sample)
+            Z = candidate.pipeline_[:-1].transform(sample[list(candidate.features_)])
+        except Exception:
+            return None
+        return float(silhouette_score(Z, labels)) if labels.nunique() > 1 else None
+
+    try:
+        with tracking.tracked_run(settings, f"segment-{result.as_of}") as run:
+            params = {
+                "as_of": result.as_of,
+                "k": model.k_,
+                "customers": len(X),
+                "ids_from_previous": previous is not None,
+            }
+            tracking.log_common(settings, params, {"kind": "segment"})
+            metrics = {f"silhouette_k{k}": v for k, v in model.silhouette_.items()}
+            tracking.retry(lambda: mlflow_log_metrics(metrics))
+            profile = result.profile.reset_index()
+            tracking.retry(lambda: mlflow_log_table(profile, "segments/profile.json"))
+            tracking.log_figures({"profile.png": segment_plot(result.profile)}, "segments")
+            tracking.log_config_file(config_path, settings)
+            registered = settings.tracking.segment_model_name
+            result.model_version = tracking.log_model(
+                model,
+                "segment_model",
+                X[list(model.features_)].head(5),
+                registered,
+                predict="predict",
+            )
+            own = silhouette(model)
+            decision = tracking.update_champion(
+                registered, result.model_version, own if own is not None else -1.0, silhouette
+            )
+            result.champion = decision.reason
+            result.run_id = run.info.run_id
+    except TrackingError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(
+            f"MLflow tracking failed ({first}); the segment bundle was saved at {result.bundle}"
+        ) from None
+
+
+def mlflow_log_metrics(metrics: dict[str, float]) -> None:
+    import mlflow
+
+    mlflow.log_metrics(metrics)
+
+
+def mlflow_log_table(frame: pd.DataFrame, path: str) -> None:
+    import mlflow
+
+    mlflow.log_table(frame, path)
