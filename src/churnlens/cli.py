@@ -216,6 +216,7 @@ HorizonOpt = Annotated[
     int | None,
     typer.Option("--horizon-days", min=1, help="Churn = no purchase in this many days."),
 ]
+TrackOpt = Annotated[bool, typer.Option(help="Record the run in MLflow and register the model.")]
 ModelsDirOpt = Annotated[Path, typer.Option("--models-dir", help="Folder for the model bundle.")]
 
 
@@ -244,9 +245,7 @@ def train(
     horizon_days: HorizonOpt = None,
     config: ConfigOpt = None,
     models_dir: ModelsDirOpt = Path("models"),
-    track: Annotated[
-        bool, typer.Option(help="Record the run in MLflow and register the model.")
-    ] = True,
+    track: TrackOpt = True,
 ) -> None:
     """Train the calibrated churn model and its baselines; write a bundle, track the run."""
     from churnlens.training import train as train_model
@@ -284,9 +283,7 @@ def backtest(
         Path | None,
         typer.Option(help="Write customer_id, churn_probability, churned and baselines here."),
     ] = None,
-    track: Annotated[
-        bool, typer.Option(help="Record the run and the realised metrics in MLflow.")
-    ] = True,
+    track: TrackOpt = True,
 ) -> None:
     """Train as of a day and score it against what really happened after it."""
     from churnlens.training import backtest as run_backtest
@@ -326,9 +323,7 @@ def segment(
     ] = "auto",
     config: ConfigOpt = None,
     models_dir: ModelsDirOpt = Path("models"),
-    track: Annotated[
-        bool, typer.Option(help="Record the run in MLflow and register the model.")
-    ] = True,
+    track: TrackOpt = True,
 ) -> None:
     """Fit K-means customer segments, name them and profile them."""
     from churnlens.training import segment as fit_segments

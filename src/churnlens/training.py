@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 
 import duckdb
 import lightgbm
+import mlflow
 import numpy as np
 import pandas as pd
 import sklearn
@@ -135,6 +138,18 @@ def train(
     return result
 
 
+@contextmanager
+def _tracking_failure(kept: str) -> Iterator[None]:
+    """Any failure of the tracking store becomes one TrackingError naming what was kept."""
+    try:
+        yield
+    except TrackingError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrackingError(f"MLflow tracking failed ({first}); {kept}") from None
+
+
 def _track(
     result: TrainResult,
     settings: Settings,
@@ -160,52 +175,39 @@ def _track(
             return None
         return float(roc_auc_score(y, champion.predict_proba(X_valid[needed])[:, 1]))
 
-    try:
-        with tracking.tracked_run(settings, f"train-{as_of}") as run:
-            params = {
-                "as_of": as_of,
-                "horizon_days": settings.training.horizon_days,
-                "snapshot_dates": ",".join(d.isoformat() for d in result.snapshots),
-                "training_rows": result.rows,
-                "validation_rows": len(y),
-                "calibration_method": result.model.calibration_method_,
-            }
-            tags = {"data_fingerprint": result.fingerprint, "kind": "train"}
-            if result.bundle is not None:
-                tags["bundle"] = str(result.bundle)
-            tracking.log_common(settings, params, tags)
-            tracking.log_metric_table(result.validation, prefix="val_")
-            tracking.log_figures(churn_plots(y, scores))
-            tracking.log_figures(
-                {"feature_importance.png": importance_plot(result.model.feature_importance())}
-            )
-            tracking.log_config_file(config_path, settings)
-            result.model_version = tracking.log_model(
-                result.model, "churn_model", X_valid.head(5), registered
-            )
-            decision = tracking.update_champion(
-                registered,
-                result.model_version,
-                float(result.validation.loc["model", "roc_auc"]),
-                score_champion,
-                force,
-            )
-            result.champion = decision.reason
-            result.run_id = run.info.run_id
-            tracking.retry(lambda: mlflow_set_tag("champion_decision", decision.reason))
-    except TrackingError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(
-            f"MLflow tracking failed ({first}); the model bundle was saved at {result.bundle}"
-        ) from None
-
-
-def mlflow_set_tag(key: str, value: str) -> None:
-    import mlflow
-
-    mlflow.set_tag(key, value)
+    kept = f"the model bundle was saved at {result.bundle}"
+    with _tracking_failure(kept), tracking.tracked_run(settings, f"train-{as_of}") as run:
+        params = {
+            "as_of": as_of,
+            "horizon_days": settings.training.horizon_days,
+            "snapshot_dates": ",".join(d.isoformat() for d in result.snapshots),
+            "training_rows": result.rows,
+            "validation_rows": len(y),
+            "calibration_method": result.model.calibration_method_,
+        }
+        tags = {"data_fingerprint": result.fingerprint, "kind": "train"}
+        if result.bundle is not None:
+            tags["bundle"] = str(result.bundle)
+        tracking.log_common(settings, params, tags)
+        tracking.log_metric_table(result.validation, prefix="val_")
+        tracking.log_figures(churn_plots(y, scores))
+        tracking.log_figures(
+            {"feature_importance.png": importance_plot(result.model.feature_importance())}
+        )
+        tracking.log_config_file(config_path, settings)
+        result.model_version = tracking.log_model(
+            result.model, "churn_model", X_valid.head(5), registered
+        )
+        decision = tracking.update_champion(
+            registered,
+            result.model_version,
+            float(result.validation.loc["model", "roc_auc"]),
+            score_champion,
+            force,
+        )
+        result.champion = decision.reason
+        result.run_id = run.info.run_id
+        tracking.retry(lambda: mlflow.set_tag("champion_decision", decision.reason))
 
 
 def _write(result: TrainResult, table: EventTable, as_of: date, models_dir: Path) -> None:
@@ -294,15 +296,12 @@ def _track_backtest(
     from churnlens import tracking
     from churnlens.evaluation import churn_plots
 
-    try:
+    with _tracking_failure("the training run was recorded without the backtest metrics"):
         mlflow.set_tracking_uri(tracking.tracking_uri(settings))
         with mlflow.start_run(run_id=result.train.run_id):
             tracking.log_metric_table(result.metrics, prefix="backtest_")
             tracking.log_figures(churn_plots(y, scores), folder="backtest_plots")
             tracking.retry(lambda: mlflow.set_tag("kind", "backtest"))
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(f"MLflow tracking of the backtest failed ({first})") from None
 
 
 @dataclass
@@ -411,51 +410,32 @@ def _track_segments(
             return None
         return float(silhouette_score(Z, labels)) if labels.nunique() > 1 else None
 
-    try:
-        with tracking.tracked_run(settings, f"segment-{result.as_of}") as run:
-            params = {
-                "as_of": result.as_of,
-                "k": model.k_,
-                "customers": len(X),
-                "ids_from_previous": previous is not None,
-            }
-            tracking.log_common(settings, params, {"kind": "segment"})
-            metrics = {f"silhouette_k{k}": v for k, v in model.silhouette_.items()}
-            tracking.retry(lambda: mlflow_log_metrics(metrics))
-            profile = result.profile.reset_index()
-            tracking.retry(lambda: mlflow_log_table(profile, "segments/profile.json"))
-            tracking.log_figures({"profile.png": segment_plot(result.profile)}, "segments")
-            tracking.log_config_file(config_path, settings)
-            registered = settings.tracking.segment_model_name
-            result.model_version = tracking.log_model(
-                model,
-                "segment_model",
-                X[list(model.features_)].head(5),
-                registered,
-                predict="predict",
-            )
-            own = silhouette(model)
-            decision = tracking.update_champion(
-                registered, result.model_version, own if own is not None else -1.0, silhouette
-            )
-            result.champion = decision.reason
-            result.run_id = run.info.run_id
-    except TrackingError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(
-            f"MLflow tracking failed ({first}); the segment bundle was saved at {result.bundle}"
-        ) from None
-
-
-def mlflow_log_metrics(metrics: dict[str, float]) -> None:
-    import mlflow
-
-    mlflow.log_metrics(metrics)
-
-
-def mlflow_log_table(frame: pd.DataFrame, path: str) -> None:
-    import mlflow
-
-    mlflow.log_table(frame, path)
+    kept = f"the segment bundle was saved at {result.bundle}"
+    with _tracking_failure(kept), tracking.tracked_run(settings, f"segment-{result.as_of}") as run:
+        params = {
+            "as_of": result.as_of,
+            "k": model.k_,
+            "customers": len(X),
+            "ids_from_previous": previous is not None,
+        }
+        tracking.log_common(settings, params, {"kind": "segment"})
+        metrics = {f"silhouette_k{k}": v for k, v in model.silhouette_.items()}
+        tracking.retry(lambda: mlflow.log_metrics(metrics))
+        profile = result.profile.reset_index()
+        tracking.retry(lambda: mlflow.log_table(profile, "segments/profile.json"))
+        tracking.log_figures({"profile.png": segment_plot(result.profile)}, "segments")
+        tracking.log_config_file(config_path, settings)
+        registered = settings.tracking.segment_model_name
+        result.model_version = tracking.log_model(
+            model,
+            "segment_model",
+            X[list(model.features_)].head(5),
+            registered,
+            predict="predict",
+        )
+        own = silhouette(model)
+        decision = tracking.update_champion(
+            registered, result.model_version, own if own is not None else -1.0, silhouette
+        )
+        result.champion = decision.reason
+        result.run_id = run.info.run_id
