@@ -7,6 +7,8 @@ lines on standard error with exit code 1; usage errors exit 2.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import time
 from collections.abc import Callable
 from datetime import date
@@ -90,6 +92,9 @@ def main(
     ] = False,
 ) -> None:
     """Churn risk, customer segments and a next action for every customer."""
+    # MLflow narrates every schema migration and registration; the CLI reports outcomes.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
 def _settings(config: Path | None) -> Settings:
