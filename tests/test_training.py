@@ -195,3 +195,14 @@ def test_cdnow_backtest_beats_every_baseline(cdnow_path: Path, tmp_path: Path) -
     assert m.loc["model", "roc_auc"] > 0.838  # Pareto/NBD reference figure
     assert m.loc["model", "brier"] <= 0.089
     assert m.loc["model", "brier"] < m.loc["logistic_rfm", "brier"]
+
+
+def test_every_customer_gets_reasons_in_plain_words(backtested, sample_events) -> None:
+    from churnlens.events import load_events
+    from churnlens.labels import make_snapshot
+
+    X, _ = make_snapshot(load_events(sample_events, SETTINGS), AS_OF, 60)
+    reasons = backtested.train.model.reasons(X.head(50))
+    assert len(reasons) == 50
+    assert all(0 < len(r) <= 3 for r in reasons)
+    assert all(isinstance(t, str) and "=" not in t for r in reasons for t in r)

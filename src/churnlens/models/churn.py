@@ -34,6 +34,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from churnlens.config import ModelSettings
 from churnlens.errors import ModelError
 from churnlens.evaluation import churn_metrics
+from churnlens.reasons import top_reasons
 
 RFM_COLUMNS = ("rfm_recency_days", "freq_tenure_days", "rfm_frequency", "rfm_monetary_total")
 
@@ -211,6 +212,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         X = self._check(X)
         values = self.booster_.predict(X, pred_contrib=True)
         return pd.DataFrame(values[:, :-1], index=X.index, columns=X.columns)
+
+    def reasons(self, X: pd.DataFrame, top: int = 3) -> pd.Series:
+        """Up to ``top`` plain-words reasons per customer, strongest first."""
+        return top_reasons(self.contributions(X), X, top)
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, largest first."""
