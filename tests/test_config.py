@@ -1,0 +1,66 @@
+"""Configuration: defaults, YAML loading and clear errors for bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from churnlens import ConfigError, Settings, load_settings
+from churnlens.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_load_and_equal_the_defaults() -> None:
+    assert load_settings(ROOT / "configs" / "default.yaml") == Settings()
+    cdnow = load_settings(ROOT / "configs" / "cdnow.yaml")
+    assert cdnow.training.horizon_days == 91
+    assert cdnow.training.snapshot_step_days == 30
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("features: {windowz: [7]}\n", "features.windowz: unknown key; allowed keys here:"),
+        ("feature: {}\n", "feature: unknown key; allowed keys here: events, features"),
+        ("features: {windows_days: [30, 7]}\n", "windows must be strictly increasing"),
+        ("training: {horizon_days: -5}\n", "training.horizon_days: Input should be greater than 0"),
+        ("segments: {k_min: 5, k_max: 3}\n", "k_max (3) must be at least k_min (5)"),
+        ("model: {calibration: magic}\n", "model.calibration: Input should be 'auto'"),
+        ("features: {channels: [Web Site]}\n", "lower-case snake_case"),
+        ("- just\n- a list\n", "expected a mapping of settings"),
+        ("features: [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_configs_name_the_field_and_the_fix(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert expected in str(info.value)
+    assert str(tmp_path) in str(info.value)  # the resolved path is reported
+
+
+def test_settings_are_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(Exception, match="frozen"):
+        settings.training.horizon_days = 5  # type: ignore[misc]
+
+
+def test_cli_reports_a_bad_config_with_exit_1(tmp_path: Path) -> None:
+    events = tmp_path / "events.csv"
+    events.write_text("customer_id,timestamp,channel,event_type\nc1,2024-01-01,web,visit\n")
+    config = write(tmp_path, "training: {horizon_days: 0}\n")
+    result = CliRunner().invoke(app, ["validate", str(events), "--config", str(config)])
+    assert result.exit_code == 1
+    assert "training.horizon_days" in result.output
+    assert "Traceback" not in result.output
+    missing = CliRunner().invoke(app, ["validate", str(events), "--config", "nope.yaml"])
+    assert missing.exit_code == 1
+    assert "configuration file not found" in missing.output
