@@ -114,6 +114,27 @@ def test_a_worse_model_does_not_take_the_champion_alias(workspace: Path) -> None
     assert "no version 9" in missing.output
 
 
+def test_a_better_model_takes_the_champion_alias(workspace: Path) -> None:
+    """Compared on the same out-of-time validation snapshot, as recorded for both."""
+    train(workspace, "worse.yaml")
+    out = " ".join(train(workspace).split())
+    assert "beats version 1" in out
+    c = client()
+    assert str(c.get_model_version_by_alias("churnlens-churn", "champion").version) == "2"
+    runs = c.search_runs(
+        [c.get_experiment_by_name("churnlens").experiment_id],
+        order_by=["attributes.start_time ASC"],
+    )
+    assert (
+        runs[1]
+        .data.tags["champion_decision"]
+        .startswith(
+            f"{runs[1].data.metrics['val_model_roc_auc']:.4f} beats version 1 "
+            f"({runs[0].data.metrics['val_model_roc_auc']:.4f})"
+        )
+    )
+
+
 def test_concurrent_trainings_are_both_recorded(workspace: Path) -> None:
     exe = str(Path(sys.executable).parent / "churnlens")
     args = [

@@ -220,13 +220,14 @@ def update_champion(
     registered_name: str,
     version: str,
     new_score: float,
-    score_champion: Callable[[Any], float | None],
+    score_champion: Callable[[Any, Any], float | None],
     force: bool = False,
 ) -> AliasDecision:
     """Move the ``champion`` alias to ``version`` when it scores better (or is forced).
 
-    ``score_champion`` receives the loaded champion model and returns its score on the
-    new run's validation data (higher is better), or None when it cannot be compared.
+    ``score_champion`` receives the loaded champion model and the MLflow run that
+    produced it, and returns its score on the new run's validation data (higher is
+    better), or None when no fair comparison exists.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -242,9 +243,12 @@ def update_champion(
         retry(lambda: client.set_registered_model_alias(registered_name, CHAMPION, version))
         return AliasDecision(True, "forced" if force else "first registered version")
     champion = mlflow.sklearn.load_model(f"models:/{registered_name}@{CHAMPION}")
-    old_score = score_champion(champion)
+    champion_run = retry(lambda: client.get_run(current.run_id)) if current.run_id else None
+    old_score = score_champion(champion, champion_run)
     if old_score is None:
-        return AliasDecision(False, f"version {current.version} cannot score this data")
+        return AliasDecision(
+            False, f"no fair comparison with version {current.version} on this data"
+        )
     if new_score > old_score:
         retry(lambda: client.set_registered_model_alias(registered_name, CHAMPION, version))
         return AliasDecision(

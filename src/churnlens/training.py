@@ -167,10 +167,25 @@ def _track(
     X_valid = result.valid_X.droplevel("as_of")
     registered = settings.tracking.churn_model_name
 
-    def score_champion(champion: object) -> float | None:
-        if not isinstance(champion, _Model):
+    validation_day = result.snapshots[-1]
+    horizon = settings.training.horizon_days
+
+    def score_champion(champion: object, run: object) -> float | None:
+        """The champion's validation ROC AUC, measured so that it never saw the labels.
+
+        Same validation snapshot: the champion's own out-of-time validation score, as
+        recorded. Champion trained only on labels that end by the new validation day:
+        its score on the new validation rows. Anything else would favour one side.
+        """
+        if not isinstance(champion, _Model) or run is None:
             return None
+        params, metrics = run.data.params, run.data.metrics
+        days = [date.fromisoformat(d) for d in params.get("snapshot_dates", "").split(",") if d]
+        if days and days[-1] == validation_day and "val_model_roc_auc" in metrics:
+            return float(metrics["val_model_roc_auc"])
         needed = list(champion.feature_names_in_)
+        if not days or days[-1] + timedelta(days=horizon) > validation_day:
+            return None
         if any(c not in X_valid.columns for c in needed):
             return None
         return float(roc_auc_score(y, champion.predict_proba(X_valid[needed])[:, 1]))
@@ -400,7 +415,7 @@ def _track_segments(
     model = result.model
     sample = X.sample(min(len(X), settings.segments.silhouette_sample), random_state=0)
 
-    def silhouette(candidate: object) -> float | None:
+    def silhouette(candidate: object, run: object = None) -> float | None:
         if not isinstance(candidate, SegmentModel):
             return None
         try:
