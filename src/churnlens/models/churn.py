@@ -17,8 +17,6 @@ log loss. Everything is seeded.
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -221,6 +219,3 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         """Total gain per feature, largest first."""
         gain = self.booster_.booster_.feature_importance(importance_type="gain")
         return pd.Series(gain, index=self.feature_names_in_).sort_values(ascending=False)
-
-    def params(self) -> dict[str, Any]:
-        return self.get_params()
