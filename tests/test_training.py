@@ -218,9 +218,9 @@ def test_cdnow_backtest_through_the_cli_beats_every_baseline(
             ("recency", "recency_probability"),
         ]
     }
-    # measured: model 0.8401 / Brier 0.0887; logistic RFM 0.8395 / 0.0910; recency 0.8227
+    # measured: model 0.8414 / Brier 0.0886; logistic RFM 0.8395 / 0.0910; recency 0.8227
     assert m["model"]["roc_auc"] > m["logistic_rfm"]["roc_auc"] > m["recency"]["roc_auc"]
-    assert m["model"]["roc_auc"] > 0.838  # the Pareto/NBD reference figure
+    assert m["model"]["roc_auc"] > 0.840  # Pareto/NBD 0.838, logistic RFM 0.840
     assert m["model"]["brier"] <= 0.089
     assert m["model"]["brier"] < m["logistic_rfm"]["brier"]
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])

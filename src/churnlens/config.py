@@ -110,6 +110,10 @@ class ModelSettings(_Frozen):
     subsample: float = Field(0.8, gt=0, le=1)
     colsample_bytree: float = Field(0.8, gt=0, le=1)
     reg_lambda: float = Field(5.0, ge=0)
+    extra_trees: bool = False
+    boost_from_baseline: bool = Field(
+        True, description="grow the trees from the logistic RFM baseline's log-odds"
+    )
     calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
     isotonic_min_samples: int = Field(
         5000, gt=0, description="'auto' calibrates isotonically from this many validation rows"

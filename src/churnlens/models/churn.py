@@ -20,7 +20,7 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
@@ -97,6 +97,64 @@ class RecencyBaseline(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - p, p])
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+class BoostedFromBaseline(ClassifierMixin, BaseEstimator):
+    """LightGBM boosted from the logistic RFM baseline's log-odds (its ``init_score``).
+
+    The logistic part extrapolates smoothly in recency, tenure, frequency and spend,
+    where trees can only repeat their last leaf (training snapshots see younger
+    customers than the day being scored); the trees add what it misses. With
+    ``baseline=False`` this is plain LightGBM.
+    """
+
+    def __init__(self, booster: lgb.LGBMClassifier, baseline: bool = True) -> None:
+        self.booster = booster
+        self.baseline = baseline
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray) -> BoostedFromBaseline:
+        self.logistic_ = logistic_rfm_baseline().fit(X, y) if self.baseline else None
+        init = self._offset(X)
+        self.booster_ = clone(self.booster).fit(X, y, init_score=init)
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def _offset(self, X: pd.DataFrame) -> np.ndarray | None:
+        if self.logistic_ is None:
+            return None
+        return _logit(self.logistic_.predict_proba(X)[:, 1])
+
+    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        raw = self.booster_.predict(X, raw_score=True)
+        offset = self._offset(X)
+        return raw if offset is None else raw + offset
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return (self.decision_function(X) > 0).astype(int)
+
+    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Per-feature log-odds contributions: trees (``pred_contrib``) plus the
+        logistic part's coefficient times each standardised input."""
+        values = self.booster_.predict(X, pred_contrib=True)[:, :-1]
+        frame = pd.DataFrame(values, index=X.index, columns=X.columns)
+        if self.logistic_ is not None:
+            *prep, model = self.logistic_.steps
+            z = Pipeline(prep).transform(X)
+            for j, column in enumerate(RFM_COLUMNS):
+                frame[column] += model[1].coef_[0, j] * z[:, j]
+        return frame
+
+    def feature_importances(self) -> np.ndarray:
+        return self.booster_.booster_.feature_importance(importance_type="gain")
+
+
 class ChurnModel(ClassifierMixin, BaseEstimator):
     """Calibrated LightGBM churn classifier (see the module docstring for the protocol).
 
@@ -112,6 +170,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         subsample: float = 0.8,
         colsample_bytree: float = 0.8,
         reg_lambda: float = 5.0,
+        extra_trees: bool = False,
+        boost_from_baseline: bool = True,
         calibration: str = "auto",
         isotonic_min_samples: int = 5000,
         seed: int = 7,
@@ -123,6 +183,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.subsample = subsample
         self.colsample_bytree = colsample_bytree
         self.reg_lambda = reg_lambda
+        self.extra_trees = extra_trees
+        self.boost_from_baseline = boost_from_baseline
         self.calibration = calibration
         self.isotonic_min_samples = isotonic_min_samples
         self.seed = seed
@@ -131,7 +193,10 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
     def from_settings(cls, settings: ModelSettings) -> ChurnModel:
         return cls(**settings.model_dump())
 
-    def _booster(self) -> lgb.LGBMClassifier:
+    def _booster(self) -> BoostedFromBaseline:
+        return BoostedFromBaseline(self._trees(), baseline=self.boost_from_baseline)
+
+    def _trees(self) -> lgb.LGBMClassifier:
         return lgb.LGBMClassifier(
             n_estimators=self.n_estimators,
             learning_rate=self.learning_rate,
@@ -141,6 +206,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
             subsample_freq=1,
             colsample_bytree=self.colsample_bytree,
             reg_lambda=self.reg_lambda,
+            extra_trees=self.extra_trees,
             random_state=self.seed,
             n_jobs=1,  # OpenMP threads thrash when the 2 cores are shared
             deterministic=True,
@@ -193,7 +259,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         return X[expected]
 
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
-        """LightGBM's uncalibrated churn probability."""
+        """The uncalibrated churn probability."""
         return self.booster_.predict_proba(self._check(X))[:, 1]
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -206,10 +272,8 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - p, p])
 
     def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-feature contributions to the log-odds (LightGBM ``pred_contrib``)."""
-        X = self._check(X)
-        values = self.booster_.predict(X, pred_contrib=True)
-        return pd.DataFrame(values[:, :-1], index=X.index, columns=X.columns)
+        """Per-feature contributions to the uncalibrated log-odds."""
+        return self.booster_.contributions(self._check(X))
 
     def reasons(self, X: pd.DataFrame, top: int = 3) -> pd.Series:
         """Up to ``top`` plain-words reasons per customer, strongest first."""
@@ -217,5 +281,5 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, largest first."""
-        gain = self.booster_.booster_.feature_importance(importance_type="gain")
+        gain = self.booster_.feature_importances()
         return pd.Series(gain, index=self.feature_names_in_).sort_values(ascending=False)
