@@ -82,10 +82,12 @@ def versions() -> dict[str, str]:
     }
 
 
-def _validate(model: ChurnModel, snaps: Snapshots) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _validate(
+    model: ChurnModel, snaps: Snapshots, horizon_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validation metrics and scores: the model and baselines fitted before the latest
     snapshot, all scored on it (the model's calibrated scores come from its stage fit)."""
-    train, valid = time_split(snaps.X)
+    train, valid = time_split(snaps.X, horizon_days)
     X_valid = snaps.X[valid]
     scores = {"model": model.validation_scores_}
     for name, make in BASELINES.items():
@@ -118,8 +120,9 @@ def train(
     as_of = parse_as_of(as_of)
     dates = snapshot_dates(table, as_of, settings)
     snaps = make_snapshots(table, dates, settings)
-    model = ChurnModel.from_settings(settings.model).fit(snaps.X, snaps.y)
-    validation, valid_scores = _validate(model, snaps)
+    horizon = settings.training.horizon_days
+    model = ChurnModel.from_settings(settings.model, horizon).fit(snaps.X, snaps.y)
+    validation, valid_scores = _validate(model, snaps, horizon)
     baselines = {name: make().fit(snaps.X, snaps.y) for name, make in BASELINES.items()}
     result = TrainResult(
         model=model,

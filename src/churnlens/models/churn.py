@@ -37,11 +37,13 @@ from churnlens.reasons import top_reasons
 RFM_COLUMNS = ("rfm_recency_days", "freq_tenure_days", "rfm_frequency", "rfm_monetary_total")
 
 
-def time_split(X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def time_split(X: pd.DataFrame, horizon_days: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks (train, validation): validation is the latest snapshot.
 
-    With a single snapshot there is no time to split on, so a seeded quarter of the
-    customers is held out instead.
+    Training rows are the snapshots whose label windows (``horizon_days`` after their
+    day) end by the validation day, so no training label looks into the validation
+    snapshot's label window. With a single snapshot there is no time to split on, so a
+    seeded quarter of the customers is held out instead.
     """
     if "as_of" not in (X.index.names or []):
         raise ModelError("training data must be indexed by (as_of, customer_id) snapshots")
@@ -49,6 +51,10 @@ def time_split(X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     latest = as_of.max()
     if (as_of < latest).any():
         valid = np.asarray(as_of == latest)
+        train = np.asarray(as_of + pd.Timedelta(days=horizon_days) <= latest) & ~valid
+        if train.any():
+            return train, valid
+        return ~valid, valid
     else:
         valid = np.random.default_rng(0).random(len(X)) < 0.25
     return ~valid, valid
@@ -175,6 +181,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         calibration: str = "auto",
         isotonic_min_samples: int = 5000,
         seed: int = 7,
+        horizon_days: int = 0,
     ) -> None:
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -188,10 +195,11 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         self.calibration = calibration
         self.isotonic_min_samples = isotonic_min_samples
         self.seed = seed
+        self.horizon_days = horizon_days
 
     @classmethod
-    def from_settings(cls, settings: ModelSettings) -> ChurnModel:
-        return cls(**settings.model_dump())
+    def from_settings(cls, settings: ModelSettings, horizon_days: int = 0) -> ChurnModel:
+        return cls(**settings.model_dump(), horizon_days=horizon_days)
 
     def _booster(self) -> BoostedFromBaseline:
         return BoostedFromBaseline(self._trees(), baseline=self.boost_from_baseline)
@@ -227,7 +235,7 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
                 f"the training labels hold one class only ({int(y[0])} for all {len(y):,} "
                 "rows): every customer churned or none did; use a longer log or horizon"
             )
-        train, valid = time_split(X)
+        train, valid = time_split(X, self.horizon_days)
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         staged = self._booster().fit(X[train], y[train])
         raw_valid = staged.predict_proba(X[valid])[:, 1]
