@@ -81,10 +81,14 @@ def _maker(feature: str) -> Callable[[float], str]:
     return lambda v: f"{feature} = {v:.3g}"
 
 
+def _missing(feature: str) -> str:
+    return _MISSING.get(feature, f"no {feature.split('_', 1)[-1].replace('_', ' ')} yet")
+
+
 def phrase(feature: str, value: float) -> str:
     """The plain-words reason for ``feature`` at the customer's ``value``."""
     if value is None or math.isnan(value):
-        return _MISSING.get(feature, f"no {feature.split('_', 1)[-1].replace('_', ' ')} yet")
+        return _missing(feature)
     return _maker(feature)(float(value))
 
 
@@ -108,9 +112,7 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, top: int = 3)
         feature = columns[j]
         make = _maker(feature)
         text[where] = [
-            _MISSING.get(feature, f"no {feature.split('_', 1)[-1].replace('_', ' ')} yet")
-            if math.isnan(v)
-            else make(v)
+            _missing(feature) if math.isnan(v) else make(v)
             for v in vals[:, j][np.nonzero(where)[0]]
         ]
     reasons = [

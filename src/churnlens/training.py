@@ -84,9 +84,10 @@ def versions() -> dict[str, str]:
 
 def _validate(
     model: ChurnModel, snaps: Snapshots, horizon_days: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validation metrics and scores: the model and baselines fitted before the latest
-    snapshot, all scored on it (the model's calibrated scores come from its stage fit)."""
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Validation metrics, scores and features: the model and baselines fitted before the
+    latest snapshot, all scored on it (the model's calibrated scores come from its stage
+    fit)."""
     train, valid = time_split(snaps.X, horizon_days)
     X_valid = snaps.X[valid]
     scores = {"model": model.validation_scores_}
@@ -96,7 +97,7 @@ def _validate(
     table = metrics_table(snaps.y[valid], scores)
     raw = pd.DataFrame(model.validation_["raw"], index=["model_raw"])
     frame = pd.DataFrame({"churned": snaps.y[valid].to_numpy(), **scores}, index=X_valid.index)
-    return pd.concat([table.iloc[:1], raw, table.iloc[1:]]), frame
+    return pd.concat([table.iloc[:1], raw, table.iloc[1:]]), frame, X_valid
 
 
 def train(
@@ -122,7 +123,7 @@ def train(
     snaps = make_snapshots(table, dates, settings)
     horizon = settings.training.horizon_days
     model = ChurnModel.from_settings(settings.model, horizon).fit(snaps.X, snaps.y)
-    validation, valid_scores = _validate(model, snaps, horizon)
+    validation, valid_scores, valid_X = _validate(model, snaps, horizon)
     baselines = {name: make().fit(snaps.X, snaps.y) for name, make in BASELINES.items()}
     result = TrainResult(
         model=model,
@@ -131,7 +132,7 @@ def train(
         rows=len(snaps.X),
         validation=validation,
         fingerprint=table.fingerprint(),
-        valid_X=snaps.X[time_split(snaps.X)[1]],
+        valid_X=valid_X,
         valid_scores=valid_scores,
     )
     if models_dir is not None:

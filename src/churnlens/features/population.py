@@ -8,7 +8,7 @@ so these statistics are a value of their own that can be computed once and passe
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,18 +33,6 @@ class PopulationStats:
     frequency_cuts: tuple[float, ...]
     monetary_cuts: tuple[float, ...]
     median_interval_days: float
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> PopulationStats:
-        return cls(
-            recency_cuts=tuple(float(v) for v in data["recency_cuts"]),  # type: ignore[union-attr]
-            frequency_cuts=tuple(float(v) for v in data["frequency_cuts"]),  # type: ignore[union-attr]
-            monetary_cuts=tuple(float(v) for v in data["monetary_cuts"]),  # type: ignore[union-attr]
-            median_interval_days=float(data["median_interval_days"]),  # type: ignore[arg-type]
-        )
 
 
 def quintile_cuts(values: np.ndarray) -> tuple[float, ...]:
