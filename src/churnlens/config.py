@@ -138,6 +138,47 @@ class SegmentSettings(_Frozen):
         return value
 
 
+class LifecycleSettings(_Frozen):
+    """Lifecycle stages from each customer's own repurchase cycle.
+
+    Repeat buyers are ``active`` while the days since their last purchase are within
+    ``silent_after_cycles`` cycles, ``silent`` within ``sleeping_after_cycles``,
+    ``sleeping`` within ``lost_after_cycles``, and ``lost`` beyond. One-time buyers and
+    customers who never bought are measured against percentiles of the population's
+    repurchase intervals instead: ``new`` up to the first, then silent, sleeping, lost.
+    """
+
+    silent_after_cycles: float = Field(1.0, gt=0)
+    sleeping_after_cycles: float = Field(2.0, gt=0)
+    lost_after_cycles: float = Field(3.0, gt=0)
+    one_time_percentiles: tuple[float, float, float] = Field(
+        (50.0, 80.0, 95.0),
+        description="percentiles of the population's repurchase intervals that end the "
+        "new, silent and sleeping stages of one-time and non-buyers",
+    )
+
+    @field_validator("lost_after_cycles")
+    @classmethod
+    def _cycles_increase(cls, value: float, info: Any) -> float:
+        silent = info.data.get("silent_after_cycles", 1.0)
+        sleeping = info.data.get("sleeping_after_cycles", 2.0)
+        if not silent < sleeping < value:
+            raise ValueError(
+                "the stage multipliers must increase: silent_after_cycles < "
+                f"sleeping_after_cycles < lost_after_cycles, got {silent}, {sleeping}, {value}"
+            )
+        return value
+
+    @field_validator("one_time_percentiles")
+    @classmethod
+    def _percentiles(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not 0 < value[0] < value[1] < value[2] < 100:
+            raise ValueError(
+                f"give three increasing percentiles between 0 and 100, got {list(value)}"
+            )
+        return value
+
+
 class TrackingSettings(_Frozen):
     """Where MLflow runs and registered models go."""
 
@@ -157,6 +198,7 @@ class Settings(_Frozen):
     training: TrainingSettings = TrainingSettings()
     model: ModelSettings = ModelSettings()
     segments: SegmentSettings = SegmentSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     tracking: TrackingSettings = TrackingSettings()
 
     def with_overrides(self, **sections: dict[str, Any]) -> Settings:
@@ -167,7 +209,11 @@ class Settings(_Frozen):
         return settings_from_dict(data, source="overrides")
 
 
-def _format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(
+    error: ValidationError, source: str, root: type[BaseModel] | None = None
+) -> str:
+    """One line per problem: the field path, what is wrong, the allowed keys."""
+    root = root or Settings
     lines = [f"{source}: invalid configuration"]
     for item in error.errors():
         path = ".".join(str(p) for p in item["loc"]) or "(top level)"
@@ -175,7 +221,7 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
             parent = item["loc"][:-1]
-            allowed = _allowed_keys(Settings, parent)
+            allowed = _allowed_keys(root, parent)
             if allowed:
                 msg += f"; allowed keys here: {', '.join(allowed)}"
         lines.append(f"  - {path}: {msg} (got {item.get('input')!r})")
@@ -198,7 +244,7 @@ def settings_from_dict(data: Mapping[str, Any], source: str = "configuration") -
     try:
         return Settings.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source)) from None
 
 
 def load_settings(path: str | Path | None = None) -> Settings:

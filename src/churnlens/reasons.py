@@ -111,10 +111,12 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, top: int = 3)
         where = order == j
         feature = columns[j]
         make = _maker(feature)
-        text[where] = [
-            _missing(feature) if math.isnan(v) else make(v)
-            for v in vals[:, j][np.nonzero(where)[0]]
-        ]
+        # many customers share a value (counts, days): format each distinct value once
+        distinct, inverse = np.unique(vals[:, j][np.nonzero(where)[0]], return_inverse=True)
+        phrases = np.array(
+            [_missing(feature) if math.isnan(v) else make(v) for v in distinct], dtype=object
+        )
+        text[where] = phrases[inverse]
     reasons = [
         list(dict.fromkeys(t for t, ok in zip(row, keep, strict=True) if ok))[:top]
         for row, keep in zip(text, positive, strict=True)

@@ -173,8 +173,35 @@ def compute_population(
     events: EventSource | EventTable, as_of: str | date | datetime, settings: Settings | None = None
 ) -> PopulationStats:
     """Population statistics of the customers seen as of ``as_of``."""
+    return buyer_features(events, as_of, settings)[0]
+
+
+def buyer_features(
+    events: EventSource | EventTable, as_of: str | date | datetime, settings: Settings | None = None
+) -> tuple[PopulationStats, pd.DataFrame]:
+    """Population statistics, and the ``rfm_*`` and ``cycle_*`` features of every buyer.
+
+    Only purchases are aggregated (one pass, no contact ordering), so this is a small
+    fraction of :func:`build_features`' work: a batch job computes the population once
+    and then builds the full features slice by slice against it. Indexed by customer_id
+    (sorted); buyers only.
+    """
     table = load_events(events, settings)
-    return _population(_raw_aggregates(table, parse_as_of(as_of)))
+    as_of = parse_as_of(as_of)
+    day = f"DATE '{as_of.isoformat()}'"
+    raw = table.con.execute(f"""
+        SELECT customer_id, {_aggregates("purchase_days", table.settings, ())}
+        FROM (SELECT customer_id, CAST({day} - day AS INTEGER) AS age,
+                     count(*) AS n, sum(amount) AS amount
+              FROM {table.name} WHERE role = 'purchase' AND day <= {day}
+              GROUP BY customer_id, age)
+        GROUP BY customer_id
+    """).df()
+    raw.index = pd.Index(raw.pop("customer_id").astype(str), name="customer_id")
+    raw = raw.sort_index()
+    population = _population(raw)
+    ctx = FeatureContext(settings=table.settings, as_of=as_of, population=population)
+    return population, pd.concat([rfm.finish(raw, ctx), cycle.finish(raw, ctx)], axis=1)
 
 
 def build_features(

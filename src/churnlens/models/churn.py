@@ -32,6 +32,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from churnlens.config import ModelSettings
 from churnlens.errors import ModelError
 from churnlens.evaluation import churn_metrics
+from churnlens.models.attribution import PathExplainer
 from churnlens.reasons import top_reasons
 
 RFM_COLUMNS = ("rfm_recency_days", "freq_tenure_days", "rfm_frequency", "rfm_monetary_total")
@@ -145,17 +146,39 @@ class BoostedFromBaseline(ClassifierMixin, BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.decision_function(X) > 0).astype(int)
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-feature log-odds contributions: trees (``pred_contrib``) plus the
-        logistic part's coefficient times each standardised input."""
-        values = self.booster_.predict(X, pred_contrib=True)[:, :-1]
+    def explain(
+        self, X: pd.DataFrame, method: str = "path", num_threads: int = 1
+    ) -> tuple[np.ndarray, pd.DataFrame]:
+        """The log-odds and the per-feature contributions to them, in one pass.
+
+        Trees: path attribution (``method="path"``, one leaf lookup per tree, see
+        :mod:`churnlens.models.attribution`) or exact SHAP (``"shap"``, LightGBM
+        ``pred_contrib``); the logistic part adds its coefficient times each
+        standardised input.
+        """
+        booster = self.booster_.booster_
+        if method == "shap":
+            values = booster.predict(X, pred_contrib=True, num_threads=num_threads)[:, :-1]
+            raw = self.booster_.predict(X, raw_score=True, num_threads=num_threads)
+        elif method == "path":
+            if getattr(self, "explainer_", None) is None:
+                self.explainer_ = PathExplainer.from_booster(booster)
+            values, raw = self.explainer_.explain(booster, X, num_threads)
+        else:
+            raise ModelError(f"unknown attribution method {method!r}; use 'path' or 'shap'")
         frame = pd.DataFrame(values, index=X.index, columns=X.columns)
-        if self.logistic_ is not None:
+        offset = self._offset(X)
+        if offset is not None:
             *prep, model = self.logistic_.steps
             z = Pipeline(prep).transform(X)
             for j, column in enumerate(RFM_COLUMNS):
                 frame[column] += model[1].coef_[0, j] * z[:, j]
-        return frame
+            raw = raw + offset
+        return raw, frame
+
+    def contributions(self, X: pd.DataFrame, method: str = "shap") -> pd.DataFrame:
+        """Per-feature log-odds contributions (see :meth:`explain`)."""
+        return self.explain(X, method)[1]
 
     def feature_importances(self) -> np.ndarray:
         return self.booster_.booster_.feature_importance(importance_type="gain")
@@ -271,21 +294,32 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         return self.booster_.predict_proba(self._check(X))[:, 1]
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        if self.calibrator_ is None:
-            p = self.predict_raw(X)
-        else:
-            # the calibrator maps the same response it was fitted on: the log-odds
-            p = self.calibrator_.predict(self.booster_.decision_function(self._check(X)))
-        p = np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+        p = self._calibrate(self.booster_.decision_function(self._check(X)))
         return np.column_stack([1 - p, p])
 
-    def contributions(self, X: pd.DataFrame) -> pd.DataFrame:
-        """Per-feature contributions to the uncalibrated log-odds."""
-        return self.booster_.contributions(self._check(X))
+    def _calibrate(self, raw_log_odds: np.ndarray) -> np.ndarray:
+        if self.calibrator_ is None:
+            p = 1.0 / (1.0 + np.exp(-raw_log_odds))
+        else:
+            # the calibrator maps the same response it was fitted on: the log-odds
+            p = self.calibrator_.predict(raw_log_odds)
+        return np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
 
-    def reasons(self, X: pd.DataFrame, top: int = 3) -> pd.Series:
+    def contributions(self, X: pd.DataFrame, method: str = "shap") -> pd.DataFrame:
+        """Per-feature contributions to the uncalibrated log-odds."""
+        return self.booster_.contributions(self._check(X), method)
+
+    def reasons(self, X: pd.DataFrame, top: int = 3, method: str = "shap") -> pd.Series:
         """Up to ``top`` plain-words reasons per customer, strongest first."""
-        return top_reasons(self.contributions(X), X, top)
+        return top_reasons(self.contributions(X, method), X, top)
+
+    def score(
+        self, X: pd.DataFrame, top: int = 3, method: str = "path", num_threads: int = 1
+    ) -> tuple[np.ndarray, pd.Series]:
+        """Calibrated churn probabilities and their reasons, from one pass over the trees."""
+        X = self._check(X)
+        raw, contributions = self.booster_.explain(X, method, num_threads)
+        return self._calibrate(raw), top_reasons(contributions, X, top)
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, largest first."""

@@ -1,0 +1,335 @@
+"""The action policy: ordered rules turn a scored customer into one next action.
+
+A policy (``configs/actions.yaml``; :class:`Policy` defaults are the same policy) holds
+
+- ``risk_bands``: the churn probabilities at which the ``medium`` and ``high`` bands start;
+- ``value_tiers``: the quantiles of expected value (over customers who have bought) at
+  which the ``medium`` and ``high`` tiers start;
+- ``fatigue``: when a customer is over-contacted and when a channel is worn out
+  (:class:`~churnlens.contacts.FatigueRules`);
+- ``actions``: every action a rule may give, and whether it contacts the customer;
+- ``rules``: ordered; the first whose every condition holds gives the action, the
+  channel and the reason; customers no rule matches get ``fallback``.
+
+Contacting actions go out on the customer's preferred inbound channel (or the rule's
+fixed channel), never on a fatigued one; a customer with no channel left gets
+``no_channel_action``. ``--max-contacts`` keeps the highest value at risk among the
+contacting actions and gives the rest ``fallback`` with the rule ``budget``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from churnlens.config import format_validation_error
+from churnlens.contacts import FatigueRules
+from churnlens.errors import ConfigError
+from churnlens.lifecycle import STAGES
+
+Stage = Literal["new", "active", "silent", "sleeping", "lost"]
+Band = Literal["low", "medium", "high"]
+BANDS: tuple[str, ...] = ("low", "medium", "high")
+BUDGET_RULE = "budget"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Thresholds(_Frozen):
+    """Where the medium and the high band start."""
+
+    medium: float = Field(ge=0, le=1)
+    high: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Thresholds:
+        if self.medium > self.high:
+            raise ValueError(f"medium ({self.medium}) must not exceed high ({self.high})")
+        return self
+
+
+class ActionSpec(_Frozen):
+    """An action a rule may give."""
+
+    contact: bool = Field(description="does the action reach out to the customer?")
+    description: str = ""
+
+
+class Conditions(_Frozen):
+    """What a rule matches on; every condition given must hold (none given: always)."""
+
+    stage: tuple[Stage, ...] | None = None
+    risk_band: tuple[Band, ...] | None = None
+    value_tier: tuple[Band, ...] | None = None
+    segment: tuple[int | str, ...] | None = Field(None, description="segment ids or names")
+    min_churn_probability: float | None = Field(None, ge=0, le=1)
+    max_churn_probability: float | None = Field(None, ge=0, le=1)
+    over_contacted: bool | None = None
+
+
+class Rule(_Frozen):
+    """If ``when`` holds: ``action`` on ``channel`` ("preferred" or a channel name)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
+    when: Conditions = Conditions()
+    action: str
+    channel: str = "preferred"
+    reason: str | None = None
+
+    def text(self) -> str:
+        return self.reason or f"policy rule {self.name}"
+
+
+class Policy(_Frozen):
+    """The whole action policy (see the module docstring)."""
+
+    risk_bands: Thresholds = Thresholds(medium=0.3, high=0.6)
+    value_tiers: Thresholds = Thresholds(medium=0.5, high=0.8)
+    fatigue: FatigueRules = FatigueRules()
+    default_channel: str = Field("email", description="when no inbound channel is known")
+    actions: dict[str, ActionSpec] = Field(default_factory=lambda: dict(DEFAULT_ACTIONS))
+    rules: tuple[Rule, ...] = Field(default_factory=lambda: DEFAULT_RULES)
+    fallback: str = "no_action"
+    no_channel_action: str = "do_not_disturb"
+
+    @model_validator(mode="after")
+    def _known_actions(self) -> Policy:
+        declared = sorted(self.actions)
+        for where, action in [
+            *((f"rules[{i}] ({r.name}).action", r.action) for i, r in enumerate(self.rules)),
+            ("fallback", self.fallback),
+            ("no_channel_action", self.no_channel_action),
+        ]:
+            if action not in self.actions:
+                raise ValueError(
+                    f"{where}: unknown action {action!r}; declared actions: {declared} "
+                    "(declare it under 'actions' with contact: true/false)"
+                )
+        for name in (self.fallback, self.no_channel_action):
+            if self.actions[name].contact:
+                raise ValueError(f"action {name!r} is a fallback and must have contact: false")
+        names = [r.name for r in self.rules]
+        twice = sorted({n for n in names if names.count(n) > 1} | ({BUDGET_RULE} & set(names)))
+        if twice:
+            raise ValueError(f"rule names must be unique and not {BUDGET_RULE!r}: {twice}")
+        return self
+
+    def contact_actions(self) -> list[str]:
+        return sorted(name for name, spec in self.actions.items() if spec.contact)
+
+
+DEFAULT_ACTIONS: dict[str, ActionSpec] = {
+    "do_not_disturb": ActionSpec(contact=False, description="rest the customer"),
+    "onboarding_guide": ActionSpec(contact=True, description="help a new customer start"),
+    "vip_winback_offer": ActionSpec(contact=True, description="personal offer to a valued lapser"),
+    "vip_care": ActionSpec(contact=True, description="service and recognition, no discount"),
+    "nurture": ActionSpec(contact=True, description="relationship content, no discount"),
+    "reactivation_discount": ActionSpec(contact=True, description="discount to come back"),
+    "let_go": ActionSpec(contact=False, description="no spend; seasonal campaigns only"),
+    "no_action": ActionSpec(contact=False, description="nothing to do now"),
+}
+DEFAULT_RULES: tuple[Rule, ...] = (
+    Rule(
+        name="over_contacted",
+        when=Conditions(over_contacted=True),
+        action="do_not_disturb",
+        channel="none",
+        reason="many recent touches, few responses: more would push them away",
+    ),
+    Rule(
+        name="new_customer",
+        when=Conditions(stage=("new",)),
+        action="onboarding_guide",
+        reason="new customer",
+    ),
+    Rule(
+        name="vip_at_risk",
+        when=Conditions(stage=("silent", "sleeping"), value_tier=("high",), risk_band=("high",)),
+        action="vip_winback_offer",
+        reason="high-value customer at high risk",
+    ),
+    Rule(
+        name="vip_active",
+        when=Conditions(stage=("active",), value_tier=("high",)),
+        action="vip_care",
+        reason="active high-value customer",
+    ),
+    Rule(
+        name="rising_risk",
+        when=Conditions(stage=("active", "silent"), risk_band=("medium", "high")),
+        action="nurture",
+        reason="risk rising while still engaged",
+    ),
+    Rule(
+        name="sleeping",
+        when=Conditions(stage=("sleeping",)),
+        action="reactivation_discount",
+        reason="sleeping customer",
+    ),
+    Rule(
+        name="lost_low_value",
+        when=Conditions(stage=("lost",), value_tier=("low",)),
+        action="let_go",
+        channel="none",
+        reason="lost and low value",
+    ),
+)
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """The policy in a YAML file; ``None`` gives the shipped default policy."""
+    if path is None:
+        return Policy()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: policy file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path), root=Policy)) from None
+
+
+def band(values: np.ndarray, cuts: Thresholds | tuple[float, float]) -> pd.Categorical:
+    """``low`` / ``medium`` / ``high`` by the two cut points (a value on a cut is above)."""
+    medium, high = (cuts.medium, cuts.high) if isinstance(cuts, Thresholds) else cuts
+    values = np.asarray(values, dtype=float)
+    codes = (values >= medium).astype(int) + (values >= high).astype(int)
+    return pd.Categorical.from_codes(codes, categories=list(BANDS), ordered=True)
+
+
+def _matches(rule: Rule, frame: pd.DataFrame) -> np.ndarray:
+    when, ok = rule.when, np.ones(len(frame), dtype=bool)
+    for column in ("stage", "risk_band", "value_tier"):
+        allowed = getattr(when, column)
+        if allowed is not None:
+            name = "lifecycle_stage" if column == "stage" else column
+            ok &= frame[name].astype(object).isin(allowed).to_numpy()
+    if when.segment is not None:
+        ids = [s for s in when.segment if isinstance(s, int)]
+        names = [s for s in when.segment if isinstance(s, str)]
+        ok &= (frame["segment_id"].isin(ids) | frame["segment_name"].isin(names)).to_numpy()
+    p = frame["churn_probability"].to_numpy(dtype=float)
+    if when.min_churn_probability is not None:
+        ok &= p >= when.min_churn_probability
+    if when.max_churn_probability is not None:
+        ok &= p <= when.max_churn_probability
+    if when.over_contacted is not None:
+        ok &= frame["over_contacted"].to_numpy(dtype=bool) == when.over_contacted
+    return ok
+
+
+def _channels(rules: list[Rule], frame: pd.DataFrame, policy: Policy) -> np.ndarray:
+    """The channel of each row's action: the rule's channel, else the preferred one, else
+    the default; never a fatigued one (None when none is left)."""
+    fatigued = [set(f.split(",")) if f else set() for f in frame["fatigued_channels"]]
+    out = np.empty(len(frame), dtype=object)
+    preferred = frame["preferred_channel"].to_numpy(dtype=object)
+    for i, (rule, tired) in enumerate(zip(rules, fatigued, strict=True)):
+        if not policy.actions[rule.action].contact:
+            continue
+        options = (rule.channel, preferred[i], policy.default_channel)
+        out[i] = next(
+            (c for c in options if c and c not in ("preferred", "none") and c not in tired), None
+        )
+    return out
+
+
+def decide(frame: pd.DataFrame, policy: Policy, value_cuts: tuple[float, float]) -> pd.DataFrame:
+    """Risk band, value tier, action, channel and rule for every row of a scored frame.
+
+    ``frame`` needs ``lifecycle_stage, churn_probability, expected_value, segment_id,
+    segment_name, over_contacted, preferred_channel, fatigued_channels`` and ``reasons``
+    (lists); ``value_cuts`` are the expected values where the medium and high tiers start
+    (see :func:`value_cuts`). The rule's reason is appended to ``reasons``.
+    """
+    out = frame.copy()
+    out["risk_band"] = band(out["churn_probability"].to_numpy(), policy.risk_bands)
+    out["value_tier"] = band(out["expected_value"].to_numpy(), value_cuts)
+    fallback = Rule(name="default", action=policy.fallback, reason="no rule matched")
+    chosen = np.full(len(out), len(policy.rules), dtype=int)
+    for i in reversed(range(len(policy.rules))):  # the first match wins
+        chosen[_matches(policy.rules[i], out)] = i
+    all_rules = [*policy.rules, fallback]
+    rules = [all_rules[i] for i in chosen]
+    channels = _channels(rules, out, policy)
+    contact = np.array([policy.actions[r.action].contact for r in rules], dtype=bool)
+    stuck = contact & np.array([c is None for c in channels], dtype=bool)
+    actions = np.array([r.action for r in rules], dtype=object)
+    names = np.array([r.name for r in rules], dtype=object)
+    texts = np.array([r.text() for r in rules], dtype=object)
+    actions[stuck] = policy.no_channel_action
+    texts[stuck] = "every channel is fatigued"
+    out["action"] = actions
+    out["action_channel"] = channels
+    out["rule"] = names
+    out["reasons"] = [[*r, t] for r, t in zip(out["reasons"], texts, strict=True)]
+    return out
+
+
+def value_cuts(expected_values: np.ndarray, policy: Policy) -> tuple[float, float]:
+    """The expected values where the medium and high tiers start: quantiles of the
+    customers with a positive expected value (linear interpolation)."""
+    v = np.asarray(expected_values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return (np.inf, np.inf)
+    q = np.quantile(v, [policy.value_tiers.medium, policy.value_tiers.high])
+    return (float(q[0]), float(q[1]))
+
+
+def rank_sql(relation: str, policy: Policy, max_contacts: int | None) -> str:
+    """SQL over a relation of decided rows that applies the contact budget and ranks
+    ``priority`` (1 = first) by value at risk within each action.
+
+    The budget keeps the ``max_contacts`` contacting rows with the highest value at risk
+    (ties: higher churn probability, then customer id); the others get the fallback
+    action, no channel, the rule ``budget`` and a reason saying so.
+    """
+    contact = ", ".join(f"'{a}'" for a in policy.contact_actions()) or "NULL"
+    order = "value_at_risk DESC, churn_probability DESC, customer_id"
+    over = "false"
+    if max_contacts is not None:
+        over = f"(action IN ({contact}) AND contact_rank > {int(max_contacts)})"
+    note = f"over the contact budget of {max_contacts}"
+    return f"""
+        SELECT * EXCLUDE (contact_rank),
+               row_number() OVER (PARTITION BY action ORDER BY {order}) AS priority
+        FROM (
+            SELECT * REPLACE (
+                       CASE WHEN {over} THEN '{policy.fallback}' ELSE action END AS action,
+                       CASE WHEN {over} THEN NULL ELSE action_channel END AS action_channel,
+                       CASE WHEN {over} THEN '{BUDGET_RULE}' ELSE rule END AS rule,
+                       CASE WHEN {over} THEN list_append(reasons, '{note}')
+                            ELSE reasons END AS reasons)
+            FROM (SELECT *,
+                         CASE WHEN action IN ({contact})
+                              THEN row_number() OVER (
+                                  PARTITION BY action IN ({contact}) ORDER BY {order})
+                         END AS contact_rank
+                  FROM {relation}))
+    """
+
+
+__all__ = [
+    "STAGES",
+    "ActionSpec",
+    "Conditions",
+    "Policy",
+    "Rule",
+    "band",
+    "decide",
+    "load_policy",
+    "rank_sql",
+    "value_cuts",
+]

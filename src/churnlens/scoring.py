@@ -1,0 +1,320 @@
+"""Batch scoring in bounded memory: every customer -> risk, stage, segment and action.
+
+``score(events, as_of, out, models)`` runs in four steps:
+
+1. **checks and population**: the models are loaded and checked before anything else
+   (:mod:`churnlens.model_source`); the log is validated; one light pass over the
+   purchases gives the population statistics (RFM cut points, median cycle), the
+   lifecycle thresholds and the expected-value tiers;
+2. **partitions**: the events up to the as-of day are split into partitions by a hash of
+   ``customer_id`` (one DuckDB pass writing Parquet files, skipped when one partition
+   is enough), so each customer's events are in exactly one partition;
+3. **per partition**: features (against the whole population's statistics), churn
+   probability and reasons, segment, lifecycle stage, reachability and the policy's
+   action; written as a Parquet part;
+4. **ranking**: DuckDB applies the contact budget and ranks ``priority`` within each
+   action over all parts, and writes the scores file to a temporary name that is renamed
+   only when complete, with a manifest JSON beside it.
+
+Memory is bounded by the largest partition (plus DuckDB's own, which spills to disk);
+the work files live in a temporary folder beside the output and are removed at the end,
+whether the run succeeds or not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from churnlens import __version__
+from churnlens.actions import Policy, decide, rank_sql, value_cuts
+from churnlens.contacts import contact_profile
+from churnlens.errors import InputError, Problem
+from churnlens.events import EventSource, EventTable, connect, load_events, parse_as_of
+from churnlens.features import build_features
+from churnlens.features.engine import buyer_features
+from churnlens.features.population import PopulationStats
+from churnlens.lifecycle import STAGES, StageThresholds, assign_stages, stage_thresholds
+from churnlens.model_source import ScoringModels
+from churnlens.outputs import atomic_path, check_output_path
+
+SCORE_COLUMNS: tuple[str, ...] = (
+    "customer_id", "as_of", "churn_probability", "risk_band", "lifecycle_stage",
+    "cycle_days", "days_since_purchase", "segment_id", "segment_name", "expected_value",
+    "value_at_risk", "action", "action_channel", "priority", "reasons", "model_version",
+)  # fmt: skip
+EXTRA_COLUMNS: tuple[str, ...] = ("silent_on", "lost_on", "value_tier", "rule")
+EVENTS_PER_PARTITION = 4_000_000
+YEAR_DAYS = 365.0
+
+Progress = Callable[[int, int, int], None]  # (partitions done, total, customers so far)
+
+
+@dataclass
+class ScoreResult:
+    """What a scoring run wrote and what it found."""
+
+    path: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    seconds: float
+    scores: pd.DataFrame | None = field(default=None, repr=False)
+
+
+def expected_value(cycle_days: np.ndarray, monetary_mean: np.ndarray) -> np.ndarray:
+    """Expected spend over the next year: purchases a year at the customer's cycle times
+    their average order value (0 for customers who never bought or only got refunds)."""
+    aov = np.nan_to_num(np.asarray(monetary_mean, dtype=float), nan=0.0).clip(min=0.0)
+    return YEAR_DAYS / np.asarray(cycle_days, dtype=float) * aov
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything computed once over the whole log before the partitions."""
+
+    as_of: date
+    population: PopulationStats
+    thresholds: StageThresholds
+    value_cuts: tuple[float, float]
+    fingerprint: str
+    events: int
+    customers: int
+
+
+def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
+    population, buyers = buyer_features(table, as_of)
+    values = expected_value(buyers["cycle_days"], buyers["rfm_monetary_mean"])
+    cuts = value_cuts(values, policy)
+    day = f"DATE '{as_of.isoformat()}'"
+    events, customers = table.con.execute(
+        f"SELECT count(*), count(DISTINCT customer_id) FROM {table.name} WHERE day <= {day}"
+    ).fetchone()  # type: ignore[misc]
+    if not customers:
+        raise InputError(
+            table.source,
+            [
+                Problem(
+                    column="timestamp",
+                    message=f"no event on or before the as-of day {as_of}, nobody to score",
+                    fix="give a later --as-of",
+                )
+            ],
+        )
+    return _Plan(
+        as_of=as_of,
+        population=population,
+        thresholds=stage_thresholds(buyers["cycle_own_days"], table.settings),
+        value_cuts=cuts,
+        fingerprint=table.fingerprint(),
+        events=int(events),
+        customers=int(customers),
+    )
+
+
+def _partitions(table: EventTable, plan: _Plan, work: Path, count: int) -> list[EventTable]:
+    """The events up to the as-of day, split by a hash of the customer id."""
+    if count <= 1:
+        return [table]
+    day = f"DATE '{plan.as_of.isoformat()}'"
+    folder = work / "events"
+    table.con.execute(f"""
+        COPY (SELECT *, CAST(hash(customer_id) % {count} AS INTEGER) AS bucket
+              FROM {table.name} WHERE day <= {day})
+        TO '{folder}' (FORMAT parquet, PARTITION_BY (bucket))
+    """)
+    parts = []
+    for i in range(count):
+        files = sorted((folder / f"bucket={i}").glob("*.parquet"))
+        if not files:
+            continue
+        name = f"{table.name}_part_{i}"
+        listing = ", ".join(f"'{f}'" for f in files)
+        table.con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {name} AS "
+            f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"
+        )
+        parts.append(EventTable(table.con, name, table.source, table.settings, table.rows_read, 0))
+    return parts
+
+
+def score_partition(
+    part: EventTable, plan: _Plan, models: ScoringModels, policy: Policy
+) -> pd.DataFrame:
+    """Scores, stages, segments and actions of the customers of one partition (unranked)."""
+    X = build_features(part, plan.as_of, models.settings, plan.population)
+    probability, reasons = models.churn.score(X, num_threads=2)
+    frame = assign_stages(X, plan.as_of, plan.thresholds, models.settings.lifecycle)
+    frame["churn_probability"] = probability
+    frame["reasons"] = reasons.to_numpy()
+    if models.segments is not None:
+        ids = models.segments.predict(X)
+        frame["segment_id"] = ids.astype("Int64")
+        frame["segment_name"] = ids.map(models.segments.segment_names_).astype(object)
+    else:
+        frame["segment_id"] = pd.array([pd.NA] * len(X), dtype="Int64")
+        frame["segment_name"] = None
+    frame["expected_value"] = expected_value(X["cycle_days"], X["rfm_monetary_mean"])
+    frame["value_at_risk"] = frame["churn_probability"] * frame["expected_value"]
+    frame = frame.join(contact_profile(part, plan.as_of, policy.fatigue, X.index))
+    frame = decide(frame, policy, plan.value_cuts)
+    frame.index.name = "customer_id"
+    return frame.reset_index()
+
+
+def _part_table(frame: pd.DataFrame, plan: _Plan, version: str) -> pa.Table:
+    frame = frame.assign(as_of=plan.as_of, model_version=version, priority=0)
+    columns = [c for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS) if c != "priority"]
+    out = frame[columns].copy()
+    for c in ("lifecycle_stage", "risk_band", "value_tier"):
+        out[c] = out[c].astype(str)
+    return pa.Table.from_pandas(out, preserve_index=False)
+
+
+def _write_output(con: Any, relation: str, out: Path) -> None:
+    """Write the ranked scores file atomically, in action and priority order."""
+    order = ", ".join(f'"{c}"' for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS))
+    ranked = f"SELECT {order} FROM {relation} ORDER BY action, priority"
+    name = out.name.lower()
+    with atomic_path(out) as tmp:
+        if name.endswith(".parquet"):
+            options = "FORMAT parquet, COMPRESSION zstd"
+            query = ranked
+        else:
+            compression = ", COMPRESSION gzip" if name.endswith(".gz") else ""
+            options = f"FORMAT csv, HEADER true{compression}"
+            query = f"SELECT * REPLACE (array_to_string(reasons, '; ') AS reasons) FROM ({ranked})"
+        con.execute(f"COPY ({query}) TO '{tmp}' ({options})")
+
+
+def _counts(con: Any, relation: str, column: str) -> dict[str, int]:
+    rows = con.execute(f"SELECT {column}, count(*) FROM {relation} GROUP BY 1").fetchall()
+    return {str(k): int(v) for k, v in sorted(rows, key=lambda r: str(r[0]))}
+
+
+def score(
+    events: EventSource | EventTable,
+    as_of: str | date,
+    out: str | Path,
+    models: ScoringModels,
+    policy: Policy | None = None,
+    *,
+    max_contacts: int | None = None,
+    partitions: int | None = None,
+    progress: Progress | None = None,
+    keep_scores: bool = False,
+) -> ScoreResult:
+    """Score every customer seen up to ``as_of`` and write the scores file ``out``.
+
+    Parameters
+    ----------
+    events
+        The event log (validated here).
+    out
+        ``.parquet``, ``.csv`` or ``.csv.gz``; a manifest ``<out>.manifest.json`` is
+        written beside it.
+    models
+        From :func:`churnlens.model_source.load_models`.
+    max_contacts
+        Keep only this many contacting actions (highest value at risk first).
+    partitions
+        How many hash partitions; by default one per 4 million events.
+    progress
+        Called after each partition with (done, total, customers scored so far).
+    keep_scores
+        Also return the scores as a DataFrame (for the Python API and small logs).
+    """
+    started = time.perf_counter()
+    out = check_output_path(out)
+    policy = policy or Policy()
+    if max_contacts is not None and max_contacts < 0:
+        raise ValueError("max_contacts must be >= 0")
+    as_of = parse_as_of(as_of)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent.resolve()))
+    try:
+        con = connect(temp_dir=work / "duckdb")
+        table = load_events(events, models.settings, con=con)
+        plan = _plan(table, as_of, policy)
+        count = partitions or max(1, math.ceil(plan.events / EVENTS_PER_PARTITION))
+        parts = _partitions(table, plan, work, count)
+        scored = work / "scored"
+        scored.mkdir()
+        done = 0
+        for i, part in enumerate(parts):
+            frame = score_partition(part, plan, models, policy)
+            pq.write_table(_part_table(frame, plan, models.version), scored / f"part-{i}.parquet")
+            done += len(frame)
+            if progress:
+                progress(i + 1, len(parts), done)
+        con.execute(f"CREATE TEMP VIEW _scores AS SELECT * FROM read_parquet('{scored}/*.parquet')")
+        con.execute(f"CREATE TEMP TABLE _ranked AS {rank_sql('_scores', policy, max_contacts)}")
+        _write_output(con, "_ranked", out)
+        manifest = _manifest(con, plan, models, policy, out, max_contacts, count, started)
+        manifest_path = _write_manifest(out, manifest)
+        frame = None
+        if keep_scores:
+            frame = con.execute("SELECT * FROM _ranked ORDER BY customer_id").df()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ScoreResult(out, manifest_path, manifest, time.perf_counter() - started, frame)
+
+
+def _manifest(
+    con: Any,
+    plan: _Plan,
+    models: ScoringModels,
+    policy: Policy,
+    out: Path,
+    max_contacts: int | None,
+    partitions: int,
+    started: float,
+) -> dict[str, Any]:
+    (rows, value_at_risk) = con.execute(
+        "SELECT count(*), sum(value_at_risk) FROM _ranked"
+    ).fetchone()
+    stages = _counts(con, "_ranked", "lifecycle_stage")
+    return {
+        "kind": "scores",
+        "created": dt.datetime.now(dt.UTC).isoformat(),
+        "churnlens": __version__,
+        "as_of": plan.as_of.isoformat(),
+        "output": out.name,
+        "rows": int(rows),
+        "model_version": models.version,
+        "model_uri": models.uri,
+        "model_trained_as_of": models.trained_as_of,
+        "segments_version": models.segments_version,
+        "input_fingerprint": plan.fingerprint,
+        "events_scored": plan.events,
+        "partitions": partitions,
+        "max_contacts": max_contacts,
+        "stages": {s: stages.get(s, 0) for s in STAGES},
+        "actions": _counts(con, "_ranked", "action"),
+        "value_at_risk": float(value_at_risk or 0.0),
+        "value_tier_cuts": [v if math.isfinite(v) else None for v in plan.value_cuts],
+        "stage_thresholds_days": list(plan.thresholds.days),
+        "policy": policy.model_dump(mode="json"),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
+    path = out.with_name(out.name + ".manifest.json")
+    with atomic_path(path) as tmp:
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
+        tmp.write_text(text + "\n", encoding="utf-8")
+    return path
