@@ -372,6 +372,167 @@ def segment(
         )
 
 
+def _scores_summary(manifest: dict[str, object]) -> Table:
+    """Customers and their share per lifecycle stage and per action."""
+    stages = manifest["stages"]
+    actions = manifest["actions"]
+    assert isinstance(stages, dict) and isinstance(actions, dict)
+    total = max(1, sum(stages.values()))
+    table = Table(title=f"Scored as of {manifest['as_of']}", title_justify="left")
+    table.add_column("lifecycle stage")
+    table.add_column("customers", justify="right")
+    table.add_column("action")
+    table.add_column("customers", justify="right")
+    left = [(k, v) for k, v in stages.items()]
+    right = sorted(actions.items(), key=lambda kv: -kv[1])
+    for i in range(max(len(left), len(right))):
+        a = left[i] if i < len(left) else ("", None)
+        b = right[i] if i < len(right) else ("", None)
+        table.add_row(
+            a[0],
+            "" if a[1] is None else f"{a[1]:,} ({a[1] / total:.0%})",
+            b[0],
+            "" if b[1] is None else f"{b[1]:,} ({b[1] / total:.0%})",
+        )
+    return table
+
+
+def _print_scores(result: object, report: Path | None) -> None:
+    from churnlens.scoring import ScoreResult
+
+    assert isinstance(result, ScoreResult)
+    manifest = result.manifest
+    console.print(_scores_summary(manifest))
+    rate = manifest["rows"] / max(result.seconds, 1e-9)
+    console.print(
+        f"{manifest['rows']:,} customers in {result.seconds:.1f} s ({rate:,.0f}/s); "
+        f"value at risk {manifest['value_at_risk']:,.0f}; model {manifest['model_version']}"
+    )
+    console.print(f"Scores: [bold]{result.path}[/] (manifest {result.manifest_path.name})")
+    if report is not None:
+        console.print(f"Report: [bold]{report}[/]")
+
+
+@app.command()
+@reports_errors
+def score(
+    events: EventsArg,
+    as_of: AsOfOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Scores file: .parquet or .csv.")],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model bundle folder or models:/NAME@ALIAS (default: the registry champion)."
+        ),
+    ] = None,
+    segments: Annotated[
+        str,
+        typer.Option(help="Segments bundle or models:/ URI; 'auto' (beside the model) or 'none'."),
+    ] = "auto",
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Action policy YAML (default: the shipped configs/actions.yaml)."),
+    ] = None,
+    max_contacts: Annotated[
+        int | None,
+        typer.Option(min=0, help="Contact at most N customers, highest value at risk first."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write the analysts' HTML report here.")
+    ] = None,
+    partitions: Annotated[
+        int | None, typer.Option(min=1, help="Hash partitions (default: one per 4M events).")
+    ] = None,
+    config: ConfigOpt = None,
+    track: Annotated[bool, typer.Option(help="Record the scoring run in MLflow.")] = True,
+) -> None:
+    """Score every customer: churn risk, lifecycle stage, segment and next action."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from churnlens.actions import load_policy
+    from churnlens.jobs import score_job
+    from churnlens.model_source import load_models
+
+    check_output_path(out)
+    rules = load_policy(policy)
+    models = load_models(model, None if segments == "none" else segments, _settings(config))
+    began = time.perf_counter()
+    with Progress(
+        TextColumn("Scoring partitions"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("score", total=None, rate="")
+
+        def advance(done: int, total: int, customers: int) -> None:
+            rate = customers / max(time.perf_counter() - began, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} customers/s")
+
+        result = score_job(
+            events,
+            as_of,
+            out,
+            models,
+            rules,
+            max_contacts=max_contacts,
+            partitions=partitions,
+            report=report,
+            track=track,
+            progress=advance,
+        )
+    _print_scores(result, report)
+
+
+@app.command()
+@reports_errors
+def report(
+    scores: Annotated[Path, typer.Argument(help="Scores file written by `churnlens score`.")],
+    events: Annotated[Path, typer.Option("--events", help="The event log that was scored.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report file (.html).")] = Path(
+        "report.html"
+    ),
+    config: ConfigOpt = None,
+) -> None:
+    """Write the analysts' HTML report of a scores file."""
+    from churnlens.jobs import report_from_file
+
+    with console.status("Writing the report..."):
+        path = report_from_file(scores, events, out, _settings(config))
+    console.print(f"Report: [bold]{path}[/]")
+
+
+@app.command()
+@reports_errors
+def demo(
+    customers: Annotated[int, typer.Option(min=100, help="Customers in the sample log.")] = 20_000,
+    days: Annotated[int, typer.Option(min=365, help="Length of the sample log in days.")] = 730,
+    workdir: Annotated[Path, typer.Option(help="Folder for the log, models and outputs.")] = Path(
+        "demo"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed of the sample log.")] = 7,
+    config: ConfigOpt = None,
+) -> None:
+    """The whole job on sample data: generate, train, segment, score, report."""
+    from churnlens.demo import run_demo
+    from churnlens.tracking import tracking_uri
+
+    settings = _settings(config)
+    with console.status("Starting...") as status:
+        result = run_demo(workdir, customers, days, seed, settings, step=status.update)
+    validation = result.trained.validation
+    console.print(
+        f"Churn model: validation ROC AUC {validation.loc['model', 'roc_auc']:.3f} "
+        f"(recency alone {validation.loc['recency', 'roc_auc']:.3f}); "
+        f"{result.segments.model.k_} segments"
+    )
+    _print_scores(result.scored, result.report)
+    uri = tracking_uri(settings)
+    console.print(f"Browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/]")
+
+
 @models_app.command("list")
 @reports_errors
 def models_list(config: ConfigOpt = None) -> None:

@@ -72,6 +72,7 @@ class ScoreResult:
     manifest_path: Path
     manifest: dict[str, Any]
     seconds: float
+    events: EventTable = field(repr=False)
     scores: pd.DataFrame | None = field(default=None, repr=False)
 
 
@@ -235,7 +236,7 @@ def score(
     progress
         Called after each partition with (done, total, customers scored so far).
     keep_scores
-        Also return the scores as a DataFrame (for the Python API and small logs).
+        Also return the scores as a DataFrame (for the Python API, reports, small logs).
     """
     started = time.perf_counter()
     out = check_output_path(out)
@@ -270,7 +271,7 @@ def score(
             frame = con.execute("SELECT * FROM _ranked ORDER BY customer_id").df()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ScoreResult(out, manifest_path, manifest, time.perf_counter() - started, frame)
+    return ScoreResult(out, manifest_path, manifest, time.perf_counter() - started, table, frame)
 
 
 def _manifest(

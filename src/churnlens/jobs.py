@@ -1,0 +1,146 @@
+"""The nightly scoring job: score every customer, write the report, record the run.
+
+:func:`score_job` is what ``churnlens score`` runs: :func:`churnlens.scoring.score`, then
+the analysts' HTML report (:mod:`churnlens.report`, with retention KPIs from the same
+validated log) and an MLflow run holding the manifest, the counts per stage and action
+and the report. :func:`report_from_file` is ``churnlens report``: the same page for a
+scores file written earlier.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from churnlens.actions import Policy
+from churnlens.config import Settings
+from churnlens.errors import InputError, Problem
+from churnlens.events import EventSource, EventTable, load_events, parse_as_of
+from churnlens.model_source import ScoringModels
+from churnlens.outputs import check_output_path
+from churnlens.report import build_report, write_report
+from churnlens.retention import cohort_matrix, monthly_kpis
+from churnlens.scoring import SCORE_COLUMNS, Progress, ScoreResult, score
+
+
+def score_job(
+    events: EventSource,
+    as_of: str,
+    out: str | Path,
+    models: ScoringModels,
+    policy: Policy | None = None,
+    *,
+    max_contacts: int | None = None,
+    partitions: int | None = None,
+    report: str | Path | None = None,
+    track: bool = False,
+    progress: Progress | None = None,
+) -> ScoreResult:
+    """Score, then write the report (``report``) and record the run (``track``).
+
+    The scores file is complete before the report and the run are made, so a failing
+    tracking store (:class:`~churnlens.errors.TrackingError`) never costs the scores.
+    """
+    if report is not None:
+        report = check_output_path(report, suffixes=(".html",))
+    publish = report is not None or track
+    result = score(
+        events,
+        as_of,
+        out,
+        models,
+        policy,
+        max_contacts=max_contacts,
+        partitions=partitions,
+        progress=progress,
+        keep_scores=publish,
+    )
+    if publish and result.scores is not None:
+        html = build_scores_report(result.scores, result.events, result.manifest)
+        if report is not None:
+            write_report(html, report)
+        if track:
+            _track(result, models.settings, html)
+    return result
+
+
+def build_scores_report(
+    scores: pd.DataFrame, events: EventSource | EventTable, manifest: dict[str, Any] | None
+) -> str:
+    """The analysts' report of a scores frame, with retention KPIs from the event log."""
+    table = load_events(events)
+    as_of = (manifest or {}).get("as_of") or pd.to_datetime(scores["as_of"]).max().date()
+    day = parse_as_of(as_of)
+    return build_report(
+        scores,
+        kpis=monthly_kpis(table, day),
+        cohorts=cohort_matrix(table, day),
+        manifest=manifest,
+    )
+
+
+def report_from_file(
+    scores_path: str | Path,
+    events: EventSource,
+    out: str | Path,
+    settings: Settings | None = None,
+) -> Path:
+    """``churnlens report``: the HTML report of a scores file (and its manifest)."""
+    out = check_output_path(out, suffixes=(".html",))
+    path = Path(scores_path)
+    if not path.is_file():
+        fix = "give a scores file written by `churnlens score`"
+        raise InputError(str(path), [Problem("SCORES", "file not found", fix)])
+    try:
+        if path.name.lower().endswith(".parquet"):
+            scores = pd.read_parquet(path)
+        else:
+            scores = pd.read_csv(path)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(
+            str(path), [Problem("SCORES", f"cannot be read ({first})", "give a scores file")]
+        ) from None
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    if missing:
+        raise InputError(
+            str(path),
+            [
+                Problem(
+                    ", ".join(missing),
+                    f"{len(missing)} column(s) of the scores contract missing",
+                    "give a scores file written by `churnlens score`",
+                )
+            ],
+        )
+    manifest_path = path.with_name(path.name + ".manifest.json")
+    manifest = None
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    table = load_events(events, settings)
+    return write_report(build_scores_report(scores, table, manifest), out)
+
+
+def _track(result: ScoreResult, settings: Settings, html: str) -> None:
+    """An MLflow run for the scoring job: params, counts, manifest and report."""
+    import mlflow
+
+    from churnlens import tracking
+    from churnlens.training import _tracking_failure
+
+    manifest = result.manifest
+    keys = ("as_of", "model_version", "model_uri", "segments_version", "rows", "partitions")
+    params = {k: manifest[k] for k in (*keys, "max_contacts", "output")}
+    tags = {"kind": "score", "data_fingerprint": manifest["input_fingerprint"]}
+    metrics = {f"customers_{k}": v for k, v in manifest["stages"].items()}
+    metrics |= {f"action_{k}": v for k, v in manifest["actions"].items()}
+    metrics |= {"value_at_risk": manifest["value_at_risk"], "seconds": result.seconds}
+    kept = f"the scores were written to {result.path}"
+    with _tracking_failure(kept), tracking.tracked_run(settings, f"score-{manifest['as_of']}"):
+        tracking.log_common(settings, params, tags)
+        tracking.retry(lambda: mlflow.log_metrics(metrics))
+        tracking.retry(lambda: mlflow.log_dict(manifest, "scores/manifest.json"))
+        tracking.retry(lambda: mlflow.log_text(html, "report/report.html"))
