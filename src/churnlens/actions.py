@@ -232,16 +232,17 @@ def _matches(rule: Rule, frame: pd.DataFrame) -> np.ndarray:
 def _channels(rules: list[Rule], frame: pd.DataFrame, policy: Policy) -> np.ndarray:
     """The channel of each row's action: the rule's channel, else the preferred one, else
     the default; never a fatigued one (None when none is left)."""
-    fatigued = [set(f.split(",")) if f else set() for f in frame["fatigued_channels"]]
+    fatigued = [
+        set(f.split(",")) if isinstance(f, str) and f else set() for f in frame["fatigued_channels"]
+    ]
     out = np.empty(len(frame), dtype=object)
     preferred = frame["preferred_channel"].to_numpy(dtype=object)
     for i, (rule, tired) in enumerate(zip(rules, fatigued, strict=True)):
         if not policy.actions[rule.action].contact:
             continue
         options = (rule.channel, preferred[i], policy.default_channel)
-        out[i] = next(
-            (c for c in options if c and c not in ("preferred", "none") and c not in tired), None
-        )
+        usable = (c for c in options if isinstance(c, str) and c not in ("", "preferred", "none"))
+        out[i] = next((c for c in usable if c not in tired), None)
     return out
 
 
@@ -271,7 +272,7 @@ def decide(frame: pd.DataFrame, policy: Policy, value_cuts: tuple[float, float])
     actions[stuck] = policy.no_channel_action
     texts[stuck] = "every channel is fatigued"
     out["action"] = actions
-    out["action_channel"] = channels
+    out["action_channel"] = pd.Series(channels, index=out.index, dtype=object)
     out["rule"] = names
     out["reasons"] = [[*r, t] for r, t in zip(out["reasons"], texts, strict=True)]
     return out
