@@ -268,7 +268,8 @@ def score(
         manifest_path = _write_manifest(out, manifest)
         frame = None
         if keep_scores:
-            frame = con.execute("SELECT * FROM _ranked ORDER BY customer_id").df()
+            ranked = con.sql("SELECT * FROM _ranked ORDER BY customer_id").to_arrow_table()
+            frame = ranked.to_pandas()  # dates stay dates, as in the file
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ScoreResult(out, manifest_path, manifest, time.perf_counter() - started, table, frame)

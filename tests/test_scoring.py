@@ -1,0 +1,218 @@
+"""Batch scoring end to end: the scores contract, partitions, manifest, the CLI, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from churnlens import ModelError, Settings
+from churnlens.bundle import load_bundle, write_bundle
+from churnlens.cli import app
+from churnlens.config import ModelSettings, TrainingSettings
+from churnlens.features import build_features
+from churnlens.model_source import load_models
+from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
+from churnlens.training import segment, train
+
+runner = CliRunner()
+SETTINGS = Settings(
+    training=TrainingSettings(horizon_days=60, snapshot_step_days=60, min_history_days=60),
+    model=ModelSettings(n_estimators=80, min_child_samples=40),
+)
+AS_OF = "2025-02-03"  # the sample log's last day
+
+
+@pytest.fixture(scope="module")
+def events_path(sample_events: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("log") / "events.parquet"
+    sample_events.to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundles(events_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    trained = train(events_path, AS_OF, SETTINGS, folder)
+    segments = segment(events_path, AS_OF, SETTINGS, folder, k=3)
+    assert trained.bundle is not None and segments.bundle is not None
+    return trained.bundle, segments.bundle
+
+
+@pytest.fixture(scope="module")
+def scored(events_path: Path, bundles, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("scores") / "scores.parquet"
+    return score(events_path, AS_OF, out, load_models(bundles[0]), keep_scores=True)
+
+
+def test_scores_file_has_every_contract_column_and_one_row_per_customer(
+    scored, sample_events: pd.DataFrame
+) -> None:
+    frame = pd.read_parquet(scored.path)
+    assert list(frame.columns) == [*SCORE_COLUMNS, *EXTRA_COLUMNS]
+    assert frame["customer_id"].is_unique
+    assert set(frame["customer_id"]) == set(sample_events["customer_id"])
+    assert frame["churn_probability"].between(0, 1).all()
+    assert set(frame["lifecycle_stage"]) <= {"new", "active", "silent", "sleeping", "lost"}
+    assert frame["segment_id"].notna().all()  # found beside the churn bundle
+    np.testing.assert_allclose(
+        frame["value_at_risk"], frame["churn_probability"] * frame["expected_value"]
+    )
+    # priority is 1..n within each action
+    for _, group in frame.groupby("action"):
+        assert sorted(group["priority"]) == list(range(1, len(group) + 1))
+        assert group.sort_values("priority")["value_at_risk"].is_monotonic_decreasing
+    # every row explains itself: the rule's reason comes last
+    assert all(len(r) >= 1 for r in frame["reasons"])
+
+
+def test_manifest_describes_the_run(scored, events_path: Path, bundles) -> None:
+    manifest = json.loads(scored.manifest_path.read_text())
+    assert manifest["rows"] == len(pd.read_parquet(scored.path))
+    assert manifest["as_of"] == AS_OF
+    assert manifest["model_version"] == f"bundle:{bundles[0].name}"
+    assert manifest["segments_version"] == f"bundle:{bundles[1].name}"
+    assert sum(manifest["stages"].values()) == manifest["rows"]
+    assert sum(manifest["actions"].values()) == manifest["rows"]
+    from churnlens.events import load_events
+
+    assert manifest["input_fingerprint"] == load_events(events_path).fingerprint()
+
+
+def test_partitions_do_not_change_any_score(scored, events_path: Path, bundles, tmp_path) -> None:
+    again = score(events_path, AS_OF, tmp_path / "s.parquet", load_models(bundles[0]), partitions=4)
+    assert again.manifest["partitions"] == 4
+    one = scored.scores.set_index("customer_id").sort_index()
+    four = pd.read_parquet(again.path).set_index("customer_id").sort_index()
+    pd.testing.assert_frame_equal(one[four.columns], four, check_dtype=False)
+
+
+def test_scores_match_the_model_on_the_full_feature_frame(scored, events_path, bundles) -> None:
+    models = load_models(bundles[0])
+    X = build_features(events_path, AS_OF, models.settings)
+    expected = models.churn.predict_proba(X)[:, 1]
+    got = scored.scores.set_index("customer_id")["churn_probability"].reindex(X.index)
+    np.testing.assert_allclose(got.to_numpy(), expected, atol=1e-12)
+
+
+def test_csv_output_joins_reasons(events_path: Path, bundles, tmp_path: Path) -> None:
+    result = score(events_path, AS_OF, tmp_path / "s.csv", load_models(bundles[0], None))
+    frame = pd.read_csv(result.path)
+    assert len(frame) == result.manifest["rows"]
+    assert frame["reasons"].str.contains("; ").any()
+    assert frame["segment_id"].isna().all()  # segments=None
+
+
+def test_model_from_another_version_is_rejected_before_any_work(bundles, tmp_path: Path) -> None:
+    payload, manifest = load_bundle(bundles[0])
+    manifest = {k: v for k, v in manifest.items() if k != "files"}
+    manifest["versions"] = {**manifest["versions"], "churnlens": "0.0.1"}
+    old = write_bundle(tmp_path / "old", payload, manifest)
+    with pytest.raises(ModelError, match=r"churnlens 0\.0\.1.*retrain"):
+        load_models(old)
+
+
+def test_model_whose_features_do_not_match_its_settings_is_rejected(bundles, tmp_path) -> None:
+    payload, manifest = load_bundle(bundles[0])
+    manifest = {k: v for k, v in manifest.items() if k != "files"}
+    manifest["settings"]["features"]["channels"] = ["web", "app"]
+    odd = write_bundle(tmp_path / "odd", payload, manifest)
+    with pytest.raises(ModelError, match="features do not match"):
+        load_models(odd)
+
+
+def test_cli_score_and_report_end_to_end(events_path: Path, bundles, tmp_path: Path) -> None:
+    out, html = tmp_path / "out" / "scores.parquet", tmp_path / "report.html"
+    args = ["score", str(events_path), "--as-of", AS_OF, "--out", str(out)]
+    args += ["--model", str(bundles[0]), "--max-contacts", "25", "--report", str(html)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "lifecycle stage" in result.output and "value at risk" in result.output
+    frame = pd.read_parquet(out)
+    contact = frame["action_channel"].notna()
+    assert contact.sum() <= 25
+    assert (frame["rule"] == "budget").any()
+    assert html.read_text().startswith("<!DOCTYPE html>")
+    # the scoring run is in MLflow with the report
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=["churnlens"])
+    run = runs[runs["tags.kind"] == "score"].iloc[0]
+    assert run["metrics.customers_active"] == (frame["lifecycle_stage"] == "active").sum()
+    files = mlflow.artifacts.list_artifacts(run_id=run["run_id"], artifact_path="report")
+    assert [f.path for f in files] == ["report/report.html"]
+    again = runner.invoke(
+        app, ["report", str(out), "--events", str(events_path), "--out", str(tmp_path / "r.html")]
+    )
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def test_cli_score_with_a_missing_model_exits_1_without_traceback(events_path, tmp_path) -> None:
+    out = tmp_path / "scores.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "churnlens.cli", "score", str(events_path), "--as-of", AS_OF,
+         "--out", str(out), "--model", str(tmp_path / "nowhere")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "no such model bundle directory" in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not out.exists()
+
+
+def test_cli_score_with_an_empty_registry_says_what_to_do(events_path, tmp_path) -> None:
+    result = runner.invoke(
+        app, ["score", str(events_path), "--as-of", AS_OF, "--out", str(tmp_path / "s.csv")]
+    )
+    assert result.exit_code == 1
+    assert "train a model first" in " ".join(result.output.split())
+
+
+def test_killed_scoring_leaves_the_earlier_output_intact(
+    events_path: Path, bundles, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.parquet"
+    first = score(events_path, AS_OF, out, load_models(bundles[0]))
+    before = out.read_bytes()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "churnlens.cli", "score", str(events_path), "--as-of", AS_OF,
+         "--out", str(out), "--model", str(bundles[0]), "--partitions", "40", "--no-track"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:  # kill it once it has scored a partition
+            if list(tmp_path.glob(".scores.parquet.work.*/scored/part-*.parquet")):
+                break
+            assert proc.poll() is None, "the scoring finished before it could be killed"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert out.read_bytes() == before
+    assert json.loads(first.manifest_path.read_text())["rows"] == first.manifest["rows"]
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".scores.parquet.") and p.is_file()
+    ]
+
+
+def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["demo", "--customers", "600", "--days", "400"])
+    assert result.exit_code == 0, result.output
+    assert "mlflow ui --backend-store-uri" in result.output
+    assert (tmp_path / "demo" / "report.html").is_file()
+    frame = pd.read_parquet(tmp_path / "demo" / "scores.parquet")
+    assert frame["customer_id"].is_unique and len(frame) > 500
