@@ -8,7 +8,7 @@ CDNOW  := data/external/CDNOW_master.txt
 .PHONY: demo test lint format data bench clean help
 
 help:
-	@echo "make demo   set up .venv, generate sample data and run the main job end to end"
+	@echo "make demo   set up .venv; sample data -> train -> segment -> score -> report, tracked in MLflow"
 	@echo "make test   set up .venv with dev extras, fetch CDNOW, run ruff and the test suite"
 	@echo "make data   fetch the CDNOW log into data/external/ (sha256 checked)"
 	@echo "make bench  run the benchmarks (slow; prints throughput and peak memory)"
@@ -27,11 +27,7 @@ $(CDNOW): scripts/fetch_cdnow.py | $(PY)
 data: $(CDNOW)
 
 demo: $(STAMP)
-	$(VENV)/bin/churnlens sample --customers 5000 --days 730 --seed 7 --out data/sample/events.parquet
-	$(VENV)/bin/churnlens validate data/sample/events.parquet
-	$(VENV)/bin/churnlens features data/sample/events.parquet --as-of 2025-12-30 --out data/sample/features.parquet
-	$(VENV)/bin/churnlens train data/sample/events.parquet --as-of 2025-12-30
-	@echo "Browse the runs: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+	$(VENV)/bin/churnlens demo --customers 20000 --workdir demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts
@@ -46,6 +42,7 @@ test: $(STAMP) $(CDNOW) lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_features.py --events 10000000
+	$(PY) benchmarks/bench_scoring.py --customers 1000000
 
 clean:
-	rm -rf $(VENV) data/sample .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) data/sample demo .pytest_cache .ruff_cache .hypothesis

@@ -9,6 +9,8 @@ when it beats the current champion on the new run's validation data, unless forc
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import time
@@ -188,14 +190,31 @@ def log_model(
     predict: str = "predict_proba",
 ) -> str:
     """Log and register ``model`` with a signature and an input example; its version."""
-    import mlflow
     from mlflow.models import infer_signature
 
     output = getattr(model, predict)(example)
     output = output[:, 1] if predict == "predict_proba" else np.asarray(output)
     signature = infer_signature(example, output)
     requirements = [f"churnlens=={__version__}", "lightgbm", "scikit-learn", "pandas"]
-    info = retry(
+    # MLflow prints "Successfully registered model ..." straight to stderr; the CLI
+    # reports the registered version itself.
+    with contextlib.redirect_stderr(io.StringIO()):
+        info = _log_sklearn(model, name, signature, example, registered_name, requirements, predict)
+    return str(info.registered_model_version)
+
+
+def _log_sklearn(
+    model: Any,
+    name: str,
+    signature: Any,
+    example: pd.DataFrame,
+    registered_name: str,
+    requirements: list[str],
+    predict: str,
+) -> Any:
+    import mlflow
+
+    return retry(
         lambda: mlflow.sklearn.log_model(
             model,
             name=name,
@@ -207,7 +226,6 @@ def log_model(
             serialization_format="cloudpickle",
         )
     )
-    return str(info.registered_model_version)
 
 
 @dataclass(frozen=True)
