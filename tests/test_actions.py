@@ -84,7 +84,7 @@ def test_first_matching_rule_wins() -> None:
         }
     )
     out = decide(scored(churn_probability=[0.6, 0.4]), policy, CUTS)
-    assert out["rule"].tolist() == ["risky", "active"]
+    assert out["rule"].tolist() == ["any_high_risk", "active"]
 
 
 def test_segment_condition_matches_ids_and_names() -> None:
@@ -210,17 +210,27 @@ def test_contact_profile_counts_touches_and_finds_fatigued_channels() -> None:
             ("b", "2025-03-13", "web", "visit", 0.0),
             # a touch after the as-of day never counts
             ("b", "2025-04-02", "web", "marketing", 0.0),
+            # customer c: two contacts on phone and store; store is the more recent
+            ("c", "2025-01-02", "phone", "visit", 0.0),
+            ("c", "2025-01-03", "phone", "visit", 0.0),
+            ("c", "2025-01-01", "store", "visit", 0.0),
+            ("c", "2025-02-01", "store", "visit", 0.0),
+            # customer d: a tie on counts and time goes to the first name
+            ("d", "2025-01-05 10:00", "web", "visit", 0.0),
+            ("d", "2025-01-05 10:00", "app", "visit", 0.0),
         ]
     )
     table = load_events(log)
     rules = FatigueRules(
         window_days=30, max_touches=5, max_response_rate=0.25, channel_max_touches=4
     )
-    out = contact_profile(table, date(2025, 3, 31), rules, pd.Index(["a", "b", "z"]))
+    out = contact_profile(table, date(2025, 3, 31), rules, pd.Index(["a", "b", "c", "d", "z"]))
     assert out.loc["a", "touches"] == 5 and out.loc["a", "responses"] == 0
     assert bool(out.loc["a", "over_contacted"])
     assert out.loc["a", "fatigued_channels"] == "email"
     assert out.loc["a", "preferred_channel"] == "app"
     assert out.loc["b", "fatigued_channels"] == "" and out.loc["b", "preferred_channel"] == "web"
     assert not bool(out.loc["b", "over_contacted"])
+    assert out.loc["c", "preferred_channel"] == "store"
+    assert out.loc["d", "preferred_channel"] == "app"
     assert out.loc["z", "touches"] == 0 and out.loc["z", "preferred_channel"] is None

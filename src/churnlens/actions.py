@@ -31,6 +31,7 @@ from churnlens.config import format_validation_error
 from churnlens.contacts import FatigueRules
 from churnlens.errors import ConfigError
 from churnlens.lifecycle import STAGES
+from churnlens.reasons import append_reason
 
 Stage = Literal["new", "active", "silent", "sleeping", "lost"]
 Band = Literal["low", "medium", "high"]
@@ -229,20 +230,41 @@ def _matches(rule: Rule, frame: pd.DataFrame) -> np.ndarray:
     return ok
 
 
-def _channels(rules: list[Rule], frame: pd.DataFrame, policy: Policy) -> np.ndarray:
+def _usable(channel: object) -> bool:
+    return isinstance(channel, str) and channel not in ("", "preferred", "none")
+
+
+def _usable_all(channels: np.ndarray) -> np.ndarray:
+    values = pd.Series(channels, dtype=object)
+    return (values.notna() & ~values.isin(["", "preferred", "none"])).to_numpy(dtype=bool)
+
+
+def _fatigued_on(frame: pd.DataFrame, channel: np.ndarray) -> np.ndarray:
+    """Whether each row's ``fatigued_channels`` (comma-separated) holds ``channel[i]``."""
+    tired = frame["fatigued_channels"].fillna("").astype(str).to_numpy(dtype=object)
+    out = np.zeros(len(frame), dtype=bool)
+    some = (tired != "") & _usable_all(channel)
+    for c in np.unique(channel[some].astype(str)):
+        rows = some & (channel == c)
+        padded = np.char.add(np.char.add(",", tired[rows].astype(str)), ",")
+        out[rows] = np.char.find(padded, f",{c},") >= 0
+    return out
+
+
+def _channels(
+    rules: list[Rule], chosen: np.ndarray, frame: pd.DataFrame, policy: Policy
+) -> np.ndarray:
     """The channel of each row's action: the rule's channel, else the preferred one, else
     the default; never a fatigued one (None when none is left)."""
-    fatigued = [
-        set(f.split(",")) if isinstance(f, str) and f else set() for f in frame["fatigued_channels"]
-    ]
-    out = np.empty(len(frame), dtype=object)
+    contact = np.array([policy.actions[r.action].contact for r in rules], dtype=bool)[chosen]
+    fixed = np.array([r.channel if _usable(r.channel) else None for r in rules], dtype=object)
     preferred = frame["preferred_channel"].to_numpy(dtype=object)
-    for i, (rule, tired) in enumerate(zip(rules, fatigued, strict=True)):
-        if not policy.actions[rule.action].contact:
-            continue
-        options = (rule.channel, preferred[i], policy.default_channel)
-        usable = (c for c in options if isinstance(c, str) and c not in ("", "preferred", "none"))
-        out[i] = next((c for c in usable if c not in tired), None)
+    default = np.full(len(frame), policy.default_channel, dtype=object)
+    out = np.full(len(frame), None, dtype=object)
+    for option in (fixed[chosen], preferred, default):
+        ok = contact & (out == None) & _usable_all(option)  # noqa: E711
+        ok[ok] &= ~_fatigued_on(frame[ok], option[ok])
+        out[ok] = option[ok]
     return out
 
 
@@ -258,23 +280,21 @@ def decide(frame: pd.DataFrame, policy: Policy, value_cuts: tuple[float, float])
     out["risk_band"] = band(out["churn_probability"].to_numpy(), policy.risk_bands)
     out["value_tier"] = band(out["expected_value"].to_numpy(), value_cuts)
     fallback = Rule(name="default", action=policy.fallback, reason="no rule matched")
+    rules = [*policy.rules, fallback]
     chosen = np.full(len(out), len(policy.rules), dtype=int)
     for i in reversed(range(len(policy.rules))):  # the first match wins
         chosen[_matches(policy.rules[i], out)] = i
-    all_rules = [*policy.rules, fallback]
-    rules = [all_rules[i] for i in chosen]
-    channels = _channels(rules, out, policy)
-    contact = np.array([policy.actions[r.action].contact for r in rules], dtype=bool)
-    stuck = contact & np.array([c is None for c in channels], dtype=bool)
-    actions = np.array([r.action for r in rules], dtype=object)
-    names = np.array([r.name for r in rules], dtype=object)
-    texts = np.array([r.text() for r in rules], dtype=object)
+    channels = _channels(rules, chosen, out, policy)
+    contact = np.array([policy.actions[r.action].contact for r in rules], dtype=bool)[chosen]
+    stuck = contact & (channels == None)  # noqa: E711
+    actions = np.array([r.action for r in rules], dtype=object)[chosen]
+    texts = np.array([r.text() for r in rules], dtype=object)[chosen]
     actions[stuck] = policy.no_channel_action
     texts[stuck] = "every channel is fatigued"
     out["action"] = actions
     out["action_channel"] = pd.Series(channels, index=out.index, dtype=object)
-    out["rule"] = names
-    out["reasons"] = [[*r, t] for r, t in zip(out["reasons"], texts, strict=True)]
+    out["rule"] = np.array([r.name for r in rules], dtype=object)[chosen]
+    out["reasons"] = append_reason(out["reasons"], texts)
     return out
 
 

@@ -50,54 +50,47 @@ def contact_profile(
     preferred non-fatigued inbound channel (None when there is none) and the fatigued
     channels (a sorted, comma-separated string; empty when none).
 
-    Indexed by ``customer_id``; ``customers`` (when given) fixes the index, customers
-    without events getting zero counts.
+    The preferred channel is the one with the most contacts, then the most recent
+    contact, then the first by name. Indexed by ``customer_id``; ``customers`` (when
+    given) fixes the index, customers without events getting zero counts.
     """
     day = f"DATE '{as_of.isoformat()}'"
     window = f"day > {day} - INTERVAL {int(rules.window_days)} DAY"
-    per_channel = events.con.execute(f"""
-        SELECT customer_id, channel,
-               count(*) FILTER (WHERE role <> 'outbound') AS contacts,
-               max(timestamp) FILTER (WHERE role <> 'outbound') AS last_contact,
-               count(*) FILTER (WHERE role = 'outbound' AND {window}) AS touches,
-               count(*) FILTER (WHERE role <> 'outbound' AND {window}) AS responses
-        FROM {events.name} WHERE day <= {day}
-        GROUP BY customer_id, channel
-    """).df()
-    per_channel["customer_id"] = per_channel["customer_id"].astype(str)
-    per_channel["fatigued"] = (per_channel["touches"] >= rules.channel_max_touches) & (
-        per_channel["responses"] == 0
-    )
-    totals = per_channel.groupby("customer_id", sort=True)[["touches", "responses"]].sum()
-    fatigued = (
-        per_channel[per_channel["fatigued"]]
-        .sort_values(["customer_id", "channel"])
-        .groupby("customer_id")["channel"]
-        .agg(",".join)
-    )
-    candidates = per_channel[(per_channel["contacts"] > 0) & ~per_channel["fatigued"]]
-    preferred = (
-        candidates.sort_values(
-            ["customer_id", "contacts", "last_contact", "channel"],
-            ascending=[True, False, False, True],
+    frame = events.con.execute(f"""
+        WITH per_channel AS (
+            SELECT customer_id, channel,
+                   count(*) FILTER (WHERE role <> 'outbound') AS contacts,
+                   max(timestamp) FILTER (WHERE role <> 'outbound') AS last_contact,
+                   count(*) FILTER (WHERE role = 'outbound' AND {window}) AS touches,
+                   count(*) FILTER (WHERE role <> 'outbound' AND {window}) AS responses
+            FROM {events.name} WHERE day <= {day}
+            GROUP BY customer_id, channel
+        ), marked AS (
+            SELECT *, touches >= {int(rules.channel_max_touches)} AND responses = 0 AS fatigued
+            FROM per_channel
         )
-        .drop_duplicates("customer_id")
-        .set_index("customer_id")["channel"]
-    )
-    frame = totals.astype("int64")
+        SELECT customer_id,
+               CAST(sum(touches) AS BIGINT) AS touches,
+               CAST(sum(responses) AS BIGINT) AS responses,
+               arg_max(channel, struct_pack(contacts, last_contact, lowest := -rank_by_name))
+                   FILTER (WHERE contacts > 0 AND NOT fatigued) AS preferred_channel,
+               coalesce(string_agg(channel, ',' ORDER BY channel) FILTER (WHERE fatigued), '')
+                   AS fatigued_channels
+        FROM marked JOIN (SELECT channel, row_number() OVER (ORDER BY channel) AS rank_by_name
+                          FROM (SELECT DISTINCT channel FROM marked)) USING (channel)
+        GROUP BY customer_id
+    """).df()
+    frame.index = pd.Index(frame.pop("customer_id").astype(str), name="customer_id")
     touches = frame["touches"].to_numpy()
-    responses = frame["responses"].to_numpy()
     frame["over_contacted"] = (touches >= rules.max_touches) & (
-        responses <= rules.max_response_rate * np.maximum(touches, 1)
+        frame["responses"].to_numpy() <= rules.max_response_rate * np.maximum(touches, 1)
     )
-    frame["preferred_channel"] = preferred.reindex(frame.index).astype(object)
-    frame["fatigued_channels"] = fatigued.reindex(frame.index).fillna("").astype(object)
-    frame.index.name = "customer_id"
     if customers is not None:
         frame = frame.reindex(customers)
         frame[["touches", "responses"]] = frame[["touches", "responses"]].fillna(0).astype("int64")
         frame["over_contacted"] = frame["over_contacted"].fillna(False).astype(bool)
         frame["fatigued_channels"] = frame["fatigued_channels"].fillna("")
+    frame["preferred_channel"] = frame["preferred_channel"].astype(object)
     frame["preferred_channel"] = frame["preferred_channel"].where(
         frame["preferred_channel"].notna(), None
     )

@@ -67,6 +67,7 @@ class EventTable:
     settings: Settings
     rows_read: int
     duplicates_dropped: int
+    known_fingerprint: str | None = None  # from the validation scan, when it had one
 
     def to_pandas(self) -> pd.DataFrame:
         """The canonical event frame (without ``day`` and ``role``), in time order."""
@@ -84,12 +85,14 @@ class EventTable:
         row is added, removed or altered. Based on DuckDB's row hash, so stable for one
         DuckDB version.
         """
+        if self.known_fingerprint is not None:
+            return self.known_fingerprint
         cols = ", ".join(CANONICAL_COLUMNS)
         n, xor, total = self.con.execute(
-            f"SELECT count(*), bit_xor(h), sum(h % 1000000007) "
+            f"SELECT count(*), bit_xor(h), sum(h % {_FINGERPRINT_PRIME}) "
             f"FROM (SELECT hash({cols}) AS h FROM {self.name})"
         ).fetchone()  # type: ignore[misc]
-        return hashlib.sha256(f"{n}:{xor}:{total}".encode()).hexdigest()[:16]
+        return _fingerprint(int(n), int(xor), int(total))
 
     def summary(self) -> EventSummary:
         """Sizes, date range and counts per event type, channel and role."""
@@ -116,6 +119,22 @@ class EventTable:
             by_channel=counts("channel"),
             by_role=counts("role"),
         )
+
+
+_FINGERPRINT_PRIME = 1_000_000_007
+
+
+def _fingerprint(n: int, xor: int, total: int) -> str:
+    return hashlib.sha256(f"{n}:{xor}:{total}".encode()).hexdigest()[:16]
+
+
+def _fingerprint_of_hashes(hashes: np.ndarray) -> str:
+    """:meth:`EventTable.fingerprint` from the row hashes the validation scan computed."""
+    if len(hashes) == 0:
+        return _fingerprint(0, 0, 0)
+    xor = int(np.bitwise_xor.reduce(hashes))
+    total = int((hashes % np.uint64(_FINGERPRINT_PRIME)).sum(dtype=np.uint64))
+    return _fingerprint(len(hashes), xor, total)
 
 
 def connect(
@@ -442,7 +461,7 @@ def load_events(
             f"CREATE TEMP VIEW {staged} AS SELECT {selected}, {raw_cols} "
             f"FROM (SELECT {renamed} FROM {raw_view})"
         )
-        rows_read, maybe_duplicates = _raise_on_problems(con, staged, label, checks)
+        rows_read, maybe_duplicates, fingerprint = _raise_on_problems(con, staged, label, checks)
         dropped = _create_event_relation(con, staged, table, settings, maybe_duplicates)
     return EventTable(
         con=con,
@@ -451,25 +470,31 @@ def load_events(
         settings=settings,
         rows_read=rows_read,
         duplicates_dropped=dropped,
+        known_fingerprint=fingerprint,
     )
+
+
+# the event view's columns (amount defaults to 0), so that the validation scan's row
+# hashes are the fingerprint's
+_HASHED = ", ".join("coalesce(amount, 0.0)" if c == "amount" else c for c in CANONICAL_COLUMNS)
 
 
 def _raise_on_problems(
     con: duckdb.DuckDBPyConnection, staged: str, label: str, checks: list[_Check]
-) -> tuple[int, bool]:
+) -> tuple[int, bool, str | None]:
     """One scan for every check and for duplicates; raises listing every problem.
 
     The scan yields, per row, a bit mask of the checks it fails and a 64-bit hash of its
-    canonical columns. Returns the number of rows and whether two rows share a hash (a
-    sort of the hashes finds that far faster than a hash aggregation over them).
+    canonical columns. Returns the number of rows, whether two rows share a hash (a sort
+    of the hashes finds that far faster than a hash aggregation over them) and, without
+    duplicates, the log's fingerprint (from the same hashes).
     """
     assert len(checks) <= 16  # one bit each in a USMALLINT
     mask = " + ".join(
         f"CASE WHEN {c.condition} THEN {1 << i} ELSE 0 END" for i, c in enumerate(checks)
     )
     scanned = con.execute(
-        f"SELECT hash({', '.join(CANONICAL_COLUMNS)}) AS h, CAST({mask} AS USMALLINT) AS bad "
-        f"FROM {staged}"
+        f"SELECT hash({_HASHED}) AS h, CAST({mask} AS USMALLINT) AS bad FROM {staged}"
     ).fetchnumpy()
     hashes, bad = scanned["h"], scanned["bad"]
     del scanned
@@ -509,7 +534,9 @@ def _raise_on_problems(
         raise InputError(label, problems)
     hashes.sort()
     maybe_duplicates = bool(np.any(hashes[1:] == hashes[:-1]))
-    return int(counts[0]), maybe_duplicates
+    # with duplicates, the fingerprint is of the de-duplicated rows: computed later
+    fingerprint = None if maybe_duplicates else _fingerprint_of_hashes(hashes)
+    return int(counts[0]), maybe_duplicates, fingerprint
 
 
 def _show(value: object) -> str:

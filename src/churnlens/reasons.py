@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 Phrase = Callable[[float, re.Match[str]], str]
 
@@ -97,14 +98,21 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, top: int = 3)
 
     Only positive contributions count (features that lower the risk are not reasons to
     act); rows where nothing raises the risk get an empty list. Phrases are formatted
-    per feature over all the rows that picked it, not row by row.
+    once per feature and distinct value, and the lists are assembled without a Python
+    loop over rows: the result is an Arrow-backed column of string lists.
     """
     columns = list(contributions.columns)
     contrib = contributions.to_numpy(dtype=float)
     vals = values[columns].to_numpy(dtype=float)
     depth = min(len(columns), top + 2)  # a few spares for phrases that repeat
-    order = np.argsort(-contrib, axis=1, kind="stable")[:, :depth]
     rows = np.arange(len(contrib))[:, None]
+    # the ``depth`` largest per row, then in decreasing order (ties: the first column)
+    if depth < len(columns):
+        top_k = np.argpartition(-contrib, depth - 1, axis=1)[:, :depth]
+        top_k.sort(axis=1)  # column order, so the stable sort below breaks ties by column
+        order = top_k[rows, np.argsort(-contrib[rows, top_k], axis=1, kind="stable")]
+    else:
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, :depth]
     positive = contrib[rows, order] > 0
     text = np.empty(order.shape, dtype=object)
     for j in np.unique(order):
@@ -117,8 +125,36 @@ def top_reasons(contributions: pd.DataFrame, values: pd.DataFrame, top: int = 3)
             [_missing(feature) if math.isnan(v) else make(v) for v in distinct], dtype=object
         )
         text[where] = phrases[inverse]
-    reasons = [
-        list(dict.fromkeys(t for t, ok in zip(row, keep, strict=True) if ok))[:top]
-        for row, keep in zip(text, positive, strict=True)
-    ]
-    return pd.Series(reasons, index=contributions.index, name="reasons")
+    # a phrase already given by a stronger feature of the same row is not repeated
+    keep = positive.copy()
+    for k in range(1, depth):
+        for j in range(k):
+            keep[:, k] &= ~(positive[:, j] & (text[:, j] == text[:, k]))
+    keep &= np.cumsum(keep, axis=1) <= top
+    offsets = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32)
+    lists = pa.ListArray.from_arrays(pa.array(offsets), pa.array(text[keep], type=pa.string()))
+    return pd.Series(
+        pd.arrays.ArrowExtensionArray(lists), index=contributions.index, name="reasons"
+    )
+
+
+def append_reason(reasons: pd.Series, extra: np.ndarray) -> pd.Series:
+    """Each row's list of reasons with one more reason (``extra[i]``) at its end."""
+    if isinstance(reasons.array, pd.arrays.ArrowExtensionArray):
+        lists = reasons.array.__arrow_array__().combine_chunks()
+    else:
+        lists = pa.array(reasons.tolist(), type=pa.list_(pa.string()))
+    offsets = lists.offsets.to_numpy()
+    n = len(lists)
+    flat = lists.flatten().to_numpy(zero_copy_only=False)
+    new_offsets = offsets + np.arange(n + 1)
+    out = np.empty(len(flat) + n, dtype=object)
+    last = new_offsets[1:] - 1
+    mask = np.ones(len(out), dtype=bool)
+    mask[last] = False
+    out[mask] = flat
+    out[last] = extra
+    combined = pa.ListArray.from_arrays(
+        pa.array(new_offsets.astype(np.int32)), pa.array(out, type=pa.string())
+    )
+    return pd.Series(pd.arrays.ArrowExtensionArray(combined), index=reasons.index, name="reasons")

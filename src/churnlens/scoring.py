@@ -6,9 +6,10 @@
    (:mod:`churnlens.model_source`); the log is validated; one light pass over the
    purchases gives the population statistics (RFM cut points, median cycle), the
    lifecycle thresholds and the expected-value tiers;
-2. **partitions**: the events up to the as-of day are split into partitions by a hash of
-   ``customer_id`` (one DuckDB pass writing Parquet files, skipped when one partition
-   is enough), so each customer's events are in exactly one partition;
+2. **partitions**: customers are split into partitions by a hash of ``customer_id`` (one
+   per 12 million events by default); each partition's events are streamed from the
+   source (Parquet is read in place, filtered on the hash) into one in-memory table, so
+   each customer's events are in exactly one partition;
 3. **per partition**: features (against the whole population's statistics), churn
    probability and reasons, segment, lifecycle stage, reachability and the policy's
    action; written as a Parquet part;
@@ -17,8 +18,8 @@
    only when complete, with a manifest JSON beside it.
 
 Memory is bounded by the largest partition (plus DuckDB's own, which spills to disk);
-the work files live in a temporary folder beside the output and are removed at the end,
-whether the run succeeds or not.
+the scored parts and DuckDB's spill files live in a temporary folder beside the output
+and are removed at the end, whether the run succeeds or not.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "value_at_risk", "action", "action_channel", "priority", "reasons", "model_version",
 )  # fmt: skip
 EXTRA_COLUMNS: tuple[str, ...] = ("silent_on", "lost_on", "value_tier", "rule")
-EVENTS_PER_PARTITION = 4_000_000
+EVENTS_PER_PARTITION = 12_000_000
 YEAR_DAYS = 365.0
 
 Progress = Callable[[int, int, int], None]  # (partitions done, total, customers so far)
@@ -126,30 +127,29 @@ def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
     )
 
 
-def _partitions(table: EventTable, plan: _Plan, work: Path, count: int) -> list[EventTable]:
-    """The events up to the as-of day, split by a hash of the customer id."""
-    if count <= 1:
-        return [table]
-    day = f"DATE '{plan.as_of.isoformat()}'"
-    folder = work / "events"
-    table.con.execute(f"""
-        COPY (SELECT *, CAST(hash(customer_id) % {count} AS INTEGER) AS bucket
-              FROM {table.name} WHERE day <= {day})
-        TO '{folder}' (FORMAT parquet, PARTITION_BY (bucket))
-    """)
-    parts = []
-    for i in range(count):
-        files = sorted((folder / f"bucket={i}").glob("*.parquet"))
-        if not files:
-            continue
-        name = f"{table.name}_part_{i}"
-        listing = ", ".join(f"'{f}'" for f in files)
-        table.con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {name} AS "
-            f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"
+PARTITION_COLUMNS = "customer_id, timestamp, channel, event_type, amount, day, role"
+
+
+def _load_partition(table: EventTable, as_of: date, index: int, count: int) -> EventTable:
+    """The events up to the as-of day of the customers whose id hashes to partition
+    ``index`` of ``count``, streamed from the source into one in-memory table that every
+    query of the partition shares. Only the hash column is read to filter, so each pass
+    over the source costs little more than reading the partition's own rows."""
+    name = f"{table.name}_part"
+    where = f"day <= DATE '{as_of.isoformat()}'"
+    if count > 1:
+        where += f" AND hash(customer_id) % {count} = {index}"
+    con = table.con
+    (preserve,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()  # type: ignore[misc]
+    con.execute("SET preserve_insertion_order = false")  # row order is never relied on
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS "
+            f"SELECT {PARTITION_COLUMNS} FROM {table.name} WHERE {where}"
         )
-        parts.append(EventTable(table.con, name, table.source, table.settings, table.rows_read, 0))
-    return parts
+    finally:
+        con.execute(f"SET preserve_insertion_order = {bool(preserve)}")
+    return EventTable(con, name, table.source, table.settings, table.rows_read, 0)
 
 
 def score_partition(
@@ -232,7 +232,7 @@ def score(
     max_contacts
         Keep only this many contacting actions (highest value at risk first).
     partitions
-        How many hash partitions; by default one per 4 million events.
+        How many hash partitions; by default one per 12 million events.
     progress
         Called after each partition with (done, total, customers scored so far).
     keep_scores
@@ -251,16 +251,20 @@ def score(
         table = load_events(events, models.settings, con=con)
         plan = _plan(table, as_of, policy)
         count = partitions or max(1, math.ceil(plan.events / EVENTS_PER_PARTITION))
-        parts = _partitions(table, plan, work, count)
         scored = work / "scored"
         scored.mkdir()
         done = 0
-        for i, part in enumerate(parts):
+        for i in range(count):
+            part = _load_partition(table, as_of, i, count)
+            (rows,) = con.execute(f"SELECT count(*) FROM {part.name}").fetchone()  # type: ignore[misc]
+            if not rows:  # no customer hashed here
+                continue
             frame = score_partition(part, plan, models, policy)
+            con.execute(f"DROP TABLE {part.name}")
             pq.write_table(_part_table(frame, plan, models.version), scored / f"part-{i}.parquet")
             done += len(frame)
             if progress:
-                progress(i + 1, len(parts), done)
+                progress(i + 1, count, done)
         con.execute(f"CREATE TEMP VIEW _scores AS SELECT * FROM read_parquet('{scored}/*.parquet')")
         con.execute(f"CREATE TEMP TABLE _ranked AS {rank_sql('_scores', policy, max_contacts)}")
         _write_output(con, "_ranked", out)

@@ -59,18 +59,31 @@ class PathExplainer:
         return cls(tuple(trees), bias, n_features)
 
     def explain(
-        self, booster: lgb.Booster, X: Any, num_threads: int = 1
+        self, booster: lgb.Booster, X: Any, num_threads: int = 1, chunk: int = 65_536
     ) -> tuple[np.ndarray, np.ndarray]:
         """(contributions of shape (rows, features), raw scores) for the rows of ``X``.
 
         The raw score is rebuilt from the leaves, so no separate prediction is needed:
-        ``raw == bias + contributions.sum(axis=1)``.
+        ``raw == bias + contributions.sum(axis=1)``. Rows go through in chunks, so the
+        leaf-index matrix stays small.
         """
-        leaves = booster.predict(X, pred_leaf=True, num_threads=num_threads)
-        leaves = np.asarray(leaves, dtype=np.intp).reshape(len(leaves), -1).T.copy()
+        values = np.asarray(X, dtype=np.float64)
+        contrib = np.zeros((len(values), self.n_features))
+        raw = np.zeros(len(values))
+        for start in range(0, len(values), chunk):
+            rows = slice(start, start + chunk)
+            contrib[rows], raw[rows] = self._explain(booster, values[rows], num_threads)
+        return contrib, raw
+
+    def _explain(
+        self, booster: lgb.Booster, values: np.ndarray, num_threads: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        leaves = booster.predict(values, pred_leaf=True, num_threads=num_threads)
+        leaves = np.asarray(leaves, dtype=np.int32).reshape(len(values), -1)
+        leaves = np.ascontiguousarray(leaves.T)  # tree-major: one contiguous row per tree
         # feature-major: every update below is a contiguous gather-add of one row
-        contrib = np.zeros((self.n_features, leaves.shape[1]))
-        raw = np.zeros(leaves.shape[1])
+        contrib = np.zeros((self.n_features, len(values)))
+        raw = np.zeros(len(values))
         for tree, idx in zip(self.trees, leaves, strict=True):
             raw += tree.leaf_values[idx]
             for j, f in enumerate(tree.features):
