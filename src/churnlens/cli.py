@@ -441,7 +441,7 @@ def score(
         Path | None, typer.Option(help="Also write the analysts' HTML report here.")
     ] = None,
     partitions: Annotated[
-        int | None, typer.Option(min=1, help="Hash partitions (default: one per 12M events).")
+        int | None, typer.Option(min=1, help="Hash partitions (default: one per 20M events).")
     ] = None,
     config: ConfigOpt = None,
     track: Annotated[bool, typer.Option(help="Record the scoring run in MLflow.")] = True,

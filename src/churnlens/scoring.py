@@ -7,7 +7,7 @@
    purchases gives the population statistics (RFM cut points, median cycle), the
    lifecycle thresholds and the expected-value tiers;
 2. **partitions**: customers are split into partitions by a hash of ``customer_id`` (one
-   per 12 million events by default); each partition's events are streamed from the
+   per 20 million events by default); each partition's events are streamed from the
    source (Parquet is read in place, filtered on the hash) into one in-memory table, so
    each customer's events are in exactly one partition;
 3. **per partition**: features (against the whole population's statistics), churn
@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -59,7 +60,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "value_at_risk", "action", "action_channel", "priority", "reasons", "model_version",
 )  # fmt: skip
 EXTRA_COLUMNS: tuple[str, ...] = ("silent_on", "lost_on", "value_tier", "rule")
-EVENTS_PER_PARTITION = 12_000_000
+EVENTS_PER_PARTITION = 20_000_000
 YEAR_DAYS = 365.0
 
 Progress = Callable[[int, int, int], None]  # (partitions done, total, customers so far)
@@ -94,7 +95,6 @@ class _Plan:
     value_cuts: tuple[float, float]
     fingerprint: str
     events: int
-    customers: int
 
 
 def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
@@ -102,10 +102,10 @@ def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
     values = expected_value(buyers["cycle_days"], buyers["rfm_monetary_mean"])
     cuts = value_cuts(values, policy)
     day = f"DATE '{as_of.isoformat()}'"
-    events, customers = table.con.execute(
-        f"SELECT count(*), count(DISTINCT customer_id) FROM {table.name} WHERE day <= {day}"
+    (events,) = table.con.execute(
+        f"SELECT count(*) FROM {table.name} WHERE day <= {day}"
     ).fetchone()  # type: ignore[misc]
-    if not customers:
+    if not events:
         raise InputError(
             table.source,
             [
@@ -123,7 +123,6 @@ def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
         value_cuts=cuts,
         fingerprint=table.fingerprint(),
         events=int(events),
-        customers=int(customers),
     )
 
 
@@ -152,12 +151,24 @@ def _load_partition(table: EventTable, as_of: date, index: int, count: int) -> E
     return EventTable(con, name, table.source, table.settings, table.rows_read, 0)
 
 
-def score_partition(
+def partition_inputs(
     part: EventTable, plan: _Plan, models: ScoringModels, policy: Policy
-) -> pd.DataFrame:
-    """Scores, stages, segments and actions of the customers of one partition (unranked)."""
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The DuckDB half of a partition: its features and its contact profile."""
     X = build_features(part, plan.as_of, models.settings, plan.population)
-    probability, reasons = models.churn.score(X, num_threads=2)
+    return X, contact_profile(part, plan.as_of, policy.fatigue, X.index)
+
+
+def score_partition(
+    X: pd.DataFrame,
+    contacts: pd.DataFrame,
+    plan: _Plan,
+    models: ScoringModels,
+    policy: Policy,
+    num_threads: int = 1,
+) -> pd.DataFrame:
+    """The Python half: scores, stages, segments and actions of a partition (unranked)."""
+    probability, reasons = models.churn.score(X, num_threads=num_threads)
     frame = assign_stages(X, plan.as_of, plan.thresholds, models.settings.lifecycle)
     frame["churn_probability"] = probability
     frame["reasons"] = reasons.to_numpy()
@@ -170,8 +181,7 @@ def score_partition(
         frame["segment_name"] = None
     frame["expected_value"] = expected_value(X["cycle_days"], X["rfm_monetary_mean"])
     frame["value_at_risk"] = frame["churn_probability"] * frame["expected_value"]
-    frame = frame.join(contact_profile(part, plan.as_of, policy.fatigue, X.index))
-    frame = decide(frame, policy, plan.value_cuts)
+    frame = decide(frame.join(contacts), policy, plan.value_cuts)
     frame.index.name = "customer_id"
     return frame.reset_index()
 
@@ -232,7 +242,7 @@ def score(
     max_contacts
         Keep only this many contacting actions (highest value at risk first).
     partitions
-        How many hash partitions; by default one per 12 million events.
+        How many hash partitions; by default one per 20 million events.
     progress
         Called after each partition with (done, total, customers scored so far).
     keep_scores
@@ -253,18 +263,7 @@ def score(
         count = partitions or max(1, math.ceil(plan.events / EVENTS_PER_PARTITION))
         scored = work / "scored"
         scored.mkdir()
-        done = 0
-        for i in range(count):
-            part = _load_partition(table, as_of, i, count)
-            (rows,) = con.execute(f"SELECT count(*) FROM {part.name}").fetchone()  # type: ignore[misc]
-            if not rows:  # no customer hashed here
-                continue
-            frame = score_partition(part, plan, models, policy)
-            con.execute(f"DROP TABLE {part.name}")
-            pq.write_table(_part_table(frame, plan, models.version), scored / f"part-{i}.parquet")
-            done += len(frame)
-            if progress:
-                progress(i + 1, count, done)
+        _score_partitions(table, plan, models, policy, count, scored, progress)
         con.execute(f"CREATE TEMP VIEW _scores AS SELECT * FROM read_parquet('{scored}/*.parquet')")
         con.execute(f"CREATE TEMP TABLE _ranked AS {rank_sql('_scores', policy, max_contacts)}")
         _write_output(con, "_ranked", out)
@@ -277,6 +276,49 @@ def score(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ScoreResult(out, manifest_path, manifest, time.perf_counter() - started, table, frame)
+
+
+def _score_partitions(
+    table: EventTable,
+    plan: _Plan,
+    models: ScoringModels,
+    policy: Policy,
+    count: int,
+    scored: Path,
+    progress: Progress | None,
+) -> None:
+    """Score every partition into a Parquet part under ``scored``.
+
+    Two partitions are in flight: while a worker thread scores partition i (LightGBM,
+    numpy, pandas), the main thread has DuckDB build the features of partition i + 1
+    (DuckDB releases the GIL), so both cores stay busy.
+    """
+    done = 0
+
+    def finish(i: int, X: pd.DataFrame, contacts: pd.DataFrame, threads: int) -> int:
+        frame = score_partition(X, contacts, plan, models, policy, threads)
+        pq.write_table(_part_table(frame, plan, models.version), scored / f"part-{i}.parquet")
+        return len(frame)
+
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        pending: tuple[int, Future[int]] | None = None
+        for i in range(count):
+            part = _load_partition(table, plan.as_of, i, count)
+            (rows,) = table.con.execute(f"SELECT count(*) FROM {part.name}").fetchone()  # type: ignore[misc]
+            inputs = partition_inputs(part, plan, models, policy) if rows else None
+            table.con.execute(f"DROP TABLE {part.name}")
+            if pending is not None:
+                done += pending[1].result()
+                if progress:
+                    progress(pending[0] + 1, count, done)
+                pending = None
+            if inputs is not None:
+                threads = 1 if i + 1 < count else 2  # the last one has both cores
+                pending = (i, worker.submit(finish, i, *inputs, threads))
+        if pending is not None:
+            done += pending[1].result()
+            if progress:
+                progress(pending[0] + 1, count, done)
 
 
 def _manifest(

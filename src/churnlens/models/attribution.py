@@ -49,7 +49,8 @@ class PathExplainer:
             features = np.array(sorted({f for path in leaves.values() for f in path}), dtype=int)
             column = {f: j for j, f in enumerate(features)}
             n_leaves = max(leaf_values) + 1
-            table = np.zeros((n_leaves, len(features)), order="F")
+            # float32: contributions only rank reasons; the raw score stays float64
+            table = np.zeros((n_leaves, len(features)), dtype=np.float32, order="F")
             values = np.zeros(n_leaves)
             for leaf, path in leaves.items():
                 values[leaf] = leaf_values[leaf]
@@ -63,12 +64,13 @@ class PathExplainer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(contributions of shape (rows, features), raw scores) for the rows of ``X``.
 
-        The raw score is rebuilt from the leaves, so no separate prediction is needed:
-        ``raw == bias + contributions.sum(axis=1)``. Rows go through in chunks, so the
+        The raw score is rebuilt from the leaves (in float64), so no separate prediction
+        is needed: ``raw == bias + contributions.sum(axis=1)`` up to the float32 rounding
+        of the contributions, which only rank reasons. Rows go through in chunks, so the
         leaf-index matrix stays small.
         """
         values = np.asarray(X, dtype=np.float64)
-        contrib = np.zeros((len(values), self.n_features))
+        contrib = np.zeros((len(values), self.n_features), dtype=np.float32)
         raw = np.zeros(len(values))
         for start in range(0, len(values), chunk):
             rows = slice(start, start + chunk)
@@ -82,7 +84,7 @@ class PathExplainer:
         leaves = np.asarray(leaves, dtype=np.int32).reshape(len(values), -1)
         leaves = np.ascontiguousarray(leaves.T)  # tree-major: one contiguous row per tree
         # feature-major: every update below is a contiguous gather-add of one row
-        contrib = np.zeros((self.n_features, len(values)))
+        contrib = np.zeros((self.n_features, len(values)), dtype=np.float32)
         raw = np.zeros(len(values))
         for tree, idx in zip(self.trees, leaves, strict=True):
             raw += tree.leaf_values[idx]
