@@ -6,11 +6,12 @@ lines on standard error with exit code 1; usage errors exit 2.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
@@ -59,6 +60,19 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", "-c", help="YAML configuration (defaults: configs/default.yaml)."),
 ]
+MemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--memory-limit", help="DuckDB memory cap, e.g. 4GB; beyond it DuckDB spills to disk."
+    ),
+]
+TempDirOpt = Annotated[
+    Path | None, typer.Option("--temp-dir", help="Folder DuckDB spills to (default: its own).")
+]
+PartitionsOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Customer-hash partitions (default: one per 20M events)."),
+]
 AsOfOpt = Annotated[
     str, typer.Option("--as-of", help="Features see every event up to and including this day.")
 ]
@@ -97,8 +111,12 @@ def main(
     logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
-def _settings(config: Path | None) -> Settings:
-    return load_settings(config)
+def _settings(
+    config: Path | None, memory_limit: str | None = None, temp_dir: Path | None = None
+) -> Settings:
+    settings = load_settings(config)
+    engine = {"memory_limit": memory_limit, "temp_dir": str(temp_dir) if temp_dir else None}
+    return settings.with_overrides(engine=engine)
 
 
 @app.command()
@@ -169,32 +187,32 @@ def features(
     as_of: AsOfOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Feature file (.parquet or .csv).")],
     config: ConfigOpt = None,
+    memory_limit: MemoryOpt = None,
+    temp_dir: TempDirOpt = None,
+    partitions: PartitionsOpt = None,
 ) -> None:
     """Build point-in-time features, one row per customer."""
-    from churnlens.features import build_features
+    from churnlens.features.batched import write_features
 
-    settings = _settings(config)
+    settings = _settings(config, memory_limit, temp_dir)
     day: date = parse_as_of(as_of)
     check_output_path(out)
-    began = time.perf_counter()
-    with console.status("Building features..."):
-        table = load_events(events, settings)
-        frame = build_features(table, day, settings)
-        write_table(frame, out, index=True)
-    seconds = time.perf_counter() - began
+    with _partition_progress("Building features") as advance:
+        result = write_features(events, day, out, settings, partitions=partitions, progress=advance)
     console.print(
-        f"Wrote {frame.shape[1]} features for {len(frame):,} customers as of {day} "
-        f"to [bold]{out}[/] in {seconds:.1f} s"
+        f"Wrote {len(result.summary)} features for {result.customers:,} customers as of {day} "
+        f"to [bold]{out}[/] in {result.seconds:.1f} s ({result.partitions} partition(s))"
     )
-    if table.duplicates_dropped:
-        console.print(f"  [yellow]warning:[/] {table.duplicates_dropped:,} duplicate rows dropped")
-    console.print(_feature_summary(frame))
+    if result.events.duplicates_dropped:
+        dropped = result.events.duplicates_dropped
+        console.print(f"  [yellow]warning:[/] {dropped:,} duplicate rows dropped")
+    console.print(_feature_summary(result.summary))
 
 
-def _feature_summary(frame: object) -> Table:
+def _feature_summary(summary: object) -> Table:
     import pandas as pd
 
-    assert isinstance(frame, pd.DataFrame)
+    assert isinstance(summary, pd.DataFrame)
     picks = [
         "freq_contacts_90d",
         "chan_n_channels",
@@ -207,14 +225,39 @@ def _feature_summary(frame: object) -> Table:
         "fatigue_touches_30d",
     ]
     table = Table(title="Feature summary", title_justify="left")
-    for col in ("feature", "non-missing", "median", "p90"):
+    for col in ("feature", "non-missing", "mean", "min", "max"):
         table.add_column(col, justify="left" if col == "feature" else "right")
-    for name in (p for p in picks if p in frame.columns):
-        col = frame[name]
+    total = summary["count"].max() if len(summary) else 0
+    for name in (p for p in picks if p in summary.index):
+        row = summary.loc[name]
+        share = row["count"] / total if total else float("nan")
         table.add_row(
-            name, f"{col.notna().mean():.0%}", f"{col.median():,.1f}", f"{col.quantile(0.9):,.1f}"
+            name, f"{share:.0%}", f"{row['mean']:,.1f}", f"{row['min']:,.1f}", f"{row['max']:,.1f}"
         )
     return table
+
+
+@contextlib.contextmanager
+def _partition_progress(label: str) -> Iterator[Callable[[int, int, int], None]]:
+    """A rich progress bar over partitions, with customers per second."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    started = time.perf_counter()
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None, rate="")
+
+        def advance(done: int, total: int, customers: int) -> None:
+            rate = customers / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} customers/s")
+
+        yield advance
 
 
 HorizonOpt = Annotated[
@@ -225,8 +268,14 @@ TrackOpt = Annotated[bool, typer.Option(help="Record the run in MLflow and regis
 ModelsDirOpt = Annotated[Path, typer.Option("--models-dir", help="Folder for the model bundle.")]
 
 
-def _training_settings(config: Path | None, horizon_days: int | None) -> Settings:
-    return _settings(config).with_overrides(training={"horizon_days": horizon_days})
+def _training_settings(
+    config: Path | None,
+    horizon_days: int | None,
+    memory_limit: str | None = None,
+    temp_dir: Path | None = None,
+) -> Settings:
+    settings = _settings(config, memory_limit, temp_dir)
+    return settings.with_overrides(training={"horizon_days": horizon_days})
 
 
 def _metrics_table(title: str, frame: object) -> Table:
@@ -249,13 +298,15 @@ def train(
     as_of: Annotated[str, typer.Option("--as-of", help="Data is known up to this day.")],
     horizon_days: HorizonOpt = None,
     config: ConfigOpt = None,
+    memory_limit: MemoryOpt = None,
+    temp_dir: TempDirOpt = None,
     models_dir: ModelsDirOpt = Path("models"),
     track: TrackOpt = True,
 ) -> None:
     """Train the calibrated churn model and its baselines; write a bundle, track the run."""
     from churnlens.training import train as train_model
 
-    settings = _training_settings(config, horizon_days)
+    settings = _training_settings(config, horizon_days, memory_limit, temp_dir)
     with console.status("Training on snapshots..."):
         result = train_model(
             events, parse_as_of(as_of), settings, models_dir, track=track, config_path=config
@@ -284,6 +335,8 @@ def backtest(
     as_of: Annotated[str, typer.Option("--as-of", help="Train as of this day, then check.")],
     horizon_days: HorizonOpt = None,
     config: ConfigOpt = None,
+    memory_limit: MemoryOpt = None,
+    temp_dir: TempDirOpt = None,
     predictions: Annotated[
         Path | None,
         typer.Option(help="Write customer_id, churn_probability, churned and baselines here."),
@@ -293,7 +346,7 @@ def backtest(
     """Train as of a day and score it against what really happened after it."""
     from churnlens.training import backtest as run_backtest
 
-    settings = _training_settings(config, horizon_days)
+    settings = _training_settings(config, horizon_days, memory_limit, temp_dir)
     if predictions is not None:
         check_output_path(predictions)
     with console.status("Training and backtesting..."):
@@ -327,6 +380,8 @@ def segment(
         str, typer.Option("--k", help="Number of segments, or 'auto' (best silhouette).")
     ] = "auto",
     config: ConfigOpt = None,
+    memory_limit: MemoryOpt = None,
+    temp_dir: TempDirOpt = None,
     models_dir: ModelsDirOpt = Path("models"),
     track: TrackOpt = True,
 ) -> None:
@@ -334,7 +389,7 @@ def segment(
     from churnlens.training import segment as fit_segments
 
     n = _parse_k(k)
-    settings = _settings(config)
+    settings = _settings(config, memory_limit, temp_dir)
     with console.status("Fitting segments..."):
         result = fit_segments(
             events, parse_as_of(as_of), settings, models_dir, k=n, track=track, config_path=config
@@ -440,37 +495,22 @@ def score(
     report: Annotated[
         Path | None, typer.Option(help="Also write the analysts' HTML report here.")
     ] = None,
-    partitions: Annotated[
-        int | None, typer.Option(min=1, help="Hash partitions (default: one per 20M events).")
-    ] = None,
+    partitions: PartitionsOpt = None,
     config: ConfigOpt = None,
+    memory_limit: MemoryOpt = None,
+    temp_dir: TempDirOpt = None,
     track: Annotated[bool, typer.Option(help="Record the scoring run in MLflow.")] = True,
 ) -> None:
     """Score every customer: churn risk, lifecycle stage, segment and next action."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from churnlens.actions import load_policy
     from churnlens.jobs import score_job
     from churnlens.model_source import load_models
 
     check_output_path(out)
     rules = load_policy(policy)
-    models = load_models(model, None if segments == "none" else segments, _settings(config))
-    began = time.perf_counter()
-    with Progress(
-        TextColumn("Scoring partitions"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("score", total=None, rate="")
-
-        def advance(done: int, total: int, customers: int) -> None:
-            rate = customers / max(time.perf_counter() - began, 1e-9)
-            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} customers/s")
-
+    settings = _settings(config, memory_limit, temp_dir)
+    models = load_models(model, None if segments == "none" else segments, settings)
+    with _partition_progress("Scoring partitions") as advance:
         result = score_job(
             events,
             as_of,

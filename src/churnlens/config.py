@@ -98,6 +98,11 @@ class TrainingSettings(_Frozen):
     population: Literal["all", "purchasers"] = Field(
         "all", description="customers in a snapshot: any event so far, or a purchase so far"
     )
+    max_customers: int = Field(
+        500_000,
+        gt=0,
+        description="larger logs train on a stratified, seeded sample of this many customers",
+    )
 
 
 class ModelSettings(_Frozen):
@@ -179,6 +184,26 @@ class LifecycleSettings(_Frozen):
         return value
 
 
+class EngineSettings(_Frozen):
+    """How DuckDB runs: memory cap, spill folder, threads, partition size."""
+
+    memory_limit: str | None = Field(
+        None, description="DuckDB memory cap, e.g. '4GB'; beyond it DuckDB spills to temp_dir"
+    )
+    temp_dir: str | None = Field(None, description="where DuckDB spills (default: its own)")
+    threads: int | None = Field(None, gt=0, description="DuckDB threads (default: all cores)")
+    partition_events: int = Field(
+        20_000_000, gt=0, description="batch jobs work per customer-hash partition of this size"
+    )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]i?B\s*", value, re.I):
+            raise ValueError(f"give a size such as '4GB' or '512MB', got {value!r}")
+        return value
+
+
 class TrackingSettings(_Frozen):
     """Where MLflow runs and registered models go."""
 
@@ -199,6 +224,7 @@ class Settings(_Frozen):
     model: ModelSettings = ModelSettings()
     segments: SegmentSettings = SegmentSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    engine: EngineSettings = EngineSettings()
     tracking: TrackingSettings = TrackingSettings()
 
     def with_overrides(self, **sections: dict[str, Any]) -> Settings:

@@ -33,6 +33,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "timestamp", "channel", "eve
 OPTIONAL_COLUMNS: tuple[str, ...] = ("amount", "direction", "duration_s")
 CANONICAL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 ROLES: tuple[str, ...] = ("purchase", "inbound", "outbound")
+# what the feature engine, lifecycle and contact profile read
+PARTITION_COLUMNS = "customer_id, timestamp, channel, event_type, amount, day, role"
 
 EventSource = str | Path | pd.DataFrame | pa.Table
 
@@ -94,6 +96,32 @@ class EventTable:
         ).fetchone()  # type: ignore[misc]
         return _fingerprint(int(n), int(xor), int(total))
 
+    def hash_partition(self, index: int, count: int, until: date) -> EventTable:
+        """The events up to ``until`` of the customers whose id hashes to partition
+        ``index`` of ``count``, as one in-memory table that every query on the partition
+        shares (replacing the previous partition of this log).
+
+        Only the hash column is read to filter, so each pass over a Parquet source costs
+        little more than reading the partition's own rows; each customer's events are in
+        exactly one partition.
+        """
+        name = f"{self.name}_part"
+        where = f"day <= DATE '{until.isoformat()}'"
+        if count > 1:
+            where += f" AND hash(customer_id) % {int(count)} = {int(index)}"
+        (preserve,) = self.con.execute(
+            "SELECT current_setting('preserve_insertion_order')"
+        ).fetchone()  # type: ignore[misc]
+        self.con.execute("SET preserve_insertion_order = false")  # row order is never relied on
+        try:
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {name} AS "
+                f"SELECT {PARTITION_COLUMNS} FROM {self.name} WHERE {where}"
+            )
+        finally:
+            self.con.execute(f"SET preserve_insertion_order = {bool(preserve)}")
+        return EventTable(self.con, name, self.source, self.settings, self.rows_read, 0)
+
     def summary(self) -> EventSummary:
         """Sizes, date range and counts per event type, channel and role."""
         n, customers, first, last = self.con.execute(
@@ -138,7 +166,9 @@ def _fingerprint_of_hashes(hashes: np.ndarray) -> str:
 
 
 def connect(
-    memory_limit: str | None = None, temp_dir: str | Path | None = None
+    memory_limit: str | None = None,
+    temp_dir: str | Path | None = None,
+    threads: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection set up for churnlens: UTC session time zone, optional limits."""
     con = duckdb.connect()
@@ -146,8 +176,19 @@ def connect(
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     if temp_dir:
-        con.execute(f"SET temp_directory = '{Path(temp_dir)}'")
+        Path(temp_dir).mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = '{Path(temp_dir).resolve()}'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
     return con
+
+
+def connect_for(
+    settings: Settings, temp_dir: str | Path | None = None
+) -> duckdb.DuckDBPyConnection:
+    """A connection with the engine settings' memory cap, spill folder and threads."""
+    engine = settings.engine
+    return connect(engine.memory_limit, engine.temp_dir or temp_dir, engine.threads)
 
 
 @contextmanager
@@ -434,7 +475,7 @@ def load_events(
     if isinstance(source, EventTable):
         return source
     settings = settings or Settings()
-    con = con or connect()
+    con = con or connect_for(settings)
     label = _source_label(source)
     raw = _raw_relation(con, source, label)
     types = {c.strip(): str(t) for c, t in zip(raw.columns, raw.types, strict=True)}

@@ -156,7 +156,10 @@ def load_models(
     if not isinstance(churn, ChurnModel):
         raise ModelError(f"{text}: not a churnlens churn model ({type(churn).__name__})")
     _check_features(churn, trained, text)
-    trained = trained.with_overrides(tracking=settings.tracking.model_dump())
+    # where to track and how DuckDB runs are the caller's; features follow the model
+    trained = trained.with_overrides(
+        tracking=settings.tracking.model_dump(), engine=settings.engine.model_dump()
+    )
     seg_model, seg_version = _load_segments(segments, text, trained)
     return ScoringModels(churn, trained, version, uri, seg_model, seg_version, as_of)
 

@@ -46,7 +46,7 @@ from churnlens import __version__
 from churnlens.actions import Policy, decide, rank_sql, value_cuts
 from churnlens.contacts import contact_profile
 from churnlens.errors import InputError, Problem
-from churnlens.events import EventSource, EventTable, connect, load_events, parse_as_of
+from churnlens.events import EventSource, EventTable, connect_for, load_events, parse_as_of
 from churnlens.features import build_features
 from churnlens.features.engine import buyer_features
 from churnlens.features.population import PopulationStats
@@ -60,7 +60,6 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "value_at_risk", "action", "action_channel", "priority", "reasons", "model_version",
 )  # fmt: skip
 EXTRA_COLUMNS: tuple[str, ...] = ("silent_on", "lost_on", "value_tier", "rule")
-EVENTS_PER_PARTITION = 20_000_000
 YEAR_DAYS = 365.0
 
 Progress = Callable[[int, int, int], None]  # (partitions done, total, customers so far)
@@ -124,31 +123,6 @@ def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
         fingerprint=table.fingerprint(),
         events=int(events),
     )
-
-
-PARTITION_COLUMNS = "customer_id, timestamp, channel, event_type, amount, day, role"
-
-
-def _load_partition(table: EventTable, as_of: date, index: int, count: int) -> EventTable:
-    """The events up to the as-of day of the customers whose id hashes to partition
-    ``index`` of ``count``, streamed from the source into one in-memory table that every
-    query of the partition shares. Only the hash column is read to filter, so each pass
-    over the source costs little more than reading the partition's own rows."""
-    name = f"{table.name}_part"
-    where = f"day <= DATE '{as_of.isoformat()}'"
-    if count > 1:
-        where += f" AND hash(customer_id) % {count} = {index}"
-    con = table.con
-    (preserve,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()  # type: ignore[misc]
-    con.execute("SET preserve_insertion_order = false")  # row order is never relied on
-    try:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS "
-            f"SELECT {PARTITION_COLUMNS} FROM {table.name} WHERE {where}"
-        )
-    finally:
-        con.execute(f"SET preserve_insertion_order = {bool(preserve)}")
-    return EventTable(con, name, table.source, table.settings, table.rows_read, 0)
 
 
 def partition_inputs(
@@ -242,7 +216,7 @@ def score(
     max_contacts
         Keep only this many contacting actions (highest value at risk first).
     partitions
-        How many hash partitions; by default one per 20 million events.
+        How many hash partitions; by default one per ``engine.partition_events`` (20M).
     progress
         Called after each partition with (done, total, customers scored so far).
     keep_scores
@@ -257,10 +231,11 @@ def score(
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent.resolve()))
     try:
-        con = connect(temp_dir=work / "duckdb")
+        con = connect_for(models.settings, temp_dir=work / "duckdb")
         table = load_events(events, models.settings, con=con)
         plan = _plan(table, as_of, policy)
-        count = partitions or max(1, math.ceil(plan.events / EVENTS_PER_PARTITION))
+        per_partition = models.settings.engine.partition_events
+        count = partitions or max(1, math.ceil(plan.events / per_partition))
         scored = work / "scored"
         scored.mkdir()
         _score_partitions(table, plan, models, policy, count, scored, progress)
@@ -303,7 +278,7 @@ def _score_partitions(
     with ThreadPoolExecutor(max_workers=1) as worker:
         pending: tuple[int, Future[int]] | None = None
         for i in range(count):
-            part = _load_partition(table, plan.as_of, i, count)
+            part = table.hash_partition(i, count, plan.as_of)
             (rows,) = table.con.execute(f"SELECT count(*) FROM {part.name}").fetchone()  # type: ignore[misc]
             inputs = partition_inputs(part, plan, models, policy) if rows else None
             table.con.execute(f"DROP TABLE {part.name}")

@@ -9,7 +9,9 @@ against what really happened in the H days after it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +38,7 @@ from churnlens.features import build_features, compute_population
 from churnlens.labels import Snapshots, log_span, make_snapshot, make_snapshots, snapshot_dates
 from churnlens.models.churn import ChurnModel, RecencyBaseline, logistic_rfm_baseline, time_split
 from churnlens.models.segments import SegmentModel
+from churnlens.sampling import CustomerSample, sample_customers
 
 BASELINES = {"logistic_rfm": logistic_rfm_baseline, "recency": RecencyBaseline}
 
@@ -57,6 +60,7 @@ class TrainResult:
     run_id: str | None = None
     model_version: str | None = None
     champion: str | None = None
+    sample: CustomerSample | None = None
 
 
 @dataclass
@@ -119,8 +123,10 @@ def train(
     table = load_events(events, settings)
     settings = table.settings
     as_of = parse_as_of(as_of)
-    dates = snapshot_dates(table, as_of, settings)
-    snaps = make_snapshots(table, dates, settings)
+    fingerprint = table.fingerprint()
+    sampled, sample = sample_customers(table, settings.training.max_customers, settings.model.seed)
+    dates = snapshot_dates(sampled, as_of, settings)
+    snaps = make_snapshots(sampled, dates, settings)
     horizon = settings.training.horizon_days
     model = ChurnModel.from_settings(settings.model, horizon).fit(snaps.X, snaps.y)
     validation, valid_scores, valid_X = _validate(model, snaps, horizon)
@@ -131,9 +137,10 @@ def train(
         snapshots=snaps.dates,
         rows=len(snaps.X),
         validation=validation,
-        fingerprint=table.fingerprint(),
+        fingerprint=fingerprint,
         valid_X=valid_X,
         valid_scores=valid_scores,
+        sample=sample,
     )
     if models_dir is not None:
         _write(result, table, as_of, Path(models_dir))
@@ -204,6 +211,14 @@ def _track(
             "validation_rows": len(y),
             "calibration_method": result.model.calibration_method_,
         }
+        if result.sample is not None:
+            params |= {
+                "sample_customers": result.sample.customers,
+                "sample_of_customers": result.sample.of,
+                "sample_rate": round(result.sample.rate, 6),
+                "sample_seed": result.sample.seed,
+                "sample_strata": json.dumps(result.sample.strata),
+            }
         tags = {"data_fingerprint": result.fingerprint, "kind": "train"}
         if result.bundle is not None:
             tags["bundle"] = str(result.bundle)
@@ -246,6 +261,7 @@ def _write(result: TrainResult, table: EventTable, as_of: date, models_dir: Path
         "data_fingerprint": result.fingerprint,
         "validation": result.validation.round(6).to_dict(orient="index"),
         "source": table.source,
+        "sample": None if result.sample is None else dataclasses.asdict(result.sample),
     }
     population = compute_population(table, as_of)
     payload = {"model": result.model, "baselines": result.baselines, "population": population}

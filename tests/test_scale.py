@@ -1,0 +1,105 @@
+"""Logs larger than memory: partitioned features, memory caps, customer samples."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from churnlens import ConfigError, Settings
+from churnlens.cli import app
+from churnlens.config import settings_from_dict
+from churnlens.events import load_events
+from churnlens.features import build_features
+from churnlens.features.batched import write_features
+from churnlens.sampling import sample_customers
+
+runner = CliRunner()
+AS_OF = "2025-01-31"
+
+
+@pytest.fixture(scope="module")
+def dataset(sample_events: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample log as a partitioned Parquet dataset (a folder of files)."""
+    folder = tmp_path_factory.mktemp("dataset") / "events"
+    folder.mkdir()
+    for i, chunk in enumerate(
+        sample_events.groupby(sample_events["timestamp"].dt.month, sort=True)
+    ):
+        chunk[1].to_parquet(folder / f"part-{i:02d}.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("partitions", [1, 3, 7])
+def test_partitioned_features_equal_the_whole_log(
+    dataset: Path, sample_events: pd.DataFrame, tmp_path: Path, partitions: int
+) -> None:
+    out = tmp_path / "features.parquet"
+    result = write_features(dataset, AS_OF, out, partitions=partitions)
+    got = pd.read_parquet(out).set_index("customer_id").sort_index()
+    expected = build_features(sample_events, AS_OF)
+    assert result.customers == len(expected) and result.partitions == partitions
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12, atol=1e-12)
+    assert result.summary.loc["rfm_frequency", "max"] == expected["rfm_frequency"].max()
+
+
+def test_cli_features_under_a_memory_cap_with_a_spill_folder(dataset: Path, tmp_path) -> None:
+    out, spill = tmp_path / "f.csv", tmp_path / "spill"
+    result = runner.invoke(
+        app,
+        ["features", str(dataset), "--as-of", AS_OF, "--out", str(out),
+         "--memory-limit", "200MB", "--temp-dir", str(spill), "--partitions", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "2 partition(s)" in " ".join(result.output.split())
+    assert len(pd.read_csv(out)) == len(build_features(dataset, AS_OF))
+
+
+def test_memory_limit_must_be_a_size() -> None:
+    with pytest.raises(ConfigError, match=r"engine\.memory_limit"):
+        settings_from_dict({"engine": {"memory_limit": "lots"}})
+    result = runner.invoke(app, ["features", "x.parquet", "--as-of", AS_OF, "--out", "f.csv",
+                                 "--memory-limit", "4 parsecs"])  # fmt: skip
+    assert result.exit_code == 1 and "4GB" in result.output
+
+
+def test_customer_sample_is_stratified_seeded_and_keeps_whole_histories(
+    sample_events: pd.DataFrame,
+) -> None:
+    table = load_events(sample_events)
+    sampled, info = sample_customers(table, 100, seed=7)
+    assert info is not None and info.of == sample_events["customer_id"].nunique()
+    assert 100 <= info.customers <= 100 + len(info.strata)
+    ids = sampled.to_pandas()["customer_id"].unique()
+    assert len(ids) == info.customers
+    whole = sample_events[sample_events["customer_id"].isin(ids)]
+    assert len(sampled.to_pandas()) == len(whole)  # every event of a sampled customer
+    for stratum, (n, k) in info.strata.items():  # each stratum at the same rate
+        assert abs(k - n * info.rate) <= 1, stratum
+    again = sample_customers(load_events(sample_events.sample(frac=1, random_state=1)), 100, 7)
+    assert set(again[0].to_pandas()["customer_id"]) == set(ids)
+    other = sample_customers(table, 100, seed=8)[0]
+    assert set(other.to_pandas()["customer_id"]) != set(ids)
+    assert sample_customers(table, 10_000, seed=7) == (table, None)
+
+
+def test_training_on_a_sample_is_recorded(sample_events: pd.DataFrame, tmp_path: Path) -> None:
+    from churnlens.config import ModelSettings, TrainingSettings
+    from churnlens.training import train
+
+    settings = Settings(
+        training=TrainingSettings(
+            horizon_days=60, snapshot_step_days=60, min_history_days=60, max_customers=150
+        ),
+        model=ModelSettings(n_estimators=40, min_child_samples=20),
+    )
+    result = train(sample_events, "2024-11-30", settings, tmp_path, track=True)
+    assert result.sample is not None and result.sample.customers <= 155
+    assert result.manifest["sample"]["of"] == sample_events["customer_id"].nunique()
+    import mlflow
+
+    run = mlflow.get_run(result.run_id)
+    assert int(run.data.params["sample_customers"]) == result.sample.customers
+    assert run.data.params["sample_seed"] == "7"
