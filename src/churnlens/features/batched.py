@@ -46,9 +46,12 @@ class FeatureFile:
 
 
 def _schema(settings: Settings) -> pa.Schema:
-    return pa.schema(
-        [("customer_id", pa.string())] + [(n, pa.float64()) for n in feature_names(settings)]
-    )
+    """The feature file's schema, with pandas metadata naming customer_id the index."""
+    names = feature_names(settings)
+    empty = pd.DataFrame({n: pd.Series(dtype="float64") for n in names})
+    empty.index = pd.Index([], dtype=object, name="customer_id")
+    schema = pa.Schema.from_pandas(empty, preserve_index=True)
+    return schema.set(schema.get_field_index("customer_id"), pa.field("customer_id", pa.string()))
 
 
 def write_features(
@@ -92,7 +95,8 @@ def write_features(
                 frame = build_features(part, day, settings, population)
                 table.con.execute(f"DROP TABLE {part.name}")
                 if len(frame):
-                    writer.write(pa.Table.from_pandas(frame.reset_index(), schema=schema))
+                    # customer_id stays the pandas index for readers of the Parquet file
+                    writer.write(pa.Table.from_pandas(frame, schema=schema, preserve_index=True))
                     stats.append(_partial_stats(frame))
                 customers += len(frame)
                 if progress:
