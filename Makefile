@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
+BASE   := $(VENV)/.installed
 CDNOW  := data/external/CDNOW_master.txt
 
 .PHONY: demo test lint format data bench clean help
 
 help:
 	@echo "make demo   set up .venv; sample data -> train -> segment -> score -> report, tracked in MLflow"
-	@echo "make test   set up .venv with dev extras, fetch CDNOW, run ruff and the test suite"
+	@echo "make test   set up .venv with the dev and spark extras, fetch CDNOW, run ruff and the test suite"
 	@echo "make data   fetch the CDNOW log into data/external/ (sha256 checked)"
 	@echo "make bench  run the benchmarks (slow; prints throughput and peak memory)"
 
@@ -17,16 +18,21 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+$(BASE): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	touch $(BASE)
+
+# the tests need the dev tools and the spark extra (pyspark; Java 17 on the machine)
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,spark]"
+	touch $(BASE) $(STAMP)
 
 $(CDNOW): scripts/fetch_cdnow.py | $(PY)
 	$(PY) scripts/fetch_cdnow.py --dest data/external
 
 data: $(CDNOW)
 
-demo: $(STAMP)
+demo: $(BASE)
 	$(VENV)/bin/churnlens demo --customers 20000 --workdir demo
 
 lint: $(STAMP)
@@ -43,6 +49,7 @@ test: $(STAMP) $(CDNOW) lint
 bench: $(STAMP)
 	$(PY) benchmarks/bench_features.py --events 10000000
 	$(PY) benchmarks/bench_scoring.py --customers 1000000
+	$(PY) benchmarks/bench_scale.py --customers 2000000
 
 clean:
 	rm -rf $(VENV) data/sample demo .pytest_cache .ruff_cache .hypothesis
