@@ -500,6 +500,12 @@ def score(
     memory_limit: MemoryOpt = None,
     temp_dir: TempDirOpt = None,
     track: Annotated[bool, typer.Option(help="Record the scoring run in MLflow.")] = True,
+    engine: Annotated[
+        str, typer.Option(help="'duckdb' (this machine) or 'spark' (needs churnlens[spark]).")
+    ] = "duckdb",
+    master: Annotated[
+        str, typer.Option(help="Spark master with --engine spark, e.g. local[2] or yarn.")
+    ] = "local[2]",
 ) -> None:
     """Score every customer: churn risk, lifecycle stage, segment and next action."""
     from churnlens.actions import load_policy
@@ -510,6 +516,18 @@ def score(
     rules = load_policy(policy)
     settings = _settings(config, memory_limit, temp_dir)
     models = load_models(model, None if segments == "none" else segments, settings)
+    if engine not in ("duckdb", "spark"):
+        raise typer.BadParameter("give 'duckdb' or 'spark'", param_hint="--engine")
+    if engine == "spark":
+        from churnlens.spark import score_to_file
+
+        with console.status(f"Scoring on Spark ({master})..."):
+            manifest = score_to_file(
+                events, as_of, out, models, rules, max_contacts=max_contacts, master=master
+            )
+        console.print(_scores_summary(manifest))
+        console.print(f"Scores: [bold]{out}[/] (Spark, {master})")
+        return
     with _partition_progress("Scoring partitions") as advance:
         result = score_job(
             events,
