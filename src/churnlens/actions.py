@@ -24,10 +24,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from churnlens.config import format_validation_error
+from churnlens.config import format_validation_error, read_yaml
 from churnlens.contacts import FatigueRules
 from churnlens.errors import ConfigError
 from churnlens.lifecycle import STAGES
@@ -188,13 +187,7 @@ def load_policy(path: str | Path | None = None) -> Policy:
     """The policy in a YAML file; ``None`` gives the shipped default policy."""
     if path is None:
         return Policy()
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: policy file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    path, data = read_yaml(path, "policy")
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:

@@ -273,17 +273,23 @@ def settings_from_dict(data: Mapping[str, Any], source: str = "configuration") -
         raise ConfigError(format_validation_error(exc, source)) from None
 
 
-def load_settings(path: str | Path | None = None) -> Settings:
-    """Load settings from a YAML file (safe loader); ``None`` gives the defaults."""
-    if path is None:
-        return Settings()
+def read_yaml(path: str | Path, kind: str = "configuration") -> tuple[Path, Mapping[str, Any]]:
+    """The resolved path and the mapping in a YAML file (safe loader, nothing executed)."""
     path = Path(path).resolve()
     if not path.is_file():
-        raise ConfigError(f"{path}: configuration file not found")
+        raise ConfigError(f"{path}: {kind} file not found")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return path, data
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load settings from a YAML file (safe loader); ``None`` gives the defaults."""
+    if path is None:
+        return Settings()
+    path, data = read_yaml(path)
     return settings_from_dict(data, source=str(path))
