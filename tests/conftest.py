@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+import uuid
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+COUNTS_ENV = "CHURNLENS_TEST_COUNTS"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # one folder shared by the xdist workers (they inherit the environment)
+    if COUNTS_ENV not in os.environ:
+        os.environ[COUNTS_ENV] = tempfile.mkdtemp(prefix="churnlens-counts-")
+
+
+def record_count(kind: str, n: int) -> None:
+    """Add ``n`` to a count shown at the end of the test run (fuzz cases, faults)."""
+    folder = Path(os.environ[COUNTS_ENV])
+    (folder / f"{uuid.uuid4().hex}.json").write_text(json.dumps({"kind": kind, "n": n}))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
+    folder = Path(os.environ.get(COUNTS_ENV, ""))
+    if not folder.is_dir():
+        return
+    totals: dict[str, int] = {}
+    for file in folder.glob("*.json"):
+        item = json.loads(file.read_text())
+        totals[item["kind"]] = totals.get(item["kind"], 0) + int(item["n"])
+    if totals:
+        terminalreporter.section("churnlens guarantees exercised")
+        for kind, n in sorted(totals.items()):
+            terminalreporter.write_line(f"{kind}: {n:,}")
+
+
 CDNOW_PATH = ROOT / "data" / "external" / "CDNOW_master.txt"
 
 

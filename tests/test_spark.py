@@ -12,17 +12,20 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from churnlens import ChurnlensError, InputError, Settings, build_features
 from churnlens import spark as cs
-from churnlens.actions import Policy
+from churnlens.actions import Policy, rank_sql
 from churnlens.config import ModelSettings, TrainingSettings
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
@@ -95,15 +98,13 @@ def test_timestamps_at_a_non_utc_offset_give_the_same_features(spark) -> None:
     log["timestamp"] = log["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S")
     late = {"customer_id": "a", "channel": "web", "event_type": "purchase", "amount": 80.0}
     log = pd.concat([log, pd.DataFrame([{**late, "timestamp": "2024-03-01T23:30:00-05:00"}])])
+    expected = build_features(log, "2024-03-01")
+    assert expected.loc["a", "rfm_frequency"] == 1  # 23:30 at -05:00 is 04:30 UTC next day
     text = spark.createDataFrame(log)  # timestamps as text: DuckDB parses them per bucket
     parsed = text.withColumn("timestamp", F.to_timestamp("timestamp"))  # Spark instants
-    for as_of in ("2024-03-01", "2024-03-02"):  # 23:30 at -05:00 is 04:30 UTC next day
-        expected = build_features(log, as_of)
-        for df in (text, parsed):
-            got = _features(cs.build_features(df, as_of).toPandas())
-            pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
-    assert build_features(log, "2024-03-01").loc["a", "rfm_frequency"] == 1
-    assert build_features(log, "2024-03-02").loc["a", "rfm_frequency"] == 2
+    for df in (text, parsed):
+        got = _features(cs.build_features(df, "2024-03-01").toPandas())
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
 
 
 def test_invalid_events_are_reported_once_for_the_whole_log(spark) -> None:
@@ -121,52 +122,78 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     for c in ("as_of", "silent_on", "lost_on"):
         out[c] = out[c].astype(str)
     out["reasons"] = [tuple(r) for r in out["reasons"]]
-    for c in out.columns[out.dtypes == object]:
+    for c in out.columns[[pd.api.types.is_object_dtype(t) for t in out.dtypes]]:
         out[c] = out[c].astype(object).where(out[c].notna(), None)
     return out
 
 
-@pytest.mark.parametrize("max_contacts", [None, 25])
-def test_scores_equal_the_single_machine_scores(
-    spark, events_path, models, tmp_path, max_contacts
-) -> None:
-    local = score(events_path, AS_OF, tmp_path / "s.parquet", models, max_contacts=max_contacts)
+def test_scores_equal_the_single_machine_scores(spark, events_path, models, tmp_path) -> None:
+    local = score(events_path, AS_OF, tmp_path / "s.parquet", models)
     expected = _normalise(pd.read_parquet(local.path))
-    events = spark.read.parquet(str(events_path))
-    got = _normalise(
-        cs.score(events, AS_OF, models, max_contacts=max_contacts, buckets=3).toPandas()
-    )
+    events = spark.read.parquet(str(events_path))  # timestamps: TIMESTAMP_NTZ
+    got = _normalise(cs.score(events, AS_OF, models, buckets=3).toPandas())
     assert list(got.index) == list(expected.index)
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
-    if max_contacts is not None:
-        contacting = got["action"].isin(Policy().contact_actions())
-        assert contacting.sum() == max_contacts
-        over = got[got["rule"] == "budget"]
-        assert len(over) > 0 and over["action_channel"].isna().all()
-        assert all(r[-1] == "over the contact budget of 25" for r in over["reasons"])
 
 
-@pytest.mark.parametrize("name", ["scores.parquet", "scores.csv"])
+def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
+    rng = np.random.default_rng(5)
+    n = 60
+    actions = ["nurture", "vip_care", "reactivation_discount", "no_action", "let_go"]
+    decided = pd.DataFrame(
+        {
+            "customer_id": [f"c{i:03d}" for i in rng.permutation(n)],
+            "as_of": date(2025, 2, 3),
+            "churn_probability": rng.choice([0.2, 0.5, 0.9], n),
+            "risk_band": "high",
+            "lifecycle_stage": "active",
+            "cycle_days": 30.0,
+            "days_since_purchase": 3.0,
+            "segment_id": 1,
+            "segment_name": "active",
+            "expected_value": 100.0,
+            "value_at_risk": rng.choice([10.0, 20.0, 30.0], n),  # many ties
+            "action": rng.choice(actions, n),
+            "action_channel": "email",
+            "reasons": [[f"reason {i}"] for i in range(n)],
+            "model_version": "v1",
+            "silent_on": date(2025, 3, 1),
+            "lost_on": date(2025, 6, 1),
+            "value_tier": "low",
+            "rule": "some_rule",
+        }
+    )
+    con = duckdb.connect()
+    con.register("_scores", pa.Table.from_pandas(decided))
+    df = spark.createDataFrame(decided, schema=cs._SCORED_SCHEMA)
+    for budget in (None, 0, 7, n):
+        expected = _normalise(con.sql(rank_sql("_scores", Policy(), budget)).df())
+        got = _normalise(cs._rank(df, Policy(), budget).toPandas())
+        pd.testing.assert_frame_equal(got, expected)
+    assert (got["rule"] != "budget").all()  # a budget of n contacts nobody out
+    over = _normalise(cs._rank(df, Policy(), 7).toPandas()).query("rule == 'budget'")
+    assert len(over) > 0 and over["action_channel"].isna().all()
+    assert all(r[-1] == "over the contact budget of 7" for r in over["reasons"])
+
+
 def test_score_to_file_writes_what_single_machine_scoring_writes(
-    spark, events_path, models, tmp_path, name
+    spark, events_path, models, tmp_path
 ) -> None:
-    local = score(events_path, AS_OF, tmp_path / "local" / name, models, max_contacts=40)
-    out = tmp_path / "spark" / name
+    local = score(events_path, AS_OF, tmp_path / "local" / "s.parquet", models, max_contacts=40)
+    out = tmp_path / "spark" / "s.parquet"
     manifest = cs.score_to_file(events_path, AS_OF, out, models, max_contacts=40, master="local[1]")
-    if name.endswith(".csv"):
-        assert out.read_text() == local.path.read_text()  # same rows, order and text
-    else:
-        expected, got = pd.read_parquet(local.path), pd.read_parquet(out)
-        assert list(got.columns) == [*SCORE_COLUMNS, *EXTRA_COLUMNS]
-        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
-    assert json.loads(out.with_name(name + ".manifest.json").read_text()) == manifest
+    expected, got = pd.read_parquet(local.path), pd.read_parquet(out)
+    assert list(got.columns) == [*SCORE_COLUMNS, *EXTRA_COLUMNS]  # and in the same order:
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
+    assert (got["action"].isin(Policy().contact_actions())).sum() == 40
+    assert json.loads(out.with_name("s.parquet.manifest.json").read_text()) == manifest
     assert manifest["engine"] == "spark" and manifest["partitions"] == 2
     differ = {"created", "seconds", "partitions", "engine", "spark_master", "value_at_risk"}
     assert {k: v for k, v in manifest.items() if k not in differ} == {
         k: v for k, v in local.manifest.items() if k not in differ
-    }
+    }  # the same fingerprint, counts, cuts, thresholds, stages and actions
     assert np.isclose(manifest["value_at_risk"], local.manifest["value_at_risk"], rtol=1e-12)
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp files
+    assert [p.name for p in out.parent.iterdir()] == ["s.parquet", "s.parquet.manifest.json"]
 
 
 def test_without_pyspark_the_error_says_how_to_install(monkeypatch) -> None:
@@ -174,6 +201,7 @@ def test_without_pyspark_the_error_says_how_to_install(monkeypatch) -> None:
     spec = importlib.util.spec_from_file_location("_spark_without_pyspark", cs.__file__)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
     with pytest.raises(ChurnlensError, match=r'pip install "churnlens\[spark\]"'):
         module.build_features(None, AS_OF)

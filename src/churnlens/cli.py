@@ -206,6 +206,9 @@ def features(
     if result.events.duplicates_dropped:
         dropped = result.events.duplicates_dropped
         console.print(f"  [yellow]warning:[/] {dropped:,} duplicate rows dropped")
+    if result.events_after_as_of:
+        later = result.events_after_as_of
+        console.print(f"  {later:,} events after {day} ignored (features see up to the as-of day)")
     console.print(_feature_summary(result.summary))
 
 
@@ -464,6 +467,9 @@ def _print_scores(result: object, report: Path | None) -> None:
         f"value at risk {manifest['value_at_risk']:,.0f}; model {manifest['model_version']}"
     )
     console.print(f"Scores: [bold]{result.path}[/] (manifest {result.manifest_path.name})")
+    if manifest.get("events_after_as_of_ignored"):
+        later = manifest["events_after_as_of_ignored"]
+        console.print(f"  {later:,} events after {manifest['as_of']} ignored")
     if report is not None:
         console.print(f"Report: [bold]{report}[/]")
 

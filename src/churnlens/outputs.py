@@ -55,6 +55,56 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def output_lock(path: str | Path) -> Iterator[Path]:
+    """Hold ``<path>.lock`` for the length of a job that writes ``path``.
+
+    A second job on the same output fails at once with an :class:`InputError` instead of
+    interleaving its work with the first; the lock goes with the process, so a killed
+    job never leaves it behind. Yields the lock file's path.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise _problem(
+                path,
+                f"another churnlens job ({holder}) is writing this output right now",
+                "wait for it to finish, or write to another path",
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        try:
+            yield lock
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def remove_stale_work(path: str | Path) -> int:
+    """Remove the work folders (``.<name>.work.*``) a killed job left beside ``path``;
+    call it only while holding :func:`output_lock`. Returns how many were removed."""
+    import shutil
+
+    path = Path(path)
+    stale = [p for p in path.parent.glob(f".{path.name}.work.*") if p.is_dir()]
+    stale += [p for p in path.parent.glob(f".{path.name}.*.tmp") if p.is_file()]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_table(frame: pd.DataFrame, path: str | Path, *, index: bool = False) -> Path:
     """Write ``frame`` as Parquet or CSV (by extension) atomically; returns the path."""
     path = check_output_path(path)

@@ -52,7 +52,7 @@ from churnlens.features.engine import buyer_features
 from churnlens.features.population import PopulationStats
 from churnlens.lifecycle import STAGES, StageThresholds, assign_stages, stage_thresholds
 from churnlens.model_source import ScoringModels
-from churnlens.outputs import atomic_path, check_output_path
+from churnlens.outputs import atomic_path, check_output_path, output_lock, remove_stale_work
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "customer_id", "as_of", "churn_probability", "risk_band", "lifecycle_stage",
@@ -94,6 +94,7 @@ class _Plan:
     value_cuts: tuple[float, float]
     fingerprint: str
     events: int
+    events_after: int  # after the as-of day: ignored, reported
 
 
 def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
@@ -101,8 +102,9 @@ def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
     values = expected_value(buyers["cycle_days"], buyers["rfm_monetary_mean"])
     cuts = value_cuts(values, policy)
     day = f"DATE '{as_of.isoformat()}'"
-    (events,) = table.con.execute(
-        f"SELECT count(*) FROM {table.name} WHERE day <= {day}"
+    events, later = table.con.execute(
+        f"SELECT count(*) FILTER (WHERE day <= {day}), count(*) FILTER (WHERE day > {day}) "
+        f"FROM {table.name}"
     ).fetchone()  # type: ignore[misc]
     if not events:
         raise InputError(
@@ -122,6 +124,7 @@ def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
         value_cuts=cuts,
         fingerprint=table.fingerprint(),
         events=int(events),
+        events_after=int(later),
     )
 
 
@@ -221,14 +224,36 @@ def score(
         Called after each partition with (done, total, customers scored so far).
     keep_scores
         Also return the scores as a DataFrame (for the Python API, reports, small logs).
+
+    Raises
+    ------
+    InputError
+        Also when another job holds the output's lock (``<out>.lock``).
     """
-    started = time.perf_counter()
     out = check_output_path(out)
     policy = policy or Policy()
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
     as_of = parse_as_of(as_of)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        remove_stale_work(out)  # left by a killed run: nobody else holds the lock
+        return _score_locked(
+            events, as_of, out, models, policy, max_contacts, partitions, progress, keep_scores
+        )
+
+
+def _score_locked(
+    events: EventSource | EventTable,
+    as_of: date,
+    out: Path,
+    models: ScoringModels,
+    policy: Policy,
+    max_contacts: int | None,
+    partitions: int | None,
+    progress: Progress | None,
+    keep_scores: bool,
+) -> ScoreResult:
+    started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent.resolve()))
     try:
         con = connect_for(models.settings, temp_dir=work / "duckdb")
@@ -323,6 +348,7 @@ def _manifest(
         "segments_version": models.segments_version,
         "input_fingerprint": plan.fingerprint,
         "events_scored": plan.events,
+        "events_after_as_of_ignored": plan.events_after,
         "partitions": partitions,
         "max_contacts": max_contacts,
         "stages": {s: stages.get(s, 0) for s in STAGES},

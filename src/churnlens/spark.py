@@ -2,35 +2,37 @@
 
 Nothing is re-implemented for Spark: the single-machine pandas/DuckDB code runs once per
 *bucket* of customers. Rows are grouped by ``pmod(xxhash64(customer_id), buckets)`` (the id
-cast to text and trimmed, so ids the loader will trim share a bucket) and each bucket's
-events reach a one-argument wrapper through ``applyInPandas`` with an explicit schema;
-the wrapper loads them with :func:`~churnlens.events.load_events` (the same validation,
-de-duplication and UTC conversion) and calls the single-machine builders. A customer's
-events are all in one bucket, so per-customer results are those of the whole log.
+as trimmed text, so ids the loader will trim share a bucket) and each bucket reaches a
+one-argument wrapper through ``applyInPandas`` with an explicit schema; the wrapper loads
+it with :func:`~churnlens.events.load_events` (the same validation, de-duplication and
+UTC conversion) and calls the single-machine builders. A customer's events are all in one
+bucket, so every per-customer result is that of the whole log.
 
-Statistics over the whole population cannot come from a bucket. A first, light pass runs
+Population statistics cannot come from a bucket. A first, light pass runs
 :func:`~churnlens.features.engine.buyer_features` per bucket and returns each buyer's raw
-purchase aggregates (recency, frequency, monetary total, tenure, purchase days), plus one
-summary row per bucket: its events up to the as-of day, DuckDB row-hash sums for the
-input fingerprint and any validation problems. The driver collects these small columns
-and computes, with the engine's own functions, the RFM cut points and median cycle
-(:class:`~churnlens.features.PopulationStats`) and, for scoring, the plan of
-:func:`churnlens.scoring.score`: lifecycle thresholds, value-tier cuts, fingerprint. The
-second pass builds features (or scores) per bucket against that plan, the models
-arriving as a broadcast variable; priority and the contact budget are then ranked over
-all customers with window functions, exactly as :func:`churnlens.actions.rank_sql` does.
+purchase aggregates (recency, frequency, monetary total, tenure, purchase days) and one
+summary row per bucket (events up to and after the as-of day, DuckDB row-hash sums for the
+input fingerprint, validation problems). The driver collects these small columns and
+computes with the engine's own functions the RFM cut points and median cycle and, for
+scoring, the rest of :func:`churnlens.scoring.score`'s plan: lifecycle thresholds,
+value-tier cuts, fingerprint. Every bucket's problems are merged into one
+:class:`~churnlens.errors.InputError` before any feature is built. The second pass builds
+features, or scores (the models arrive as a broadcast variable), per bucket against that
+plan; the contact budget and ``priority`` are then ranked over all customers with window
+functions, with :func:`churnlens.actions.rank_sql`'s rules.
 
 Known traps, handled here:
 
-- Time zones: ``TimestampType`` columns are instants and travel as UTC epoch
-  microseconds, other timestamp columns (text with offsets, dates, ``TIMESTAMP_NTZ``) as
-  text that DuckDB parses as on one machine, so results never depend on the session time
-  zone. :func:`spark_session` still sets ``spark.sql.session.timeZone=UTC``: Spark itself
+- Time zones: ``TimestampType`` values are instants and travel as UTC epoch microseconds;
+  other timestamps (text with or without offsets, dates, ``TIMESTAMP_NTZ``) travel as text
+  that DuckDB parses exactly as on one machine. Results never depend on the session time
+  zone, but :func:`spark_session` sets ``spark.sql.session.timeZone=UTC`` anyway: Spark
   reads naive pandas datetimes and offset-less text in that zone.
-- Executors must run this interpreter with churnlens installed (not only on
+- Executors must run this interpreter, with churnlens installed (not only on
   ``sys.path``): :func:`spark_session` sets ``PYSPARK_PYTHON`` to ``sys.executable``.
 - Never group by ``customer_id`` alone: one Python call per customer is ~700x slower.
-- Broadcasting needs a classic session (not Spark Connect).
+- DuckDB runs one thread per task (Spark already runs a task per core).
+- Broadcast variables need a classic session, not Spark Connect.
 """
 
 from __future__ import annotations
@@ -48,38 +50,18 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from churnlens import events as ev
+from churnlens import scoring
 from churnlens.actions import BUDGET_RULE, Policy, value_cuts
 from churnlens.config import Settings
 from churnlens.errors import ChurnlensError, InputError, Problem
-from churnlens.events import (
-    _FINGERPRINT_PRIME,
-    CANONICAL_COLUMNS,
-    REQUIRED_COLUMNS,
-    EventTable,
-    _fingerprint,
-    connect,
-    load_events,
-    parse_as_of,
-)
-from churnlens.features import cycle, rfm
+from churnlens.features import cycle, engine, rfm
 from churnlens.features.base import FeatureContext
-from churnlens.features.engine import _population, buyer_features, feature_names
-from churnlens.features.engine import build_features as local_features
+from churnlens.features.population import PopulationStats
 from churnlens.lifecycle import stage_thresholds
 from churnlens.model_source import ScoringModels, load_models
-from churnlens.outputs import check_output_path
-from churnlens.scoring import (
-    EXTRA_COLUMNS,
-    SCORE_COLUMNS,
-    _manifest,
-    _part_table,
-    _Plan,
-    _write_manifest,
-    _write_output,
-    expected_value,
-    partition_inputs,
-    score_partition,
-)
+from churnlens.outputs import check_output_path, output_lock, remove_stale_work
+from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS
 
 try:
     from pyspark.sql import DataFrame, SparkSession, Window
@@ -90,18 +72,9 @@ except ImportError:  # the optional extra is not installed: _require() says so
 
 BUCKET = "_churnlens_bucket"
 SOURCE = "<Spark DataFrame>"
-_BUYER_COLUMNS = (
-    "rfm_recency_days",
-    "rfm_frequency",
-    "rfm_monetary_total",
-    "rfm_tenure_days",
-    "cycle_n_intervals",
-)
-_STATS_SCHEMA = (
-    "customer_id string, "
-    + ", ".join(f"{c} double" for c in _BUYER_COLUMNS)
-    + ", events long, hash_rows long, hash_xor long, hash_sum long, problems string"
-)
+_BUYERS = ("rfm_recency_days", "rfm_frequency", "rfm_monetary_total", "rfm_tenure_days")
+_STATS = ("customer_id", *_BUYERS, "cycle_n_intervals", "summary")
+_STATS_SCHEMA = ", ".join(f"{c} {'double' if c in _STATS[1:-1] else 'string'}" for c in _STATS)
 _SCORED_SCHEMA = (
     "customer_id string, as_of date, churn_probability double, risk_band string, "
     "lifecycle_stage string, cycle_days double, days_since_purchase double, "
@@ -116,6 +89,10 @@ def _require() -> None:
         raise ChurnlensError(
             'churnlens.spark needs PySpark: pip install "churnlens[spark]" (and Java 17+)'
         )
+
+
+def _problem(column: str, message: str, fix: str, source: str = SOURCE) -> InputError:
+    return InputError(source, [Problem(column=column, message=message, fix=fix)])
 
 
 def spark_session(master: str = "local[2]", ui: bool = False) -> SparkSession:
@@ -135,248 +112,209 @@ def spark_session(master: str = "local[2]", ui: bool = False) -> SparkSession:
     return spark
 
 
-# -- the events, bucketed ---------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class _Events:
-    frame: DataFrame  # canonical columns plus BUCKET
-    micros: bool  # timestamp travels as UTC epoch microseconds
+    frame: DataFrame  # the canonical columns present, plus BUCKET
+    micros: bool  # timestamp travels as UTC epoch microseconds (else as text)
     buckets: int
 
 
 def _prepare(df: DataFrame, buckets: int | None) -> _Events:
-    """The canonical columns of ``df``, with timestamps made zone-proof, and the bucket."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in ev.REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise InputError(
-            SOURCE,
-            [
-                Problem(column=c, message="required column is missing", fix=f"add '{c}'")
-                for c in missing
-            ],
-        )
-    if buckets is None:
-        buckets = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
+        fix = f"the event log needs {', '.join(ev.REQUIRED_COLUMNS)}"
+        raise _problem(", ".join(missing), "required column is missing", fix)
+    buckets = buckets or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
     if buckets < 1:
         raise ValueError("buckets must be >= 1")
     micros = isinstance(df.schema["timestamp"].dataType, T.TimestampType)
-    columns = []
-    for c in (c for c in CANONICAL_COLUMNS if c in df.columns):
-        if c == "timestamp":
-            ts = F.unix_micros(F.col(c)) if micros else F.col(c).cast("string")
-            columns.append(ts.alias(c))
-        else:
-            columns.append(F.col(c))
+    stamp = F.unix_micros("timestamp") if micros else F.col("timestamp").cast("string")
+    columns = [
+        stamp.alias(c) if c == "timestamp" else F.col(c)
+        for c in ev.CANONICAL_COLUMNS
+        if c in df.columns
+    ]
     key = F.trim(F.col("customer_id").cast("string"))
     bucket = F.pmod(F.xxhash64(key), F.lit(buckets)).alias(BUCKET)
     return _Events(df.select(*columns, bucket), micros, buckets)
 
 
-def _bucket_table(pdf: pd.DataFrame, micros: bool, settings: Settings) -> EventTable:
-    """A bucket's rows, loaded as the single-machine code loads a pandas event frame.
-
-    DuckDB gets one thread (Spark runs a task per core) and the engine's memory cap.
-    """
+def _bucket_table(pdf: pd.DataFrame, micros: bool, settings: Settings) -> ev.EventTable:
+    """A bucket's rows, loaded as single-machine code loads a pandas event frame."""
     pdf = pdf.drop(columns=BUCKET)
     if micros:
         pdf["timestamp"] = pd.to_datetime(pdf["timestamp"], unit="us")  # naive UTC
-    engine = settings.engine
-    con = connect(engine.memory_limit, engine.temp_dir, engine.threads or 1)
-    return load_events(pdf, settings, con=con)
+    limits = settings.engine
+    con = ev.connect(limits.memory_limit, limits.temp_dir, limits.threads or 1)
+    return ev.load_events(pdf, settings, con=con)
 
 
-def _collect(df: DataFrame) -> pd.DataFrame:
-    to_arrow = getattr(df, "toArrow", None)  # Spark 4; 3.5 has toPandas only
-    return to_arrow().to_pandas() if to_arrow else df.toPandas()
-
-
-# -- pass 1: population statistics and the plan -----------------------------------------
+def _collect(df: DataFrame) -> pa.Table:
+    to_arrow = getattr(df, "toArrow", None)  # Spark 4; 3.5 goes through pandas
+    return to_arrow() if to_arrow else pa.Table.from_pandas(df.toPandas(), preserve_index=False)
 
 
 def _bucket_stats(pdf: pd.DataFrame, as_of: date, settings: Settings, micros: bool) -> pd.DataFrame:
-    """One bucket's buyers (raw purchase aggregates) and a summary row (no customer_id)."""
-    summary: dict[str, Any] = {"customer_id": [None], "problems": [None]}
+    """Pass 1 for one bucket: its buyers' raw aggregates, and a summary row (no id) with
+    its counts and fingerprint parts, or its problems, as JSON (exact 64-bit integers)."""
     try:
         table = _bucket_table(pdf, micros, settings)
     except InputError as exc:
-        summary["problems"] = [json.dumps([asdict(p) for p in exc.problems])]
-        return pd.DataFrame(summary)
-    _, buyers = buyer_features(table, as_of, settings)
-    cols = ", ".join(CANONICAL_COLUMNS)
+        summary = json.dumps({"problems": [asdict(p) for p in exc.problems]})
+        return pd.DataFrame([{"summary": summary}], columns=list(_STATS))
+    _, buyers = engine.buyer_features(table, as_of, settings)
+    # as EventTable.fingerprint: row count, xor of the row hashes, sum of them mod a prime
     rows, xor, total, events = table.con.execute(
-        f"SELECT count(*), bit_xor(h), sum(h % {_FINGERPRINT_PRIME}), "
-        f"count(*) FILTER (WHERE day <= DATE '{as_of.isoformat()}') "
-        f"FROM (SELECT hash({cols}) AS h, day FROM {table.name})"
+        f"SELECT count(*), bit_xor(h), sum(h % {ev._FINGERPRINT_PRIME}), "
+        f"count(*) FILTER (WHERE day <= DATE '{as_of}') "
+        f"FROM (SELECT hash({', '.join(ev.CANONICAL_COLUMNS)}) AS h, day FROM {table.name})"
     ).fetchone()  # type: ignore[misc]
-    xor = int(xor) - (1 << 64) if int(xor) >= 1 << 63 else int(xor)  # into a signed long
-    summary.update(events=[events], hash_rows=[rows], hash_xor=[xor], hash_sum=[int(total)])
-    return pd.concat([buyers[list(_BUYER_COLUMNS)].reset_index(), pd.DataFrame(summary)])
+    counts = {"events": events, "rows": rows, "xor": int(xor), "sum": int(total)}
+    summary = pd.DataFrame([{"summary": json.dumps(counts)}])
+    found = buyers[[*_BUYERS, "cycle_n_intervals"]].reset_index()
+    return pd.concat([found, summary]).reindex(columns=list(_STATS))
 
 
 @dataclass(frozen=True)
 class _LogStats:
-    population: Any  # PopulationStats
+    population: PopulationStats
     buyers: pd.DataFrame  # rfm_* and cycle_* features of every buyer
     events: int  # up to the as-of day
+    rows: int  # all of them
     fingerprint: str
 
 
-def _raise_problems(problem_json: pd.Series) -> None:
-    """One InputError with the problems of every bucket, merged (rows summed)."""
+def _raise_problems(summaries: list[dict[str, Any]]) -> None:
+    """One InputError with every bucket's problems, merged (rows summed)."""
     merged: dict[tuple[str, str, str], Problem] = {}
-    for text in problem_json.dropna():
-        for p in (Problem(**{**d, "examples": tuple(d["examples"])}) for d in json.loads(text)):
-            # bucket-relative row numbers would mislead: keep the values
-            examples = tuple(re.sub(r"^row \d+: ", "", e) for e in p.examples)
+    for found in (s["problems"] for s in summaries if "problems" in s):
+        for p in (Problem(**{**d, "examples": tuple(d["examples"])}) for d in found):
+            shown = tuple(re.sub(r"^row \d+: ", "", e) for e in p.examples)  # bucket rows
             key = (p.column, p.message, p.fix)
             seen = merged.get(key, Problem(p.column, p.message, 0, (), p.fix))
-            shown = tuple(dict.fromkeys(seen.examples + examples))[:3]
+            shown = tuple(dict.fromkeys(seen.examples + shown))[:3]
             merged[key] = Problem(p.column, p.message, seen.rows + p.rows, shown, p.fix)
     if merged:
         raise InputError(SOURCE, list(merged.values()))
 
 
 def _log_stats(events: _Events, as_of: date, settings: Settings) -> _LogStats:
-    """Validate the log and compute, on the driver, the whole population's statistics."""
+    """Pass 1: validate the log, then the whole population's statistics on the driver."""
     micros = events.micros
 
     def stats(pdf: pd.DataFrame) -> pd.DataFrame:
         return _bucket_stats(pdf, as_of, settings, micros)
 
-    collected = _collect(events.frame.groupBy(BUCKET).applyInPandas(stats, _STATS_SCHEMA))
-    summary = collected[collected["customer_id"].isna()]
-    if summary.empty:
-        raise InputError(SOURCE, [Problem("-", "no events: the log has no rows", fix="")])
-    _raise_problems(summary["problems"])
-    found = collected.dropna(subset=["customer_id"]).set_index("customer_id").sort_index()
-    # the raw aggregates buyer_features finished, rebuilt from its (raw-valued) columns
-    raw = found[["rfm_recency_days", "rfm_frequency", "rfm_monetary_total", "rfm_tenure_days"]]
-    raw = raw.assign(
-        _cycle_purchase_days=found["cycle_n_intervals"] + 1,  # >= 1 purchase day per buyer
+    got = _collect(events.frame.groupBy(BUCKET).applyInPandas(stats, _STATS_SCHEMA)).to_pandas()
+    summaries = [json.loads(s) for s in got.loc[got["customer_id"].isna(), "summary"]]
+    if not summaries:
+        raise _problem("-", "no events: the log has no rows", "check that the right log was given")
+    _raise_problems(summaries)
+    found = got.dropna(subset=["customer_id"]).set_index("customer_id").sort_index()
+    # the raw purchase aggregates, as engine.buyer_features has them for the whole log
+    raw = found[list(_BUYERS)].assign(
+        _cycle_purchase_days=found["cycle_n_intervals"] + 1,  # buyers: >= 1 purchase day
         _cycle_span_days=found["rfm_tenure_days"] - found["rfm_recency_days"],
     )
-    population = _population(raw)
+    population = engine._population(raw)
     ctx = FeatureContext(settings=settings, as_of=as_of, population=population)
     buyers = pd.concat([rfm.finish(raw, ctx), cycle.finish(raw, ctx)], axis=1)
     xor = 0
-    for v in summary["hash_xor"]:
-        xor ^= int(v) & ((1 << 64) - 1)
-    fingerprint = _fingerprint(
-        int(summary["hash_rows"].sum()), xor, sum(int(v) for v in summary["hash_sum"])
-    )
-    return _LogStats(population, buyers, int(summary["events"].sum()), fingerprint)
+    for s in summaries:
+        xor ^= s["xor"]
+    rows, events = sum(s["rows"] for s in summaries), sum(s["events"] for s in summaries)
+    fingerprint = ev._fingerprint(rows, xor, sum(s["sum"] for s in summaries))
+    return _LogStats(population, buyers, events, rows, fingerprint)
 
 
-def _plan(stats: _LogStats, as_of: date, settings: Settings, policy: Policy) -> _Plan:
-    """What :func:`churnlens.scoring._plan` computes, from the collected statistics."""
+def _plan(stats: _LogStats, as_of: date, settings: Settings, policy: Policy) -> scoring._Plan:
+    """What churnlens.scoring._plan computes, from the collected statistics."""
     if not stats.events:
-        raise InputError(
-            SOURCE,
-            [
-                Problem(
-                    column="timestamp",
-                    message=f"no event on or before the as-of day {as_of}, nobody to score",
-                    fix="give a later --as-of",
-                )
-            ],
-        )
-    buyers = stats.buyers
-    values = expected_value(buyers["cycle_days"], buyers["rfm_monetary_mean"])
-    return _Plan(
+        message = f"no event on or before the as-of day {as_of}, nobody to score"
+        raise _problem("timestamp", message, "give a later --as-of")
+    values = scoring.expected_value(stats.buyers["cycle_days"], stats.buyers["rfm_monetary_mean"])
+    return scoring._Plan(
         as_of=as_of,
         population=stats.population,
-        thresholds=stage_thresholds(buyers["cycle_own_days"], settings),
+        thresholds=stage_thresholds(stats.buyers["cycle_own_days"], settings),
         value_cuts=value_cuts(values, policy),
         fingerprint=stats.fingerprint,
         events=stats.events,
+        events_after=stats.rows - stats.events,
     )
 
 
-# -- pass 2: features and scores per bucket ---------------------------------------------
-
-
 def build_features(
-    df: DataFrame,
-    as_of: str | date,
-    settings: Settings | None = None,
-    buckets: int | None = None,
+    df: DataFrame, as_of: str | date, settings: Settings | None = None, buckets: int | None = None
 ) -> DataFrame:
     """Point-in-time features on Spark, equal to :func:`churnlens.build_features`.
 
     Parameters
     ----------
     df
-        Events with the event-log contract's columns (extra columns are ignored).
+        Events with the event-log contract's columns (other columns are ignored).
     as_of
         The features see every event up to and including this (UTC) day.
     settings
         Feature settings; defaults when ``None``.
     buckets
-        How many customer buckets (Python calls); ``spark.sql.shuffle.partitions`` by
-        default.
+        Customer buckets (one Python call each); ``spark.sql.shuffle.partitions`` by default.
 
     Returns
     -------
     pyspark.sql.DataFrame
-        ``customer_id`` and every column of :func:`churnlens.feature_names` (doubles).
-        The log is validated and the population computed (one Spark job) before this
-        returns; the features themselves are computed lazily.
+        ``customer_id`` and every column of :func:`churnlens.feature_names`, as doubles.
+        Validation and the population (one Spark job) run before this returns.
     """
     _require()
     settings = settings or Settings()
-    as_of = parse_as_of(as_of)
+    as_of = ev.parse_as_of(as_of)
     events = _prepare(df, buckets)
     population = _log_stats(events, as_of, settings).population
-    names = feature_names(settings)
-    micros = events.micros
+    names, micros = engine.feature_names(settings), events.micros
 
     def features(pdf: pd.DataFrame) -> pd.DataFrame:
         table = _bucket_table(pdf, micros, settings)
-        frame = local_features(table, as_of, settings, population)
+        frame = engine.build_features(table, as_of, settings, population)
         return frame.reset_index()[["customer_id", *names]]
 
     schema = "customer_id string, " + ", ".join(f"`{n}` double" for n in names)
     return events.frame.groupBy(BUCKET).applyInPandas(features, schema)
 
 
-def _as_models(models: ScoringModels | str | Path) -> ScoringModels:
-    return models if isinstance(models, ScoringModels) else load_models(models)
-
-
 def _score(
     df: DataFrame,
     as_of: str | date,
-    models: ScoringModels,
-    policy: Policy,
+    models: ScoringModels | str | Path,
+    policy: Policy | None,
     max_contacts: int | None,
     buckets: int | None,
-) -> tuple[DataFrame, _Plan, int]:
+) -> tuple[DataFrame, scoring._Plan, int]:
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
-    as_of = parse_as_of(as_of)
+    models = models if isinstance(models, ScoringModels) else load_models(models)
+    policy, as_of = policy or Policy(), ev.parse_as_of(as_of)
     events = _prepare(df, buckets)
     plan = _plan(_log_stats(events, as_of, models.settings), as_of, models.settings, policy)
-    shared = df.sparkSession.sparkContext.broadcast(models)
-    micros = events.micros
+    shared, micros = df.sparkSession.sparkContext.broadcast(models), events.micros
+    empty = [c for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS) if c != "priority"]
 
     def scores(pdf: pd.DataFrame) -> pd.DataFrame:
         models: ScoringModels = shared.value
-        table = _bucket_table(pdf, micros, models.settings)
-        part = table.hash_partition(0, 1, plan.as_of)  # the events up to the as-of day
-        (rows,) = table.con.execute(f"SELECT count(*) FROM {part.name}").fetchone()  # type: ignore[misc]
-        if not rows:
-            return pd.DataFrame(columns=[c for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS)])
-        X, contacts = partition_inputs(part, plan, models, policy)
-        frame = score_partition(X, contacts, plan, models, policy, num_threads=1)
-        return _part_table(frame, plan, models.version).to_pandas(ignore_metadata=True)
+        part = _bucket_table(pdf, micros, models.settings).hash_partition(0, 1, plan.as_of)
+        (rows,) = part.con.execute(f"SELECT count(*) FROM {part.name}").fetchone()  # type: ignore[misc]
+        if not rows:  # every event of the bucket is after the as-of day
+            return pd.DataFrame(columns=empty)
+        X, contacts = scoring.partition_inputs(part, plan, models, policy)
+        frame = scoring.score_partition(X, contacts, plan, models, policy, num_threads=1)
+        return scoring._part_table(frame, plan, models.version).to_pandas(ignore_metadata=True)
 
     scored = events.frame.groupBy(BUCKET).applyInPandas(scores, _SCORED_SCHEMA)
     return _rank(scored, policy, max_contacts), plan, events.buckets
 
 
 def _rank(scored: DataFrame, policy: Policy, max_contacts: int | None) -> DataFrame:
-    """The contact budget and ``priority`` over all customers: actions.rank_sql's rules."""
+    """The contact budget, then ``priority`` over all customers (actions.rank_sql's rules)."""
     order = [
         F.col("value_at_risk").desc_nulls_last(),
         F.col("churn_probability").desc_nulls_last(),
@@ -386,18 +324,20 @@ def _rank(scored: DataFrame, policy: Policy, max_contacts: int | None) -> DataFr
     contact = F.col("action").isin(contacting) if contacting else F.lit(False)
     if max_contacts is not None:
         rank = F.row_number().over(Window.partitionBy(contact).orderBy(*order))
-        scored = scored.withColumn("_over", contact & (rank > F.lit(int(max_contacts))))
         over = F.col("_over")
         note = F.array(F.lit(f"over the contact budget of {max_contacts}"))
-        scored = scored.select(
-            *(c for c in scored.columns if c not in ("action", "action_channel", "rule")),
-            F.when(over, F.lit(policy.fallback)).otherwise(F.col("action")).alias("action"),
-            F.when(over, F.lit(None)).otherwise(F.col("action_channel")).alias("action_channel"),
-            F.when(over, F.lit(BUDGET_RULE)).otherwise(F.col("rule")).alias("rule"),
-        ).withColumn("reasons", F.when(over, F.concat("reasons", note)).otherwise(F.col("reasons")))
+        replaced = {
+            "action": F.when(over, F.lit(policy.fallback)).otherwise(F.col("action")),
+            "action_channel": F.when(~over, F.col("action_channel")),
+            "rule": F.when(over, F.lit(BUDGET_RULE)).otherwise(F.col("rule")),
+            "reasons": F.when(over, F.concat("reasons", note)).otherwise(F.col("reasons")),
+        }
+        scored = scored.withColumn("_over", contact & (rank > F.lit(int(max_contacts))))
+        scored = scored.withColumns(replaced)
     priority = F.row_number().over(Window.partitionBy("action").orderBy(*order))
-    scored = scored.withColumn("priority", priority.cast("long"))
-    return scored.select(*SCORE_COLUMNS, *EXTRA_COLUMNS)
+    return scored.withColumn("priority", priority.cast("long")).select(
+        *SCORE_COLUMNS, *EXTRA_COLUMNS
+    )
 
 
 def score(
@@ -408,58 +348,47 @@ def score(
     max_contacts: int | None = None,
     buckets: int | None = None,
 ) -> DataFrame:
-    """Score every customer on Spark, equal to :func:`churnlens.scoring.score`'s rows.
+    """Score every customer on Spark: the rows :func:`churnlens.scoring.score` writes.
 
     Parameters
     ----------
     df
         Events with the event-log contract's columns.
     models
-        Loaded models, or a bundle directory / ``models:/`` URI for
-        :func:`~churnlens.model_source.load_models`; sent to executors as a broadcast.
+        Loaded models, or a bundle directory or ``models:/`` URI for
+        :func:`~churnlens.model_source.load_models`; executors get them as a broadcast.
     policy
         The action policy; the default policy when ``None``.
     max_contacts
         Keep only this many contacting actions (highest value at risk first).
     buckets
-        How many customer buckets; ``spark.sql.shuffle.partitions`` by default.
+        Customer buckets (one Python call each); ``spark.sql.shuffle.partitions`` by default.
 
     Returns
     -------
     pyspark.sql.DataFrame
-        The scores contract columns (``SCORE_COLUMNS`` then ``EXTRA_COLUMNS``),
-        ``reasons`` as ``array<string>``. Validation and the plan (one Spark job) run
-        before this returns; the scores are computed lazily.
+        The scores contract (``SCORE_COLUMNS`` then ``EXTRA_COLUMNS``), ``reasons`` as
+        ``array<string>``. Validation and the plan (one Spark job) run before this returns.
     """
     _require()
-    scored, _, _ = _score(df, as_of, _as_models(models), policy or Policy(), max_contacts, buckets)
-    return scored
+    return _score(df, as_of, models, policy, max_contacts, buckets)[0]
 
 
 def read_events(spark: SparkSession, path: str | Path) -> DataFrame:
-    """An event log file (``.parquet``, a folder of them, ``.csv``/``.csv.gz``) on Spark.
+    """An event log (``.parquet``, a folder of them, ``.csv``, ``.csv.gz``) on Spark.
 
-    CSV columns stay text (as the single-machine reader keeps them) for DuckDB to parse.
+    CSV columns stay text, as the single-machine reader keeps them, for DuckDB to parse.
     """
     _require()
-    path = Path(path)
+    path, name = Path(path), Path(path).name.lower()
     if not path.exists():
-        raise InputError(str(path), [Problem("-", "file not found", fix="check the path")])
-    name = path.name.lower()
+        raise _problem("-", "file not found", "check the path", str(path))
     if path.is_dir() or name.endswith((".parquet", ".pq")):
         return spark.read.parquet(str(path))
     if re.search(r"\.(csv|txt)(\.gz)?$", name):
-        return spark.read.csv(str(path), header=True, escape='"', multiLine=False)
-    raise InputError(
-        str(path),
-        [
-            Problem(
-                column="-",
-                message=f"unknown file type '{path.suffix}' for --engine spark",
-                fix="use .csv, .csv.gz or .parquet (or a directory of .parquet files)",
-            )
-        ],
-    )
+        return spark.read.csv(str(path), header=True, escape='"')
+    fix = "use .csv, .csv.gz or .parquet (or a folder of .parquet files)"
+    raise _problem("-", f"unknown file type '{path.suffix}' for the Spark engine", fix, str(path))
 
 
 def score_to_file(
@@ -473,32 +402,33 @@ def score_to_file(
     buckets: int | None = None,
     ui: bool = False,
 ) -> dict[str, Any]:
-    """Score an event log file on Spark and write the scores file and its manifest.
+    """Score an event log file on Spark; write the scores file and its manifest.
 
-    The output (``.parquet``, ``.csv``, ``.csv.gz``) is collected to the driver as Arrow
-    and written by the single-machine writer: same order (action, priority), same CSV
-    form (reasons joined by ``"; "``), a temporary file renamed when complete, and the
-    same manifest JSON beside it (with ``"engine": "spark"``). Returns the manifest.
+    The scores are collected to the driver as Arrow and written by the single-machine
+    writer (same order, Parquet or CSV with reasons joined by ``"; "``, a temporary file
+    renamed when complete), with the same manifest JSON beside them plus ``engine`` and
+    ``spark_master``; ``partitions`` is the number of buckets. Returns the manifest.
     """
     _require()
     started = time.perf_counter()
     out = check_output_path(out)
-    models = _as_models(models)  # fail on a bad model before starting Spark
+    if not isinstance(models, ScoringModels):
+        models = load_models(models)  # a bad model fails before Spark starts
     policy = policy or Policy()
     spark = spark_session(master, ui=ui)
     events = read_events(spark, events_path)
-    scored, plan, count = _score(events, as_of, models, policy, max_contacts, buckets)
-    to_arrow = getattr(scored, "toArrow", None)
-    ranked: pa.Table = (
-        to_arrow() if to_arrow else pa.Table.from_pandas(scored.toPandas(), preserve_index=False)
-    )
-    con = connect()
-    try:
-        con.register("_ranked", ranked)
-        _write_output(con, "_ranked", out)
-        manifest = _manifest(con, plan, models, policy, out, max_contacts, count, started)
-    finally:
-        con.close()
-    manifest.update(engine="spark", spark_master=spark.sparkContext.master)
-    _write_manifest(out, manifest)
+    with output_lock(out):  # one job per output, as on one machine
+        remove_stale_work(out)
+        scored, plan, count = _score(events, as_of, models, policy, max_contacts, buckets)
+        con = ev.connect()
+        try:
+            con.register("_ranked", _collect(scored))
+            scoring._write_output(con, "_ranked", out)
+            manifest = scoring._manifest(
+                con, plan, models, policy, out, max_contacts, count, started
+            )
+        finally:
+            con.close()
+        manifest.update(engine="spark", spark_master=spark.sparkContext.master)
+        scoring._write_manifest(out, manifest)
     return manifest

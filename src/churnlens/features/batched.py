@@ -43,6 +43,7 @@ class FeatureFile:
     seconds: float
     events: EventTable = field(repr=False)
     summary: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    events_after_as_of: int = 0  # ignored: they happened after the as-of day
 
 
 def _schema(settings: Settings) -> pa.Schema:
@@ -75,8 +76,9 @@ def write_features(
     table = load_events(events, settings)
     settings = table.settings
     day = parse_as_of(as_of)
-    (n_events,) = table.con.execute(
-        f"SELECT count(*) FROM {table.name} WHERE day <= DATE '{day}'"
+    n_events, later = table.con.execute(
+        f"SELECT count(*) FILTER (WHERE day <= DATE '{day}'), "
+        f"count(*) FILTER (WHERE day > DATE '{day}') FROM {table.name}"
     ).fetchone()  # type: ignore[misc]
     if not n_events:
         fix = "give a later --as-of"
@@ -104,7 +106,8 @@ def write_features(
         finally:
             writer.close()
     summary = _combine_stats(stats)
-    return FeatureFile(out, customers, count, time.perf_counter() - began, table, summary)
+    seconds = time.perf_counter() - began
+    return FeatureFile(out, customers, count, seconds, table, summary, int(later))
 
 
 class _Writer:

@@ -65,7 +65,8 @@ def channels_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> l
         "count(*) AS chan_n_channels",
         "max(n) AS _chan_top",
         "sum(n * n) AS _chan_sum_sq",
-        "sum(n * ln(n)) AS _chan_n_log_n",
+        # rounded per term, then summed exactly: the same result in any order
+        "CAST(sum(CAST(n * ln(n) AS DECIMAL(38, 12))) AS DOUBLE) AS _chan_n_log_n",
         *(f"sum(n) FILTER (WHERE channel = {sql_literal(c)}) AS _chan_n_{c}" for c in channels),
         f"sum(n) FILTER (WHERE channel NOT IN ({listed})) AS _chan_n_other",
     ]

@@ -119,9 +119,10 @@ def _statement(events: str, settings: Settings, seen_channels: tuple[str, ...]) 
                                  ORDER BY timestamp, channel, event_type)))
         GROUP BY customer_id
     ), purchase_stats AS (
+        -- amounts are summed as decimals: exact, so the same in any (parallel) order
         SELECT customer_id,
                {aggregates("purchase_days")}
-        FROM (SELECT customer_id, age, count(*) AS n, sum(amount) AS amount
+        FROM (SELECT customer_id, age, count(*) AS n, sum(CAST(amount AS DECIMAL(38, 10))) AS amount
               FROM {events} WHERE role = 'purchase' GROUP BY customer_id, age)
         GROUP BY customer_id
     ), outbound_stats AS (
@@ -192,7 +193,7 @@ def buyer_features(
     raw = table.con.execute(f"""
         SELECT customer_id, {_aggregates("purchase_days", table.settings, ())}
         FROM (SELECT customer_id, CAST({day} - day AS INTEGER) AS age,
-                     count(*) AS n, sum(amount) AS amount
+                     count(*) AS n, sum(CAST(amount AS DECIMAL(38, 10))) AS amount
               FROM {table.name} WHERE role = 'purchase' AND day <= {day}
               GROUP BY customer_id, age)
         GROUP BY customer_id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
@@ -24,7 +25,11 @@ def sequence_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> l
     return [
         "avg(gap) AS gap_mean",
         "quantile_cont(gap, 0.5) AS gap_median",
-        "stddev_pop(gap) AS gap_std",
+        # gaps are whole days, so these sums are exact in any order: the standard
+        # deviation comes out the same run after run (stddev_pop's parallel merge does not)
+        "sum(gap * gap) AS _gap_sum_sq",
+        "sum(gap) AS _gap_sum",
+        "count(gap) AS _gap_n",
         "max(gap) AS gap_max",
         "arg_max(gap, timestamp) FILTER (WHERE gap IS NOT NULL) AS gap_last",
         "min(age) AS gap_days_since_contact",
@@ -34,7 +39,11 @@ def sequence_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> l
 def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     out = pd.DataFrame(index=raw.index)
     for name in feature_names(ctx.settings):
-        if name != "gap_cv":
+        if name not in ("gap_cv", "gap_std"):
             out[name] = raw[name].astype(float)
+    n = raw["_gap_n"].astype(float).where(raw["_gap_n"] > 0)
+    mean = raw["_gap_sum"].astype(float) / n
+    variance = (raw["_gap_sum_sq"].astype(float) / n - mean * mean).clip(lower=0.0)
+    out["gap_std"] = np.sqrt(variance)
     out["gap_cv"] = ratio(out["gap_std"], out["gap_mean"])
     return out[feature_names(ctx.settings)]

@@ -1,0 +1,152 @@
+"""Faults: killed jobs, two jobs on one output, reruns. Nothing is lost or interleaved."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from churnlens import InputError
+from churnlens.bundle import load_bundle
+from churnlens.model_source import load_models
+from churnlens.outputs import output_lock
+from churnlens.scoring import score
+from churnlens.training import train
+from tests.conftest import record_count
+from tests.test_scoring import AS_OF, SETTINGS
+
+KILLS = 3  # random kill points per job kind
+
+
+@pytest.fixture(scope="module")
+def events_path(sample_events: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("log") / "events.parquet"
+    late = sample_events.head(5).assign(
+        timestamp=pd.Timestamp("2025-03-01"), amount=[1001.0, 1002.0, 1003.0, 1004.0, 1005.0]
+    )
+    pd.concat([sample_events, late], ignore_index=True).to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(events_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    result = train(events_path, AS_OF, SETTINGS, tmp_path_factory.mktemp("models"))
+    assert result.bundle is not None
+    return result.bundle
+
+
+def _cli(*args: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "churnlens.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+
+
+def _kill_after(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    """SIGKILL after ``seconds`` unless it finished first; True when it was killed."""
+    try:
+        proc.wait(timeout=seconds)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        return True
+
+
+def test_scoring_killed_at_random_points_loses_nothing(
+    events_path: Path, bundle: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "scores.parquet"
+    first = score(events_path, AS_OF, out, load_models(bundle))
+    before, manifest = out.read_bytes(), first.manifest_path.read_bytes()
+    rng = random.Random(11)
+    args = ["score", str(events_path), "--as-of", AS_OF, "--out", str(out)]
+    args += ["--model", str(bundle), "--partitions", "6", "--no-track"]
+    killed = 0
+    for _ in range(KILLS):
+        killed += _kill_after(_cli(*args), rng.uniform(1.0, 6.0))
+        assert out.read_bytes() == before  # never partial, never lost
+        assert first.manifest_path.read_bytes() == manifest
+    record_count("SIGKILLs landed in a scoring run", killed)
+    again = score(events_path, AS_OF, out, load_models(bundle))  # the next run succeeds
+    assert again.manifest["rows"] == first.manifest["rows"]
+    assert not list(tmp_path.glob(".scores.parquet.work.*"))  # stale work removed
+    assert killed >= 1, "no kill landed inside a run; widen the window"
+
+
+def test_training_killed_at_random_points_keeps_every_bundle_whole(
+    events_path: Path, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    train(events_path, AS_OF, SETTINGS, models)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "training: {horizon_days: 60, snapshot_step_days: 60, min_history_days: 60}\n"
+        "model: {n_estimators: 80, min_child_samples: 40}\n"
+    )
+    rng = random.Random(5)
+    args = ["train", str(events_path), "--as-of", AS_OF, "--config", str(config)]
+    args += ["--models-dir", str(models), "--no-track"]
+    killed = 0
+    for _ in range(KILLS):
+        killed += _kill_after(_cli(*args), rng.uniform(2.0, 9.0))
+        for bundle_dir in models.iterdir():
+            if not bundle_dir.name.startswith("."):  # hidden: a killed run's temporary
+                load_bundle(bundle_dir)  # whole, hashes verified
+    record_count("SIGKILLs landed in a training run", killed)
+    done = subprocess.run([sys.executable, "-m", "churnlens.cli", *args], capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_second_job_on_the_same_output_fails_fast(events_path, bundle, tmp_path) -> None:
+    out = tmp_path / "scores.parquet"
+    with output_lock(out):
+        with pytest.raises(InputError, match=r"another churnlens job .* is writing"):
+            score(events_path, AS_OF, out, load_models(bundle))
+        done = subprocess.run(
+            [sys.executable, "-m", "churnlens.cli", "score", str(events_path), "--as-of", AS_OF,
+             "--out", str(out), "--model", str(bundle), "--no-track"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert "writing this output right now" in " ".join(done.stderr.split())
+    assert not out.exists()
+    assert score(events_path, AS_OF, out, load_models(bundle)).path == out  # lock released
+
+
+def test_two_jobs_started_together_never_interleave(events_path, bundle, tmp_path) -> None:
+    out = tmp_path / "scores.parquet"
+    args = ["score", str(events_path), "--as-of", AS_OF, "--out", str(out)]
+    args += ["--model", str(bundle), "--no-track"]
+    procs = [_cli(*args) for _ in range(2)]
+    codes = sorted(p.wait(timeout=300) for p in procs)
+    assert codes in ([0, 0], [0, 1])  # one after the other, or the second refused
+    frame = pd.read_parquet(out)
+    assert frame["customer_id"].is_unique
+    manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
+    assert manifest["rows"] == len(frame)
+
+
+def test_same_input_and_model_give_byte_identical_scores(events_path, bundle, tmp_path) -> None:
+    a = score(events_path, AS_OF, tmp_path / "a.parquet", load_models(bundle), partitions=3)
+    b = score(events_path, AS_OF, tmp_path / "b.parquet", load_models(bundle), partitions=3)
+    assert a.path.read_bytes() == b.path.read_bytes()
+
+
+def test_events_after_as_of_are_ignored_and_counted(events_path, bundle, tmp_path) -> None:
+    result = score(events_path, AS_OF, tmp_path / "s.parquet", load_models(bundle))
+    assert result.manifest["events_after_as_of_ignored"] == 5
+    from churnlens.features.batched import write_features
+
+    features = write_features(events_path, AS_OF, tmp_path / "f.parquet")
+    assert features.events_after_as_of == 5
