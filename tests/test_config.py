@@ -64,3 +64,13 @@ def test_cli_reports_a_bad_config_with_exit_1(tmp_path: Path) -> None:
     missing = CliRunner().invoke(app, ["validate", str(events), "--config", "nope.yaml"])
     assert missing.exit_code == 1
     assert "configuration file not found" in missing.output
+
+
+def test_yaml_is_read_safely_and_paths_are_resolved(tmp_path: Path) -> None:
+    from churnlens.actions import load_policy
+
+    evil = "model: !!python/object/apply:os.system ['echo pwned']\n"
+    for load in (load_settings, load_policy):
+        with pytest.raises(ConfigError, match="not valid YAML") as info:
+            load(write(tmp_path, evil))
+        assert str(tmp_path.resolve()) in str(info.value)  # the resolved path is reported

@@ -246,3 +246,34 @@ def test_segments_are_profiled_registered_and_keep_their_ids(workspace: Path) ->
     assert str(c.get_model_version_by_alias("churnlens-segments", "champion").version) == "1"
     bad = runner.invoke(app, [*args, "--k", "one"])
     assert bad.exit_code == 2
+
+
+def test_locked_store_keeps_the_bundle_and_exits_1(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    db = workspace / "locked" / "mlflow.db"
+    db.parent.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("CREATE TABLE held (x INTEGER)")
+    holder.execute("BEGIN EXCLUSIVE")  # another process holds the store
+    monkeypatch.setattr("churnlens.tracking.retry.__defaults__", (3, 0.05))
+    try:
+        result = runner.invoke(
+            app,
+            ["train", str(workspace / "events.parquet"), "--as-of", "2024-11-30",
+             "--config", str(workspace / "config.yaml"), "--models-dir", str(workspace / "m2")],
+        )  # fmt: skip
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 1, result.output
+    assert "MLflow tracking" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    bundles = list((workspace / "m2").glob("churn-*"))
+    assert len(bundles) == 1
+    from churnlens.bundle import load_bundle
+
+    load_bundle(bundles[0])  # whole and verified
