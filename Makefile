@@ -44,7 +44,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
 
 test: $(STAMP) $(CDNOW) lint
-	$(PY) -m pytest -n 2 --nbmake tests notebooks
+	$(PY) -m pytest -n 2 --dist loadgroup --nbmake tests notebooks
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_features.py --events 10000000

@@ -527,12 +527,24 @@ def score(
     if engine == "spark":
         from churnlens.spark import score_to_file
 
+        if report is not None:
+            raise typer.BadParameter(
+                "the report needs the local engine; run `churnlens report` on the scores",
+                param_hint="--report",
+            )
         with console.status(f"Scoring on Spark ({master})..."):
             manifest = score_to_file(
-                events, as_of, out, models, rules, max_contacts=max_contacts, master=master
+                events,
+                as_of,
+                out,
+                models,
+                rules,
+                max_contacts=max_contacts,
+                master=master,
+                buckets=partitions,
             )
         console.print(_scores_summary(manifest))
-        console.print(f"Scores: [bold]{out}[/] (Spark, {master})")
+        console.print(f"Scores: [bold]{out}[/] (Spark, {master}; not tracked in MLflow)")
         return
     with _partition_progress("Scoring partitions") as advance:
         result = score_job(

@@ -1,38 +1,34 @@
 """The same feature builders and scoring on Apache Spark (``pip install "churnlens[spark]"``).
 
-Nothing is re-implemented for Spark: the single-machine pandas/DuckDB code runs once per
-*bucket* of customers. Rows are grouped by ``pmod(xxhash64(customer_id), buckets)`` (the id
-as trimmed text, so ids the loader will trim share a bucket) and each bucket reaches a
-one-argument wrapper through ``applyInPandas`` with an explicit schema; the wrapper loads
-it with :func:`~churnlens.events.load_events` (the same validation, de-duplication and
-UTC conversion) and calls the single-machine builders. A customer's events are all in one
+Nothing is re-implemented: the single-machine pandas/DuckDB code runs once per *bucket*
+of customers. Rows are grouped by ``pmod(xxhash64(trim(customer_id)), buckets)`` and
+reach a one-argument wrapper through ``applyInPandas`` with an explicit schema, which
+loads them with :func:`~churnlens.events.load_events` (same validation, de-duplication,
+UTC conversion) and calls the single-machine code. A customer's events are all in one
 bucket, so every per-customer result is that of the whole log.
 
-Population statistics cannot come from a bucket. A first, light pass runs
-:func:`~churnlens.features.engine.buyer_features` per bucket and returns each buyer's raw
-purchase aggregates (recency, frequency, monetary total, tenure, purchase days) and one
-summary row per bucket (events up to and after the as-of day, DuckDB row-hash sums for the
-input fingerprint, validation problems). The driver collects these small columns and
-computes with the engine's own functions the RFM cut points and median cycle and, for
-scoring, the rest of :func:`churnlens.scoring.score`'s plan: lifecycle thresholds,
-value-tier cuts, fingerprint. Every bucket's problems are merged into one
-:class:`~churnlens.errors.InputError` before any feature is built. The second pass builds
-features, or scores (the models arrive as a broadcast variable), per bucket against that
-plan; the contact budget and ``priority`` are then ranked over all customers with window
-functions, with :func:`churnlens.actions.rank_sql`'s rules.
+Population statistics cannot come from a bucket. Pass 1 returns, per bucket, each
+buyer's raw purchase aggregates (from :func:`~churnlens.features.engine.buyer_features`)
+and a summary (events up to and after the as-of day, row-hash sums for the input
+fingerprint, or the validation problems). The driver collects these small columns,
+raises one InputError for all buckets' problems, and computes with the engine's own
+functions the RFM cut points and median cycle and, for scoring, the rest of
+:func:`churnlens.scoring.score`'s plan. Pass 2 builds features, or scores with the
+models as a broadcast variable, per bucket against that plan; the contact budget and
+``priority`` are then ranked over all customers with window functions, by
+:func:`churnlens.actions.rank_sql`'s rules.
 
-Known traps, handled here:
+Traps handled:
 
-- Time zones: ``TimestampType`` values are instants and travel as UTC epoch microseconds;
-  other timestamps (text with or without offsets, dates, ``TIMESTAMP_NTZ``) travel as text
-  that DuckDB parses exactly as on one machine. Results never depend on the session time
-  zone, but :func:`spark_session` sets ``spark.sql.session.timeZone=UTC`` anyway: Spark
-  reads naive pandas datetimes and offset-less text in that zone.
+- Time zones: ``TimestampType`` values (instants) travel as UTC epoch microseconds, other
+  timestamps (text with or without an offset, dates, ``TIMESTAMP_NTZ``) as text that
+  DuckDB parses as on one machine: nothing depends on the session time zone, but Spark
+  reads naive pandas datetimes and offset-less text in it, so :func:`spark_session` sets
+  it to UTC.
 - Executors must run this interpreter, with churnlens installed (not only on
   ``sys.path``): :func:`spark_session` sets ``PYSPARK_PYTHON`` to ``sys.executable``.
-- Never group by ``customer_id`` alone: one Python call per customer is ~700x slower.
-- DuckDB runs one thread per task (Spark already runs a task per core).
-- Broadcast variables need a classic session, not Spark Connect.
+- Never group by ``customer_id`` alone (one Python call per customer: ~700x slower).
+- DuckDB gets one thread per task; broadcasts need a classic session (not Spark Connect).
 """
 
 from __future__ import annotations
@@ -42,7 +38,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -106,6 +102,7 @@ def spark_session(master: str = "local[2]", ui: bool = False) -> SparkSession:
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", str(ui).lower())
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")  # the CLI shows its own
         .getOrCreate()
     )
     spark.conf.set("spark.sql.session.timeZone", "UTC")  # getOrCreate may reuse a session
@@ -157,22 +154,24 @@ def _collect(df: DataFrame) -> pa.Table:
 def _bucket_stats(pdf: pd.DataFrame, as_of: date, settings: Settings, micros: bool) -> pd.DataFrame:
     """Pass 1 for one bucket: its buyers' raw aggregates, and a summary row (no id) with
     its counts and fingerprint parts, or its problems, as JSON (exact 64-bit integers)."""
+    found = pd.DataFrame(columns=["customer_id", *_BUYERS, "cycle_n_intervals"])
     try:
         table = _bucket_table(pdf, micros, settings)
     except InputError as exc:
-        summary = json.dumps({"problems": [asdict(p) for p in exc.problems]})
-        return pd.DataFrame([{"summary": summary}], columns=list(_STATS))
-    _, buyers = engine.buyer_features(table, as_of, settings)
-    # as EventTable.fingerprint: row count, xor of the row hashes, sum of them mod a prime
-    rows, xor, total, events = table.con.execute(
-        f"SELECT count(*), bit_xor(h), sum(h % {ev._FINGERPRINT_PRIME}), "
-        f"count(*) FILTER (WHERE day <= DATE '{as_of}') "
-        f"FROM (SELECT hash({', '.join(ev.CANONICAL_COLUMNS)}) AS h, day FROM {table.name})"
-    ).fetchone()  # type: ignore[misc]
-    counts = {"events": events, "rows": rows, "xor": int(xor), "sum": int(total)}
-    summary = pd.DataFrame([{"summary": json.dumps(counts)}])
-    found = buyers[[*_BUYERS, "cycle_n_intervals"]].reset_index()
-    return pd.concat([found, summary]).reindex(columns=list(_STATS))
+        summary: dict[str, Any] = {"problems": [asdict(p) for p in exc.problems]}
+    else:
+        _, buyers = engine.buyer_features(table, as_of, settings)
+        found = buyers[found.columns[1:]].reset_index()
+        # as EventTable.fingerprint: row count, xor of the row hashes, their sum mod a prime
+        rows, xor, total, events = table.con.execute(
+            f"SELECT count(*), bit_xor(h), sum(h % {ev._FINGERPRINT_PRIME}), "
+            f"count(*) FILTER (WHERE day <= DATE '{as_of}') "
+            f"FROM (SELECT hash({', '.join(ev.CANONICAL_COLUMNS)}) AS h, day FROM {table.name})"
+        ).fetchone()  # type: ignore[misc]
+        summary = {"events": events, "rows": rows, "xor": int(xor), "sum": int(total)}
+    out = pd.concat([found, pd.DataFrame([{"summary": json.dumps(summary)}])])
+    out = out.reindex(columns=list(_STATS))
+    return out.astype({"customer_id": object, "summary": object})  # plain, not Arrow, text
 
 
 @dataclass(frozen=True)
@@ -185,17 +184,19 @@ class _LogStats:
 
 
 def _raise_problems(summaries: list[dict[str, Any]]) -> None:
-    """One InputError with every bucket's problems, merged (rows summed)."""
+    """One InputError with every bucket's problems, merged: rows summed, in column order,
+    examples sorted (a bucket's row numbers would mislead: only the values are kept)."""
     merged: dict[tuple[str, str, str], Problem] = {}
     for found in (s["problems"] for s in summaries if "problems" in s):
         for p in (Problem(**{**d, "examples": tuple(d["examples"])}) for d in found):
-            shown = tuple(re.sub(r"^row \d+: ", "", e) for e in p.examples)  # bucket rows
             key = (p.column, p.message, p.fix)
             seen = merged.get(key, Problem(p.column, p.message, 0, (), p.fix))
-            shown = tuple(dict.fromkeys(seen.examples + shown))[:3]
-            merged[key] = Problem(p.column, p.message, seen.rows + p.rows, shown, p.fix)
-    if merged:
-        raise InputError(SOURCE, list(merged.values()))
+            shown = {re.sub(r"^row \d+: ", "", e) for e in (*seen.examples, *p.examples)}
+            merged[key] = replace(seen, rows=seen.rows + p.rows, examples=tuple(sorted(shown)))
+    where = {c: i for i, c in enumerate(ev.CANONICAL_COLUMNS)}
+    ordered = sorted(merged.values(), key=lambda p: (where.get(p.column, 99), p.message))
+    if ordered:
+        raise InputError(SOURCE, [replace(p, examples=p.examples[:3]) for p in ordered])
 
 
 def _log_stats(events: _Events, as_of: date, settings: Settings) -> _LogStats:
@@ -315,11 +316,8 @@ def _score(
 
 def _rank(scored: DataFrame, policy: Policy, max_contacts: int | None) -> DataFrame:
     """The contact budget, then ``priority`` over all customers (actions.rank_sql's rules)."""
-    order = [
-        F.col("value_at_risk").desc_nulls_last(),
-        F.col("churn_probability").desc_nulls_last(),
-        F.col("customer_id").asc_nulls_last(),
-    ]
+    order = [F.desc_nulls_last(c) for c in ("value_at_risk", "churn_probability")]
+    order.append(F.asc_nulls_last("customer_id"))
     contacting = policy.contact_actions()
     contact = F.col("action").isin(contacting) if contacting else F.lit(False)
     if max_contacts is not None:
@@ -352,17 +350,13 @@ def score(
 
     Parameters
     ----------
-    df
-        Events with the event-log contract's columns.
+    df, buckets
+        As for :func:`build_features`.
     models
         Loaded models, or a bundle directory or ``models:/`` URI for
         :func:`~churnlens.model_source.load_models`; executors get them as a broadcast.
-    policy
-        The action policy; the default policy when ``None``.
-    max_contacts
-        Keep only this many contacting actions (highest value at risk first).
-    buckets
-        Customer buckets (one Python call each); ``spark.sql.shuffle.partitions`` by default.
+    policy, max_contacts
+        As for :func:`churnlens.scoring.score` (the default policy when ``None``).
 
     Returns
     -------
