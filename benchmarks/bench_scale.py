@@ -119,9 +119,11 @@ def _dataset(customers: int, days: int, seed: int, chunk_customers: int) -> Path
 def _settings(memory_limit: str, temp_dir: Path) -> Settings:
     from churnlens.config import Settings
 
-    return Settings().with_overrides(
-        engine={"memory_limit": memory_limit, "temp_dir": str(temp_dir)}
-    )
+    engine: dict[str, object] = {"memory_limit": memory_limit, "temp_dir": str(temp_dir)}
+    # BENCH_PARTITION_EVENTS overrides engine.partition_events (children inherit it)
+    if os.environ.get("BENCH_PARTITION_EVENTS"):
+        engine["partition_events"] = int(os.environ["BENCH_PARTITION_EVENTS"])
+    return Settings().with_overrides(engine=engine)
 
 
 def _phases(
@@ -198,17 +200,6 @@ def _log_counts(folder: Path, as_of: date) -> tuple[int, int]:
     return int(events), int(customers)
 
 
-def _output_rows(out: Path) -> tuple[int, int]:
-    """(rows, distinct customer ids) of an output file."""
-    import duckdb
-
-    con = duckdb.connect()
-    rows, distinct = con.execute(
-        "SELECT count(*), count(DISTINCT customer_id) FROM read_parquet(?)", [str(out)]
-    ).fetchone()  # type: ignore[misc]
-    return int(rows), int(distinct)
-
-
 def _load() -> float:
     return os.getloadavg()[0]
 
@@ -255,7 +246,7 @@ def _measure(
             sys.exit(f"bench_scale: the {measure} child failed (exit {child.returncode})")
         r = json.loads(child.stdout.strip().splitlines()[-1])
         r["load"] = (before, _load())
-        r["rows"], r["distinct"] = _output_rows(out)
+        r["rows"], r["distinct"] = bench_scoring._output_rows(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return r

@@ -73,6 +73,14 @@ def sample_events() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="session")
+def events_path(sample_events: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample log as a Parquet file."""
+    path = tmp_path_factory.mktemp("log") / "events.parquet"
+    sample_events.to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def cdnow_path() -> Path:
     if not CDNOW_PATH.exists():
         pytest.fail(f"{CDNOW_PATH} is missing: run `make data` to fetch it")

@@ -33,13 +33,6 @@ AS_OF = "2025-02-03"  # the sample log's last day
 
 
 @pytest.fixture(scope="module")
-def events_path(sample_events: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("log") / "events.parquet"
-    sample_events.to_parquet(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def bundles(events_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("models")
     trained = train(events_path, AS_OF, SETTINGS, folder)

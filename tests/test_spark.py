@@ -70,13 +70,6 @@ def spark() -> Iterator[SparkSession]:
 
 
 @pytest.fixture(scope="module")
-def events_path(sample_events: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("log") / "events.parquet"
-    sample_events.to_parquet(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def models(events_path: Path, tmp_path_factory: pytest.TempPathFactory) -> ScoringModels:
     folder = tmp_path_factory.mktemp("models")
     trained = train(events_path, AS_OF, SETTINGS, folder)
