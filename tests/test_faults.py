@@ -68,7 +68,15 @@ def test_scoring_killed_at_random_points_loses_nothing(
 ) -> None:
     out = tmp_path / "scores.parquet"
     first = score(events_path, AS_OF, out, load_models(bundle))
-    before, manifest = out.read_bytes(), first.manifest_path.read_bytes()
+    before = out.read_bytes()
+
+    def manifest() -> dict:
+        # a kill after the rename of a complete run may leave a newer manifest of the same
+        # scores: compare everything but its time stamps
+        data = json.loads(first.manifest_path.read_text())
+        return {k: v for k, v in data.items() if k not in ("created", "seconds")}
+
+    described = manifest()
     rng = random.Random(11)
     args = ["score", str(events_path), "--as-of", AS_OF, "--out", str(out)]
     args += ["--model", str(bundle), "--partitions", "6", "--no-track"]
@@ -76,7 +84,7 @@ def test_scoring_killed_at_random_points_loses_nothing(
     for _ in range(KILLS):
         killed += _kill_after(_cli(*args), rng.uniform(1.0, 6.0))
         assert out.read_bytes() == before  # never partial, never lost
-        assert first.manifest_path.read_bytes() == manifest
+        assert manifest() == described
     record_count("SIGKILLs landed in a scoring run", killed)
     again = score(events_path, AS_OF, out, load_models(bundle))  # the next run succeeds
     assert again.manifest["rows"] == first.manifest["rows"]

@@ -429,6 +429,15 @@ def _checks(types: dict[str, str], trim: bool) -> list[_Check]:
                 "replace NaN/inf with a real value or leave the cell empty",
             ),
         ]
+    if "amount" in types:
+        checks.append(
+            _Check(
+                "amount",
+                "NOT isinf(amount) AND NOT isnan(amount) AND abs(amount) >= 1e18",
+                "amount is implausibly large (at least 1e18 in size)",
+                "check the column's unit and format; amounts are money per event",
+            )
+        )
     if "duration_s" in types:
         checks.append(
             _Check(
