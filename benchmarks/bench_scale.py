@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import shutil
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_scoring  # beside this file, importable through the sys.path entry above
-from bench_scoring import BENCH, ROOT, START
+from bench_scoring import BENCH, ROOT
 
 MEASURES = ("features", "scoring")
 TARGET_CUSTOMERS = 2_000_000
@@ -63,44 +62,20 @@ TARGETS = {  # (wall seconds, peak GiB)
 
 def _dataset(customers: int, days: int, seed: int, chunk_customers: int) -> Path:
     """The cached partitioned log: one Parquet file per chunk, renamed into place."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from churnlens.sample import generate_events
 
     folder = BENCH / f"scale_events_{customers}_{days}_{seed}_c{chunk_customers}"
     if folder.is_dir():
         return folder
     BENCH.mkdir(parents=True, exist_ok=True)
-    chunks = math.ceil(customers / chunk_customers)
-    width = max(3, len(str(chunks - 1)))
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=BENCH))
     began = time.perf_counter()
-    events = 0
-    schema = None
+    events = chunks = 0
     try:
-        for chunk in range(chunks):
-            n = min(chunk_customers, customers - chunk * chunk_customers)
-            frame = generate_events(
-                customers=n, days=days, seed=bench_scoring._chunk_seed(seed, chunk), start=START
-            )
-            # "C0000001" -> "C003_0000001": unique over the chunks, still "C"-style
-            frame["customer_id"] = f"C{chunk:0{width}d}_" + frame["customer_id"].str.slice(1)
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            del frame
-            if schema is None:
-                schema = table.schema.remove_metadata()
-            pq.write_table(
-                table.cast(schema), tmp / f"part-{chunk:0{width}d}.parquet", compression="zstd"
-            )
+        for chunk, table in bench_scoring.chunk_tables(customers, days, seed, chunk_customers):
+            pq.write_table(table, tmp / f"part-{chunk:04d}.parquet", compression="zstd")
             events += table.num_rows
-            del table
-            print(
-                f"  chunk {chunk + 1}/{chunks}: {events:,} events so far "
-                f"({time.perf_counter() - began:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            chunks += 1
         tmp.chmod(0o755)  # mkdtemp makes it private
         try:
             os.rename(tmp, folder)

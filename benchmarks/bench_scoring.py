@@ -34,8 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "data" / "bench"
@@ -57,44 +62,23 @@ def _chunk_seed(seed: int, chunk: int) -> int:
 
 def _dataset(customers: int, days: int, seed: int, chunk_customers: int) -> Path:
     """The cached big log; generated chunk by chunk and renamed into place when complete."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from churnlens.sample import generate_events
 
     name = f"scoring_events_{customers}_{days}_{seed}_c{chunk_customers}.parquet"
     path = BENCH / name
     if path.exists():
         return path
     BENCH.mkdir(parents=True, exist_ok=True)
-    chunks = math.ceil(customers / chunk_customers)
-    width = max(3, len(str(chunks - 1)))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     began = time.perf_counter()
     events = 0
     writer = None
     try:
-        for chunk in range(chunks):
-            n = min(chunk_customers, customers - chunk * chunk_customers)
-            frame = generate_events(
-                customers=n, days=days, seed=_chunk_seed(seed, chunk), start=START
-            )
-            # "C0000001" -> "C003_0000001": unique over the chunks, still "C"-style
-            frame["customer_id"] = f"C{chunk:0{width}d}_" + frame["customer_id"].str.slice(1)
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            del frame
+        for _, table in chunk_tables(customers, days, seed, chunk_customers):
             if writer is None:
-                schema = table.schema.remove_metadata()
-                writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-            writer.write_table(table.cast(schema))
+                writer = pq.ParquetWriter(tmp, table.schema, compression="zstd")
+            writer.write_table(table)
             events += table.num_rows
-            del table
-            print(
-                f"  chunk {chunk + 1}/{chunks}: {events:,} events so far "
-                f"({time.perf_counter() - began:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
         writer.close()
         writer = None
         os.replace(tmp, path)
@@ -107,6 +91,38 @@ def _dataset(customers: int, days: int, seed: int, chunk_customers: int) -> Path
         f"in {time.perf_counter() - began:.1f} s -> {path.relative_to(ROOT)}"
     )
     return path
+
+
+def chunk_tables(
+    customers: int, days: int, seed: int, chunk_customers: int
+) -> Iterator[tuple[int, pa.Table]]:
+    """The sample log in chunks of ``chunk_customers`` customers, as (chunk, Arrow table).
+
+    Each chunk has its own seed, and its customer ids get the chunk number as a prefix
+    ("C0000001" -> "C003_0000001"), so they stay unique; memory holds one chunk.
+    """
+    import pyarrow as pa
+
+    from churnlens.sample import generate_events
+
+    chunks = math.ceil(customers / chunk_customers)
+    width = max(3, len(str(chunks - 1)))
+    began, events, schema = time.perf_counter(), 0, None
+    for chunk in range(chunks):
+        n = min(chunk_customers, customers - chunk * chunk_customers)
+        frame = generate_events(customers=n, days=days, seed=_chunk_seed(seed, chunk), start=START)
+        frame["customer_id"] = f"C{chunk:0{width}d}_" + frame["customer_id"].str.slice(1)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        del frame
+        schema = schema or table.schema.remove_metadata()
+        events += table.num_rows
+        print(
+            f"  chunk {chunk + 1}/{chunks}: {events:,} events so far "
+            f"({time.perf_counter() - began:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        yield chunk, table.cast(schema)
 
 
 def _models(train_customers: int, days: int, seed: int) -> tuple[Path, Path]:
