@@ -109,17 +109,11 @@ class EventTable:
         where = f"day <= DATE '{until.isoformat()}'"
         if count > 1:
             where += f" AND hash(customer_id) % {int(count)} = {int(index)}"
-        (preserve,) = self.con.execute(
-            "SELECT current_setting('preserve_insertion_order')"
-        ).fetchone()  # type: ignore[misc]
-        self.con.execute("SET preserve_insertion_order = false")  # row order is never relied on
-        try:
+        with unordered(self.con):
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {name} AS "
                 f"SELECT {PARTITION_COLUMNS} FROM {self.name} WHERE {where}"
             )
-        finally:
-            self.con.execute(f"SET preserve_insertion_order = {bool(preserve)}")
         return EventTable(self.con, name, self.source, self.settings, self.rows_read, 0)
 
     def summary(self) -> EventSummary:
@@ -147,6 +141,18 @@ class EventTable:
             by_channel=counts("channel"),
             by_role=counts("role"),
         )
+
+
+@contextmanager
+def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Let DuckDB drop insertion order for a while (copies, windows and aggregations need
+    less memory); for work whose row order is never relied on."""
+    (preserve,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()  # type: ignore[misc]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {bool(preserve)}")
 
 
 _FINGERPRINT_PRIME = 1_000_000_007

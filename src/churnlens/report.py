@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from churnlens.errors import InputError, Problem
+from churnlens.lifecycle import STAGES
 from churnlens.outputs import atomic_path, check_output_path
 
-STAGES: tuple[str, ...] = ("new", "active", "silent", "sleeping", "lost")
 REQUIRED = ("customer_id", "churn_probability", "lifecycle_stage", "value_at_risk", "action")
 TOP_N = 20
 TOP_COLUMNS: tuple[str, ...] = (

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.events import ROLES, EventSource, EventTable, load_events, parse_as_of
+from churnlens.events import ROLES, EventSource, EventTable, load_events, parse_as_of, unordered
 from churnlens.features import channels, cycle, fatigue, frequency, intervals, rfm
 from churnlens.features.base import FeatureContext, sql_literal
 from churnlens.features.population import PopulationStats, quintile_cuts
@@ -144,18 +144,14 @@ def _statement(events: str, settings: Settings, seen_channels: tuple[str, ...]) 
 def _raw_aggregates(table: EventTable, as_of: date) -> pd.DataFrame:
     """Per-customer raw aggregates of every family, indexed by customer_id (sorted)."""
     con = table.con
-    (preserve,) = con.execute("SELECT current_setting('preserve_insertion_order')").fetchone()  # type: ignore[misc]
-    # Row order is never relied on (the result is sorted below): not keeping it lets
-    # DuckDB copy, window and aggregate with less memory.
-    con.execute("SET preserve_insertion_order = false")
     events = None
-    try:
-        events, seen_channels = _point_in_time_events(table, as_of)
-        raw = con.execute(_statement(events, table.settings, seen_channels)).df()
-    finally:
-        if events:
-            con.execute(f"DROP TABLE IF EXISTS {events}")
-        con.execute(f"SET preserve_insertion_order = {bool(preserve)}")
+    with unordered(con):  # the result is sorted below
+        try:
+            events, seen_channels = _point_in_time_events(table, as_of)
+            raw = con.execute(_statement(events, table.settings, seen_channels)).df()
+        finally:
+            if events:
+                con.execute(f"DROP TABLE IF EXISTS {events}")
     raw.index = pd.Index(raw.pop("customer_id").astype(str), name="customer_id")
     return raw.sort_index()
 
