@@ -135,9 +135,9 @@ def test_a_better_model_takes_the_champion_alias(workspace: Path) -> None:
     )
 
 
-def test_concurrent_trainings_are_both_recorded(workspace: Path) -> None:
-    exe = str(Path(sys.executable).parent / "churnlens")
-    args = [
+def train_args(workspace: Path, models: str) -> list[str]:
+    """``churnlens train`` on the workspace's log and config, bundles to ``models``."""
+    return [
         "train",
         str(workspace / "events.parquet"),
         "--as-of",
@@ -145,8 +145,13 @@ def test_concurrent_trainings_are_both_recorded(workspace: Path) -> None:
         "--config",
         str(workspace / "config.yaml"),
         "--models-dir",
-        str(workspace / "m"),
+        str(workspace / models),
     ]
+
+
+def test_concurrent_trainings_are_both_recorded(workspace: Path) -> None:
+    exe = str(Path(sys.executable).parent / "churnlens")
+    args = train_args(workspace, "m")
     procs = [
         subprocess.Popen(
             [exe, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workspace
@@ -261,11 +266,7 @@ def test_locked_store_keeps_the_bundle_and_exits_1(
     holder.execute("BEGIN EXCLUSIVE")  # another process holds the store
     monkeypatch.setattr("churnlens.tracking.retry.__defaults__", (3, 0.05))
     try:
-        result = runner.invoke(
-            app,
-            ["train", str(workspace / "events.parquet"), "--as-of", "2024-11-30",
-             "--config", str(workspace / "config.yaml"), "--models-dir", str(workspace / "m2")],
-        )  # fmt: skip
+        result = runner.invoke(app, train_args(workspace, "m2"))
     finally:
         holder.execute("ROLLBACK")
         holder.close()
