@@ -95,9 +95,11 @@ def _settings(memory_limit: str, temp_dir: Path) -> Settings:
     from churnlens.config import Settings
 
     engine: dict[str, object] = {"memory_limit": memory_limit, "temp_dir": str(temp_dir)}
-    # BENCH_PARTITION_EVENTS overrides engine.partition_events (children inherit it)
+    # BENCH_PARTITION_EVENTS overrides engine.partition_events and
+    # engine.feature_partition_events (children inherit it)
     if os.environ.get("BENCH_PARTITION_EVENTS"):
-        engine["partition_events"] = int(os.environ["BENCH_PARTITION_EVENTS"])
+        size = int(os.environ["BENCH_PARTITION_EVENTS"])
+        engine["partition_events"] = engine["feature_partition_events"] = size
     return Settings().with_overrides(engine=engine)
 
 
@@ -129,7 +131,7 @@ def _run_features(args: argparse.Namespace) -> dict[str, object]:
         "events": None,
         "partitions": result.partitions,
         "reported_rows": result.customers,
-        "phases": _phases(began, ended, marks, "validate, population, 1st partition"),
+        "phases": _phases(began, ended, marks, "overview, customers, 1st partition"),
     }
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from churnlens import ConfigError, Settings
+from churnlens import ConfigError, InputError, Settings, events
 from churnlens.cli import app
 from churnlens.config import settings_from_dict
 from churnlens.events import load_events
@@ -43,6 +43,53 @@ def test_partitioned_features_equal_the_whole_log(
     assert result.customers == len(expected) and result.partitions == partitions
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12, atol=1e-12)
     assert result.summary.loc["rfm_frequency", "max"] == expected["rfm_frequency"].max()
+
+
+def test_duplicates_are_dropped_in_the_partition_that_holds_them(
+    sample_events: pd.DataFrame, tmp_path: Path
+) -> None:
+    repeated = sample_events.iloc[[3, 50, 51, 900]]  # whole rows, several customers
+    noisy = pd.concat([sample_events, repeated, repeated.iloc[:1]], ignore_index=True)
+    out = tmp_path / "features.parquet"
+    result = write_features(noisy, AS_OF, out, partitions=3)
+    assert result.duplicates_dropped == 5
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out).sort_index(),
+        build_features(sample_events, AS_OF),
+        check_exact=False, rtol=1e-12, atol=1e-12,
+    )  # fmt: skip
+
+
+def test_a_bad_row_in_a_late_partition_fails_the_whole_run(
+    sample_events: pd.DataFrame, tmp_path: Path
+) -> None:
+    broken = sample_events.copy()
+    broken["amount"] = broken["amount"].astype(object)
+    late = broken.index[broken["timestamp"] > pd.Timestamp(AS_OF)][:2]  # after the as-of day
+    broken.loc[late, "amount"] = "12$"
+    broken.loc[broken.index[7], "channel"] = None
+    out = tmp_path / "features.parquet"
+    out.write_bytes(b"earlier output")
+    with pytest.raises(InputError) as caught:
+        write_features(broken, AS_OF, out, partitions=4)
+    problems = {(p.column, p.rows) for p in caught.value.problems}
+    assert problems == {("amount", 2), ("channel", 1)}  # counted over the whole log
+    assert out.read_bytes() == b"earlier output"
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def test_colliding_id_hashes_fall_back_to_the_ids(
+    dataset: Path, sample_events: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a 64-bit hash collision is too rare to meet in a test: make the key collide on purpose
+    monkeypatch.setattr(events, "_ID_KEY", "hash(customer_id) % 5")
+    out = tmp_path / "features.parquet"
+    write_features(dataset, AS_OF, out, partitions=2)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(out).sort_index(),
+        build_features(sample_events, AS_OF),
+        check_exact=False, rtol=1e-12, atol=1e-12,
+    )  # fmt: skip
 
 
 def test_cli_features_under_a_memory_cap_with_a_spill_folder(dataset: Path, tmp_path) -> None:

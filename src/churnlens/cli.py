@@ -203,8 +203,8 @@ def features(
         f"Wrote {len(result.summary)} features for {result.customers:,} customers as of {day} "
         f"to [bold]{out}[/] in {result.seconds:.1f} s ({result.partitions} partition(s))"
     )
-    if result.events.duplicates_dropped:
-        dropped = result.events.duplicates_dropped
+    if result.duplicates_dropped:
+        dropped = result.duplicates_dropped
         console.print(f"  [yellow]warning:[/] {dropped:,} duplicate rows dropped")
     if result.events_after_as_of:
         later = result.events_after_as_of

@@ -193,7 +193,13 @@ class EngineSettings(_Frozen):
     temp_dir: str | None = Field(None, description="where DuckDB spills (default: its own)")
     threads: int | None = Field(None, gt=0, description="DuckDB threads (default: all cores)")
     partition_events: int = Field(
-        20_000_000, gt=0, description="batch jobs work per customer-hash partition of this size"
+        20_000_000, gt=0, description="scoring works per customer-hash partition of this size"
+    )
+    feature_partition_events: int = Field(
+        40_000_000,
+        gt=0,
+        description="feature building works per customer-hash partition of this size "
+        "(one partition in memory at a time, where scoring overlaps two)",
     )
 
     @field_validator("memory_limit")

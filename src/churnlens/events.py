@@ -33,6 +33,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "timestamp", "channel", "eve
 OPTIONAL_COLUMNS: tuple[str, ...] = ("amount", "direction", "duration_s")
 CANONICAL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 ROLES: tuple[str, ...] = ("purchase", "inbound", "outbound")
+# the columns of the compact copy the feature engine scans (see compact_columns)
+COMPACT_COLUMNS = ("customer_id", "timestamp", "age", "channel", "event_type", "amount", "role")
 # what the feature engine, lifecycle and contact profile read
 PARTITION_COLUMNS = "customer_id, timestamp, channel, event_type, amount, day, role"
 
@@ -489,6 +491,168 @@ def load_events(
     """
     if isinstance(source, EventTable):
         return source
+    staged = stage_events(source, settings, con)
+    with _duckdb_errors(staged.source):
+        rows_read, maybe_duplicates, fingerprint = _raise_on_problems(
+            staged.con, staged.name, staged.source, staged.checks
+        )
+        table = f"events_{next(_counter)}"
+        dropped = _create_event_relation(
+            staged.con, staged.name, table, staged.settings, maybe_duplicates
+        )
+    return EventTable(
+        con=staged.con,
+        name=table,
+        source=staged.source,
+        settings=staged.settings,
+        rows_read=rows_read,
+        duplicates_dropped=dropped,
+        known_fingerprint=fingerprint,
+    )
+
+
+@dataclass
+class StagedLog:
+    """An event log read and typed but not yet validated, for batch jobs that validate it
+    partition by partition, in the same scan that copies each partition out.
+
+    ``name`` is a DuckDB view with the canonical columns (typed as the contract says)
+    and, for checking, the raw ones; ``checks`` are the contract's row checks. A staged
+    :class:`EventTable` (already valid, without duplicates) has no checks.
+    """
+
+    con: duckdb.DuckDBPyConnection
+    name: str
+    source: str
+    settings: Settings
+    checks: list[_Check]
+
+    @property
+    def validated(self) -> bool:
+        return not self.checks
+
+    def validate(self) -> None:
+        """Check every row; raises :class:`InputError` listing every problem found."""
+        if self.checks:
+            with _duckdb_errors(self.source):
+                _raise_on_problems(self.con, self.name, self.source, self.checks)
+
+    def overview(self, until: date) -> LogOverview:
+        """Row counts, and the distinct channels and event types: one scan."""
+        day = f"DATE '{until.isoformat()}'"
+        with _duckdb_errors(self.source):
+            rows, upto, channels, event_types = self.con.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE CAST(timestamp AS DATE) <= {day}), "
+                f"list(DISTINCT channel ORDER BY channel) FILTER (WHERE channel IS NOT NULL), "
+                f"list(DISTINCT event_type ORDER BY event_type) "
+                f"FILTER (WHERE event_type IS NOT NULL) FROM {self.name}"
+            ).fetchone()  # type: ignore[misc]
+        return LogOverview(int(rows), int(upto), tuple(channels or ()), tuple(event_types or ()))
+
+    def customers(self, until: date) -> tuple[str, bool]:
+        """A temp table of the customers seen up to ``until``: ``k`` (the 64-bit hash of
+        the id, what :meth:`partition` keys by) and ``customer_id``; and whether ``k`` is
+        unique in it."""
+        name = f"{self.name}_customers"
+        with _duckdb_errors(self.source), unordered(self.con):
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT DISTINCT {_ID_KEY} "
+                f"AS k, customer_id FROM {self.name} "
+                f"WHERE {_day_on_or_before(until)} AND customer_id IS NOT NULL"
+            )
+            n, keys = self.con.execute(f"SELECT count(*), count(DISTINCT k) FROM {name}").fetchone()  # type: ignore[misc]
+        return name, n == keys
+
+    def partition(
+        self, index: int, count: int, until: date, overview: LogOverview, hashed_ids: bool
+    ) -> StagedPartition:
+        """The partition's events up to ``until`` as a compact temp table (see
+        :func:`compact_columns`), checked as it is copied.
+
+        Rows failing a check are copied too (whatever their day), so that a failing
+        partition raises the same :class:`InputError` as :func:`load_events` (from a
+        whole-log check). Exact duplicate rows are found from 64-bit row hashes computed
+        in the copy; only when two are equal is the partition copied again de-duplicated
+        (comparing every column). ``hashed_ids`` puts ``hash(customer_id)`` in the
+        ``customer_id`` column: integer keys sort and group faster than text.
+        """
+        name = f"{self.name}_part"
+        key = _ID_KEY if hashed_ids else "customer_id"
+        columns = compact_columns(until, overview.channels, overview.event_types, key, self.role)
+        where = _partition_filter(index, count)
+        with _duckdb_errors(self.source), unordered(self.con):
+            if not self.checks:
+                self.con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM ("
+                    f"SELECT {columns} FROM {self.name} WHERE {where}) WHERE age >= 0"
+                )
+                return StagedPartition(name, 0)
+            # _h hashes the compact values (cheaper than the text) with the two columns the
+            # copy leaves out: equal rows have equal hashes, and equal hashes only trigger
+            # the exact comparison below
+            compact = ", ".join(COMPACT_COLUMNS)
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {name} AS "
+                f"SELECT {compact}, hash({compact}, direction, duration_s) AS _h, _bad FROM ("
+                f"SELECT {columns}, direction, duration_s, "
+                f"CAST({_mask(self.checks)} AS USMALLINT) AS _bad "
+                f"FROM {self.name} WHERE {where}) WHERE age >= 0 OR _bad <> 0"
+            )
+            scanned = self.con.execute(f"SELECT _h, _bad FROM {name}").fetchnumpy()
+            if np.any(scanned["_bad"]):
+                self.validate()  # raises, counting over the whole log
+                raise InputError(self.source, "rows fail the event-log checks")  # not reached
+            hashes = np.sort(scanned["_h"])
+            del scanned
+            if not np.any(hashes[1:] == hashes[:-1]):
+                return StagedPartition(name, 0)
+            # Rare: pay for an exact de-duplicated copy.
+            cols = ", ".join(CANONICAL_COLUMNS)
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {columns} FROM "
+                f"(SELECT DISTINCT {cols} FROM {self.name} "
+                f"WHERE {where} AND {_day_on_or_before(until)})"
+            )
+            (kept,) = self.con.execute(f"SELECT count(*) FROM {name}").fetchone()  # type: ignore[misc]
+        return StagedPartition(name, len(hashes) - int(kept))
+
+    @property
+    def role(self) -> str:
+        return role_sql(self.settings) if self.checks else "role"
+
+
+@dataclass(frozen=True)
+class LogOverview:
+    """What one scan of a staged log tells: rows, rows up to the as-of day, and the
+    distinct channels and event types (sorted)."""
+
+    rows: int
+    rows_up_to: int
+    channels: tuple[str, ...]
+    event_types: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StagedPartition:
+    """A partition copied out of a :class:`StagedLog`: its table, duplicates dropped."""
+
+    name: str
+    duplicates_dropped: int
+
+
+def stage_events(
+    source: EventSource | EventTable,
+    settings: Settings | None = None,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> StagedLog:
+    """Read and type an event log without the validation scan (see :class:`StagedLog`).
+
+    Text files are parsed once into a table; typed sources (Parquet, Arrow) are scanned
+    in place. Missing required columns raise :class:`InputError` here; every other
+    problem is found by :meth:`StagedLog.validate` or partition by partition.
+    """
+    if isinstance(source, EventTable):
+        return StagedLog(source.con, source.name, source.source, source.settings, [])
     settings = settings or Settings()
     con = con or connect_for(settings)
     label = _source_label(source)
@@ -500,13 +664,12 @@ def load_events(
         raise InputError(label, problems)
 
     n = next(_counter)
-    raw_view, staged, table = f"_raw_{n}", f"_staged_{n}", f"events_{n}"
+    raw_view, staged = f"_raw_{n}", f"_staged_{n}"
     text_source = all(t == "VARCHAR" for t in types.values())
     typed = _typed_columns(types, trim=text_source)
     raw_cols = ", ".join(f"{_q(c)} AS r_{c}" for c in CANONICAL_COLUMNS if c in types)
     renamed = ", ".join(f"{_q(o)} AS {_q(c)}" for o, c in zip(raw.columns, present, strict=True))
     selected = ", ".join(f"{expr} AS {name}" for name, expr in typed.items())
-    checks = _checks(types, trim=text_source)
     with _duckdb_errors(label):
         if isinstance(source, (str, Path)) and text_source:
             # Parse text files once; typed sources (Parquet, Arrow) are scanned in place.
@@ -517,16 +680,66 @@ def load_events(
             f"CREATE TEMP VIEW {staged} AS SELECT {selected}, {raw_cols} "
             f"FROM (SELECT {renamed} FROM {raw_view})"
         )
-        rows_read, maybe_duplicates, fingerprint = _raise_on_problems(con, staged, label, checks)
-        dropped = _create_event_relation(con, staged, table, settings, maybe_duplicates)
-    return EventTable(
-        con=con,
-        name=table,
-        source=label,
-        settings=settings,
-        rows_read=rows_read,
-        duplicates_dropped=dropped,
-        known_fingerprint=fingerprint,
+    return StagedLog(con, staged, label, settings, _checks(types, trim=text_source))
+
+
+_MAX_ENUM = 256  # more distinct values than this stay text
+_ID_KEY = "hash(customer_id)"  # the integer key StagedLog.customers and .partition share
+
+
+def _enum(values: tuple[str, ...] | list[str]) -> str:
+    return "ENUM(" + ", ".join(_lit(v) for v in values) + ")"
+
+
+def compact_columns(
+    until: date,
+    channels: tuple[str, ...],
+    event_types: tuple[str, ...],
+    key: str = "customer_id",
+    role: str = "role",
+) -> str:
+    """The select list of the compact event copy the feature engine scans.
+
+    ``customer_id`` (``key``), ``timestamp``, ``age`` (days from the event's day to
+    ``until``), ``channel`` and ``event_type`` as ENUMs over the given sorted distinct
+    values (so they order exactly like the text but sort and group as one byte; text
+    beyond 256 values), ``amount`` (0 when missing) and ``role`` as an ENUM.
+    """
+    channel_type = _enum(channels) if len(channels) <= _MAX_ENUM else "VARCHAR"
+    event_type = _enum(event_types) if len(event_types) <= _MAX_ENUM else "VARCHAR"
+    return (
+        f"{key} AS customer_id, timestamp, "
+        f"CAST(DATE '{until.isoformat()}' - CAST(timestamp AS DATE) AS INTEGER) AS age, "
+        f"CAST(channel AS {channel_type}) AS channel, "
+        f"CAST(event_type AS {event_type}) AS event_type, "
+        f"coalesce(amount, 0.0) AS amount, CAST({role} AS {_enum(ROLES)}) AS role"
+    )
+
+
+def role_sql(settings: Settings) -> str:
+    """The SQL giving an event's role from its ``event_type`` and ``direction``."""
+    purchase = ", ".join(_lit(t) for t in settings.events.purchase_types)
+    outbound = ", ".join(_lit(t) for t in settings.events.outbound_types) or "NULL"
+    return (
+        f"CASE WHEN event_type IN ({purchase}) THEN 'purchase' "
+        f"WHEN direction = 'outbound' OR (direction IS NULL AND event_type IN ({outbound})) "
+        f"THEN 'outbound' ELSE 'inbound' END"
+    )
+
+
+def _partition_filter(index: int, count: int) -> str:
+    return f"hash(customer_id) % {int(count)} = {int(index)}" if count > 1 else "true"
+
+
+def _day_on_or_before(until: date) -> str:
+    return f"CAST(timestamp AS DATE) <= DATE '{until.isoformat()}'"
+
+
+def _mask(checks: list[_Check]) -> str:
+    """A row's failed checks as a bit mask (one bit per check)."""
+    assert len(checks) <= 16  # one bit each in a USMALLINT
+    return " + ".join(
+        f"CASE WHEN {c.condition} THEN {1 << i} ELSE 0 END" for i, c in enumerate(checks)
     )
 
 
@@ -545,12 +758,8 @@ def _raise_on_problems(
     of the hashes finds that far faster than a hash aggregation over them) and, without
     duplicates, the log's fingerprint (from the same hashes).
     """
-    assert len(checks) <= 16  # one bit each in a USMALLINT
-    mask = " + ".join(
-        f"CASE WHEN {c.condition} THEN {1 << i} ELSE 0 END" for i, c in enumerate(checks)
-    )
     scanned = con.execute(
-        f"SELECT hash({_HASHED}) AS h, CAST({mask} AS USMALLINT) AS bad FROM {staged}"
+        f"SELECT hash({_HASHED}) AS h, CAST({_mask(checks)} AS USMALLINT) AS bad FROM {staged}"
     ).fetchnumpy()
     hashes, bad = scanned["h"], scanned["bad"]
     del scanned
@@ -615,8 +824,6 @@ def _create_event_relation(
     hashes are equal is a de-duplicated copy made (comparing every column, so a hash
     collision never merges two different events).
     """
-    purchase = ", ".join(_lit(t) for t in settings.events.purchase_types)
-    outbound = ", ".join(_lit(t) for t in settings.events.outbound_types) or "NULL"
     cols = ", ".join(CANONICAL_COLUMNS)
     kind = "VIEW"
     source = staged
@@ -632,11 +839,7 @@ def _create_event_relation(
         CREATE TEMP {kind} {name} AS
         SELECT customer_id, timestamp, channel, event_type,
                coalesce(amount, 0.0) AS amount, direction, duration_s,
-               CAST(timestamp AS DATE) AS day,
-               CASE WHEN event_type IN ({purchase}) THEN 'purchase'
-                    WHEN direction = 'outbound'
-                         OR (direction IS NULL AND event_type IN ({outbound})) THEN 'outbound'
-                    ELSE 'inbound' END AS role
+               CAST(timestamp AS DATE) AS day, {role_sql(settings)} AS role
         FROM {source}
     """)
     return int(dropped)

@@ -1,13 +1,22 @@
 """Features for logs larger than memory: per customer-hash partition, straight to a file.
 
-:func:`write_features` is what ``churnlens features`` runs. The population statistics
-(RFM cut points, median cycle) come first, from one light pass over the purchases of the
-whole log; then the log is worked through one customer-hash partition at a time (see
-:meth:`~churnlens.events.EventTable.hash_partition`), each partition's features built
-against the whole population and appended to the output, so neither the log nor the
-feature table is ever held in pandas whole. The file is written under a temporary name
-and renamed when complete. The result equals :func:`~churnlens.features.build_features`
-on the whole log (a test checks it).
+:func:`write_features` is what ``churnlens features`` runs. It reads the log once per
+customer-hash partition and never holds it in pandas:
+
+1. one light scan counts the rows and lists the channels and event types;
+2. for each partition, the events up to the as-of day are copied out of the source once,
+   into a compact table keyed by the 64-bit hash of the customer id, and checked in the
+   same scan (the event-log contract's row checks, and exact duplicates from row
+   hashes); the families' raw aggregates are computed from it in DuckDB and kept there;
+3. the population statistics (RFM cut points, median cycle) come from the buyers'
+   aggregates of all partitions;
+4. each partition's features are finished against that population and appended to the
+   output, which is written under a temporary name and renamed when complete.
+
+A log that breaks the contract raises the same :class:`~churnlens.errors.InputError` as
+:func:`~churnlens.events.load_events`, counted over the whole log, and leaves no output.
+The result equals :func:`~churnlens.features.build_features` on the whole log (a test
+checks it).
 """
 
 from __future__ import annotations
@@ -26,8 +35,20 @@ import pyarrow.parquet as pq
 
 from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
-from churnlens.events import EventSource, EventTable, load_events, parse_as_of
-from churnlens.features.engine import build_features, buyer_features, feature_names
+from churnlens.events import (
+    EventSource,
+    EventTable,
+    LogOverview,
+    StagedLog,
+    parse_as_of,
+    stage_events,
+)
+from churnlens.features.engine import (
+    aggregate_partition,
+    aggregated_population,
+    feature_names,
+    finish_partition,
+)
 from churnlens.outputs import atomic_path, check_output_path
 
 Progress = Callable[[int, int, int], None]  # (partitions done, total, customers so far)
@@ -41,9 +62,11 @@ class FeatureFile:
     customers: int
     partitions: int
     seconds: float
-    events: EventTable = field(repr=False)
+    source: str
     summary: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    events: int = 0  # on or before the as-of day, duplicates included
     events_after_as_of: int = 0  # ignored: they happened after the as-of day
+    duplicates_dropped: int = 0  # exact duplicate rows among the events up to the as-of day
 
 
 def _schema(settings: Settings) -> pa.Schema:
@@ -67,47 +90,80 @@ def write_features(
     """Build the features of every customer seen up to ``as_of`` into ``out``.
 
     ``out`` is ``.parquet``, ``.csv`` or ``.csv.gz``; rows are in customer order within
-    each partition. ``partitions`` defaults to one per ``engine.partition_events``
+    each partition. ``partitions`` defaults to one per ``engine.feature_partition_events``
     events. Returns the path, counts and per-column summary statistics (count, mean,
     min, max), accumulated partition by partition.
     """
     began = time.perf_counter()
     out = check_output_path(out)
-    table = load_events(events, settings)
-    settings = table.settings
+    log = stage_events(events, settings)
+    settings = log.settings
     day = parse_as_of(as_of)
-    n_events, later = table.con.execute(
-        f"SELECT count(*) FILTER (WHERE day <= DATE '{day}'), "
-        f"count(*) FILTER (WHERE day > DATE '{day}') FROM {table.name}"
-    ).fetchone()  # type: ignore[misc]
-    if not n_events:
+    overview = log.overview(day)
+    if not overview.rows_up_to:
+        log.validate()  # a broken log says so first
         fix = "give a later --as-of"
         message = f"no event on or before the as-of day {day}: no customer to describe"
-        raise InputError(table.source, [Problem("timestamp", message, fix=fix)])
-    population, _ = buyer_features(table, day)
-    count = partitions or max(1, math.ceil(n_events / settings.engine.partition_events))
-    schema = _schema(settings)
-    stats: list[pd.DataFrame] = []
-    customers = 0
-    with atomic_path(out) as tmp:
-        writer = _Writer(tmp, out, schema)
-        try:
-            for i in range(count):
-                part = table.hash_partition(i, count, day)
-                frame = build_features(part, day, settings, population)
-                table.con.execute(f"DROP TABLE {part.name}")
-                if len(frame):
-                    # customer_id stays the pandas index for readers of the Parquet file
-                    writer.write(pa.Table.from_pandas(frame, schema=schema, preserve_index=True))
-                    stats.append(_partial_stats(frame))
-                customers += len(frame)
-                if progress:
-                    progress(i + 1, count, customers)
-        finally:
-            writer.close()
-    summary = _combine_stats(stats)
-    seconds = time.perf_counter() - began
-    return FeatureFile(out, customers, count, seconds, table, summary, int(later))
+        raise InputError(log.source, [Problem("timestamp", message, fix=fix)])
+    per_partition = settings.engine.feature_partition_events
+    count = partitions or max(1, math.ceil(overview.rows_up_to / per_partition))
+    # Integer keys sort and group faster than text; two ids with one 64-bit hash (about
+    # one chance in 10^8 for a billion customers) make every partition keep the ids.
+    ids, unique = log.customers(day)
+    tables: list[str] = []
+    dropped = customers = 0
+    try:
+        for i in range(count):
+            table, duplicates = _aggregate(log, i, count, day, overview, ids if unique else None)
+            tables.append(table)
+            dropped += duplicates
+            (n,) = log.con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+            customers += int(n)
+            if progress:
+                progress(i + 1, count, customers)
+        population = aggregated_population(log.con, tables)
+        stats: list[pd.DataFrame] = []
+        schema = _schema(settings)
+        with atomic_path(out) as tmp:
+            writer = _Writer(tmp, out, schema)
+            try:
+                for table in tables:
+                    frame = finish_partition(log.con, table, day, settings, population)
+                    log.con.execute(f"DROP TABLE {table}")
+                    if len(frame):
+                        # customer_id stays the pandas index for readers of the Parquet file
+                        arrow = pa.Table.from_pandas(frame, schema=schema, preserve_index=True)
+                        writer.write(arrow)
+                        stats.append(_partial_stats(frame))
+            finally:
+                writer.close()
+    finally:
+        for table in [*tables, ids]:
+            log.con.execute(f"DROP TABLE IF EXISTS {table}")
+    return FeatureFile(
+        path=out,
+        customers=customers,
+        partitions=count,
+        seconds=time.perf_counter() - began,
+        source=log.source,
+        summary=_combine_stats(stats),
+        events=overview.rows_up_to,
+        events_after_as_of=overview.rows - overview.rows_up_to,
+        duplicates_dropped=dropped,
+    )
+
+
+def _aggregate(
+    log: StagedLog, index: int, count: int, day: date, overview: LogOverview, ids: str | None
+) -> tuple[str, int]:
+    """Partition ``index`` of ``count`` copied, checked and aggregated into a temp table;
+    returns the table's name and the duplicate rows dropped. ``ids``: the table from
+    :meth:`~churnlens.events.StagedLog.customers` to key the copy by id hashes."""
+    part = log.partition(index, count, day, overview, hashed_ids=ids is not None)
+    out = f"{log.name}_raw_{index}"
+    aggregate_partition(log.con, part.name, log.settings, overview.channels, out, ids)
+    log.con.execute(f"DROP TABLE {part.name}")
+    return out, part.duplicates_dropped
 
 
 class _Writer:

@@ -19,13 +19,21 @@ from collections.abc import Callable
 from datetime import date, datetime
 from types import ModuleType
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.events import ROLES, EventSource, EventTable, load_events, parse_as_of, unordered
+from churnlens.events import (
+    EventSource,
+    EventTable,
+    compact_columns,
+    load_events,
+    parse_as_of,
+    unordered,
+)
 from churnlens.features import channels, cycle, fatigue, frequency, intervals, rfm
-from churnlens.features.base import FeatureContext, sql_literal
+from churnlens.features.base import FeatureContext
 from churnlens.features.population import PopulationStats, quintile_cuts
 
 FAMILIES: tuple[ModuleType, ...] = (frequency, channels, intervals, rfm, cycle, fatigue)
@@ -48,20 +56,11 @@ def _aggregates(relation: str, settings: Settings, seen_channels: tuple[str, ...
     return ",\n               ".join(exprs)
 
 
-_MAX_ENUM = 256  # more distinct values than this stay text
-
-
-def _enum(values: list[str]) -> str:
-    return "ENUM(" + ", ".join(sql_literal(v) for v in values) + ")"
-
-
 def _point_in_time_events(table: EventTable, as_of: date) -> tuple[str, tuple[str, ...]]:
     """The events up to ``as_of``, copied once into a compact temp table; and its channels.
 
     Every aggregation scans it: one copy is cheaper than decoding the source again for
-    each of them. ``channel`` and ``event_type`` become ENUMs over their sorted distinct
-    values, so they order exactly like the text but sort and group as one byte; ``role``
-    is an ENUM too, and ``age`` replaces ``day`` (day = as-of day - age).
+    each of them (see :func:`~churnlens.events.compact_columns`).
     """
     day = f"DATE '{as_of.isoformat()}'"
     name = f"{table.name}_as_of_{as_of:%Y%m%d}"
@@ -69,18 +68,11 @@ def _point_in_time_events(table: EventTable, as_of: date) -> tuple[str, tuple[st
         f"SELECT list(DISTINCT channel ORDER BY channel), "
         f"list(DISTINCT event_type ORDER BY event_type) FROM {table.name}"
     ).fetchone()  # type: ignore[misc]
-    channel_type = _enum(channels) if len(channels) <= _MAX_ENUM else "VARCHAR"
-    event_type = _enum(event_types) if len(event_types) <= _MAX_ENUM else "VARCHAR"
-    table.con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {name} AS
-        SELECT customer_id, timestamp,
-               CAST({day} - day AS INTEGER) AS age,
-               CAST(channel AS {channel_type}) AS channel,
-               CAST(event_type AS {event_type}) AS event_type,
-               amount,
-               CAST(role AS {_enum(list(ROLES))}) AS role
-        FROM {table.name} WHERE day <= {day}
-    """)
+    columns = compact_columns(as_of, tuple(channels), tuple(event_types))
+    table.con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {name} AS "
+        f"SELECT {columns} FROM {table.name} WHERE day <= {day}"
+    )
     return name, tuple(channels)
 
 
@@ -152,8 +144,65 @@ def _raw_aggregates(table: EventTable, as_of: date) -> pd.DataFrame:
         finally:
             if events:
                 con.execute(f"DROP TABLE IF EXISTS {events}")
+    return _indexed(raw)
+
+
+def _indexed(raw: pd.DataFrame) -> pd.DataFrame:
     raw.index = pd.Index(raw.pop("customer_id").astype(str), name="customer_id")
-    return raw.sort_index()
+    return raw if raw.index.is_monotonic_increasing else raw.sort_index()
+
+
+def aggregate_partition(
+    con: duckdb.DuckDBPyConnection,
+    events: str,
+    settings: Settings,
+    channels: tuple[str, ...],
+    out: str,
+    customers: str | None = None,
+) -> None:
+    """The raw aggregates of a compact event table (see
+    :func:`~churnlens.events.compact_columns`) into the temp table ``out``.
+
+    ``customers``: when the events' ``customer_id`` holds ``hash(customer_id)``, the
+    table (``k``, ``customer_id``) that turns it back into the id.
+    """
+    statement = _statement(events, settings, channels)
+    if customers:
+        statement = (
+            f"SELECT c.customer_id, r.* EXCLUDE (customer_id) "
+            f"FROM ({statement}) r JOIN {customers} c ON r.customer_id = c.k"
+        )
+    with unordered(con):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {statement}")
+
+
+def aggregated_population(con: duckdb.DuckDBPyConnection, tables: list[str]) -> PopulationStats:
+    """Population statistics of the customers in ``tables`` (from :func:`aggregate_partition`)."""
+    columns = "rfm_frequency, rfm_recency_days, rfm_monetary_total, " + ", ".join(cycle.RAW_COLUMNS)
+    buyers = " UNION ALL ".join(
+        f"SELECT {columns} FROM {t} WHERE rfm_frequency > 0" for t in tables
+    )
+    return _population(con.execute(buyers).df())
+
+
+def finish_partition(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    as_of: date,
+    settings: Settings,
+    population: PopulationStats,
+) -> pd.DataFrame:
+    """The features of the customers in ``table`` (from :func:`aggregate_partition`)."""
+    # DuckDB sorts text by its bytes, which is code point order, as pandas does
+    raw = _indexed(con.execute(f"SELECT * FROM {table} ORDER BY customer_id").df())
+    return _finish(raw, FeatureContext(settings=settings, as_of=as_of, population=population))
+
+
+def _finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    frame = pd.concat([family.finish(raw, ctx) for family in FAMILIES], axis=1)
+    frame = frame.astype(np.float64)
+    frame.index.name = "customer_id"
+    return frame
 
 
 def _population(raw: pd.DataFrame) -> PopulationStats:
@@ -194,8 +243,7 @@ def buyer_features(
               GROUP BY customer_id, age)
         GROUP BY customer_id
     """).df()
-    raw.index = pd.Index(raw.pop("customer_id").astype(str), name="customer_id")
-    raw = raw.sort_index()
+    raw = _indexed(raw)
     population = _population(raw)
     ctx = FeatureContext(settings=table.settings, as_of=as_of, population=population)
     return population, pd.concat([rfm.finish(raw, ctx), cycle.finish(raw, ctx)], axis=1)
@@ -232,8 +280,4 @@ def build_features(
     as_of = parse_as_of(as_of)
     raw = _raw_aggregates(table, as_of)
     population = population or _population(raw)
-    ctx = FeatureContext(settings=table.settings, as_of=as_of, population=population)
-    frame = pd.concat([family.finish(raw, ctx) for family in FAMILIES], axis=1)
-    frame = frame.astype(np.float64)
-    frame.index.name = "customer_id"
-    return frame
+    return _finish(raw, FeatureContext(settings=table.settings, as_of=as_of, population=population))
