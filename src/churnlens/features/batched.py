@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -47,7 +48,8 @@ from churnlens.features.engine import (
     aggregate_partition,
     aggregated_population,
     feature_names,
-    finish_partition,
+    finish_features,
+    partition_aggregates,
 )
 from churnlens.outputs import atomic_path, check_output_path
 
@@ -124,17 +126,29 @@ def write_features(
         population = aggregated_population(log.con, tables)
         stats: list[pd.DataFrame] = []
         schema = _schema(settings)
-        with atomic_path(out) as tmp:
+
+        def write(frame: pd.DataFrame) -> None:
+            if len(frame):
+                # customer_id stays the pandas index for readers of the Parquet file
+                writer.write(pa.Table.from_pandas(frame, schema=schema, preserve_index=True))
+                stats.append(_partial_stats(frame))
+
+        with atomic_path(out) as tmp, ThreadPoolExecutor(max_workers=1) as worker:
             writer = _Writer(tmp, out, schema)
             try:
+                # pandas finishes one partition in the worker while this thread fetches
+                # the next from DuckDB and writes the previous (both release the GIL)
+                pending: Future[pd.DataFrame] | None = None
                 for table in tables:
-                    frame = finish_partition(log.con, table, day, settings, population)
+                    raw = partition_aggregates(log.con, table)
                     log.con.execute(f"DROP TABLE {table}")
-                    if len(frame):
-                        # customer_id stays the pandas index for readers of the Parquet file
-                        arrow = pa.Table.from_pandas(frame, schema=schema, preserve_index=True)
-                        writer.write(arrow)
-                        stats.append(_partial_stats(frame))
+                    finishing = worker.submit(finish_features, raw, day, settings, population)
+                    del raw
+                    if pending is not None:
+                        write(pending.result())
+                    pending = finishing
+                if pending is not None:
+                    write(pending.result())
             finally:
                 writer.close()
     finally:

@@ -185,16 +185,17 @@ def aggregated_population(con: duckdb.DuckDBPyConnection, tables: list[str]) -> 
     return _population(con.execute(buyers).df())
 
 
-def finish_partition(
-    con: duckdb.DuckDBPyConnection,
-    table: str,
-    as_of: date,
-    settings: Settings,
-    population: PopulationStats,
-) -> pd.DataFrame:
-    """The features of the customers in ``table`` (from :func:`aggregate_partition`)."""
+def partition_aggregates(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
+    """The raw aggregates in ``table`` (from :func:`aggregate_partition`), indexed by
+    customer_id (sorted)."""
     # DuckDB sorts text by its bytes, which is code point order, as pandas does
-    raw = _indexed(con.execute(f"SELECT * FROM {table} ORDER BY customer_id").df())
+    return _indexed(con.execute(f"SELECT * FROM {table} ORDER BY customer_id").df())
+
+
+def finish_features(
+    raw: pd.DataFrame, as_of: date, settings: Settings, population: PopulationStats
+) -> pd.DataFrame:
+    """The features from :func:`partition_aggregates`' raw aggregates (pandas only)."""
     return _finish(raw, FeatureContext(settings=settings, as_of=as_of, population=population))
 
 
