@@ -1,8 +1,9 @@
 """The feature engine: every family's SQL in one DuckDB statement, pandas out.
 
-The events up to the as-of day are copied once into a compact table (channel, event type
-and role as one-byte ENUMs, ``age`` instead of the day) that each aggregation scans (see
-base.py for the relations the families aggregate over). The contacts are put in time
+The events up to the as-of day are copied once into a compact table (keyed by the 64-bit
+hash of the customer id, since integer keys sort and group faster than text; channel,
+event type and role as one-byte ENUMs; ``age`` instead of the day) that each aggregation
+scans (see base.py for the relations the families aggregate over). The contacts are put in time
 order per customer once, with one window, and a single aggregation over that window
 yields both the plain contact counts and the sequence features (channel switches, gaps
 between contact days) and, for logs with few channels, the per-channel counts. Purchases
@@ -27,9 +28,9 @@ from churnlens.config import Settings
 from churnlens.events import (
     EventSource,
     EventTable,
-    compact_columns,
     load_events,
     parse_as_of,
+    stage_events,
     unordered,
 )
 from churnlens.features import channels, cycle, fatigue, frequency, intervals, rfm
@@ -54,26 +55,6 @@ def _aggregates(relation: str, settings: Settings, seen_channels: tuple[str, ...
         )
         exprs += contribute(settings, seen_channels) if contribute else []
     return ",\n               ".join(exprs)
-
-
-def _point_in_time_events(table: EventTable, as_of: date) -> tuple[str, tuple[str, ...]]:
-    """The events up to ``as_of``, copied once into a compact temp table; and its channels.
-
-    Every aggregation scans it: one copy is cheaper than decoding the source again for
-    each of them (see :func:`~churnlens.events.compact_columns`).
-    """
-    day = f"DATE '{as_of.isoformat()}'"
-    name = f"{table.name}_as_of_{as_of:%Y%m%d}"
-    channels, event_types = table.con.execute(
-        f"SELECT list(DISTINCT channel ORDER BY channel), "
-        f"list(DISTINCT event_type ORDER BY event_type) FROM {table.name}"
-    ).fetchone()  # type: ignore[misc]
-    columns = compact_columns(as_of, tuple(channels), tuple(event_types))
-    table.con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {name} AS "
-        f"SELECT {columns} FROM {table.name} WHERE day <= {day}"
-    )
-    return name, tuple(channels)
 
 
 def _statement(events: str, settings: Settings, seen_channels: tuple[str, ...]) -> str:
@@ -134,17 +115,27 @@ def _statement(events: str, settings: Settings, seen_channels: tuple[str, ...]) 
 
 
 def _raw_aggregates(table: EventTable, as_of: date) -> pd.DataFrame:
-    """Per-customer raw aggregates of every family, indexed by customer_id (sorted)."""
-    con = table.con
-    events = None
-    with unordered(con):  # the result is sorted below
-        try:
-            events, seen_channels = _point_in_time_events(table, as_of)
-            raw = con.execute(_statement(events, table.settings, seen_channels)).df()
-        finally:
-            if events:
-                con.execute(f"DROP TABLE IF EXISTS {events}")
-    return _indexed(raw)
+    """Per-customer raw aggregates of every family, indexed by customer_id (sorted).
+
+    The events up to ``as_of`` are copied once into a compact table keyed by the hash of
+    the customer id (see :meth:`~churnlens.events.StagedLog.partition`) that every
+    aggregation scans: one copy is cheaper than decoding the source for each of them.
+    """
+    log = stage_events(table)
+    overview = log.overview(as_of)
+    ids, unique = log.customers(as_of)
+    out = f"{table.name}_raw"
+    part = None
+    try:
+        part = log.partition(0, 1, as_of, overview, hashed_ids=unique)
+        aggregate_partition(
+            log.con, part.name, table.settings, overview.channels, out, ids if unique else None
+        )
+        return partition_aggregates(log.con, out)
+    finally:
+        for name in (ids, out, part.name if part else None):
+            if name:
+                log.con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def _indexed(raw: pd.DataFrame) -> pd.DataFrame:
