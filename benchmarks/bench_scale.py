@@ -152,7 +152,7 @@ def _run_scoring(args: argparse.Namespace) -> dict[str, object]:
     result = score(args.path, args.as_of, args.out, models, progress=progress)
     ended = time.perf_counter()
     phases = {"load models": loaded - began}
-    phases.update(_phases(loaded, ended, marks, "checks, plan, 1st partition"))
+    phases.update(_phases(loaded, ended, marks, "checks, 1st partition's DuckDB pass"))
     phases["rank and write (after the last)"] = phases.pop("after the last")
     return {
         "seconds": ended - began,

@@ -2,17 +2,19 @@
 
 ``score(events, as_of, out, models)`` runs in four steps:
 
-1. **checks and population**: the models are loaded and checked before anything else
-   (:mod:`churnlens.model_source`); the log is validated; one light pass over the
-   purchases gives the population statistics (RFM cut points, median cycle), the
-   lifecycle thresholds and the expected-value tiers;
-2. **partitions**: customers are split into partitions by a hash of ``customer_id`` (one
-   per 20 million events by default); each partition's events are streamed from the
-   source (Parquet is read in place, filtered on the hash) into one in-memory table, so
-   each customer's events are in exactly one partition;
-3. **per partition**: features (against the whole population's statistics), churn
-   probability and reasons, segment, lifecycle stage, reachability and the policy's
-   action; written as a Parquet part;
+1. **checks**: the models are loaded and checked before anything else
+   (:mod:`churnlens.model_source`); the log is validated (its fingerprint goes into the
+   manifest);
+2. **partitions, DuckDB pass**: customers are split into partitions by a hash of
+   ``customer_id`` (one per 20 million events by default); each partition's events are
+   streamed from the source (Parquet is read in place, filtered on the hash) into one
+   in-memory table, so each customer's events are in exactly one partition; the feature
+   families' raw aggregates (kept in DuckDB) and the contact profile are computed;
+3. **plan, then the model pass**: the population statistics (RFM cut points, median
+   cycle), the lifecycle thresholds and the expected-value tiers come from all the
+   partitions' purchase aggregates; then, per partition, features (against that whole
+   population), churn probability and reasons, segment, lifecycle stage, reachability
+   and the policy's action, written as a Parquet part;
 4. **ranking**: DuckDB applies the contact budget and ranks ``priority`` within each
    action over all parts, and writes the scores file to a temporary name that is renamed
    only when complete, with a manifest JSON beside it.
@@ -48,7 +50,12 @@ from churnlens.contacts import contact_profile
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, connect_for, load_events, parse_as_of
 from churnlens.features import build_features
-from churnlens.features.engine import buyer_features
+from churnlens.features.engine import (
+    aggregate_events,
+    aggregated_buyers,
+    finish_features,
+    partition_aggregates,
+)
 from churnlens.features.population import PopulationStats
 from churnlens.lifecycle import STAGES, StageThresholds, assign_stages, stage_thresholds
 from churnlens.model_source import ScoringModels
@@ -97,10 +104,8 @@ class _Plan:
     events_after: int  # after the as-of day: ignored, reported
 
 
-def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
-    population, buyers = buyer_features(table, as_of)
-    values = expected_value(buyers["cycle_days"], buyers["rfm_monetary_mean"])
-    cuts = value_cuts(values, policy)
+def _event_counts(table: EventTable, as_of: date) -> tuple[int, int]:
+    """Events on or before ``as_of`` and after it; raises when there is none before."""
     day = f"DATE '{as_of.isoformat()}'"
     events, later = table.con.execute(
         f"SELECT count(*) FILTER (WHERE day <= {day}), count(*) FILTER (WHERE day > {day}) "
@@ -117,14 +122,27 @@ def _plan(table: EventTable, as_of: date, policy: Policy) -> _Plan:
                 )
             ],
         )
+    return int(events), int(later)
+
+
+def _plan_from(
+    table: EventTable,
+    as_of: date,
+    policy: Policy,
+    population: PopulationStats,
+    buyers: pd.DataFrame,
+    events: int,
+    later: int,
+) -> _Plan:
+    values = expected_value(buyers["cycle_days"], buyers["rfm_monetary_mean"])
     return _Plan(
         as_of=as_of,
         population=population,
         thresholds=stage_thresholds(buyers["cycle_own_days"], table.settings),
-        value_cuts=cuts,
+        value_cuts=value_cuts(values, policy),
         fingerprint=table.fingerprint(),
-        events=int(events),
-        events_after=int(later),
+        events=events,
+        events_after=later,
     )
 
 
@@ -258,12 +276,14 @@ def _score_locked(
     try:
         con = connect_for(models.settings, temp_dir=work / "duckdb")
         table = load_events(events, models.settings, con=con)
-        plan = _plan(table, as_of, policy)
+        n_events, later = _event_counts(table, as_of)
         per_partition = models.settings.engine.partition_events
-        count = partitions or max(1, math.ceil(plan.events / per_partition))
+        count = partitions or max(1, math.ceil(n_events / per_partition))
         scored = work / "scored"
         scored.mkdir()
-        _score_partitions(table, plan, models, policy, count, scored, progress)
+        plan = _score_partitions(
+            table, as_of, (n_events, later), models, policy, count, scored, progress
+        )
         con.execute(f"CREATE TEMP VIEW _scores AS SELECT * FROM read_parquet('{scored}/*.parquet')")
         con.execute(f"CREATE TEMP TABLE _ranked AS {rank_sql('_scores', policy, max_contacts)}")
         _write_output(con, "_ranked", out)
@@ -280,45 +300,73 @@ def _score_locked(
 
 def _score_partitions(
     table: EventTable,
-    plan: _Plan,
+    as_of: date,
+    counts: tuple[int, int],
     models: ScoringModels,
     policy: Policy,
     count: int,
     scored: Path,
     progress: Progress | None,
-) -> None:
-    """Score every partition into a Parquet part under ``scored``.
+) -> _Plan:
+    """Score every partition into a Parquet part under ``scored``; returns the plan.
 
-    Two partitions are in flight: while a worker thread scores partition i (LightGBM,
-    numpy, pandas), the main thread has DuckDB build the features of partition i + 1
-    (DuckDB releases the GIL), so both cores stay busy.
+    Two passes over the partitions:
+
+    1. DuckDB: each partition's events are streamed from the source; the families' raw
+       aggregates (kept in DuckDB) and the contact profile are computed from them;
+    2. the plan (population statistics, stage thresholds, value tiers) comes from the
+       purchase aggregates of all partitions, so the log is not read again for it; then
+       the main thread finishes each partition's features while a worker thread scores
+       the previous one (LightGBM, numpy, pandas, on both cores: DuckDB is done).
+
+    Progress counts both passes (``2 * count`` steps).
     """
+    con, settings = table.con, models.settings
+    raws: list[tuple[str, pd.DataFrame]] = []
     done = 0
-
-    def finish(i: int, X: pd.DataFrame, contacts: pd.DataFrame, threads: int) -> int:
-        frame = score_partition(X, contacts, plan, models, policy, threads)
-        pq.write_table(_part_table(frame, plan, models.version), scored / f"part-{i}.parquet")
-        return len(frame)
-
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        pending: tuple[int, Future[int]] | None = None
+    try:
         for i in range(count):
-            part = table.hash_partition(i, count, plan.as_of)
-            (rows,) = table.con.execute(f"SELECT count(*) FROM {part.name}").fetchone()  # type: ignore[misc]
-            inputs = partition_inputs(part, plan, models, policy) if rows else None
-            table.con.execute(f"DROP TABLE {part.name}")
-            if pending is not None:
-                done += pending[1].result()
-                if progress:
-                    progress(pending[0] + 1, count, done)
-                pending = None
-            if inputs is not None:
-                threads = 1 if i + 1 < count else 2  # the last one has both cores
-                pending = (i, worker.submit(finish, i, *inputs, threads))
-        if pending is not None:
-            done += pending[1].result()
+            part = table.hash_partition(i, count, as_of)
+            raw = f"{table.name}_raw_{i}"
+            aggregate_events(part, as_of, raw)
+            ids = con.execute(f"SELECT customer_id FROM {raw} ORDER BY customer_id").df()
+            customers = pd.Index(ids["customer_id"].astype(str), name="customer_id")
+            if len(customers):
+                raws.append((raw, contact_profile(part, as_of, policy.fatigue, customers)))
+            else:
+                con.execute(f"DROP TABLE {raw}")
+            con.execute(f"DROP TABLE {part.name}")
             if progress:
-                progress(pending[0] + 1, count, done)
+                progress(i + 1, 2 * count, 0)
+        names = [raw for raw, _ in raws]
+        population, buyers = aggregated_buyers(con, names, as_of, settings)
+        plan = _plan_from(table, as_of, policy, population, buyers, *counts)
+
+        def finish(i: int, X: pd.DataFrame, contacts: pd.DataFrame) -> int:
+            frame = score_partition(X, contacts, plan, models, policy, num_threads=2)
+            pq.write_table(_part_table(frame, plan, models.version), scored / f"part-{i}.parquet")
+            return len(frame)
+
+        with ThreadPoolExecutor(max_workers=1) as worker:
+            pending: Future[int] | None = None
+            for i, (raw, contacts) in enumerate(raws):
+                X = finish_features(partition_aggregates(con, raw), as_of, settings, population)
+                con.execute(f"DROP TABLE {raw}")
+                scoring = worker.submit(finish, i, X, contacts)
+                del X, contacts
+                if pending is not None:
+                    done += pending.result()
+                    if progress:
+                        progress(count + i, 2 * count, done)
+                pending = scoring
+            if pending is not None:
+                done += pending.result()
+            if progress:
+                progress(2 * count, 2 * count, done)
+        return plan
+    finally:
+        for raw, _ in raws:
+            con.execute(f"DROP TABLE IF EXISTS {raw}")
 
 
 def _manifest(

@@ -229,7 +229,7 @@ def _log_stats(events: _Events, as_of: date, settings: Settings) -> _LogStats:
 
 
 def _plan(stats: _LogStats, as_of: date, settings: Settings, policy: Policy) -> scoring._Plan:
-    """What churnlens.scoring._plan computes, from the collected statistics."""
+    """What churnlens.scoring._plan_from computes, from the collected statistics."""
     if not stats.events:
         message = f"no event on or before the as-of day {as_of}, nobody to score"
         raise _problem("timestamp", message, "give a later --as-of")

@@ -47,14 +47,20 @@ def feature_names(settings: Settings | None = None) -> list[str]:
     return [name for family in FAMILIES for name in family.feature_names(settings)]
 
 
-def _aggregates(relation: str, settings: Settings, seen_channels: tuple[str, ...]) -> str:
+def _aggregate_exprs(
+    relation: str, settings: Settings, seen_channels: tuple[str, ...]
+) -> list[str]:
     exprs: list[str] = []
     for family in FAMILIES:
         contribute: Callable[[Settings, tuple[str, ...]], list[str]] | None = getattr(
             family, f"{relation}_aggregates", None
         )
         exprs += contribute(settings, seen_channels) if contribute else []
-    return ",\n               ".join(exprs)
+    return exprs
+
+
+def _aggregates(relation: str, settings: Settings, seen_channels: tuple[str, ...]) -> str:
+    return ",\n               ".join(_aggregate_exprs(relation, settings, seen_channels))
 
 
 def _statement(events: str, settings: Settings, seen_channels: tuple[str, ...]) -> str:
@@ -115,7 +121,18 @@ def _statement(events: str, settings: Settings, seen_channels: tuple[str, ...]) 
 
 
 def _raw_aggregates(table: EventTable, as_of: date) -> pd.DataFrame:
-    """Per-customer raw aggregates of every family, indexed by customer_id (sorted).
+    """Per-customer raw aggregates of every family, indexed by customer_id (sorted)."""
+    out = f"{table.name}_raw"
+    try:
+        aggregate_events(table, as_of, out)
+        return partition_aggregates(table.con, out)
+    finally:
+        table.con.execute(f"DROP TABLE IF EXISTS {out}")
+
+
+def aggregate_events(table: EventTable, as_of: date, out: str) -> None:
+    """The raw aggregates of every customer seen up to ``as_of`` into the temp table ``out``
+    (read them with :func:`partition_aggregates`).
 
     The events up to ``as_of`` are copied once into a compact table keyed by the hash of
     the customer id (see :meth:`~churnlens.events.StagedLog.partition`) that every
@@ -124,16 +141,14 @@ def _raw_aggregates(table: EventTable, as_of: date) -> pd.DataFrame:
     log = stage_events(table)
     overview = log.overview(as_of)
     ids, unique = log.customers(as_of)
-    out = f"{table.name}_raw"
     part = None
     try:
         part = log.partition(0, 1, as_of, overview, hashed_ids=unique)
         aggregate_partition(
             log.con, part.name, table.settings, overview.channels, out, ids if unique else None
         )
-        return partition_aggregates(log.con, out)
     finally:
-        for name in (ids, out, part.name if part else None):
+        for name in (ids, part.name if part else None):
             if name:
                 log.con.execute(f"DROP TABLE IF EXISTS {name}")
 
@@ -174,6 +189,27 @@ def aggregated_population(con: duckdb.DuckDBPyConnection, tables: list[str]) -> 
         f"SELECT {columns} FROM {t} WHERE rfm_frequency > 0" for t in tables
     )
     return _population(con.execute(buyers).df())
+
+
+def aggregated_buyers(
+    con: duckdb.DuckDBPyConnection, tables: list[str], as_of: date, settings: Settings
+) -> tuple[PopulationStats, pd.DataFrame]:
+    """What :func:`buyer_features` gives, from the aggregates of :func:`aggregate_partition`
+    (which hold the same purchase aggregates): no second pass over the log."""
+    names = [e.rsplit(" AS ", 1)[1] for e in _aggregate_exprs("purchase_days", settings, ())]
+    columns = ", ".join(["customer_id", *names])
+    raw = con.execute(
+        " UNION ALL ".join(f"SELECT {columns} FROM {t} WHERE rfm_frequency > 0" for t in tables)
+    ).df()
+    return _buyers(_indexed(raw), as_of, settings)
+
+
+def _buyers(
+    raw: pd.DataFrame, as_of: date, settings: Settings
+) -> tuple[PopulationStats, pd.DataFrame]:
+    population = _population(raw)
+    ctx = FeatureContext(settings=settings, as_of=as_of, population=population)
+    return population, pd.concat([rfm.finish(raw, ctx), cycle.finish(raw, ctx)], axis=1)
 
 
 def partition_aggregates(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
@@ -235,10 +271,7 @@ def buyer_features(
               GROUP BY customer_id, age)
         GROUP BY customer_id
     """).df()
-    raw = _indexed(raw)
-    population = _population(raw)
-    ctx = FeatureContext(settings=table.settings, as_of=as_of, population=population)
-    return population, pd.concat([rfm.finish(raw, ctx), cycle.finish(raw, ctx)], axis=1)
+    return _buyers(_indexed(raw), as_of, table.settings)
 
 
 def build_features(
