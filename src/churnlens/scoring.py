@@ -316,8 +316,8 @@ def _score_partitions(
        aggregates (kept in DuckDB) and the contact profile are computed from them;
     2. the plan (population statistics, stage thresholds, value tiers) comes from the
        purchase aggregates of all partitions, so the log is not read again for it; then
-       the main thread finishes each partition's features while a worker thread scores
-       the previous one (LightGBM, numpy, pandas, on both cores: DuckDB is done).
+       the main thread finishes each partition's features while two worker threads
+       score the previous ones (LightGBM, numpy, pandas, one core each: DuckDB is done).
 
     Progress counts both passes (``2 * count`` steps).
     """
@@ -343,24 +343,24 @@ def _score_partitions(
         plan = _plan_from(table, as_of, policy, population, buyers, *counts)
 
         def finish(i: int, X: pd.DataFrame, contacts: pd.DataFrame) -> int:
-            frame = score_partition(X, contacts, plan, models, policy, num_threads=2)
+            frame = score_partition(X, contacts, plan, models, policy, num_threads=1)
             pq.write_table(_part_table(frame, plan, models.version), scored / f"part-{i}.parquet")
             return len(frame)
 
-        with ThreadPoolExecutor(max_workers=1) as worker:
-            pending: Future[int] | None = None
+        # two workers, one core each: the model work is mostly single-threaded
+        with ThreadPoolExecutor(max_workers=2) as workers:
+            pending: list[Future[int]] = []
             for i, (raw, contacts) in enumerate(raws):
                 X = finish_features(partition_aggregates(con, raw), as_of, settings, population)
                 con.execute(f"DROP TABLE {raw}")
-                scoring = worker.submit(finish, i, X, contacts)
-                del X, contacts
-                if pending is not None:
-                    done += pending.result()
+                if len(pending) == 2:
+                    done += pending.pop(0).result()
                     if progress:
-                        progress(count + i, 2 * count, done)
-                pending = scoring
-            if pending is not None:
-                done += pending.result()
+                        progress(count + i - 1, 2 * count, done)
+                pending.append(workers.submit(finish, i, X, contacts))
+                del X, contacts
+            for future in pending:
+                done += future.result()
             if progress:
                 progress(2 * count, 2 * count, done)
         return plan
