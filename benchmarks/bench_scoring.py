@@ -201,7 +201,7 @@ def _run_one(
         "manifest_rows": result.manifest["rows"],
         "phases": {
             "load models": loaded - began,
-            "checks, plan, split, 1st partition": first - loaded,
+            "checks, 1st partition's DuckDB pass": first - loaded,
             "other partitions": last - first,
             "rank and write": ended - last,
         },
