@@ -71,7 +71,10 @@ TempDirOpt = Annotated[
 ]
 PartitionsOpt = Annotated[
     int | None,
-    typer.Option(min=1, help="Customer-hash partitions (default: one per 20M events)."),
+    typer.Option(
+        min=1,
+        help="Customer-hash partitions (default: one per 40M events for features, 20M for score).",
+    ),
 ]
 AsOfOpt = Annotated[
     str, typer.Option("--as-of", help="Features see every event up to and including this day.")
