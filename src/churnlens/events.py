@@ -33,8 +33,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("customer_id", "timestamp", "channel", "eve
 OPTIONAL_COLUMNS: tuple[str, ...] = ("amount", "direction", "duration_s")
 CANONICAL_COLUMNS: tuple[str, ...] = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 ROLES: tuple[str, ...] = ("purchase", "inbound", "outbound")
-# the columns of the compact copy the feature engine scans (see compact_columns)
-COMPACT_COLUMNS = ("customer_id", "timestamp", "age", "channel", "event_type", "amount", "role")
 # what the feature engine, lifecycle and contact profile read
 PARTITION_COLUMNS = "customer_id, timestamp, channel, event_type, amount, day, role"
 
@@ -108,9 +106,7 @@ class EventTable:
         exactly one partition.
         """
         name = f"{self.name}_part"
-        where = f"day <= DATE '{until.isoformat()}'"
-        if count > 1:
-            where += f" AND hash(customer_id) % {int(count)} = {int(index)}"
+        where = f"day <= DATE '{until.isoformat()}' AND {_partition_filter(index, count)}"
         with unordered(self.con):
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {name} AS "
@@ -518,7 +514,7 @@ class StagedLog:
 
     ``name`` is a DuckDB view with the canonical columns (typed as the contract says)
     and, for checking, the raw ones; ``checks`` are the contract's row checks. A staged
-    :class:`EventTable` (already valid, without duplicates) has no checks.
+    :class:`EventTable` (already valid, without duplicates) has none.
     """
 
     con: duckdb.DuckDBPyConnection
@@ -533,26 +529,26 @@ class StagedLog:
 
     def validate(self) -> None:
         """Check every row; raises :class:`InputError` listing every problem found."""
-        if self.checks:
+        if not self.validated:
             with _duckdb_errors(self.source):
                 _raise_on_problems(self.con, self.name, self.source, self.checks)
 
     def overview(self, until: date) -> LogOverview:
         """Row counts, and the distinct channels and event types: one scan."""
-        day = f"DATE '{until.isoformat()}'"
         with _duckdb_errors(self.source):
             rows, upto, channels, event_types = self.con.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE CAST(timestamp AS DATE) <= {day}), "
+                f"SELECT count(*), count(*) FILTER (WHERE {_day_on_or_before(until)}), "
                 f"list(DISTINCT channel ORDER BY channel) FILTER (WHERE channel IS NOT NULL), "
                 f"list(DISTINCT event_type ORDER BY event_type) "
                 f"FILTER (WHERE event_type IS NOT NULL) FROM {self.name}"
             ).fetchone()  # type: ignore[misc]
         return LogOverview(int(rows), int(upto), tuple(channels or ()), tuple(event_types or ()))
 
-    def customers(self, until: date) -> tuple[str, bool]:
+    def id_keys(self, until: date) -> str | None:
         """A temp table of the customers seen up to ``until``: ``k`` (the 64-bit hash of
-        the id, what :meth:`partition` keys by) and ``customer_id``; and whether ``k`` is
-        unique in it."""
+        the id, what :meth:`partition` keys by) and ``customer_id``. ``None`` when two ids
+        share a hash (about one chance in 10^8 for a billion customers): then the
+        partitions must keep the ids themselves."""
         name = f"{self.name}_customers"
         with _duckdb_errors(self.source), unordered(self.con):
             self.con.execute(
@@ -561,13 +557,16 @@ class StagedLog:
                 f"WHERE {_day_on_or_before(until)} AND customer_id IS NOT NULL"
             )
             n, keys = self.con.execute(f"SELECT count(*), count(DISTINCT k) FROM {name}").fetchone()  # type: ignore[misc]
-        return name, n == keys
+        if n == keys:
+            return name
+        self.con.execute(f"DROP TABLE {name}")
+        return None
 
     def partition(
         self, index: int, count: int, until: date, overview: LogOverview, hashed_ids: bool
     ) -> StagedPartition:
         """The partition's events up to ``until`` as a compact temp table (see
-        :func:`compact_columns`), checked as it is copied.
+        :func:`_compact_columns`), checked as it is copied.
 
         Rows failing a check are copied too (whatever their day), so that a failing
         partition raises the same :class:`InputError` as :func:`load_events` (from a
@@ -577,22 +576,26 @@ class StagedLog:
         ``customer_id`` column: integer keys sort and group faster than text.
         """
         name = f"{self.name}_part"
+        role = "role" if self.validated else role_sql(self.settings)
         key = _ID_KEY if hashed_ids else "customer_id"
-        columns = compact_columns(until, overview.channels, overview.event_types, key, self.role)
+        columns = _compact_columns(until, overview.channels, overview.event_types, key, role)
         where = _partition_filter(index, count)
+
+        def copy(select: str) -> None:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
+
         with _duckdb_errors(self.source), unordered(self.con):
-            if not self.checks:
-                self.con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM ("
-                    f"SELECT {columns} FROM {self.name} WHERE {where}) WHERE age >= 0"
+            if self.validated:
+                copy(
+                    f"SELECT * FROM (SELECT {columns} FROM {self.name} WHERE {where}) "
+                    f"WHERE age >= 0"
                 )
                 return StagedPartition(name, 0)
             # _h hashes the compact values (cheaper than the text) with the two columns the
             # copy leaves out: equal rows have equal hashes, and equal hashes only trigger
             # the exact comparison below
-            compact = ", ".join(COMPACT_COLUMNS)
-            self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {name} AS "
+            compact = ", ".join(_COMPACT)
+            copy(
                 f"SELECT {compact}, hash({compact}, direction, duration_s) AS _h, _bad FROM ("
                 f"SELECT {columns}, direction, duration_s, "
                 f"CAST({_mask(self.checks)} AS USMALLINT) AS _bad "
@@ -607,18 +610,12 @@ class StagedLog:
             if not np.any(hashes[1:] == hashes[:-1]):
                 return StagedPartition(name, 0)
             # Rare: pay for an exact de-duplicated copy.
-            cols = ", ".join(CANONICAL_COLUMNS)
-            self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {columns} FROM "
-                f"(SELECT DISTINCT {cols} FROM {self.name} "
-                f"WHERE {where} AND {_day_on_or_before(until)})"
+            copy(
+                f"SELECT {columns} FROM (SELECT DISTINCT {', '.join(CANONICAL_COLUMNS)} "
+                f"FROM {self.name} WHERE {where} AND {_day_on_or_before(until)})"
             )
             (kept,) = self.con.execute(f"SELECT count(*) FROM {name}").fetchone()  # type: ignore[misc]
         return StagedPartition(name, len(hashes) - int(kept))
-
-    @property
-    def role(self) -> str:
-        return role_sql(self.settings) if self.checks else "role"
 
 
 @dataclass(frozen=True)
@@ -691,19 +688,20 @@ def _enum(values: tuple[str, ...] | list[str]) -> str:
     return "ENUM(" + ", ".join(_lit(v) for v in values) + ")"
 
 
-def compact_columns(
-    until: date,
-    channels: tuple[str, ...],
-    event_types: tuple[str, ...],
-    key: str = "customer_id",
-    role: str = "role",
+# the columns of the compact copy (see _compact_columns)
+_COMPACT = ("customer_id", "timestamp", "age", "channel", "event_type", "amount", "role")
+
+
+def _compact_columns(
+    until: date, channels: tuple[str, ...], event_types: tuple[str, ...], key: str, role: str
 ) -> str:
     """The select list of the compact event copy the feature engine scans.
 
     ``customer_id`` (``key``), ``timestamp``, ``age`` (days from the event's day to
     ``until``), ``channel`` and ``event_type`` as ENUMs over the given sorted distinct
     values (so they order exactly like the text but sort and group as one byte; text
-    beyond 256 values), ``amount`` (0 when missing) and ``role`` as an ENUM.
+    beyond 256 values), ``amount`` (0 when missing) and ``role`` as an ENUM. ``key`` and
+    ``role`` are the SQL giving the id (or its hash) and the role.
     """
     channel_type = _enum(channels) if len(channels) <= _MAX_ENUM else "VARCHAR"
     event_type = _enum(event_types) if len(event_types) <= _MAX_ENUM else "VARCHAR"

@@ -36,16 +36,9 @@ import pyarrow.parquet as pq
 
 from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
-from churnlens.events import (
-    EventSource,
-    EventTable,
-    LogOverview,
-    StagedLog,
-    parse_as_of,
-    stage_events,
-)
+from churnlens.events import EventSource, EventTable, parse_as_of, stage_events
 from churnlens.features.engine import (
-    aggregate_partition,
+    aggregate_staged,
     aggregated_population,
     feature_names,
     finish_features,
@@ -109,21 +102,19 @@ def write_features(
         raise InputError(log.source, [Problem("timestamp", message, fix=fix)])
     per_partition = settings.engine.feature_partition_events
     count = partitions or max(1, math.ceil(overview.rows_up_to / per_partition))
-    # Integer keys sort and group faster than text; two ids with one 64-bit hash (about
-    # one chance in 10^8 for a billion customers) make every partition keep the ids.
-    ids, unique = log.customers(day)
+    ids = log.id_keys(day)  # None: two ids share a hash, the partitions keep the ids
     tables: list[str] = []
     dropped = customers = 0
     try:
         for i in range(count):
-            table, duplicates = _aggregate(log, i, count, day, overview, ids if unique else None)
+            table = f"{log.name}_raw_{i}"
             tables.append(table)
-            dropped += duplicates
+            dropped += aggregate_staged(log, i, count, day, overview, ids, table)
             (n,) = log.con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
             customers += int(n)
             if progress:
                 progress(i + 1, count, customers)
-        population = aggregated_population(log.con, tables)
+        population = aggregated_population(log.con, tables, settings)
         stats: list[pd.DataFrame] = []
         schema = _schema(settings)
 
@@ -152,7 +143,7 @@ def write_features(
             finally:
                 writer.close()
     finally:
-        for table in [*tables, ids]:
+        for table in [*tables, *([ids] if ids else [])]:
             log.con.execute(f"DROP TABLE IF EXISTS {table}")
     return FeatureFile(
         path=out,
@@ -165,19 +156,6 @@ def write_features(
         events_after_as_of=overview.rows - overview.rows_up_to,
         duplicates_dropped=dropped,
     )
-
-
-def _aggregate(
-    log: StagedLog, index: int, count: int, day: date, overview: LogOverview, ids: str | None
-) -> tuple[str, int]:
-    """Partition ``index`` of ``count`` copied, checked and aggregated into a temp table;
-    returns the table's name and the duplicate rows dropped. ``ids``: the table from
-    :meth:`~churnlens.events.StagedLog.customers` to key the copy by id hashes."""
-    part = log.partition(index, count, day, overview, hashed_ids=ids is not None)
-    out = f"{log.name}_raw_{index}"
-    aggregate_partition(log.con, part.name, log.settings, overview.channels, out, ids)
-    log.con.execute(f"DROP TABLE {part.name}")
-    return out, part.duplicates_dropped
 
 
 class _Writer:

@@ -29,10 +29,6 @@ def purchase_days_aggregates(settings: Settings, seen_channels: tuple[str, ...])
     ]
 
 
-# the raw aggregates population_median reads
-RAW_COLUMNS = ("_cycle_purchase_days", "_cycle_span_days")
-
-
 def _own(raw: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
     n = (counts(raw, "_cycle_purchase_days") - 1).clip(lower=0)
     span = raw["_cycle_span_days"].astype(float).fillna(0.0)

@@ -3,8 +3,8 @@
 The events up to the as-of day are copied once into a compact table (keyed by the 64-bit
 hash of the customer id, since integer keys sort and group faster than text; channel,
 event type and role as one-byte ENUMs; ``age`` instead of the day) that each aggregation
-scans (see base.py for the relations the families aggregate over). The contacts are put in time
-order per customer once, with one window, and a single aggregation over that window
+scans (see base.py for the relations the families aggregate over). The contacts are put
+in time order per customer once, with one window, and a single aggregation over that window
 yields both the plain contact counts and the sequence features (channel switches, gaps
 between contact days) and, for logs with few channels, the per-channel counts. Purchases
 are aggregated per day, outbound touches together with the touches since the last
@@ -28,6 +28,8 @@ from churnlens.config import Settings
 from churnlens.events import (
     EventSource,
     EventTable,
+    LogOverview,
+    StagedLog,
     load_events,
     parse_as_of,
     stage_events,
@@ -132,25 +134,37 @@ def _raw_aggregates(table: EventTable, as_of: date) -> pd.DataFrame:
 
 def aggregate_events(table: EventTable, as_of: date, out: str) -> None:
     """The raw aggregates of every customer seen up to ``as_of`` into the temp table ``out``
-    (read them with :func:`partition_aggregates`).
-
-    The events up to ``as_of`` are copied once into a compact table keyed by the hash of
-    the customer id (see :meth:`~churnlens.events.StagedLog.partition`) that every
-    aggregation scans: one copy is cheaper than decoding the source for each of them.
-    """
+    (read them with :func:`partition_aggregates`)."""
     log = stage_events(table)
-    overview = log.overview(as_of)
-    ids, unique = log.customers(as_of)
-    part = None
+    ids = log.id_keys(as_of)
     try:
-        part = log.partition(0, 1, as_of, overview, hashed_ids=unique)
-        aggregate_partition(
-            log.con, part.name, table.settings, overview.channels, out, ids if unique else None
-        )
+        aggregate_staged(log, 0, 1, as_of, log.overview(as_of), ids, out)
     finally:
-        for name in (ids, part.name if part else None):
-            if name:
-                log.con.execute(f"DROP TABLE IF EXISTS {name}")
+        if ids:
+            log.con.execute(f"DROP TABLE {ids}")
+
+
+def aggregate_staged(
+    log: StagedLog,
+    index: int,
+    count: int,
+    as_of: date,
+    overview: LogOverview,
+    ids: str | None,
+    out: str,
+) -> int:
+    """Partition ``index`` of ``count`` of a staged log, copied (and checked, see
+    :meth:`~churnlens.events.StagedLog.partition`) once into a compact table that every
+    aggregation scans, aggregated into the temp table ``out``; returns the duplicate rows
+    dropped. ``ids``: the table from :meth:`~churnlens.events.StagedLog.id_keys` to key
+    the copy by id hashes, or ``None`` to keep the ids.
+    """
+    part = log.partition(index, count, as_of, overview, hashed_ids=ids is not None)
+    try:
+        _aggregate(log.con, part.name, log.settings, overview.channels, out, ids)
+    finally:
+        log.con.execute(f"DROP TABLE IF EXISTS {part.name}")
+    return part.duplicates_dropped
 
 
 def _indexed(raw: pd.DataFrame) -> pd.DataFrame:
@@ -158,16 +172,15 @@ def _indexed(raw: pd.DataFrame) -> pd.DataFrame:
     return raw if raw.index.is_monotonic_increasing else raw.sort_index()
 
 
-def aggregate_partition(
+def _aggregate(
     con: duckdb.DuckDBPyConnection,
     events: str,
     settings: Settings,
     channels: tuple[str, ...],
     out: str,
-    customers: str | None = None,
+    customers: str | None,
 ) -> None:
-    """The raw aggregates of a compact event table (see
-    :func:`~churnlens.events.compact_columns`) into the temp table ``out``.
+    """The raw aggregates of a compact event table into the temp table ``out``.
 
     ``customers``: when the events' ``customer_id`` holds ``hash(customer_id)``, the
     table (``k``, ``customer_id``) that turns it back into the id.
@@ -182,26 +195,31 @@ def aggregate_partition(
         con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {statement}")
 
 
-def aggregated_population(con: duckdb.DuckDBPyConnection, tables: list[str]) -> PopulationStats:
-    """Population statistics of the customers in ``tables`` (from :func:`aggregate_partition`)."""
-    columns = "rfm_frequency, rfm_recency_days, rfm_monetary_total, " + ", ".join(cycle.RAW_COLUMNS)
-    buyers = " UNION ALL ".join(
-        f"SELECT {columns} FROM {t} WHERE rfm_frequency > 0" for t in tables
-    )
-    return _population(con.execute(buyers).df())
+def aggregated_population(
+    con: duckdb.DuckDBPyConnection, tables: list[str], settings: Settings
+) -> PopulationStats:
+    """Population statistics of the customers in ``tables`` (from
+    :func:`aggregate_staged`)."""
+    return _population(_purchase_aggregates(con, tables, settings))
 
 
 def aggregated_buyers(
     con: duckdb.DuckDBPyConnection, tables: list[str], as_of: date, settings: Settings
 ) -> tuple[PopulationStats, pd.DataFrame]:
-    """What :func:`buyer_features` gives, from the aggregates of :func:`aggregate_partition`
+    """What :func:`buyer_features` gives, from the aggregates of :func:`aggregate_staged`
     (which hold the same purchase aggregates): no second pass over the log."""
+    return _buyers(_indexed(_purchase_aggregates(con, tables, settings)), as_of, settings)
+
+
+def _purchase_aggregates(
+    con: duckdb.DuckDBPyConnection, tables: list[str], settings: Settings
+) -> pd.DataFrame:
+    """The buyers' purchase aggregates (what :func:`buyer_features` computes) in ``tables``."""
     names = [e.rsplit(" AS ", 1)[1] for e in _aggregate_exprs("purchase_days", settings, ())]
     columns = ", ".join(["customer_id", *names])
-    raw = con.execute(
+    return con.execute(
         " UNION ALL ".join(f"SELECT {columns} FROM {t} WHERE rfm_frequency > 0" for t in tables)
     ).df()
-    return _buyers(_indexed(raw), as_of, settings)
 
 
 def _buyers(
@@ -223,10 +241,7 @@ def finish_features(
     raw: pd.DataFrame, as_of: date, settings: Settings, population: PopulationStats
 ) -> pd.DataFrame:
     """The features from :func:`partition_aggregates`' raw aggregates (pandas only)."""
-    return _finish(raw, FeatureContext(settings=settings, as_of=as_of, population=population))
-
-
-def _finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+    ctx = FeatureContext(settings=settings, as_of=as_of, population=population)
     frame = pd.concat([family.finish(raw, ctx) for family in FAMILIES], axis=1)
     frame = frame.astype(np.float64)
     frame.index.name = "customer_id"
@@ -304,5 +319,4 @@ def build_features(
     table = load_events(events, settings)
     as_of = parse_as_of(as_of)
     raw = _raw_aggregates(table, as_of)
-    population = population or _population(raw)
-    return _finish(raw, FeatureContext(settings=table.settings, as_of=as_of, population=population))
+    return finish_features(raw, as_of, table.settings, population or _population(raw))
