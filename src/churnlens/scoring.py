@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 
 from churnlens import __version__
 from churnlens.actions import Policy, decide, rank_sql, value_cuts
+from churnlens.config import Settings
 from churnlens.contacts import contact_profile
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, connect_for, load_events, parse_as_of
@@ -126,21 +127,24 @@ def _event_counts(table: EventTable, as_of: date) -> tuple[int, int]:
 
 
 def _plan_from(
-    table: EventTable,
     as_of: date,
+    settings: Settings,
     policy: Policy,
     population: PopulationStats,
     buyers: pd.DataFrame,
+    fingerprint: str,
     events: int,
     later: int,
 ) -> _Plan:
+    """The plan from the whole log's population and buyers' ``rfm_*`` / ``cycle_*``
+    features (as :func:`~churnlens.features.engine.buyer_features` gives them)."""
     values = expected_value(buyers["cycle_days"], buyers["rfm_monetary_mean"])
     return _Plan(
         as_of=as_of,
         population=population,
-        thresholds=stage_thresholds(buyers["cycle_own_days"], table.settings),
+        thresholds=stage_thresholds(buyers["cycle_own_days"], settings),
         value_cuts=value_cuts(values, policy),
-        fingerprint=table.fingerprint(),
+        fingerprint=fingerprint,
         events=events,
         events_after=later,
     )
@@ -340,7 +344,8 @@ def _score_partitions(
                 progress(i + 1, 2 * count, 0)
         names = [raw for raw, _ in raws]
         population, buyers = aggregated_buyers(con, names, as_of, settings)
-        plan = _plan_from(table, as_of, policy, population, buyers, *counts)
+        fingerprint = table.fingerprint()
+        plan = _plan_from(as_of, settings, policy, population, buyers, fingerprint, *counts)
 
         def finish(i: int, X: pd.DataFrame, contacts: pd.DataFrame) -> int:
             frame = score_partition(X, contacts, plan, models, policy, num_threads=1)

@@ -48,13 +48,12 @@ import pyarrow as pa
 
 from churnlens import events as ev
 from churnlens import scoring
-from churnlens.actions import BUDGET_RULE, Policy, value_cuts
+from churnlens.actions import BUDGET_RULE, Policy
 from churnlens.config import Settings
 from churnlens.errors import ChurnlensError, InputError, Problem
 from churnlens.features import cycle, engine, rfm
 from churnlens.features.base import FeatureContext
 from churnlens.features.population import PopulationStats
-from churnlens.lifecycle import stage_thresholds
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.outputs import check_output_path, output_lock, remove_stale_work
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS
@@ -233,15 +232,15 @@ def _plan(stats: _LogStats, as_of: date, settings: Settings, policy: Policy) -> 
     if not stats.events:
         message = f"no event on or before the as-of day {as_of}, nobody to score"
         raise _problem("timestamp", message, "give a later --as-of")
-    values = scoring.expected_value(stats.buyers["cycle_days"], stats.buyers["rfm_monetary_mean"])
-    return scoring._Plan(
-        as_of=as_of,
-        population=stats.population,
-        thresholds=stage_thresholds(stats.buyers["cycle_own_days"], settings),
-        value_cuts=value_cuts(values, policy),
-        fingerprint=stats.fingerprint,
-        events=stats.events,
-        events_after=stats.rows - stats.events,
+    return scoring._plan_from(
+        as_of,
+        settings,
+        policy,
+        stats.population,
+        stats.buyers,
+        stats.fingerprint,
+        stats.events,
+        stats.rows - stats.events,
     )
 
 
