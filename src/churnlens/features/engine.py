@@ -136,7 +136,7 @@ def aggregate_events(table: EventTable, as_of: date, out: str) -> None:
     """The raw aggregates of every customer seen up to ``as_of`` into the temp table ``out``
     (read them with :func:`partition_aggregates`)."""
     log = stage_events(table)
-    ids = log.id_keys(as_of)
+    ids = log.id_keys()
     try:
         aggregate_staged(log, 0, 1, as_of, log.overview(as_of), ids, out)
     finally:
@@ -170,6 +170,27 @@ def aggregate_staged(
 def _indexed(raw: pd.DataFrame) -> pd.DataFrame:
     raw.index = pd.Index(raw.pop("customer_id").astype(str), name="customer_id")
     return raw if raw.index.is_monotonic_increasing else raw.sort_index()
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, query: str) -> pd.DataFrame:
+    """A query's rows through Arrow: integer columns with NULLs arrive as float64 with
+    NaN (what every family's finish turns them into anyway), not as slower nullable
+    integers."""
+    con.complete()  # a relation runs only once the last execute() result is done with
+    return _indexed(con.sql(query).to_arrow_table().to_pandas())
+
+
+def _finish(
+    raw: pd.DataFrame, ctx: FeatureContext, families: tuple[ModuleType, ...]
+) -> pd.DataFrame:
+    """The families' columns side by side, indexed like ``raw``.
+
+    The families compute on a positional index: every pandas operation that aligns on a
+    text index of a million ids would rebuild its hash table first.
+    """
+    flat = raw.set_axis(pd.RangeIndex(len(raw)))
+    frame = pd.concat([family.finish(flat, ctx) for family in families], axis=1)
+    return frame.set_axis(raw.index)
 
 
 def _aggregate(
@@ -208,18 +229,18 @@ def aggregated_buyers(
 ) -> tuple[PopulationStats, pd.DataFrame]:
     """What :func:`buyer_features` gives, from the aggregates of :func:`aggregate_staged`
     (which hold the same purchase aggregates): no second pass over the log."""
-    return _buyers(_indexed(_purchase_aggregates(con, tables, settings)), as_of, settings)
+    return _buyers(_purchase_aggregates(con, tables, settings), as_of, settings)
 
 
 def _purchase_aggregates(
     con: duckdb.DuckDBPyConnection, tables: list[str], settings: Settings
 ) -> pd.DataFrame:
-    """The buyers' purchase aggregates (what :func:`buyer_features` computes) in ``tables``."""
+    """The buyers' purchase aggregates (what :func:`buyer_features` computes) in ``tables``,
+    indexed by customer_id (sorted)."""
     names = [e.rsplit(" AS ", 1)[1] for e in _aggregate_exprs("purchase_days", settings, ())]
     columns = ", ".join(["customer_id", *names])
-    return con.execute(
-        " UNION ALL ".join(f"SELECT {columns} FROM {t} WHERE rfm_frequency > 0" for t in tables)
-    ).df()
+    union = " UNION ALL ".join(f"SELECT {columns} FROM {t} WHERE rfm_frequency > 0" for t in tables)
+    return _fetch(con, f"{union} ORDER BY customer_id")
 
 
 def _buyers(
@@ -227,14 +248,14 @@ def _buyers(
 ) -> tuple[PopulationStats, pd.DataFrame]:
     population = _population(raw)
     ctx = FeatureContext(settings=settings, as_of=as_of, population=population)
-    return population, pd.concat([rfm.finish(raw, ctx), cycle.finish(raw, ctx)], axis=1)
+    return population, _finish(raw, ctx, (rfm, cycle))
 
 
 def partition_aggregates(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
     """The raw aggregates in ``table`` (from :func:`aggregate_partition`), indexed by
     customer_id (sorted)."""
     # DuckDB sorts text by its bytes, which is code point order, as pandas does
-    return _indexed(con.execute(f"SELECT * FROM {table} ORDER BY customer_id").df())
+    return _fetch(con, f"SELECT * FROM {table} ORDER BY customer_id")
 
 
 def finish_features(
@@ -242,8 +263,7 @@ def finish_features(
 ) -> pd.DataFrame:
     """The features from :func:`partition_aggregates`' raw aggregates (pandas only)."""
     ctx = FeatureContext(settings=settings, as_of=as_of, population=population)
-    frame = pd.concat([family.finish(raw, ctx) for family in FAMILIES], axis=1)
-    frame = frame.astype(np.float64)
+    frame = _finish(raw, ctx, FAMILIES).astype(np.float64)
     frame.index.name = "customer_id"
     return frame
 
@@ -278,15 +298,18 @@ def buyer_features(
     table = load_events(events, settings)
     as_of = parse_as_of(as_of)
     day = f"DATE '{as_of.isoformat()}'"
-    raw = table.con.execute(f"""
+    raw = _fetch(
+        table.con,
+        f"""
         SELECT customer_id, {_aggregates("purchase_days", table.settings, ())}
         FROM (SELECT customer_id, CAST({day} - day AS INTEGER) AS age,
                      count(*) AS n, sum(CAST(amount AS DECIMAL(38, 10))) AS amount
               FROM {table.name} WHERE role = 'purchase' AND day <= {day}
               GROUP BY customer_id, age)
-        GROUP BY customer_id
-    """).df()
-    return _buyers(_indexed(raw), as_of, table.settings)
+        GROUP BY customer_id ORDER BY customer_id
+    """,
+    )
+    return _buyers(raw, as_of, table.settings)
 
 
 def build_features(

@@ -29,7 +29,8 @@ def purchase_days_aggregates(settings: Settings, seen_channels: tuple[str, ...])
     return [
         "min(age) AS rfm_recency_days",
         "CAST(sum(n) AS BIGINT) AS rfm_frequency",
-        "sum(amount) AS rfm_monetary_total",
+        # summed as decimals (exact, the same in any order), handed on as a double
+        "CAST(sum(amount) AS DOUBLE) AS rfm_monetary_total",
         "max(age) AS rfm_tenure_days",
     ]
 
