@@ -321,8 +321,15 @@ def _lit(value: str) -> str:
 
 
 def _text(col: str, trim: bool = True) -> str:
+    return f"NULLIF({_plain_text(col, trim)}, '')"
+
+
+def _plain_text(col: str, trim: bool) -> str:
+    """The column as (trimmed) text, empty text left empty: for columns whose checks
+    reject empty values themselves. Without NULLIF's CASE, DuckDB keeps Parquet's
+    dictionary-encoded vectors and casts each distinct value once."""
     value = f"CAST({_q(col)} AS VARCHAR)"
-    return f"NULLIF({f'trim({value})' if trim else value}, '')"
+    return f"trim({value})" if trim else value
 
 
 def _number(col: str, dtype: str) -> str:
@@ -351,10 +358,11 @@ class _Check:
 def _typed_columns(types: dict[str, str], trim: bool) -> dict[str, str]:
     """SQL expressions giving each canonical column its contract type."""
     typed = {
-        "customer_id": _text("customer_id", trim),
+        # required text: empty values stay empty, and are rejected by the checks
+        "customer_id": _plain_text("customer_id", trim),
         "timestamp": _timestamp("timestamp", types["timestamp"]),
-        "channel": _text("channel", trim),
-        "event_type": _text("event_type", trim),
+        "channel": _plain_text("channel", trim),
+        "event_type": _plain_text("event_type", trim),
         "amount": "CAST(NULL AS DOUBLE)",
         "direction": "CAST(NULL AS VARCHAR)",
         "duration_s": "CAST(NULL AS DOUBLE)",
@@ -364,7 +372,7 @@ def _typed_columns(types: dict[str, str], trim: bool) -> dict[str, str]:
     if "duration_s" in types:
         typed["duration_s"] = _number("duration_s", types["duration_s"])
     if "direction" in types:
-        typed["direction"] = f"lower({_text('direction')})"
+        typed["direction"] = f"NULLIF(lower({_plain_text('direction', trim=True)}), '')"
     return typed
 
 
@@ -373,7 +381,7 @@ def _checks(types: dict[str, str], trim: bool) -> list[_Check]:
     checks = [
         _Check(
             "customer_id",
-            "customer_id IS NULL",
+            "customer_id IS NULL OR customer_id = ''",
             "missing or empty customer id",
             "every event needs the id of its customer; drop or repair these rows",
         ),
@@ -387,18 +395,21 @@ def _checks(types: dict[str, str], trim: bool) -> list[_Check]:
         ),
         _Check(
             "channel",
-            "channel IS NULL",
+            "channel IS NULL OR channel = ''",
             "missing or empty channel",
             "give each event the channel it came through (e.g. web, phone)",
         ),
         _Check(
             "event_type",
-            "event_type IS NULL",
+            "event_type IS NULL OR event_type = ''",
             "missing or empty event type",
             "give each event a type (e.g. purchase, visit, marketing)",
         ),
     ]
-    if _TIME.match(ts_type) or ts_type == "VARCHAR":
+    # Checks a source's types make impossible are left out (each costs a little on every
+    # row): a date-time column always casts, a numeric one is never text or, unless
+    # floating point, NaN.
+    if ts_type == "VARCHAR":
         checks.append(
             _Check(
                 "timestamp",
@@ -407,7 +418,7 @@ def _checks(types: dict[str, str], trim: bool) -> list[_Check]:
                 "use ISO 8601: YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or with an offset (+02:00 or Z)",
             )
         )
-    else:
+    elif not _TIME.match(ts_type):
         checks.append(
             _Check(
                 "timestamp",
@@ -419,20 +430,25 @@ def _checks(types: dict[str, str], trim: bool) -> list[_Check]:
     for col in ("amount", "duration_s"):
         if col not in types:
             continue
-        checks += [
-            _Check(
-                col,
-                f"r_{col} IS NOT NULL AND {col} IS NULL",
-                "value is not a number",
-                "use plain decimal numbers with a dot (e.g. 12.50), no currency signs",
-            ),
-            _Check(
-                col,
-                f"isnan({col}) OR isinf({col})",
-                "value is not finite (NaN or infinite)",
-                "replace NaN/inf with a real value or leave the cell empty",
-            ),
-        ]
+        numeric = bool(_NUMERIC.match(types[col]))
+        if not numeric:
+            checks.append(
+                _Check(
+                    col,
+                    f"r_{col} IS NOT NULL AND {col} IS NULL",
+                    "value is not a number",
+                    "use plain decimal numbers with a dot (e.g. 12.50), no currency signs",
+                )
+            )
+        if not numeric or types[col] in ("FLOAT", "DOUBLE"):
+            checks.append(
+                _Check(
+                    col,
+                    f"isnan({col}) OR isinf({col})",
+                    "value is not finite (NaN or infinite)",
+                    "replace NaN/inf with a real value or leave the cell empty",
+                )
+            )
     if "amount" in types:
         checks.append(
             _Check(
@@ -522,6 +538,24 @@ class StagedLog:
     source: str
     settings: Settings
     checks: list[_Check]
+    # the view's SELECT, whose WHERE sees the raw columns, and the raw expression whose
+    # hash partitions the customers (see rows)
+    select: str = ""
+    raw_key: str = "customer_id"
+
+    def rows(self, where: str) -> str:
+        """The view's rows whose *raw* columns satisfy ``where``, as a subquery.
+
+        DuckDB does not push a filter on a typed column through the typing projection,
+        but pushes one on a raw column into the Parquet scan, which then decodes the
+        other columns only for the rows that pass.
+        """
+        return f"({self.select or f'SELECT * FROM {self.name}'} WHERE {where})"
+
+    def partition_filter(self, index: int, count: int) -> str:
+        """The raw-column filter keeping partition ``index`` of ``count``: each customer
+        (equal typed ids have equal raw keys) lands in exactly one."""
+        return _partition_filter(index, count, self.raw_key)
 
     @property
     def validated(self) -> bool:
@@ -538,25 +572,36 @@ class StagedLog:
         with _duckdb_errors(self.source):
             rows, upto, channels, event_types = self.con.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE {_day_on_or_before(until)}), "
-                f"list(DISTINCT channel ORDER BY channel) FILTER (WHERE channel IS NOT NULL), "
+                f"list(DISTINCT channel ORDER BY channel) FILTER (WHERE channel <> ''), "
                 f"list(DISTINCT event_type ORDER BY event_type) "
-                f"FILTER (WHERE event_type IS NOT NULL) FROM {self.name}"
+                f"FILTER (WHERE event_type <> '') FROM {self.name}"
             ).fetchone()  # type: ignore[misc]
         return LogOverview(int(rows), int(upto), tuple(channels or ()), tuple(event_types or ()))
 
-    def id_keys(self, until: date) -> str | None:
-        """A temp table of the customers seen up to ``until``: ``k`` (the 64-bit hash of
-        the id, what :meth:`partition` keys by) and ``customer_id``. ``None`` when two ids
-        share a hash (about one chance in 10^8 for a billion customers): then the
-        partitions must keep the ids themselves."""
+    def id_keys(self) -> str | None:
+        """A temp table of the log's customers: ``k`` (the 64-bit hash of the id, what
+        :meth:`partition` keys by) and ``customer_id``. ``None`` when two ids share a hash
+        (about one chance in 10^8 for a billion customers): then the partitions must keep
+        the ids themselves.
+
+        Every id of the log is in it (a filter on the day would cost more than the few
+        ids it leaves out), so it also checks the ids: a missing or empty one raises
+        :class:`InputError` as :meth:`validate` does, and :meth:`partition` need not
+        check them row by row.
+        """
         name = f"{self.name}_customers"
         with _duckdb_errors(self.source), unordered(self.con):
             self.con.execute(
                 f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT DISTINCT {_ID_KEY} "
-                f"AS k, customer_id FROM {self.name} "
-                f"WHERE {_day_on_or_before(until)} AND customer_id IS NOT NULL"
+                f"AS k, customer_id FROM {self.name}"
             )
-            n, keys = self.con.execute(f"SELECT count(*), count(DISTINCT k) FROM {name}").fetchone()  # type: ignore[misc]
+            n, keys, missing = self.con.execute(
+                f"SELECT count(*), count(DISTINCT k), "
+                f"count(*) FILTER (WHERE customer_id IS NULL OR customer_id = '') FROM {name}"
+            ).fetchall()[0]
+        if missing:
+            self.con.execute(f"DROP TABLE {name}")
+            self.validate()  # raises, counting over the whole log
         if n == keys:
             return name
         self.con.execute(f"DROP TABLE {name}")
@@ -573,23 +618,29 @@ class StagedLog:
         whole-log check). Exact duplicate rows are found from 64-bit row hashes computed
         in the copy; only when two are equal is the partition copied again de-duplicated
         (comparing every column). ``hashed_ids`` puts ``hash(customer_id)`` in the
-        ``customer_id`` column: integer keys sort and group faster than text.
+        ``customer_id`` column (integer keys sort and group faster than text), which
+        the table from :meth:`id_keys` maps back to the ids it has checked.
         """
         name = f"{self.name}_part"
-        role = "role" if self.validated else role_sql(self.settings)
+        role = "role" if self.validated else role_sql(self.settings, as_enum=True)
         key = _ID_KEY if hashed_ids else "customer_id"
         columns = _compact_columns(until, overview.channels, overview.event_types, key, role)
-        where = _partition_filter(index, count)
+        rows = self.rows(self.partition_filter(index, count))
+        # The copy shows some problems itself, more cheaply than the checks: an ENUM
+        # channel or event type is NULL exactly when the text is missing or empty (the
+        # ENUM holds every other value of the log).
+        shown = [c for c in ("channel", "event_type") if _enum_type(overview, c) != "VARCHAR"]
+        checks = [c for c in self.checks if c.column not in shown]
+        if hashed_ids:
+            checks = [c for c in checks if c.column != "customer_id"]  # done by id_keys
+        bad = " OR ".join(["_fails", *(f"{c} IS NULL" for c in shown)])
 
         def copy(select: str) -> None:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
 
         with _duckdb_errors(self.source), unordered(self.con):
             if self.validated:
-                copy(
-                    f"SELECT * FROM (SELECT {columns} FROM {self.name} WHERE {where}) "
-                    f"WHERE age >= 0"
-                )
+                copy(f"SELECT * FROM (SELECT {columns} FROM {rows}) WHERE age >= 0")
                 return StagedPartition(name, 0)
             # _h hashes the compact values (cheaper than the text) with the two columns the
             # copy leaves out: equal rows have equal hashes, and equal hashes only trigger
@@ -597,9 +648,9 @@ class StagedLog:
             compact = ", ".join(_COMPACT)
             copy(
                 f"SELECT {compact}, hash({compact}, direction, duration_s) AS _h, _bad FROM ("
-                f"SELECT {columns}, direction, duration_s, "
-                f"CAST({_mask(self.checks)} AS USMALLINT) AS _bad "
-                f"FROM {self.name} WHERE {where}) WHERE age >= 0 OR _bad <> 0"
+                f"SELECT *, {bad} AS _bad FROM ("
+                f"SELECT {columns}, direction, duration_s, ({_any_fails(checks)}) IS TRUE "
+                f"AS _fails FROM {rows})) WHERE age >= 0 OR _bad"
             )
             scanned = self.con.execute(f"SELECT _h, _bad FROM {name}").fetchnumpy()
             if np.any(scanned["_bad"]):
@@ -612,7 +663,7 @@ class StagedLog:
             # Rare: pay for an exact de-duplicated copy.
             copy(
                 f"SELECT {columns} FROM (SELECT DISTINCT {', '.join(CANONICAL_COLUMNS)} "
-                f"FROM {self.name} WHERE {where} AND {_day_on_or_before(until)})"
+                f"FROM {rows} WHERE {_day_on_or_before(until)})"
             )
             (kept,) = self.con.execute(f"SELECT count(*) FROM {name}").fetchone()  # type: ignore[misc]
         return StagedPartition(name, len(hashes) - int(kept))
@@ -667,17 +718,19 @@ def stage_events(
     raw_cols = ", ".join(f"{_q(c)} AS r_{c}" for c in CANONICAL_COLUMNS if c in types)
     renamed = ", ".join(f"{_q(o)} AS {_q(c)}" for o, c in zip(raw.columns, present, strict=True))
     selected = ", ".join(f"{expr} AS {name}" for name, expr in typed.items())
+    select = f"SELECT {selected}, {raw_cols} FROM (SELECT {renamed} FROM {raw_view})"
     with _duckdb_errors(label):
         if isinstance(source, (str, Path)) and text_source:
             # Parse text files once; typed sources (Parquet, Arrow) are scanned in place.
             raw.to_table(raw_view)
         else:
             raw.create_view(raw_view)
-        con.execute(
-            f"CREATE TEMP VIEW {staged} AS SELECT {selected}, {raw_cols} "
-            f"FROM (SELECT {renamed} FROM {raw_view})"
-        )
-    return StagedLog(con, staged, label, settings, _checks(types, trim=text_source))
+        con.execute(f"CREATE TEMP VIEW {staged} AS {select}")
+    # Untrimmed, equal typed ids have equal raw values: partition on the raw column, a
+    # filter the Parquet scan applies itself. Trimmed text partitions on the typed id.
+    raw_key = typed["customer_id"] if text_source else _q("customer_id")
+    checks = _checks(types, trim=text_source)
+    return StagedLog(con, staged, label, settings, checks, select, raw_key)
 
 
 _MAX_ENUM = 256  # more distinct values than this stay text
@@ -703,34 +756,52 @@ def _compact_columns(
     beyond 256 values), ``amount`` (0 when missing) and ``role`` as an ENUM. ``key`` and
     ``role`` are the SQL giving the id (or its hash) and the role.
     """
-    channel_type = _enum(channels) if len(channels) <= _MAX_ENUM else "VARCHAR"
-    event_type = _enum(event_types) if len(event_types) <= _MAX_ENUM else "VARCHAR"
     return (
         f"{key} AS customer_id, timestamp, "
         f"CAST(DATE '{until.isoformat()}' - CAST(timestamp AS DATE) AS INTEGER) AS age, "
-        f"CAST(channel AS {channel_type}) AS channel, "
-        f"CAST(event_type AS {event_type}) AS event_type, "
+        # TRY_CAST: a missing or empty value becomes NULL (and is reported), not an error
+        f"TRY_CAST(channel AS {_text_type(channels)}) AS channel, "
+        f"TRY_CAST(event_type AS {_text_type(event_types)}) AS event_type, "
         f"coalesce(amount, 0.0) AS amount, CAST({role} AS {_enum(ROLES)}) AS role"
     )
 
 
-def role_sql(settings: Settings) -> str:
-    """The SQL giving an event's role from its ``event_type`` and ``direction``."""
+def _text_type(values: tuple[str, ...]) -> str:
+    """The compact copy's type for a text column with these distinct values."""
+    return _enum(values) if len(values) <= _MAX_ENUM else "VARCHAR"
+
+
+def _enum_type(overview: LogOverview, column: str) -> str:
+    return _text_type(overview.channels if column == "channel" else overview.event_types)
+
+
+def role_sql(settings: Settings, as_enum: bool = False) -> str:
+    """The SQL giving an event's role from its ``event_type`` and ``direction``; as the
+    role ENUM (cheaper than casting the text row by row) when ``as_enum``."""
     purchase = ", ".join(_lit(t) for t in settings.events.purchase_types)
     outbound = ", ".join(_lit(t) for t in settings.events.outbound_types) or "NULL"
+
+    def role(name: str) -> str:
+        return f"CAST({_lit(name)} AS {_enum(ROLES)})" if as_enum else _lit(name)
+
     return (
-        f"CASE WHEN event_type IN ({purchase}) THEN 'purchase' "
+        f"CASE WHEN event_type IN ({purchase}) THEN {role('purchase')} "
         f"WHEN direction = 'outbound' OR (direction IS NULL AND event_type IN ({outbound})) "
-        f"THEN 'outbound' ELSE 'inbound' END"
+        f"THEN {role('outbound')} ELSE {role('inbound')} END"
     )
 
 
-def _partition_filter(index: int, count: int) -> str:
-    return f"hash(customer_id) % {int(count)} = {int(index)}" if count > 1 else "true"
+def _partition_filter(index: int, count: int, key: str = "customer_id") -> str:
+    return f"hash({key}) % {int(count)} = {int(index)}" if count > 1 else "true"
 
 
 def _day_on_or_before(until: date) -> str:
     return f"CAST(timestamp AS DATE) <= DATE '{until.isoformat()}'"
+
+
+def _any_fails(checks: list[_Check]) -> str:
+    """Whether a row fails any of the checks (NULL or false when it fails none)."""
+    return " OR ".join(f"({c.condition})" for c in checks) or "false"
 
 
 def _mask(checks: list[_Check]) -> str:

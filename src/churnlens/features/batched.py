@@ -102,7 +102,7 @@ def write_features(
         raise InputError(log.source, [Problem("timestamp", message, fix=fix)])
     per_partition = settings.engine.feature_partition_events
     count = partitions or max(1, math.ceil(overview.rows_up_to / per_partition))
-    ids = log.id_keys(day)  # None: two ids share a hash, the partitions keep the ids
+    ids = log.id_keys()  # None: two ids share a hash, the partitions keep the ids
     tables: list[str] = []
     dropped = customers = 0
     try:
