@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -44,6 +46,7 @@ from churnlens.features.engine import (
     finish_features,
     partition_aggregates,
 )
+from churnlens.features.population import PopulationStats
 from churnlens.outputs import atomic_path, check_output_path
 
 Progress = Callable[[int, int, int], None]  # (partitions done, total, customers so far)
@@ -115,31 +118,38 @@ def write_features(
             if progress:
                 progress(i + 1, count, customers)
         population = aggregated_population(log.con, tables, settings)
-        stats: list[pd.DataFrame] = []
         schema = _schema(settings)
-
-        def write(frame: pd.DataFrame) -> None:
-            if len(frame):
-                # customer_id stays the pandas index for readers of the Parquet file
-                writer.write(pa.Table.from_pandas(frame, schema=schema, preserve_index=True))
-                stats.append(_partial_stats(frame))
-
-        with atomic_path(out) as tmp, ThreadPoolExecutor(max_workers=1) as worker:
+        stats: list[pd.DataFrame] = []
+        with atomic_path(out) as tmp:
             writer = _Writer(tmp, out, schema)
+
+            def write(finished: Future[tuple[pa.Table, pd.DataFrame]]) -> None:
+                table, partial = finished.result()
+                if table.num_rows:
+                    writer.write(table)
+                    stats.append(partial)
+
             try:
-                # pandas finishes one partition in the worker while this thread fetches
-                # the next from DuckDB and writes the previous (both release the GIL)
-                pending: Future[pd.DataFrame] | None = None
-                for table in tables:
-                    raw = partition_aggregates(log.con, table)
-                    log.con.execute(f"DROP TABLE {table}")
-                    finishing = worker.submit(finish_features, raw, day, settings, population)
-                    del raw
-                    if pending is not None:
-                        write(pending.result())
-                    pending = finishing
-                if pending is not None:
-                    write(pending.result())
+                # a pipeline: this thread fetches partitions from DuckDB, one worker
+                # finishes them in pandas, another writes them in order (all three
+                # release the GIL for most of their work)
+                with (
+                    ThreadPoolExecutor(max_workers=1) as finisher,
+                    ThreadPoolExecutor(max_workers=1) as writing,
+                ):
+                    in_flight: deque[Future[None]] = deque()
+                    for table in tables:
+                        raw = partition_aggregates(log.con, table)
+                        log.con.execute(f"DROP TABLE {table}")
+                        finished = finisher.submit(
+                            _finished, raw, day, settings, population, schema
+                        )
+                        del raw
+                        in_flight.append(writing.submit(write, finished))
+                        while len(in_flight) > 2:  # at most two partitions held
+                            in_flight.popleft().result()
+                    while in_flight:
+                        in_flight.popleft().result()
             finally:
                 writer.close()
     finally:
@@ -166,7 +176,11 @@ class _Writer:
         self.parquet = name.endswith(".parquet")
         self.sink = None
         if self.parquet:
-            self.writer: object = pq.ParquetWriter(tmp, schema, compression="zstd")
+            # min/max statistics of the float columns would take a third of the writing
+            # time, for readers that seldom filter on a feature
+            self.writer: object = pq.ParquetWriter(
+                tmp, schema, compression="zstd", write_statistics=["customer_id"]
+            )
         else:
             sink = pa.CompressedOutputStream(str(tmp), "gzip") if name.endswith(".gz") else None
             self.sink = sink
@@ -181,15 +195,31 @@ class _Writer:
             self.sink.close()
 
 
+def _finished(
+    raw: pd.DataFrame,
+    as_of: date,
+    settings: Settings,
+    population: PopulationStats,
+    schema: pa.Schema,
+) -> tuple[pa.Table, pd.DataFrame]:
+    """A partition's features as the output's Arrow table (NaN stored as null), and their
+    :func:`_partial_stats`."""
+    frame = finish_features(raw, as_of, settings, population)
+    # customer_id stays the pandas index for readers of the Parquet file
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=True)
+    return table, _partial_stats(frame)
+
+
 def _partial_stats(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "count": frame.count(),
-            "sum": frame.sum(),
-            "min": frame.min(),
-            "max": frame.max(),
-        }
-    )
+    """count, sum, min and max of every (float) column, NaN left out as pandas does."""
+    rows = {}
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        values = values[~np.isnan(values)]
+        empty = not len(values)
+        low, high = (np.nan, np.nan) if empty else (values.min(), values.max())
+        rows[name] = (len(values), values.sum(), low, high)
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["count", "sum", "min", "max"])
 
 
 def _combine_stats(parts: list[pd.DataFrame]) -> pd.DataFrame:

@@ -172,12 +172,13 @@ def _indexed(raw: pd.DataFrame) -> pd.DataFrame:
     return raw if raw.index.is_monotonic_increasing else raw.sort_index()
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, query: str) -> pd.DataFrame:
-    """A query's rows through Arrow: integer columns with NULLs arrive as float64 with
-    NaN (what every family's finish turns them into anyway), not as slower nullable
-    integers."""
+def _fetch(con: duckdb.DuckDBPyConnection, query: str, index: bool = True) -> pd.DataFrame:
+    """A query's rows through Arrow (indexed by its customer_id when ``index``): integer
+    columns with NULLs arrive as float64 with NaN (what every family's finish turns them
+    into anyway), not as slower nullable integers."""
     con.complete()  # a relation runs only once the last execute() result is done with
-    return _indexed(con.sql(query).to_arrow_table().to_pandas())
+    frame = con.sql(query).to_arrow_table().to_pandas()
+    return _indexed(frame) if index else frame
 
 
 def _finish(
@@ -221,7 +222,7 @@ def aggregated_population(
 ) -> PopulationStats:
     """Population statistics of the customers in ``tables`` (from
     :func:`aggregate_staged`)."""
-    return _population(_purchase_aggregates(con, tables, settings))
+    return _population(_purchase_aggregates(con, tables, settings, ids=False))
 
 
 def aggregated_buyers(
@@ -233,13 +234,15 @@ def aggregated_buyers(
 
 
 def _purchase_aggregates(
-    con: duckdb.DuckDBPyConnection, tables: list[str], settings: Settings
+    con: duckdb.DuckDBPyConnection, tables: list[str], settings: Settings, ids: bool = True
 ) -> pd.DataFrame:
     """The buyers' purchase aggregates (what :func:`buyer_features` computes) in ``tables``,
-    indexed by customer_id (sorted)."""
+    indexed by customer_id (sorted); without ids, in no order, unless ``ids``."""
     names = [e.rsplit(" AS ", 1)[1] for e in _aggregate_exprs("purchase_days", settings, ())]
-    columns = ", ".join(["customer_id", *names])
+    columns = ", ".join(["customer_id", *names] if ids else names)
     union = " UNION ALL ".join(f"SELECT {columns} FROM {t} WHERE rfm_frequency > 0" for t in tables)
+    if not ids:
+        return _fetch(con, union, index=False)
     return _fetch(con, f"{union} ORDER BY customer_id")
 
 
