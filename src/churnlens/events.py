@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import re
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -567,16 +568,17 @@ class StagedLog:
             with _duckdb_errors(self.source):
                 _raise_on_problems(self.con, self.name, self.source, self.checks)
 
-    def overview(self, until: date) -> LogOverview:
-        """Row counts, and the distinct channels and event types: one scan."""
+    def overview(self) -> LogOverview:
+        """The row count, and the distinct channels and event types: one light scan (the
+        partitions count the rows up to the as-of day, which needs every timestamp)."""
         with _duckdb_errors(self.source):
-            rows, upto, channels, event_types = self.con.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE {_day_on_or_before(until)}), "
+            rows, channels, event_types = self.con.execute(
+                f"SELECT count(*), "
                 f"list(DISTINCT channel ORDER BY channel) FILTER (WHERE channel <> ''), "
                 f"list(DISTINCT event_type ORDER BY event_type) "
                 f"FILTER (WHERE event_type <> '') FROM {self.name}"
-            ).fetchone()  # type: ignore[misc]
-        return LogOverview(int(rows), int(upto), tuple(channels or ()), tuple(event_types or ()))
+            ).fetchall()[0]
+        return LogOverview(int(rows), tuple(channels or ()), tuple(event_types or ()))
 
     def id_keys(self) -> str | None:
         """A temp table of the log's customers: ``k`` (the 64-bit hash of the id, what
@@ -616,8 +618,8 @@ class StagedLog:
         Rows failing a check are copied too (whatever their day), so that a failing
         partition raises the same :class:`InputError` as :func:`load_events` (from a
         whole-log check). Exact duplicate rows are found from 64-bit row hashes computed
-        in the copy; only when two are equal is the partition copied again de-duplicated
-        (comparing every column). ``hashed_ids`` puts ``hash(customer_id)`` in the
+        in the copy and sorted in a background thread: call :meth:`deduplicate` before
+        trusting the table. ``hashed_ids`` puts ``hash(customer_id)`` in the
         ``customer_id`` column (integer keys sort and group faster than text), which
         the table from :meth:`id_keys` maps back to the ids it has checked.
         """
@@ -641,10 +643,11 @@ class StagedLog:
         with _duckdb_errors(self.source), unordered(self.con):
             if self.validated:
                 copy(f"SELECT * FROM (SELECT {columns} FROM {rows}) WHERE age >= 0")
-                return StagedPartition(name, 0)
+                (n,) = self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0]
+                return StagedPartition(name, int(n))
             # _h hashes the compact values (cheaper than the text) with the two columns the
             # copy leaves out: equal rows have equal hashes, and equal hashes only trigger
-            # the exact comparison below
+            # the exact comparison of deduplicate
             compact = ", ".join(_COMPACT)
             copy(
                 f"SELECT {compact}, hash({compact}, direction, duration_s) AS _h, _bad FROM ("
@@ -652,40 +655,60 @@ class StagedLog:
                 f"SELECT {columns}, direction, duration_s, ({_any_fails(checks)}) IS TRUE "
                 f"AS _fails FROM {rows})) WHERE age >= 0 OR _bad"
             )
-            scanned = self.con.execute(f"SELECT _h, _bad FROM {name}").fetchnumpy()
-            if np.any(scanned["_bad"]):
+            (failed,) = self.con.execute(f"SELECT bool_or(_bad) FROM {name}").fetchall()[0]
+            if failed:
                 self.validate()  # raises, counting over the whole log
                 raise InputError(self.source, "rows fail the event-log checks")  # not reached
-            hashes = np.sort(scanned["_h"])
-            del scanned
-            if not np.any(hashes[1:] == hashes[:-1]):
-                return StagedPartition(name, 0)
-            # Rare: pay for an exact de-duplicated copy.
-            copy(
-                f"SELECT {columns} FROM (SELECT DISTINCT {', '.join(CANONICAL_COLUMNS)} "
-                f"FROM {rows} WHERE {_day_on_or_before(until)})"
-            )
-            (kept,) = self.con.execute(f"SELECT count(*) FROM {name}").fetchone()  # type: ignore[misc]
-        return StagedPartition(name, len(hashes) - int(kept))
+            hashes = self.con.execute(f"SELECT _h FROM {name}").fetchnumpy()["_h"]
+        # Sorting the hashes takes a core for a second or two: it runs beside whatever
+        # the caller does with the partition next, and deduplicate() waits for it.
+        sorter = ThreadPoolExecutor(max_workers=1)
+        duplicates = sorter.submit(_equal_pair, hashes)
+        sorter.shutdown(wait=False)
+        exact = (
+            f"SELECT {columns} FROM (SELECT DISTINCT {', '.join(CANONICAL_COLUMNS)} "
+            f"FROM {rows} WHERE {_day_on_or_before(until)})"
+        )
+        return StagedPartition(name, len(hashes), duplicates, exact)
+
+    def deduplicate(self, part: StagedPartition) -> int:
+        """Waits for the partition's duplicate check; when two of its rows hashed equal,
+        replaces its table by an exact de-duplicated copy (comparing every column, so a
+        hash collision never merges two events). Returns the duplicate rows dropped."""
+        if part.duplicates is None or not part.duplicates.result():
+            return 0
+        with _duckdb_errors(self.source), unordered(self.con):
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {part.name} AS {part.exact}")
+            (kept,) = self.con.execute(f"SELECT count(*) FROM {part.name}").fetchall()[0]
+        return part.rows - int(kept)
 
 
 @dataclass(frozen=True)
 class LogOverview:
-    """What one scan of a staged log tells: rows, rows up to the as-of day, and the
-    distinct channels and event types (sorted)."""
+    """What one light scan of a staged log tells: its rows, and the distinct channels and
+    event types (sorted)."""
 
     rows: int
-    rows_up_to: int
     channels: tuple[str, ...]
     event_types: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class StagedPartition:
-    """A partition copied out of a :class:`StagedLog`: its table, duplicates dropped."""
+    """A partition copied out of a :class:`StagedLog`: its table and its rows (the events
+    up to the as-of day, duplicates included). Until :meth:`StagedLog.deduplicate` has
+    looked, the table may hold exact duplicate rows."""
 
     name: str
-    duplicates_dropped: int
+    rows: int
+    duplicates: Future[bool] | None = None  # whether two rows' hashes are equal
+    exact: str = ""  # the SELECT of the de-duplicated copy
+
+
+def _equal_pair(hashes: np.ndarray) -> bool:
+    """Whether two of the hashes are equal (sorts them in place)."""
+    hashes.sort()
+    return bool(np.any(hashes[1:] == hashes[:-1]))
 
 
 def stage_events(
@@ -768,7 +791,7 @@ def _compact_columns(
 
 def _text_type(values: tuple[str, ...]) -> str:
     """The compact copy's type for a text column with these distinct values."""
-    return _enum(values) if len(values) <= _MAX_ENUM else "VARCHAR"
+    return _enum(values) if 0 < len(values) <= _MAX_ENUM else "VARCHAR"
 
 
 def _enum_type(overview: LogOverview, column: str) -> str:

@@ -97,26 +97,29 @@ def write_features(
     log = stage_events(events, settings)
     settings = log.settings
     day = parse_as_of(as_of)
-    overview = log.overview(day)
-    if not overview.rows_up_to:
-        log.validate()  # a broken log says so first
-        fix = "give a later --as-of"
-        message = f"no event on or before the as-of day {day}: no customer to describe"
-        raise InputError(log.source, [Problem("timestamp", message, fix=fix)])
+    overview = log.overview()
+    if not overview.rows:
+        log.validate()  # says the log is empty
     per_partition = settings.engine.feature_partition_events
-    count = partitions or max(1, math.ceil(overview.rows_up_to / per_partition))
+    count = partitions or max(1, math.ceil(overview.rows / per_partition))
     ids = log.id_keys()  # None: two ids share a hash, the partitions keep the ids
     tables: list[str] = []
-    dropped = customers = 0
+    events = dropped = customers = 0
     try:
         for i in range(count):
             table = f"{log.name}_raw_{i}"
             tables.append(table)
-            dropped += aggregate_staged(log, i, count, day, overview, ids, table)
-            (n,) = log.con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+            rows, duplicates = aggregate_staged(log, i, count, day, overview, ids, table)
+            events += rows
+            dropped += duplicates
+            (n,) = log.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
             customers += int(n)
             if progress:
                 progress(i + 1, count, customers)
+        if not events:
+            fix = "give a later --as-of"
+            message = f"no event on or before the as-of day {day}: no customer to describe"
+            raise InputError(log.source, [Problem("timestamp", message, fix=fix)])
         population = aggregated_population(log.con, tables, settings)
         schema = _schema(settings)
         stats: list[pd.DataFrame] = []
@@ -162,8 +165,8 @@ def write_features(
         seconds=time.perf_counter() - began,
         source=log.source,
         summary=_combine_stats(stats),
-        events=overview.rows_up_to,
-        events_after_as_of=overview.rows - overview.rows_up_to,
+        events=events,
+        events_after_as_of=overview.rows - events,
         duplicates_dropped=dropped,
     )
 

@@ -138,7 +138,7 @@ def aggregate_events(table: EventTable, as_of: date, out: str) -> None:
     log = stage_events(table)
     ids = log.id_keys()
     try:
-        aggregate_staged(log, 0, 1, as_of, log.overview(as_of), ids, out)
+        aggregate_staged(log, 0, 1, as_of, log.overview(), ids, out)
     finally:
         if ids:
             log.con.execute(f"DROP TABLE {ids}")
@@ -152,19 +152,24 @@ def aggregate_staged(
     overview: LogOverview,
     ids: str | None,
     out: str,
-) -> int:
+) -> tuple[int, int]:
     """Partition ``index`` of ``count`` of a staged log, copied (and checked, see
     :meth:`~churnlens.events.StagedLog.partition`) once into a compact table that every
-    aggregation scans, aggregated into the temp table ``out``; returns the duplicate rows
-    dropped. ``ids``: the table from :meth:`~churnlens.events.StagedLog.id_keys` to key
-    the copy by id hashes, or ``None`` to keep the ids.
+    aggregation scans, aggregated into the temp table ``out``; returns the partition's
+    events up to ``as_of`` (duplicates included) and the duplicate rows dropped.
+    ``ids``: the table from :meth:`~churnlens.events.StagedLog.id_keys` to key the copy
+    by id hashes, or ``None`` to keep the ids.
     """
     part = log.partition(index, count, as_of, overview, hashed_ids=ids is not None)
     try:
+        # aggregated while the duplicate check runs; again in the rare case it finds some
         _aggregate(log.con, part.name, log.settings, overview.channels, out, ids)
+        dropped = log.deduplicate(part)
+        if dropped:
+            _aggregate(log.con, part.name, log.settings, overview.channels, out, ids)
     finally:
         log.con.execute(f"DROP TABLE IF EXISTS {part.name}")
-    return part.duplicates_dropped
+    return part.rows, dropped
 
 
 def _indexed(raw: pd.DataFrame) -> pd.DataFrame:
