@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -76,6 +77,26 @@ def test_a_bad_row_in_a_late_partition_fails_the_whole_run(
     assert problems == {("amount", 2), ("channel", 1)}  # counted over the whole log
     assert out.read_bytes() == b"earlier output"
     assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+@pytest.mark.parametrize("missing", [None, ""])
+def test_missing_ids_in_a_parquet_dataset_fail_the_whole_run(
+    sample_events: pd.DataFrame, tmp_path: Path, missing: str | None
+) -> None:
+    # the id map of a Parquet source is read from the files' dictionaries, which never
+    # hold a null: a missing id must still be found, and an empty one, even after the
+    # as-of day
+    folder = tmp_path / "events"
+    folder.mkdir()
+    broken = sample_events.copy()
+    late = broken.index[broken["timestamp"] > pd.Timestamp(AS_OF)][:3]
+    broken.loc[late, "customer_id"] = missing
+    for i, rows in enumerate(np.array_split(np.arange(len(broken)), 3)):
+        broken.iloc[rows].to_parquet(folder / f"part-{i}.parquet")
+    with pytest.raises(InputError) as caught:
+        write_features(folder, AS_OF, tmp_path / "features.parquet", partitions=2)
+    assert {(p.column, p.rows) for p in caught.value.problems} == {("customer_id", 3)}
+    assert not (tmp_path / "features.parquet").exists()
 
 
 def test_colliding_id_hashes_fall_back_to_the_ids(
