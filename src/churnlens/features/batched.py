@@ -3,15 +3,20 @@
 :func:`write_features` is what ``churnlens features`` runs. It reads the log once per
 customer-hash partition and never holds it in pandas:
 
-1. one light scan counts the rows and lists the channels and event types;
-2. for each partition, the events up to the as-of day are copied out of the source once,
-   into a compact table keyed by the 64-bit hash of the customer id, and checked in the
-   same scan (the event-log contract's row checks, and exact duplicates from row
-   hashes); the families' raw aggregates are computed from it in DuckDB and kept there;
+1. one light scan counts the rows and lists the channels and event types, and the id
+   map (id hash -> id, every id checked once) is read, for a Parquet source from the
+   row groups' dictionaries;
+2. for each partition, the events up to the as-of day are copied out of the source once
+   (filtered on the raw id, typed only once kept), into a compact table keyed by the
+   64-bit hash of the customer id, and checked in the same scan (the event-log
+   contract's row checks; exact duplicates from row hashes, sorted in a background
+   thread while DuckDB aggregates); the families' raw aggregates are computed from it
+   in DuckDB and kept there;
 3. the population statistics (RFM cut points, median cycle) come from the buyers'
    aggregates of all partitions;
-4. each partition's features are finished against that population and appended to the
-   output, which is written under a temporary name and renamed when complete.
+4. a pipeline then fetches each partition's aggregates (this thread), finishes them
+   against that population (a worker, pandas) and appends them to the output (another
+   worker, pyarrow), which is written under a temporary name and renamed when complete.
 
 A log that breaks the contract raises the same :class:`~churnlens.errors.InputError` as
 :func:`~churnlens.events.load_events`, counted over the whole log, and leaves no output.
