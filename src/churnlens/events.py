@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,6 +74,9 @@ class EventTable:
     rows_read: int
     duplicates_dropped: int
     known_fingerprint: str | None = None  # from the validation scan, when it had one
+    # the SQL of a hash partition's rows, filtered on the raw id before any typing (see
+    # StagedLog.rows), when the table is a view over a staged source
+    partition_rows: Callable[[int, int], str] | None = field(default=None, repr=False)
 
     def to_pandas(self) -> pd.DataFrame:
         """The canonical event frame (without ``day`` and ``role``), in time order."""
@@ -110,11 +113,14 @@ class EventTable:
         exactly one partition.
         """
         name = f"{self.name}_part"
-        where = f"day <= DATE '{until.isoformat()}' AND {_partition_filter(index, count)}"
+        day = f"day <= DATE '{until.isoformat()}'"
+        if self.partition_rows is not None:
+            rows = f"({self.partition_rows(index, count)}) WHERE {day}"
+        else:
+            rows = f"{self.name} WHERE {day} AND {_partition_filter(index, count)}"
         with unordered(self.con):
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {name} AS "
-                f"SELECT {PARTITION_COLUMNS} FROM {self.name} WHERE {where}"
+                f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {PARTITION_COLUMNS} FROM {rows}"
             )
         return EventTable(self.con, name, self.source, self.settings, self.rows_read, 0)
 
@@ -516,6 +522,11 @@ def load_events(
         dropped = _create_event_relation(
             staged.con, staged.name, table, staged.settings, maybe_duplicates
         )
+
+    def partition_rows(index: int, count: int) -> str:
+        rows = staged.rows(staged.partition_filter(index, count))
+        return _event_select(rows, staged.settings)
+
     return EventTable(
         con=staged.con,
         name=table,
@@ -524,6 +535,8 @@ def load_events(
         rows_read=rows_read,
         duplicates_dropped=dropped,
         known_fingerprint=fingerprint,
+        # a de-duplicated copy is a table: it is filtered as it is
+        partition_rows=None if maybe_duplicates else partition_rows,
     )
 
 
@@ -982,14 +995,19 @@ def _create_event_relation(
         (read,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()  # type: ignore[misc]
         (kept,) = con.execute(f"SELECT count(*) FROM {source}").fetchone()  # type: ignore[misc]
         dropped = read - kept
-    con.execute(f"""
-        CREATE TEMP {kind} {name} AS
+    con.execute(f"CREATE TEMP {kind} {name} AS {_event_select(source, settings)}")
+    return int(dropped)
+
+
+def _event_select(source: str, settings: Settings) -> str:
+    """The event relation's SELECT (the canonical columns, ``day`` and ``role``) over
+    ``source``, a staged view or subquery."""
+    return f"""
         SELECT customer_id, timestamp, channel, event_type,
                coalesce(amount, 0.0) AS amount, direction, duration_s,
                CAST(timestamp AS DATE) AS day, {role_sql(settings)} AS role
         FROM {source}
-    """)
-    return int(dropped)
+    """
 
 
 def read_events(source: EventSource, settings: Settings | None = None) -> pd.DataFrame:
