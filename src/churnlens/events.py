@@ -16,7 +16,7 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -74,9 +74,9 @@ class EventTable:
     rows_read: int
     duplicates_dropped: int
     known_fingerprint: str | None = None  # from the validation scan, when it had one
-    # the SQL of a hash partition's rows, filtered on the raw id before any typing (see
-    # StagedLog.rows), when the table is a view over a staged source
-    partition_rows: Callable[[int, int], str] | None = field(default=None, repr=False)
+    # the staged source the table is a view over, when it is one: hash partitions are
+    # then filtered on the raw id, before any typing (see StagedLog.rows)
+    staged: StagedLog | None = field(default=None, repr=False)
 
     def to_pandas(self) -> pd.DataFrame:
         """The canonical event frame (without ``day`` and ``role``), in time order."""
@@ -108,14 +108,15 @@ class EventTable:
         ``index`` of ``count``, as one in-memory table that every query on the partition
         shares (replacing the previous partition of this log).
 
-        Only the hash column is read to filter, so each pass over a Parquet source costs
-        little more than reading the partition's own rows; each customer's events are in
-        exactly one partition.
+        Over a staged source, the rows are filtered on the raw id before they are typed,
+        so each pass over the source types only the partition's own rows; each customer's
+        events are in exactly one partition.
         """
         name = f"{self.name}_part"
         day = f"day <= DATE '{until.isoformat()}'"
-        if self.partition_rows is not None:
-            rows = f"({self.partition_rows(index, count)}) WHERE {day}"
+        if self.staged is not None:
+            kept = self.staged.rows(self.staged.partition_filter(index, count))
+            rows = f"({_event_select(kept, self.settings)}) WHERE {day}"
         else:
             rows = f"{self.name} WHERE {day} AND {_partition_filter(index, count)}"
         with unordered(self.con):
@@ -250,11 +251,12 @@ def _text_or_none(value: object) -> str | None:
 
 def _raw_relation(
     con: duckdb.DuckDBPyConnection, source: EventSource, label: str
-) -> duckdb.DuckDBPyRelation:
+) -> tuple[duckdb.DuckDBPyRelation, tuple[str, ...]]:
+    """The source as read, and its Parquet files (none for other sources)."""
     if isinstance(source, pd.DataFrame):
         source = _arrow_from_pandas(source)
     if isinstance(source, pa.Table):
-        return con.from_arrow(source)
+        return con.from_arrow(source), ()
     path = Path(source)
     if not path.exists():
         raise InputError(
@@ -263,12 +265,12 @@ def _raw_relation(
     name = path.name.lower()
     with _duckdb_errors(label):
         if path.is_dir():
-            files = sorted(path.rglob("*.parquet"))
+            files = tuple(str(f) for f in sorted(path.rglob("*.parquet")))
             if not files:
                 raise InputError(label, "directory holds no .parquet files")
-            return con.read_parquet([str(f) for f in files], hive_partitioning=False)
+            return con.read_parquet(list(files), hive_partitioning=False), files
         if name.endswith(".parquet") or name.endswith(".pq"):
-            return con.read_parquet(str(path))
+            return con.read_parquet(str(path)), (str(path),)
         if re.search(r"\.(csv|txt)(\.gz|\.zst)?$", name):
             if path.stat().st_size == 0:
                 raise InputError(
@@ -281,7 +283,7 @@ def _raw_relation(
                         )
                     ],
                 )
-            return con.read_csv(str(path), all_varchar=True, header=True)
+            return con.read_csv(str(path), all_varchar=True, header=True), ()
     raise InputError(
         label,
         [
@@ -522,11 +524,6 @@ def load_events(
         dropped = _create_event_relation(
             staged.con, staged.name, table, staged.settings, maybe_duplicates
         )
-
-    def partition_rows(index: int, count: int) -> str:
-        rows = staged.rows(staged.partition_filter(index, count))
-        return _event_select(rows, staged.settings)
-
     return EventTable(
         con=staged.con,
         name=table,
@@ -536,7 +533,7 @@ def load_events(
         duplicates_dropped=dropped,
         known_fingerprint=fingerprint,
         # a de-duplicated copy is a table: it is filtered as it is
-        partition_rows=None if maybe_duplicates else partition_rows,
+        staged=None if maybe_duplicates else staged,
     )
 
 
@@ -555,29 +552,25 @@ class StagedLog:
     source: str
     settings: Settings
     checks: list[_Check]
-    # the view's SELECT, whose WHERE sees the raw columns, and the raw expression whose
-    # hash partitions the customers (see rows)
-    select: str = ""
-    raw_key: str = "customer_id"
+    select: str = ""  # the view's SELECT, whose WHERE sees the raw columns (see rows)
+    typed_id: str = "customer_id"  # the SQL typing a raw id
     # a Parquet source's files and id column (as named in the files): id_keys reads the
     # ids' dictionaries instead of every value
     parquet: tuple[str, ...] = ()
     raw_id: str = "customer_id"
-    typed_id: str = "customer_id"  # the SQL typing a raw id
 
     def rows(self, where: str) -> str:
         """The view's rows whose *raw* columns satisfy ``where``, as a subquery.
 
-        DuckDB does not push a filter on a typed column through the typing projection,
-        but pushes one on a raw column into the Parquet scan, which then decodes the
-        other columns only for the rows that pass.
+        DuckDB does not push a filter on a typed column through the typing projection:
+        filtering the raw columns first means only the rows kept are typed.
         """
         return f"({self.select or f'SELECT * FROM {self.name}'} WHERE {where})"
 
     def partition_filter(self, index: int, count: int) -> str:
-        """The raw-column filter keeping partition ``index`` of ``count``: each customer
-        (equal typed ids have equal raw keys) lands in exactly one."""
-        return _partition_filter(index, count, self.raw_key)
+        """The raw-column filter keeping partition ``index`` of ``count`` (it hashes the
+        typed id, computed from the raw column): each customer lands in exactly one."""
+        return _partition_filter(index, count, self.typed_id)
 
     @property
     def validated(self) -> bool:
@@ -655,30 +648,28 @@ class StagedLog:
         key = _ID_KEY if hashed_ids else "customer_id"
         columns = _compact_columns(until, overview.channels, overview.event_types, key, role)
         rows = self.rows(self.partition_filter(index, count))
-        # The copy shows some problems itself, more cheaply than the checks: an ENUM
-        # channel or event type is NULL exactly when the text is missing or empty (the
-        # ENUM holds every other value of the log).
-        shown = [c for c in ("channel", "event_type") if _enum_type(overview, c) != "VARCHAR"]
-        checks = [c for c in self.checks if c.column not in shown]
-        if hashed_ids:
-            checks = [c for c in checks if c.column != "customer_id"]  # done by id_keys
-        bad = " OR ".join(["_fails", *(f"{c} IS NULL" for c in shown)])
-
-        def copy(select: str) -> None:
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
-
+        create = f"CREATE OR REPLACE TEMP TABLE {name} AS"
         with _duckdb_errors(self.source), unordered(self.con):
             if self.validated:
-                copy(f"SELECT * FROM (SELECT {columns} FROM {rows}) WHERE age >= 0")
+                kept = f"SELECT * FROM (SELECT {columns} FROM {rows}) WHERE age >= 0"
+                self.con.execute(f"{create} {kept}")
                 (n,) = self.con.execute(f"SELECT count(*) FROM {name}").fetchall()[0]
                 return StagedPartition(name, int(n))
+            # The copy shows some problems itself, more cheaply than the checks: an ENUM
+            # channel or event type is NULL exactly when the text is missing or empty (the
+            # ENUM holds every other value of the log).
+            shown = [c for c in ("channel", "event_type") if _enum_type(overview, c) != "VARCHAR"]
+            checks = [c for c in self.checks if c.column not in shown]
+            if hashed_ids:
+                checks = [c for c in checks if c.column != "customer_id"]  # done by id_keys
+            bad = " OR ".join(["_fails", *(f"{c} IS NULL" for c in shown)])
             # _h hashes the compact values (cheaper than the text) with the two columns the
             # copy leaves out: equal rows have equal hashes, and equal hashes only trigger
             # the exact comparison of deduplicate
             compact = ", ".join(_COMPACT)
-            copy(
-                f"SELECT {compact}, hash({compact}, direction, duration_s) AS _h, _bad FROM ("
-                f"SELECT *, {bad} AS _bad FROM ("
+            self.con.execute(
+                f"{create} SELECT {compact}, hash({compact}, direction, duration_s) AS _h, _bad "
+                f"FROM (SELECT *, {bad} AS _bad FROM ("
                 f"SELECT {columns}, direction, duration_s, ({_any_fails(checks)}) IS TRUE "
                 f"AS _fails FROM {rows})) WHERE age >= 0 OR _bad"
             )
@@ -754,7 +745,7 @@ def stage_events(
     settings = settings or Settings()
     con = con or connect_for(settings)
     label = _source_label(source)
-    raw = _raw_relation(con, source, label)
+    raw, files = _raw_relation(con, source, label)
     types = {c.strip(): str(t) for c, t in zip(raw.columns, raw.types, strict=True)}
     present = [c.strip() for c in raw.columns]
     problems = _missing_column_problems(present)
@@ -776,25 +767,11 @@ def stage_events(
         else:
             raw.create_view(raw_view)
         con.execute(f"CREATE TEMP VIEW {staged} AS {select}")
-    # Untrimmed, equal typed ids have equal raw values: partition on the raw column,
-    # below the typing. Trimmed text partitions on the typed id.
-    raw_key = typed["customer_id"] if text_source else _q("customer_id")
     checks = _checks(types, trim=text_source)
-    files = tuple(str(f) for f in _parquet_files(source))
     raw_id = raw.columns[present.index("customer_id")]
     return StagedLog(
-        con, staged, label, settings, checks, select, raw_key, files, raw_id, typed["customer_id"]
+        con, staged, label, settings, checks, select, typed["customer_id"], files, raw_id
     )
-
-
-def _parquet_files(source: EventSource) -> list[Path]:
-    """The Parquet files of a Parquet source (a file or a directory of them), else none."""
-    if not isinstance(source, (str, Path)):
-        return []
-    path = Path(source)
-    if path.is_dir():
-        return sorted(path.rglob("*.parquet"))
-    return [path] if path.name.lower().endswith((".parquet", ".pq")) else []
 
 
 def _parquet_ids(files: tuple[str, ...], column: str) -> pa.Array | None:
@@ -825,7 +802,7 @@ def _parquet_ids(files: tuple[str, ...], column: str) -> pa.Array | None:
 
 
 _MAX_ENUM = 256  # more distinct values than this stay text
-_ID_KEY = "hash(customer_id)"  # the integer key StagedLog.customers and .partition share
+_ID_KEY = "hash(customer_id)"  # the integer key StagedLog.id_keys and .partition share
 
 
 def _enum(values: tuple[str, ...] | list[str]) -> str:

@@ -260,7 +260,7 @@ def _buyers(
 
 
 def partition_aggregates(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
-    """The raw aggregates in ``table`` (from :func:`aggregate_partition`), indexed by
+    """The raw aggregates in ``table`` (from :func:`aggregate_staged`), indexed by
     customer_id (sorted)."""
     # DuckDB sorts text by its bytes, which is code point order, as pandas does
     return _fetch(con, f"SELECT * FROM {table} ORDER BY customer_id")
