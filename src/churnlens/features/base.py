@@ -9,12 +9,13 @@ per-customer aggregations it needs:
 
 ``contacts`` and ``sequence``
     One aggregation over every contact (purchase or inbound event) on or before the as-of
-    day, in time order per customer (by timestamp, channel, event_type): columns
+    day, in time order per customer (by timestamp, then channel; contacts tying on both
+    are interchangeable, as they have the same age): columns
     ``customer_id, timestamp, age, channel`` and, from the previous contact of the same
-    customer, ``prev_channel``, ``gap`` (days since the previous contact day; NULL on
-    the first contact and on a further contact the same day) and ``new_day`` (first
-    contact of its day). ``role`` and ``amount`` are not carried: purchases have their
-    own relation.
+    customer, ``prev_channel``, ``gap`` (whole days since the previous contact day, an
+    integer; NULL on the first contact and on a further contact the same day) and
+    ``new_day`` (first contact of its day). ``role`` and ``amount`` are not carried:
+    purchases have their own relation.
 ``purchase_days``
     One row per customer and day with a purchase: that day's ``age``, ``n`` (purchase
     events that day) and ``amount`` (their summed amounts).

@@ -90,14 +90,15 @@ def _statement(events: str, settings: Settings, seen_channels: tuple[str, ...]) 
         SELECT customer_id, max(timestamp) AS _last_contact,
                {aggregates("contacts", "sequence")}
         FROM (SELECT *,
-                     CASE WHEN age <> prev_age THEN CAST(prev_age - age AS DOUBLE) END AS gap,
+                     CASE WHEN age <> prev_age THEN prev_age - age END AS gap,
                      prev_age IS NULL OR age <> prev_age AS new_day
+              -- in time order, then by channel; contacts that tie on both have the same
+              -- age too, so their order (event type) changes no aggregate: left unsorted
               FROM (SELECT customer_id, timestamp, age, channel,
                            lag(channel) OVER w AS prev_channel,
                            lag(age) OVER w AS prev_age
                     FROM {events} WHERE role <> 'outbound'
-                    WINDOW w AS (PARTITION BY customer_id
-                                 ORDER BY timestamp, channel, event_type)))
+                    WINDOW w AS (PARTITION BY customer_id ORDER BY timestamp, channel)))
         GROUP BY customer_id
     ), purchase_stats AS (
         -- amounts are summed as decimals: exact, so the same in any (parallel) order

@@ -22,16 +22,17 @@ def feature_names(settings: Settings) -> list[str]:
 
 
 def sequence_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> list[str]:
+    # gaps are whole days (integers: cheaper to collect for the median than doubles), so
+    # these sums are exact in any order: the mean and standard deviation come out the
+    # same run after run (avg and stddev_pop over doubles merge in parallel order)
     return [
-        "avg(gap) AS gap_mean",
         "quantile_cont(gap, 0.5) AS gap_median",
-        # gaps are whole days, so these sums are exact in any order: the standard
-        # deviation comes out the same run after run (stddev_pop's parallel merge does not)
-        "sum(gap * gap) AS _gap_sum_sq",
-        "sum(gap) AS _gap_sum",
+        "CAST(sum(CAST(gap AS BIGINT) * gap) AS DOUBLE) AS _gap_sum_sq",
+        "CAST(sum(gap) AS DOUBLE) AS _gap_sum",
         "count(gap) AS _gap_n",
         "max(gap) AS gap_max",
-        "arg_max(gap, timestamp) FILTER (WHERE gap IS NOT NULL) AS gap_last",
+        # one gap per contact day: the latest day's is the one of least age
+        "arg_min(gap, age) FILTER (WHERE gap IS NOT NULL) AS gap_last",
         "min(age) AS gap_days_since_contact",
     ]
 
@@ -39,10 +40,10 @@ def sequence_aggregates(settings: Settings, seen_channels: tuple[str, ...]) -> l
 def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     out = pd.DataFrame(index=raw.index)
     for name in feature_names(ctx.settings):
-        if name not in ("gap_cv", "gap_std"):
+        if name not in ("gap_mean", "gap_cv", "gap_std"):
             out[name] = raw[name].astype(float)
     n = raw["_gap_n"].astype(float).where(raw["_gap_n"] > 0)
-    mean = raw["_gap_sum"].astype(float) / n
+    out["gap_mean"] = mean = raw["_gap_sum"].astype(float) / n
     variance = (raw["_gap_sum_sq"].astype(float) / n - mean * mean).clip(lower=0.0)
     out["gap_std"] = np.sqrt(variance)
     out["gap_cv"] = ratio(out["gap_std"], out["gap_mean"])
