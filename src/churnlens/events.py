@@ -151,6 +151,13 @@ class EventTable:
         )
 
 
+def query_arrow(con: duckdb.DuckDBPyConnection, query: str) -> pa.Table:
+    """A query's rows as an Arrow table (through a relation: a DB-API result's Arrow
+    output makes an extra copy of the rows)."""
+    con.complete()  # a relation runs only once the last execute() result is done with
+    return con.sql(query).to_arrow_table()
+
+
 @contextmanager
 def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Let DuckDB drop insertion order for a while (copies, windows and aggregations need
@@ -551,7 +558,7 @@ class StagedLog:
     source: str
     settings: Settings
     checks: list[_Check]
-    select: str = ""  # the view's SELECT, whose WHERE sees the raw columns (see rows)
+    select: str  # the view's SELECT, whose WHERE sees the raw columns (see rows)
     typed_id: str = "customer_id"  # the SQL typing a raw id
     # a Parquet source's files and id column (as named in the files): id_keys reads the
     # ids' dictionaries instead of every value
@@ -564,7 +571,7 @@ class StagedLog:
         DuckDB does not push a filter on a typed column through the typing projection:
         filtering the raw columns first means only the rows kept are typed.
         """
-        return f"({self.select or f'SELECT * FROM {self.name}'} WHERE {where})"
+        return f"({self.select} WHERE {where})"
 
     def partition_filter(self, index: int, count: int) -> str:
         """The raw-column filter keeping partition ``index`` of ``count`` (it hashes the
@@ -657,7 +664,8 @@ class StagedLog:
             # The copy shows some problems itself, more cheaply than the checks: an ENUM
             # channel or event type is NULL exactly when the text is missing or empty (the
             # ENUM holds every other value of the log).
-            shown = [c for c in ("channel", "event_type") if _enum_type(overview, c) != "VARCHAR"]
+            coded = {"channel": overview.channels, "event_type": overview.event_types}
+            shown = [c for c, values in coded.items() if _text_type(values) != "VARCHAR"]
             checks = [c for c in self.checks if c.column not in shown]
             if hashed_ids:
                 checks = [c for c in checks if c.column != "customer_id"]  # done by id_keys
@@ -677,8 +685,7 @@ class StagedLog:
                 self.validate()  # raises, counting over the whole log
                 raise InputError(self.source, "rows fail the event-log checks")  # not reached
             # through Arrow: a third of fetchnumpy's time
-            hashes = self.con.sql(f"SELECT _h FROM {name}").to_arrow_table()["_h"]
-            hashes = hashes.combine_chunks().to_numpy()  # no copy; read-only
+            hashes = query_arrow(self.con, f"SELECT _h FROM {name}")["_h"].to_numpy()
         # Sorting the hashes takes a core for a second or two: it runs beside whatever
         # the caller does with the partition next, and deduplicate() waits for it.
         sorter = ThreadPoolExecutor(max_workers=1)
@@ -742,7 +749,8 @@ def stage_events(
     problem is found by :meth:`StagedLog.validate` or partition by partition.
     """
     if isinstance(source, EventTable):
-        return StagedLog(source.con, source.name, source.source, source.settings, [])
+        select = f"SELECT * FROM {source.name}"
+        return StagedLog(source.con, source.name, source.source, source.settings, [], select)
     settings = settings or Settings()
     con = con or connect_for(settings)
     label = _source_label(source)
@@ -782,7 +790,7 @@ def _parquet_ids(files: tuple[str, ...], column: str) -> pa.ChunkedArray | None:
     an id map can afford. ``None`` when the files do not allow it (say, with different
     column types): DuckDB then reads every value."""
 
-    def distinct(file: str) -> tuple[list[pa.Array], int]:
+    def dictionaries(file: str) -> tuple[list[pa.Array], int]:
         reader = pq.ParquetFile(file, read_dictionary=[column])
         values, nulls = [], 0
         for group in range(reader.num_row_groups):
@@ -793,7 +801,7 @@ def _parquet_ids(files: tuple[str, ...], column: str) -> pa.ChunkedArray | None:
 
     try:
         with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-            parts = list(pool.map(distinct, files))
+            parts = list(pool.map(dictionaries, files))
         values = pa.chunked_array([v for vs, _ in parts for v in vs])
     except (pa.ArrowException, OSError, KeyError):
         return None
@@ -838,10 +846,6 @@ def _compact_columns(
 def _text_type(values: tuple[str, ...]) -> str:
     """The compact copy's type for a text column with these distinct values."""
     return _enum(values) if 0 < len(values) <= _MAX_ENUM else "VARCHAR"
-
-
-def _enum_type(overview: LogOverview, column: str) -> str:
-    return _text_type(overview.channels if column == "channel" else overview.event_types)
 
 
 def role_sql(settings: Settings, as_enum: bool = False) -> str:

@@ -109,19 +109,19 @@ def write_features(
     count = partitions or max(1, math.ceil(overview.rows / per_partition))
     ids = log.id_keys()  # None: two ids share a hash, the partitions keep the ids
     tables: list[str] = []
-    events = dropped = customers = 0
+    up_to = dropped = customers = 0  # events up to the as-of day, duplicates, customers
     try:
         for i in range(count):
             table = f"{log.name}_raw_{i}"
             tables.append(table)
             rows, duplicates = aggregate_staged(log, i, count, day, overview, ids, table)
-            events += rows
+            up_to += rows
             dropped += duplicates
             (n,) = log.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
             customers += int(n)
             if progress:
                 progress(i + 1, count, customers)
-        if not events:
+        if not up_to:
             fix = "give a later --as-of"
             message = f"no event on or before the as-of day {day}: no customer to describe"
             raise InputError(log.source, [Problem("timestamp", message, fix=fix)])
@@ -170,8 +170,8 @@ def write_features(
         seconds=time.perf_counter() - began,
         source=log.source,
         summary=_combine_stats(stats),
-        events=events,
-        events_after_as_of=overview.rows - events,
+        events=up_to,
+        events_after_as_of=overview.rows - up_to,
         duplicates_dropped=dropped,
     )
 

@@ -32,6 +32,7 @@ from churnlens.events import (
     StagedLog,
     load_events,
     parse_as_of,
+    query_arrow,
     stage_events,
     unordered,
 )
@@ -182,8 +183,7 @@ def _fetch(con: duckdb.DuckDBPyConnection, query: str, index: bool = True) -> pd
     """A query's rows through Arrow (indexed by its customer_id when ``index``): integer
     columns with NULLs arrive as float64 with NaN (what every family's finish turns them
     into anyway), not as slower nullable integers."""
-    con.complete()  # a relation runs only once the last execute() result is done with
-    frame = con.sql(query).to_arrow_table().to_pandas()
+    frame = query_arrow(con, query).to_pandas()
     return _indexed(frame) if index else frame
 
 
