@@ -185,3 +185,47 @@ def test_numeric_timestamps_are_refused() -> None:
         {"customer_id": ["a"], "timestamp": [1_700_000_000], "channel": ["w"], "event_type": ["v"]}
     )
     assert "timestamp has type BIGINT" in problems_of(frame)
+
+
+# a folder of Parquet files: read by column name, never by the first file's schema
+
+
+def _split(sample_events: pd.DataFrame, folder: Path, without: str, first: str) -> None:
+    """Half the log in a file lacking ``without``, half in one with it; ``first`` names
+    the file that sorts first (``lacking`` or ``having``)."""
+    folder.mkdir()
+    half = len(sample_events) // 2
+    names = ("a.parquet", "b.parquet") if first == "lacking" else ("b.parquet", "a.parquet")
+    sample_events.iloc[:half].drop(columns=[without]).to_parquet(folder / names[0])
+    sample_events.iloc[half:].to_parquet(folder / names[1])
+
+
+@pytest.mark.parametrize("first", ["lacking", "having"])
+@pytest.mark.parametrize("column", ["amount", "direction"])
+def test_a_parquet_folder_is_read_by_column_name_whichever_file_comes_first(
+    sample_events: pd.DataFrame, tmp_path: Path, column: str, first: str
+) -> None:
+    events = sample_events.assign(direction=None)
+    events.loc[events["event_type"] == "marketing", "direction"] = "outbound"
+    _split(events, tmp_path / "log", column, first)
+    table = load_events(tmp_path / "log")
+    loaded = table.to_pandas()
+    half = len(events) // 2
+    kept = events.iloc[half:]
+    if column == "amount":
+        assert loaded["amount"].sum() == pytest.approx(kept["amount"].sum())
+        assert loaded["amount"].sum() > 0
+    else:
+        assert (loaded["direction"] == "outbound").sum() == (kept["direction"] == "outbound").sum()
+        assert (loaded["direction"] == "outbound").sum() > 0
+
+
+def test_a_parquet_folder_whose_files_lack_a_required_column_is_refused_naming_them(
+    sample_events: pd.DataFrame, tmp_path: Path
+) -> None:
+    _split(sample_events, tmp_path / "log", "channel", "having")
+    with pytest.raises(InputError) as caught:
+        load_events(tmp_path / "log")
+    text = str(caught.value)
+    assert "column 'channel'" in text and "missing from 1 of the folder's 2" in text
+    assert "b.parquet" in text

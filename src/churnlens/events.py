@@ -274,7 +274,10 @@ def _raw_relation(
             files = tuple(str(f) for f in sorted(path.rglob("*.parquet")))
             if not files:
                 raise InputError(label, "directory holds no .parquet files")
-            return con.read_parquet(list(files), hive_partitioning=False), files
+            by_name = parquet_schemas_differ(files, label)
+            return con.read_parquet(
+                list(files), hive_partitioning=False, union_by_name=by_name
+            ), files
         if name.endswith(".parquet") or name.endswith(".pq"):
             return con.read_parquet(str(path)), (str(path),)
         if re.search(r"\.(csv|txt)(\.gz|\.zst)?$", name):
@@ -300,6 +303,38 @@ def _raw_relation(
             )
         ],
     )
+
+
+def parquet_schemas_differ(files: tuple[str, ...], label: str) -> bool:
+    """Whether the Parquet files of a folder differ in their columns (then they are read by
+    column name, a column a file lacks being empty in its rows); raises
+    :class:`InputError` naming the files when a required column is missing from some of
+    them (their events could not be told apart from broken rows). Reads footers only."""
+    if len(files) < 2:
+        return False
+    try:
+        schemas = [pq.read_schema(f) for f in files]
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(label, f"cannot read a Parquet file's schema ({exc})") from None
+    names = [{n.strip() for n in schema.names} for schema in schemas]
+    problems = []
+    for col in REQUIRED_COLUMNS:
+        lacking = [f for f, have in zip(files, names, strict=True) if col not in have]
+        if lacking and len(lacking) < len(files):
+            shown = tuple(Path(f).name for f in lacking[:3])
+            problems.append(
+                Problem(
+                    column=col,
+                    message=f"required column is missing from {len(lacking)} of the folder's "
+                    f"{len(files)} Parquet files",
+                    examples=shown,
+                    fix="write every file of the folder with the same columns",
+                )
+            )
+    if problems:
+        raise InputError(label, problems)
+    first = schemas[0]
+    return any(not schema.equals(first) for schema in schemas[1:])
 
 
 def _normalise(name: str) -> str:

@@ -376,7 +376,12 @@ def read_events(spark: SparkSession, path: str | Path) -> DataFrame:
     path, name = Path(path), Path(path).name.lower()
     if not path.exists():
         raise _problem("-", "file not found", "check the path", str(path))
-    if path.is_dir() or name.endswith((".parquet", ".pq")):
+    if path.is_dir():
+        files = tuple(str(f) for f in sorted(path.rglob("*.parquet")))
+        # files with different columns are read by name, as on one machine
+        merge = ev.parquet_schemas_differ(files, str(path))
+        return spark.read.option("mergeSchema", str(merge).lower()).parquet(str(path))
+    if name.endswith((".parquet", ".pq")):
         return spark.read.parquet(str(path))
     if re.search(r"\.(csv|txt)(\.gz)?$", name):
         return spark.read.csv(str(path), header=True, escape='"')
