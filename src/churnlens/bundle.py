@@ -17,7 +17,7 @@ from typing import Any
 
 import joblib
 
-from churnlens.errors import ModelError
+from churnlens.errors import ModelError, OutputError
 
 MANIFEST = "manifest.json"
 PAYLOAD = "model.joblib"
@@ -34,16 +34,25 @@ def _sha256(path: Path) -> str:
 def write_bundle(directory: str | Path, payload: Any, manifest: dict[str, Any]) -> Path:
     """Write ``payload`` (joblib) and ``manifest`` (JSON) atomically as ``directory``."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
     if directory.exists():
         raise ModelError(f"{directory}: a bundle already exists there; choose another name")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    except OSError as exc:
+        where = directory.parent
+        raise OutputError(f"{where}: cannot write a model bundle there ({exc.strerror})") from None
     try:
         joblib.dump(payload, tmp / PAYLOAD, compress=3)
         files = {PAYLOAD: _sha256(tmp / PAYLOAD)}
         text = json.dumps({**manifest, "files": files}, indent=2, sort_keys=True, default=str)
         (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, directory)
+    except OSError as exc:
+        raise OutputError(
+            f"{directory}: the model bundle cannot be written ({exc.strerror}); nothing was "
+            "saved there. Free space or fix the permissions, then train again"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory

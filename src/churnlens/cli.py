@@ -89,7 +89,16 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except ChurnlensError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            err_console.print(
+                f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(1) from None
+        except OSError as exc:  # the operating system's word: a full disk, a missing folder
+            where = f"{exc.filename}: " if exc.filename else ""
+            text = f"{where}{exc.strerror or exc}; earlier outputs are unchanged"
+            err_console.print(
+                f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(1) from None
 
     return wrapper
@@ -199,7 +208,7 @@ def features(
 
     settings = _settings(config, memory_limit, temp_dir)
     day: date = parse_as_of(as_of)
-    check_output_path(out)
+    check_output_path(out, inputs=[events, config])
     with _partition_progress("Building features") as advance:
         result = write_features(events, day, out, settings, partitions=partitions, progress=advance)
     console.print(
@@ -354,7 +363,7 @@ def backtest(
 
     settings = _training_settings(config, horizon_days, memory_limit, temp_dir)
     if predictions is not None:
-        check_output_path(predictions)
+        check_output_path(predictions, inputs=[events, config])
     with console.status("Training and backtesting..."):
         result = run_backtest(events, parse_as_of(as_of), settings, track=track, config_path=config)
     horizon = settings.training.horizon_days
@@ -521,7 +530,9 @@ def score(
     from churnlens.jobs import score_job
     from churnlens.model_source import load_models
 
-    check_output_path(out)
+    check_output_path(out, inputs=[events, model, segments, policy, config])
+    if report is not None:
+        check_output_path(report, (".html",), inputs=[events, out, model, segments, policy, config])
     rules = load_policy(policy)
     settings = _settings(config, memory_limit, temp_dir)
     models = load_models(model, None if segments == "none" else segments, settings)
@@ -651,7 +662,7 @@ def datasets_cdnow(
     """Convert the CDNOW transaction log to the event-log contract."""
     from churnlens.datasets import read_cdnow
 
-    check_output_path(out)
+    check_output_path(out, inputs=[path])
     events = read_cdnow(path)
     write_table(events, out)
     console.print(

@@ -56,5 +56,10 @@ class ModelError(ChurnlensError):
     """A model bundle or registered model is missing, incompatible or corrupt."""
 
 
+class OutputError(ChurnlensError):
+    """An output could not be written (a full disk, no permission, no such folder); the
+    earlier output at that path, if any, is left as it was."""
+
+
 class TrackingError(ChurnlensError):
     """The MLflow tracking store could not record a run (the model bundle is kept)."""

@@ -9,7 +9,6 @@ scores file written earlier.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
 from churnlens.model_source import ScoringModels
-from churnlens.outputs import check_output_path
+from churnlens.outputs import check_output_path, read_paired_manifest
 from churnlens.report import build_report, write_report
 from churnlens.retention import cohort_matrix, monthly_kpis
 from churnlens.scoring import SCORE_COLUMNS, Progress, ScoreResult, score
@@ -45,7 +44,7 @@ def score_job(
     tracking store (:class:`~churnlens.errors.TrackingError`) never costs the scores.
     """
     if report is not None:
-        report = check_output_path(report, suffixes=(".html",))
+        report = check_output_path(report, suffixes=(".html",), inputs=[events, out, models.uri])
     publish = report is not None or track
     result = score(
         events,
@@ -89,11 +88,11 @@ def report_from_file(
     settings: Settings | None = None,
 ) -> Path:
     """``churnlens report``: the HTML report of a scores file (and its manifest)."""
-    out = check_output_path(out, suffixes=(".html",))
+    out = check_output_path(out, suffixes=(".html",), inputs=[scores_path, events])
     path = Path(scores_path)
     if not path.is_file():
         fix = "give a scores file written by `churnlens score`"
-        raise InputError(str(path), [Problem("SCORES", "file not found", fix)])
+        raise InputError(str(path), [Problem("SCORES", "file not found", fix=fix)])
     try:
         if path.name.lower().endswith(".parquet"):
             scores = pd.read_parquet(path)
@@ -102,7 +101,7 @@ def report_from_file(
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(
-            str(path), [Problem("SCORES", f"cannot be read ({first})", "give a scores file")]
+            str(path), [Problem("SCORES", f"cannot be read ({first})", fix="give a scores file")]
         ) from None
     missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
     if missing:
@@ -116,10 +115,7 @@ def report_from_file(
                 )
             ],
         )
-    manifest_path = path.with_name(path.name + ".manifest.json")
-    manifest = None
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest = read_paired_manifest(path)
     table = load_events(events, settings)
     return write_report(build_scores_report(scores, table, manifest), out)
 

@@ -1,21 +1,32 @@
-"""Writing result tables safely: checked before work starts, replaced atomically.
+"""Writing results safely: checked before work starts, replaced atomically, never over an input.
 
 A result is written to a temporary file beside its destination and renamed over it only
 when complete, so a crash or a kill never leaves a partial file and never destroys the
-previous result.
+previous result. A result with a manifest (the scores file) is replaced as one step with
+it: see :func:`replace_with_manifest`. Every output path is checked against the job's
+inputs first, so a job never writes over the file (or into the folder) it reads.
+
+Fault injection for the tests: with ``CHURNLENS_FAULT=<point>`` in the environment the
+process kills itself (SIGKILL) at that named point of :func:`replace_with_manifest`
+(``after-commit``: the new manifest is in place, the new result not yet renamed).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import re
+import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from churnlens.errors import InputError, Problem
+from churnlens.errors import InputError, OutputError, Problem
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 
@@ -24,9 +35,15 @@ def _problem(path: Path, message: str, fix: str) -> InputError:
     return InputError(str(path), [Problem(column="--out", message=message, fix=fix)])
 
 
-def check_output_path(path: str | Path, suffixes: tuple[str, ...] = TABLE_SUFFIXES) -> Path:
-    """Fail early, before any work, when ``path`` cannot take the result."""
+def check_output_path(
+    path: str | Path,
+    suffixes: tuple[str, ...] = TABLE_SUFFIXES,
+    inputs: Iterable[object] = (),
+) -> Path:
+    """Fail early, before any work, when ``path`` cannot take the result or would write
+    over one of ``inputs`` (paths; anything else, such as a DataFrame, is ignored)."""
     path = Path(path)
+    check_not_input(path, inputs)
     if path.is_dir():
         raise _problem(path, "the output path is a directory", "give a file name inside it")
     if not path.name.lower().endswith(suffixes):
@@ -40,19 +57,217 @@ def check_output_path(path: str | Path, suffixes: tuple[str, ...] = TABLE_SUFFIX
     return path
 
 
+def _companions(out: Path) -> tuple[Path, ...]:
+    """Every file a job writing ``out`` creates at a fixed name."""
+    return (out, manifest_path(out), out.with_name(out.name + ".lock"))
+
+
+def check_not_input(out: str | Path, inputs: Iterable[object]) -> None:
+    """Refuse an output that is one of ``inputs`` (or its manifest or lock file is), or lies
+    inside an input folder: the job would overwrite, or read back, what it writes."""
+    out = Path(out)
+    targets = [p.resolve() for p in _companions(out)]
+    for item in inputs:
+        if not isinstance(item, (str, Path)) or str(item).startswith("models:/"):
+            continue
+        source = Path(item)
+        if not source.exists():
+            continue
+        real = source.resolve()
+        for target in targets:
+            same = target == real or (target.exists() and os.path.samefile(target, real))
+            if same:
+                raise _problem(
+                    out,
+                    f"the output {target.name} is the input {source}: writing it would "
+                    "destroy the input",
+                    "write the result to another path",
+                )
+            if real.is_dir() and target.is_relative_to(real):
+                raise _problem(
+                    out,
+                    f"the output lies inside the input folder {source}: the next read of "
+                    "that folder would take it for input",
+                    "write the result outside the input folder",
+                )
+
+
+def manifest_path(out: str | Path) -> Path:
+    """Where the manifest of the result ``out`` lives: ``<out>.manifest.json``."""
+    out = Path(out)
+    return out.with_name(out.name + ".manifest.json")
+
+
+def output_failure(path: Path, exc: BaseException) -> OutputError:
+    """The error for an operating-system failure while writing ``path``."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    code = re.search(r"errno\W{0,3}(\d+)", reason)  # pyarrow and DuckDB put it in the text
+    first = os.strerror(int(code[1])) if code else (reason.strip().splitlines() or ["?"])[0]
+    return OutputError(
+        f"{path}: cannot be written ({first}); any earlier file there is unchanged. "
+        "Free space or fix the permissions, then run again"
+    )
+
+
+def _temporary(path: Path) -> Path:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise output_failure(path, exc) from None
+    os.close(fd)
+    return Path(tmp)
+
+
+def _publish_mode(path: Path) -> None:
+    """mkstemp makes files 0600: give a result the mode a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; renamed over ``path`` when the block succeeds."""
+    """A temporary path beside ``path``; renamed over ``path`` when the block succeeds.
+
+    An operating-system error (a full disk, a read-only folder) becomes one
+    :class:`~churnlens.errors.OutputError`; the earlier file at ``path`` is untouched.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temporary(path)
     try:
-        yield Path(tmp)
+        yield tmp
+        _publish_mode(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise output_failure(path, exc) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fault(point: str) -> None:
+    """The test hook of the module docstring: die here when asked to."""
+    if os.environ.get("CHURNLENS_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _pending(out: Path) -> Path:
+    return out.with_name(f".{out.name}.pending")
+
+
+def replace_with_manifest(
+    out: str | Path, write: Callable[[Path], None], manifest: dict[str, Any]
+) -> tuple[Path, dict[str, Any]]:
+    """Write a result with ``write(tmp)`` and replace ``out`` and its manifest together.
+
+    The manifest gets ``output_sha256``, the SHA-256 of the new result. Order of the
+    steps: result and manifest under temporary names (both fsynced); the result renamed
+    to ``.<out>.pending``; the manifest renamed into place (the commit point); the
+    pending result renamed over ``out``. A failure before the commit leaves the earlier
+    pair untouched; a kill after it leaves the new manifest and ``.<out>.pending``, which
+    :func:`recover_interrupted` (run by the next job on ``out``) renames into place.
+    Readers check the pairing with :func:`read_paired_manifest`.
+    """
+    out = Path(out)
+    target = manifest_path(out)
+    tmp, tmp_manifest, pending = _temporary(out), _temporary(target), _pending(out)
+    committed = False
+    try:
+        try:
+            write(tmp)
+            _fsync(tmp)
+            manifest = {**manifest, "output_sha256": sha256_file(tmp)}
+            text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
+            tmp_manifest.write_text(text, encoding="utf-8")
+            _fsync(tmp_manifest)
+            _publish_mode(tmp)
+            _publish_mode(tmp_manifest)
+            os.replace(tmp, pending)
+            os.replace(tmp_manifest, target)
+            committed = True
+        except OSError as exc:
+            raise output_failure(out, exc) from None
+        _fault("after-commit")
+        try:
+            os.replace(pending, out)
+        except OSError as exc:
+            raise OutputError(
+                f"{out}: the new result could not be renamed into place ({exc.strerror}); "
+                f"it is kept as {pending.name} and the next run on this output completes it"
+            ) from None
+    finally:
+        for leftover in (tmp, tmp_manifest, *(() if committed else (pending,))):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+    return target, manifest
+
+
+def recover_interrupted(out: str | Path) -> bool:
+    """Finish a :func:`replace_with_manifest` that was killed after its commit point (the
+    pending result matches the manifest: it is renamed into place), or drop a pending
+    result the manifest does not describe. Call it only while holding
+    :func:`output_lock`. Returns whether a result was renamed into place."""
+    out = Path(out)
+    pending = _pending(out)
+    if not pending.is_file():
+        return False
+    try:
+        expected = json.loads(manifest_path(out).read_text(encoding="utf-8")).get("output_sha256")
+    except (OSError, ValueError, AttributeError):
+        expected = None
+    if expected and sha256_file(pending) == expected:
+        os.replace(pending, out)
+        return True
+    pending.unlink()
+    return False
+
+
+def read_paired_manifest(out: str | Path) -> dict[str, Any] | None:
+    """The manifest of the result ``out``, checked to describe exactly that file; ``None``
+    when there is none. Raises :class:`InputError` when it describes another result."""
+    out = Path(out)
+    path = manifest_path(out)
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            str(path), [Problem("manifest", f"cannot be read ({exc})", fix="rerun the job")]
+        ) from None
+    expected = manifest.get("output_sha256") if isinstance(manifest, dict) else None
+    if expected and sha256_file(out) != expected:
+        raise InputError(
+            str(out),
+            [
+                Problem(
+                    "manifest",
+                    f"{path.name} describes another version of this file (a run was "
+                    "interrupted while replacing them, or the file was changed by hand)",
+                    fix="rerun the job that writes it: it completes or undoes the interrupted "
+                    "replacement first",
+                )
+            ],
+        )
+    return manifest
 
 
 @contextlib.contextmanager
@@ -66,9 +281,13 @@ def output_lock(path: str | Path) -> Iterator[Path]:
     import fcntl
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lock = path.with_name(path.name + ".lock")
-    with open(lock, "a+") as handle:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise output_failure(lock, exc) from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -90,11 +309,14 @@ def output_lock(path: str | Path) -> Iterator[Path]:
 
 
 def remove_stale_work(path: str | Path) -> int:
-    """Remove the work folders (``.<name>.work.*``) a killed job left beside ``path``;
-    call it only while holding :func:`output_lock`. Returns how many were removed."""
+    """Complete or undo an interrupted replacement (:func:`recover_interrupted`), then
+    remove the work folders (``.<name>.work.*``) and temporary files a killed job left
+    beside ``path``; call it only while holding :func:`output_lock`. Returns how many
+    were removed."""
     import shutil
 
     path = Path(path)
+    recover_interrupted(path)
     stale = [p for p in path.parent.glob(f".{path.name}.work.*") if p.is_dir()]
     stale += [p for p in path.parent.glob(f".{path.name}.*.tmp") if p.is_file()]
     for p in stale:

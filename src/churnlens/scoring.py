@@ -27,7 +27,6 @@ and are removed at the end, whether the run succeeds or not.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import shutil
 import tempfile
@@ -51,6 +50,7 @@ from churnlens.contacts import contact_profile
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, connect_for, load_events, parse_as_of
 from churnlens.features import build_features
+from churnlens.features.base import sql_literal
 from churnlens.features.engine import (
     aggregate_events,
     aggregated_buyers,
@@ -60,7 +60,13 @@ from churnlens.features.engine import (
 from churnlens.features.population import PopulationStats
 from churnlens.lifecycle import STAGES, StageThresholds, assign_stages, stage_thresholds
 from churnlens.model_source import ScoringModels
-from churnlens.outputs import atomic_path, check_output_path, output_lock, remove_stale_work
+from churnlens.outputs import (
+    check_output_path,
+    output_failure,
+    output_lock,
+    remove_stale_work,
+    replace_with_manifest,
+)
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "customer_id", "as_of", "churn_probability", "risk_band", "lifecycle_stage",
@@ -194,20 +200,26 @@ def _part_table(frame: pd.DataFrame, plan: _Plan, version: str) -> pa.Table:
     return pa.Table.from_pandas(out, preserve_index=False)
 
 
-def _write_output(con: Any, relation: str, out: Path) -> None:
-    """Write the ranked scores file atomically, in action and priority order."""
+def write_output(con: Any, relation: str, tmp: Path, out: Path) -> None:
+    """Write the ranked scores in ``relation`` to ``tmp`` in the format ``out``'s name
+    gives, in action and priority order (see :func:`replace_with_manifest` for how
+    ``tmp`` and the manifest replace ``out``)."""
+    import duckdb
+
     order = ", ".join(f'"{c}"' for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS))
     ranked = f"SELECT {order} FROM {relation} ORDER BY action, priority"
     name = out.name.lower()
-    with atomic_path(out) as tmp:
-        if name.endswith(".parquet"):
-            options = "FORMAT parquet, COMPRESSION zstd"
-            query = ranked
-        else:
-            compression = ", COMPRESSION gzip" if name.endswith(".gz") else ""
-            options = f"FORMAT csv, HEADER true{compression}"
-            query = f"SELECT * REPLACE (array_to_string(reasons, '; ') AS reasons) FROM ({ranked})"
-        con.execute(f"COPY ({query}) TO '{tmp}' ({options})")
+    if name.endswith(".parquet"):
+        options = "FORMAT parquet, COMPRESSION zstd"
+        query = ranked
+    else:
+        compression = ", COMPRESSION gzip" if name.endswith(".gz") else ""
+        options = f"FORMAT csv, HEADER true{compression}"
+        query = f"SELECT * REPLACE (array_to_string(reasons, '; ') AS reasons) FROM ({ranked})"
+    try:
+        con.execute(f"COPY ({query}) TO {sql_literal(str(tmp))} ({options})")
+    except duckdb.IOException as exc:  # a full disk, mostly: an OSError to the caller
+        raise OSError(str(exc)) from None
 
 
 def _counts(con: Any, relation: str, column: str) -> dict[str, int]:
@@ -252,7 +264,7 @@ def score(
     InputError
         Also when another job holds the output's lock (``<out>.lock``).
     """
-    out = check_output_path(out)
+    out = check_output_path(out, inputs=[events, models.uri])
     policy = policy or Policy()
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
@@ -290,9 +302,10 @@ def _score_locked(
         )
         con.execute(f"CREATE TEMP VIEW _scores AS SELECT * FROM read_parquet('{scored}/*.parquet')")
         con.execute(f"CREATE TEMP TABLE _ranked AS {rank_sql('_scores', policy, max_contacts)}")
-        _write_output(con, "_ranked", out)
         manifest = _manifest(con, plan, models, policy, out, max_contacts, count, started)
-        manifest_path = _write_manifest(out, manifest)
+        manifest_path, manifest = replace_with_manifest(
+            out, lambda tmp: write_output(con, "_ranked", tmp, out), manifest
+        )
         frame = None
         if keep_scores:
             ranked = con.sql("SELECT * FROM _ranked ORDER BY customer_id").to_arrow_table()
@@ -349,7 +362,11 @@ def _score_partitions(
 
         def finish(i: int, X: pd.DataFrame, contacts: pd.DataFrame) -> int:
             frame = score_partition(X, contacts, plan, models, policy, num_threads=1)
-            pq.write_table(_part_table(frame, plan, models.version), scored / f"part-{i}.parquet")
+            part = scored / f"part-{i}.parquet"
+            try:
+                pq.write_table(_part_table(frame, plan, models.version), part)
+            except OSError as exc:  # the work folder beside the output: a full disk, mostly
+                raise output_failure(part, exc) from None
             return len(frame)
 
         # two workers, one core each: the model work is mostly single-threaded
@@ -412,11 +429,3 @@ def _manifest(
         "policy": policy.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - started, 3),
     }
-
-
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> Path:
-    path = out.with_name(out.name + ".manifest.json")
-    with atomic_path(path) as tmp:
-        text = json.dumps(manifest, indent=2, sort_keys=True, default=str)
-        tmp.write_text(text + "\n", encoding="utf-8")
-    return path

@@ -55,7 +55,12 @@ from churnlens.features import cycle, engine, rfm
 from churnlens.features.base import FeatureContext
 from churnlens.features.population import PopulationStats
 from churnlens.model_source import ScoringModels, load_models
-from churnlens.outputs import check_output_path, output_lock, remove_stale_work
+from churnlens.outputs import (
+    check_output_path,
+    output_lock,
+    remove_stale_work,
+    replace_with_manifest,
+)
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS
 
 try:
@@ -409,7 +414,7 @@ def score_to_file(
     """
     _require()
     started = time.perf_counter()
-    out = check_output_path(out)
+    out = check_output_path(out, inputs=[events_path])
     if not isinstance(models, ScoringModels):
         models = load_models(models)  # a bad model fails before Spark starts
     policy = policy or Policy()
@@ -421,12 +426,13 @@ def score_to_file(
         con = ev.connect()
         try:
             con.register("_ranked", _collect(scored))
-            scoring._write_output(con, "_ranked", out)
             manifest = scoring._manifest(
                 con, plan, models, policy, out, max_contacts, count, started
             )
+            manifest.update(engine="spark", spark_master=spark.sparkContext.master)
+            _, manifest = replace_with_manifest(
+                out, lambda tmp: scoring.write_output(con, "_ranked", tmp, out), manifest
+            )
         finally:
             con.close()
-        manifest.update(engine="spark", spark_master=spark.sparkContext.master)
-        scoring._write_manifest(out, manifest)
     return manifest

@@ -98,7 +98,7 @@ def write_features(
     min, max), accumulated partition by partition.
     """
     began = time.perf_counter()
-    out = check_output_path(out)
+    out = check_output_path(out, inputs=[events])
     log = stage_events(events, settings)
     settings = log.settings
     day = parse_as_of(as_of)
