@@ -139,8 +139,10 @@ def test_channel_is_never_a_fatigued_one(rows: list) -> None:
 
 def _rank(frame: pd.DataFrame, max_contacts: int | None) -> pd.DataFrame:
     con = duckdb.connect()
-    con.register("decided", frame.reset_index(names="customer_id"))
-    return con.execute(rank_sql("decided", Policy(), max_contacts)).df().set_index("customer_id")
+    decided = frame.reset_index(names="customer_id")
+    con.register("decided", decided)
+    query = rank_sql("decided", list(decided.columns), Policy(), max_contacts)
+    return con.execute(query).df().set_index("customer_id")
 
 
 def test_budget_keeps_the_highest_value_at_risk_and_priority_ranks_within_action() -> None:

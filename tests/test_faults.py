@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -52,6 +53,14 @@ def _cli(*args: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _duration(args: list[str], timed: Path, out: Path) -> float:
+    """Seconds a whole run of ``args`` takes, writing to ``timed`` instead of ``out``."""
+    started = time.perf_counter()
+    swapped = [str(timed) if a == str(out) else a for a in args]
+    assert _cli(*swapped).wait(timeout=300) == 0
+    return time.perf_counter() - started
+
+
 def _kill_after(proc: subprocess.Popen[bytes], seconds: float) -> bool:
     """SIGKILL after ``seconds`` unless it finished first; True when it was killed."""
     try:
@@ -81,9 +90,11 @@ def test_scoring_killed_at_random_points_loses_nothing(
     rng = random.Random(11)
     args = ["score", str(events_path), "--as-of", AS_OF, "--out", str(out)]
     args += ["--model", str(bundle), "--partitions", "6", "--no-track"]
+    # kill points drawn within a whole run's duration, measured here (machines differ)
+    duration = _duration(args, tmp_path / "timed.parquet", out)
     killed = 0
     for _ in range(KILLS):
-        killed += _kill_after(_cli(*args), rng.uniform(1.0, 6.0))
+        killed += _kill_after(_cli(*args), rng.uniform(0.2, 0.95) * duration)
         assert out.read_bytes() == before  # never partial, never lost
         assert manifest() == described
     record_count("SIGKILLs landed in a scoring run", killed)
@@ -106,9 +117,12 @@ def test_training_killed_at_random_points_keeps_every_bundle_whole(
     rng = random.Random(5)
     args = ["train", str(events_path), "--as-of", AS_OF, "--config", str(config)]
     args += ["--models-dir", str(models), "--no-track"]
+    started = time.perf_counter()
+    assert _cli(*args).wait(timeout=300) == 0
+    duration = time.perf_counter() - started
     killed = 0
     for _ in range(KILLS):
-        killed += _kill_after(_cli(*args), rng.uniform(2.0, 9.0))
+        killed += _kill_after(_cli(*args), rng.uniform(0.2, 0.95) * duration)
         for bundle_dir in models.iterdir():
             if not bundle_dir.name.startswith("."):  # hidden: a killed run's temporary
                 load_bundle(bundle_dir)  # whole, hashes verified

@@ -12,11 +12,12 @@ from churnlens.config import load_settings
 from churnlens.datasets import read_cdnow
 from churnlens.events import load_events
 from churnlens.features import build_features
-from churnlens.features.engine import buyer_features
+from churnlens.features.aggregation import buyer_features
 from churnlens.labels import churn_labels
 from churnlens.lifecycle import assign_stages, stage_thresholds
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.cdnow
 
 
 def realised_churn_by_stage(cdnow_path: Path, as_of: date) -> pd.DataFrame:

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from churnlens import ConfigError, InputError, Settings, events
+from churnlens import ConfigError, InputError, Settings
 from churnlens.cli import app
 from churnlens.config import settings_from_dict
-from churnlens.events import load_events
+from churnlens.events import load_events, staged
 from churnlens.features import build_features
 from churnlens.features.batched import write_features
 from churnlens.sampling import sample_customers
@@ -103,7 +103,7 @@ def test_colliding_id_hashes_fall_back_to_the_ids(
     dataset: Path, sample_events: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a 64-bit hash collision is too rare to meet in a test: make the key collide on purpose
-    monkeypatch.setattr(events, "_ID_KEY", "hash(customer_id) % 5")
+    monkeypatch.setattr(staged, "ID_KEY", "hash(customer_id) % 5")
     out = tmp_path / "features.parquet"
     write_features(dataset, AS_OF, out, partitions=2)
     pd.testing.assert_frame_equal(

@@ -175,13 +175,14 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     )
     con = duckdb.connect()
     con.register("_scores", pa.Table.from_pandas(decided))
-    df = spark.createDataFrame(decided, schema=cs._SCORED_SCHEMA)
+    df = spark.createDataFrame(decided, schema=cs.SCORED_SCHEMA)
     for budget in (None, 0, 7, n):
-        expected = _normalise(con.sql(rank_sql("_scores", Policy(), budget)).df())
-        got = _normalise(cs._rank(df, Policy(), budget).toPandas())
+        query = rank_sql("_scores", list(decided.columns), Policy(), budget)
+        expected = _normalise(con.sql(query).df())
+        got = _normalise(cs.rank(df, Policy(), budget).toPandas())
         pd.testing.assert_frame_equal(got, expected)
     assert (got["rule"] != "budget").all()  # a budget of n contacts nobody out
-    over = _normalise(cs._rank(df, Policy(), 7).toPandas()).query("rule == 'budget'")
+    over = _normalise(cs.rank(df, Policy(), 7).toPandas()).query("rule == 'budget'")
     assert len(over) > 0 and over["action_channel"].isna().all()
     assert all(r[-1] == "over the contact budget of 7" for r in over["reasons"])
 

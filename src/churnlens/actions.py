@@ -19,6 +19,7 @@ contacting actions and gives the rest ``fallback`` with the rule ``budget``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from churnlens.config import format_validation_error, read_yaml
 from churnlens.contacts import FatigueRules
 from churnlens.errors import ConfigError
+from churnlens.events.sql import literal
 from churnlens.lifecycle import STAGES
 from churnlens.reasons import append_reason
 
@@ -302,36 +304,55 @@ def value_cuts(expected_values: np.ndarray, policy: Policy) -> tuple[float, floa
     return (float(q[0]), float(q[1]))
 
 
-def rank_sql(relation: str, policy: Policy, max_contacts: int | None) -> str:
-    """SQL over a relation of decided rows that applies the contact budget and ranks
-    ``priority`` (1 = first) by value at risk within each action.
+def rank_sql(
+    relation: str,
+    columns: Sequence[str],
+    policy: Policy,
+    max_contacts: int | None,
+    dialect: str = "duckdb",
+) -> str:
+    """SQL over a relation of decided rows (with ``columns``, among them ``customer_id``,
+    ``action``, ``action_channel``, ``rule``, ``reasons``, ``value_at_risk`` and
+    ``churn_probability``) that applies the contact budget and ranks
+    ``priority`` (1 = first) by value at risk within each action: the one definition of
+    both, in DuckDB's or Spark's dialect (``dialect``), for whichever engine scores.
 
     The budget keeps the ``max_contacts`` contacting rows with the highest value at risk
     (ties: higher churn probability, then customer id); the others get the fallback
-    action, no channel, the rule ``budget`` and a reason saying so.
+    action, no channel, the rule ``budget`` and a reason saying so. Every action name
+    and text reaches the SQL quoted (:mod:`churnlens.events.sql`).
     """
-    contact = ", ".join(f"'{a}'" for a in policy.contact_actions()) or "NULL"
-    order = "value_at_risk DESC, churn_probability DESC, customer_id"
+
+    def lit(value: str) -> str:
+        return literal(value, dialect)
+
+    contact = ", ".join(lit(a) for a in policy.contact_actions()) or "NULL"
+    order = "value_at_risk DESC NULLS LAST, churn_probability DESC NULLS LAST, customer_id"
     over = "false"
     if max_contacts is not None:
         over = f"(action IN ({contact}) AND contact_rank > {int(max_contacts)})"
-    note = f"over the contact budget of {max_contacts}"
+    note = lit(f"over the contact budget of {max_contacts}")
+    replaced = {
+        "action": f"CASE WHEN {over} THEN {lit(policy.fallback)} ELSE action END",
+        "action_channel": f"CASE WHEN {over} THEN NULL ELSE action_channel END",
+        "rule": f"CASE WHEN {over} THEN {lit(BUDGET_RULE)} ELSE rule END",
+        "reasons": f"CASE WHEN {over} THEN array_append(reasons, {note}) ELSE reasons END",
+    }
+    columns = [c for c in columns if c != "priority"]
+    budgeted = ", ".join(f"{replaced.get(c, c)} AS {c}" for c in columns)
+    kept = ", ".join(columns)
     return f"""
-        SELECT * EXCLUDE (contact_rank),
-               row_number() OVER (PARTITION BY action ORDER BY {order}) AS priority
+        SELECT {kept},
+               CAST(row_number() OVER (PARTITION BY action ORDER BY {order} NULLS LAST)
+                    AS BIGINT) AS priority
         FROM (
-            SELECT * REPLACE (
-                       CASE WHEN {over} THEN '{policy.fallback}' ELSE action END AS action,
-                       CASE WHEN {over} THEN NULL ELSE action_channel END AS action_channel,
-                       CASE WHEN {over} THEN '{BUDGET_RULE}' ELSE rule END AS rule,
-                       CASE WHEN {over} THEN list_append(reasons, '{note}')
-                            ELSE reasons END AS reasons)
+            SELECT {budgeted}
             FROM (SELECT *,
                          CASE WHEN action IN ({contact})
                               THEN row_number() OVER (
-                                  PARTITION BY action IN ({contact}) ORDER BY {order})
+                                  PARTITION BY action IN ({contact}) ORDER BY {order} NULLS LAST)
                          END AS contact_rank
-                  FROM {relation}))
+                  FROM {relation}) AS decided) AS budgeted
     """
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from churnlens.events import EventTable
+from churnlens.events import EventSource, EventTable
 
 
 class FatigueRules(BaseModel):
@@ -41,10 +41,73 @@ CONTACT_COLUMNS: tuple[str, ...] = (
     "preferred_channel",
     "fatigued_channels",
 )
+# the raw aggregates behind them, computed in the one partitioned pass
+RAW_COLUMNS: tuple[str, ...] = tuple(
+    f"_contact_{c}" for c in CONTACT_COLUMNS if c != "over_contacted"
+)
+
+
+def contact_stats_sql(events: str, rules: FatigueRules) -> str:
+    """The SELECT of every customer's raw contact profile from a compact event table
+    (``customer_id, timestamp, age, channel, role``; see
+    :func:`churnlens.events.staged.compact_columns`): per customer, the touches and
+    responses in the window, the preferred non-fatigued inbound channel and the fatigued
+    channels (:data:`RAW_COLUMNS`). :func:`finish_contacts` turns them into the profile.
+    """
+    window = f"age < {int(rules.window_days)}"
+    return f"""
+        WITH per_channel AS (
+            SELECT customer_id, channel,
+                   count(*) FILTER (WHERE role <> 'outbound') AS contacts,
+                   max(timestamp) FILTER (WHERE role <> 'outbound') AS last_contact,
+                   count(*) FILTER (WHERE role = 'outbound' AND {window}) AS touches,
+                   count(*) FILTER (WHERE role <> 'outbound' AND {window}) AS responses
+            FROM {events} GROUP BY customer_id, channel
+        ), marked AS (
+            SELECT *, touches >= {int(rules.channel_max_touches)} AND responses = 0 AS fatigued
+            FROM per_channel
+        )
+        SELECT customer_id,
+               CAST(sum(touches) AS BIGINT) AS _contact_touches,
+               CAST(sum(responses) AS BIGINT) AS _contact_responses,
+               CAST(arg_max(channel, struct_pack(contacts, last_contact, lowest := -rank_by_name))
+                   FILTER (WHERE contacts > 0 AND NOT fatigued) AS VARCHAR)
+                   AS _contact_preferred_channel,
+               coalesce(string_agg(CAST(channel AS VARCHAR), ',' ORDER BY channel)
+                   FILTER (WHERE fatigued), '') AS _contact_fatigued_channels
+        FROM marked JOIN (SELECT channel, row_number() OVER (ORDER BY channel) AS rank_by_name
+                          FROM (SELECT DISTINCT channel FROM marked)) USING (channel)
+        GROUP BY customer_id
+    """
+
+
+def finish_contacts(raw: pd.DataFrame, rules: FatigueRules) -> pd.DataFrame:
+    """The contact profile (:data:`CONTACT_COLUMNS`) from the raw columns of
+    :func:`contact_stats_sql`, on ``raw``'s index (customers without a row get zero
+    counts, no preferred channel and no fatigued channel)."""
+    touches = raw["_contact_touches"].fillna(0).to_numpy(dtype="int64")
+    responses = raw["_contact_responses"].fillna(0).to_numpy(dtype="int64")
+    preferred = raw["_contact_preferred_channel"].to_numpy(dtype=object, copy=True)
+    preferred[pd.isna(preferred)] = None
+    frame = pd.DataFrame(
+        {
+            "touches": touches,
+            "responses": responses,
+            "over_contacted": (touches >= rules.max_touches)
+            & (responses <= rules.max_response_rate * np.maximum(touches, 1)),
+            "preferred_channel": pd.Series(preferred, index=raw.index, dtype=object),
+            "fatigued_channels": raw["_contact_fatigued_channels"].fillna("").to_numpy(),
+        },
+        index=raw.index,
+    )
+    return frame[list(CONTACT_COLUMNS)]
 
 
 def contact_profile(
-    events: EventTable, as_of: date, rules: FatigueRules, customers: pd.Index | None = None
+    events: EventSource | EventTable,
+    as_of: date,
+    rules: FatigueRules,
+    customers: pd.Index | None = None,
 ) -> pd.DataFrame:
     """Per customer: touches and responses in the window, whether over-contacted, the
     preferred non-fatigued inbound channel (None when there is none) and the fatigued
@@ -52,46 +115,13 @@ def contact_profile(
 
     The preferred channel is the one with the most contacts, then the most recent
     contact, then the first by name. Indexed by ``customer_id``; ``customers`` (when
-    given) fixes the index, customers without events getting zero counts.
+    given) fixes the index, customers without events getting zero counts. Computed by
+    the one partitioned pass (:func:`churnlens.features.aggregation.aggregate_log`).
     """
-    day = f"DATE '{as_of.isoformat()}'"
-    window = f"day > {day} - INTERVAL {int(rules.window_days)} DAY"
-    frame = events.con.execute(f"""
-        WITH per_channel AS (
-            SELECT customer_id, channel,
-                   count(*) FILTER (WHERE role <> 'outbound') AS contacts,
-                   max(timestamp) FILTER (WHERE role <> 'outbound') AS last_contact,
-                   count(*) FILTER (WHERE role = 'outbound' AND {window}) AS touches,
-                   count(*) FILTER (WHERE role <> 'outbound' AND {window}) AS responses
-            FROM {events.name} WHERE day <= {day}
-            GROUP BY customer_id, channel
-        ), marked AS (
-            SELECT *, touches >= {int(rules.channel_max_touches)} AND responses = 0 AS fatigued
-            FROM per_channel
-        )
-        SELECT customer_id,
-               CAST(sum(touches) AS BIGINT) AS touches,
-               CAST(sum(responses) AS BIGINT) AS responses,
-               arg_max(channel, struct_pack(contacts, last_contact, lowest := -rank_by_name))
-                   FILTER (WHERE contacts > 0 AND NOT fatigued) AS preferred_channel,
-               coalesce(string_agg(channel, ',' ORDER BY channel) FILTER (WHERE fatigued), '')
-                   AS fatigued_channels
-        FROM marked JOIN (SELECT channel, row_number() OVER (ORDER BY channel) AS rank_by_name
-                          FROM (SELECT DISTINCT channel FROM marked)) USING (channel)
-        GROUP BY customer_id
-    """).df()
-    frame.index = pd.Index(frame.pop("customer_id").astype(str), name="customer_id")
-    touches = frame["touches"].to_numpy()
-    frame["over_contacted"] = (touches >= rules.max_touches) & (
-        frame["responses"].to_numpy() <= rules.max_response_rate * np.maximum(touches, 1)
-    )
+    from churnlens.features.aggregation import aggregate_log
+
+    with aggregate_log(events, as_of, partitions=1, contacts=rules) as log:
+        raw = log.raw(0)
     if customers is not None:
-        frame = frame.reindex(customers)
-        frame[["touches", "responses"]] = frame[["touches", "responses"]].fillna(0).astype("int64")
-        frame["over_contacted"] = frame["over_contacted"].fillna(False).astype(bool)
-        frame["fatigued_channels"] = frame["fatigued_channels"].fillna("")
-    frame["preferred_channel"] = frame["preferred_channel"].astype(object)
-    frame["preferred_channel"] = frame["preferred_channel"].where(
-        frame["preferred_channel"].notna(), None
-    )
-    return frame[list(CONTACT_COLUMNS)]
+        raw = raw.reindex(customers)
+    return finish_contacts(raw, rules)

@@ -174,11 +174,14 @@ def _pending(out: Path) -> Path:
 
 
 def replace_with_manifest(
-    out: str | Path, write: Callable[[Path], None], manifest: dict[str, Any]
+    out: str | Path,
+    write: Callable[[Path], None],
+    manifest: dict[str, Any] | Callable[[], dict[str, Any]],
 ) -> tuple[Path, dict[str, Any]]:
     """Write a result with ``write(tmp)`` and replace ``out`` and its manifest together.
 
-    The manifest gets ``output_sha256``, the SHA-256 of the new result. Order of the
+    ``manifest`` may be a function, called once the result is written. The manifest
+    gets ``output_sha256``, the SHA-256 of the new result. Order of the
     steps: result and manifest under temporary names (both fsynced); the result renamed
     to ``.<out>.pending``; the manifest renamed into place (the commit point); the
     pending result renamed over ``out``. A failure before the commit leaves the earlier
@@ -194,7 +197,8 @@ def replace_with_manifest(
         try:
             write(tmp)
             _fsync(tmp)
-            manifest = {**manifest, "output_sha256": sha256_file(tmp)}
+            described = manifest() if callable(manifest) else manifest
+            manifest = {**described, "output_sha256": sha256_file(tmp)}
             text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
             tmp_manifest.write_text(text, encoding="utf-8")
             _fsync(tmp_manifest)

@@ -1,23 +1,21 @@
 """Batch scoring in bounded memory: every customer -> risk, stage, segment and action.
 
-``score(events, as_of, out, models)`` runs in four steps:
+``score(events, as_of, out, models)`` runs in three steps:
 
 1. **checks**: the models are loaded and checked before anything else
-   (:mod:`churnlens.model_source`); the log is validated (its fingerprint goes into the
-   manifest);
-2. **partitions, DuckDB pass**: customers are split into partitions by a hash of
-   ``customer_id`` (one per 20 million events by default); each partition's events are
-   streamed from the source (Parquet is read in place, filtered on the hash) into one
-   in-memory table, so each customer's events are in exactly one partition; the feature
-   families' raw aggregates (kept in DuckDB) and the contact profile are computed;
-3. **plan, then the model pass**: the population statistics (RFM cut points, median
-   cycle), the lifecycle thresholds and the expected-value tiers come from all the
-   partitions' purchase aggregates; then, per partition, features (against that whole
-   population), churn probability and reasons, segment, lifecycle stage, reachability
-   and the policy's action, written as a Parquet part;
-4. **ranking**: DuckDB applies the contact budget and ranks ``priority`` within each
-   action over all parts, and writes the scores file to a temporary name that is renamed
-   only when complete, with a manifest JSON beside it.
+   (:mod:`churnlens.model_source`), the output path against the inputs;
+2. **the one partitioned pass** (:func:`~churnlens.features.aggregation.aggregate_log`,
+   one partition per 20 million events by default): each partition's events are
+   copied once from the source, checked, and aggregated in DuckDB, the contact profile
+   with them; the population statistics (RFM cut points, median cycle) come from all
+   partitions' purchase aggregates, and with them the plan: the lifecycle thresholds and
+   the expected-value tiers (:class:`ScoringPlan`);
+3. **the model pass**: per partition, features (against that whole population, or the
+   one given with ``population=``), churn probability and reasons, segment, lifecycle
+   stage, reachability and the policy's action, written as a Parquet part (two worker
+   threads, one core each); then DuckDB applies the contact budget and ranks
+   ``priority`` within each action over all parts (:func:`churnlens.actions.rank_sql`)
+   and the scores file and its manifest replace the earlier pair as one step.
 
 Memory is bounded by the largest partition (plus DuckDB's own, which spills to disk);
 the scored parts and DuckDB's spill files live in a temporary folder beside the output
@@ -46,17 +44,11 @@ import pyarrow.parquet as pq
 from churnlens import __version__
 from churnlens.actions import Policy, decide, rank_sql, value_cuts
 from churnlens.config import Settings
-from churnlens.contacts import contact_profile
-from churnlens.errors import InputError, Problem
-from churnlens.events import EventSource, EventTable, connect_for, load_events, parse_as_of
-from churnlens.features import build_features
-from churnlens.features.base import sql_literal
-from churnlens.features.engine import (
-    aggregate_events,
-    aggregated_buyers,
-    finish_features,
-    partition_aggregates,
-)
+from churnlens.contacts import finish_contacts
+from churnlens.events import EventSource, EventTable, connect_for, parse_as_of
+from churnlens.events.sql import literal, path_literal
+from churnlens.features.aggregation import LogAggregates, aggregate_log
+from churnlens.features.engine import finish_features
 from churnlens.features.population import PopulationStats
 from churnlens.lifecycle import STAGES, StageThresholds, assign_stages, stage_thresholds
 from churnlens.model_source import ScoringModels
@@ -87,7 +79,7 @@ class ScoreResult:
     manifest_path: Path
     manifest: dict[str, Any]
     seconds: float
-    events: EventTable = field(repr=False)
+    events: EventTable | None = field(repr=False)  # the validated log, with keep_scores
     scores: pd.DataFrame | None = field(default=None, repr=False)
 
 
@@ -99,11 +91,12 @@ def expected_value(cycle_days: np.ndarray, monetary_mean: np.ndarray) -> np.ndar
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """Everything computed once over the whole log before the partitions."""
+class ScoringPlan:
+    """Everything computed once over the whole log before the model pass."""
 
     as_of: date
     population: PopulationStats
+    population_source: str
     thresholds: StageThresholds
     value_cuts: tuple[float, float]
     fingerprint: str
@@ -111,28 +104,7 @@ class _Plan:
     events_after: int  # after the as-of day: ignored, reported
 
 
-def _event_counts(table: EventTable, as_of: date) -> tuple[int, int]:
-    """Events on or before ``as_of`` and after it; raises when there is none before."""
-    day = f"DATE '{as_of.isoformat()}'"
-    events, later = table.con.execute(
-        f"SELECT count(*) FILTER (WHERE day <= {day}), count(*) FILTER (WHERE day > {day}) "
-        f"FROM {table.name}"
-    ).fetchone()  # type: ignore[misc]
-    if not events:
-        raise InputError(
-            table.source,
-            [
-                Problem(
-                    column="timestamp",
-                    message=f"no event on or before the as-of day {as_of}, nobody to score",
-                    fix="give a later --as-of",
-                )
-            ],
-        )
-    return int(events), int(later)
-
-
-def _plan_from(
+def plan_from(
     as_of: date,
     settings: Settings,
     policy: Policy,
@@ -141,13 +113,15 @@ def _plan_from(
     fingerprint: str,
     events: int,
     later: int,
-) -> _Plan:
-    """The plan from the whole log's population and buyers' ``rfm_*`` / ``cycle_*``
-    features (as :func:`~churnlens.features.engine.buyer_features` gives them)."""
+    population_source: str = "the scored log",
+) -> ScoringPlan:
+    """The plan from the whole log's population and its buyers' ``rfm_*`` / ``cycle_*``
+    features (:attr:`~churnlens.features.aggregation.LogAggregates.buyers`)."""
     values = expected_value(buyers["cycle_days"], buyers["rfm_monetary_mean"])
-    return _Plan(
+    return ScoringPlan(
         as_of=as_of,
         population=population,
+        population_source=population_source,
         thresholds=stage_thresholds(buyers["cycle_own_days"], settings),
         value_cuts=value_cuts(values, policy),
         fingerprint=fingerprint,
@@ -156,23 +130,17 @@ def _plan_from(
     )
 
 
-def partition_inputs(
-    part: EventTable, plan: _Plan, models: ScoringModels, policy: Policy
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The DuckDB half of a partition: its features and its contact profile."""
-    X = build_features(part, plan.as_of, models.settings, plan.population)
-    return X, contact_profile(part, plan.as_of, policy.fatigue, X.index)
-
-
 def score_partition(
-    X: pd.DataFrame,
-    contacts: pd.DataFrame,
-    plan: _Plan,
+    raw: pd.DataFrame,
+    plan: ScoringPlan,
     models: ScoringModels,
     policy: Policy,
     num_threads: int = 1,
 ) -> pd.DataFrame:
-    """The Python half: scores, stages, segments and actions of a partition (unranked)."""
+    """One partition's scores, stages, segments and actions (unranked) from its raw
+    aggregates (:meth:`~churnlens.features.aggregation.LogAggregates.raw`)."""
+    X = finish_features(raw, plan.as_of, models.settings, plan.population)
+    contacts = finish_contacts(raw, policy.fatigue)
     probability, reasons = models.churn.score(X, num_threads=num_threads)
     frame = assign_stages(X, plan.as_of, plan.thresholds, models.settings.lifecycle)
     frame["churn_probability"] = probability
@@ -191,7 +159,8 @@ def score_partition(
     return frame.reset_index()
 
 
-def _part_table(frame: pd.DataFrame, plan: _Plan, version: str) -> pa.Table:
+def part_table(frame: pd.DataFrame, plan: ScoringPlan, version: str) -> pa.Table:
+    """A scored partition as Arrow, in the scores file's columns (``priority`` comes later)."""
     frame = frame.assign(as_of=plan.as_of, model_version=version, priority=0)
     columns = [c for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS) if c != "priority"]
     out = frame[columns].copy()
@@ -217,7 +186,7 @@ def write_output(con: Any, relation: str, tmp: Path, out: Path) -> None:
         options = f"FORMAT csv, HEADER true{compression}"
         query = f"SELECT * REPLACE (array_to_string(reasons, '; ') AS reasons) FROM ({ranked})"
     try:
-        con.execute(f"COPY ({query}) TO {sql_literal(str(tmp))} ({options})")
+        con.execute(f"COPY ({query}) TO {literal(str(tmp))} ({options})")
     except duckdb.IOException as exc:  # a full disk, mostly: an OSError to the caller
         raise OSError(str(exc)) from None
 
@@ -236,6 +205,8 @@ def score(
     *,
     max_contacts: int | None = None,
     partitions: int | None = None,
+    population: PopulationStats | None = None,
+    population_source: str | None = None,
     progress: Progress | None = None,
     keep_scores: bool = False,
 ) -> ScoreResult:
@@ -254,6 +225,10 @@ def score(
         Keep only this many contacting actions (highest value at risk first).
     partitions
         How many hash partitions; by default one per ``engine.partition_events`` (20M).
+    population, population_source
+        Score RFM and cycles against this population (recorded in the manifest with its
+        source) instead of the scored log's own: a slice of a log scored with the whole
+        log's population gets exactly the probabilities it gets within the whole log.
     progress
         Called after each partition with (done, total, customers scored so far).
     keep_scores
@@ -272,7 +247,16 @@ def score(
     with output_lock(out):
         remove_stale_work(out)  # left by a killed run: nobody else holds the lock
         return _score_locked(
-            events, as_of, out, models, policy, max_contacts, partitions, progress, keep_scores
+            events,
+            as_of,
+            out,
+            models,
+            policy,
+            max_contacts,
+            partitions,
+            (population, population_source),
+            progress,
+            keep_scores,
         )
 
 
@@ -284,25 +268,49 @@ def _score_locked(
     policy: Policy,
     max_contacts: int | None,
     partitions: int | None,
+    population: tuple[PopulationStats | None, str | None],
     progress: Progress | None,
     keep_scores: bool,
 ) -> ScoreResult:
     started = time.perf_counter()
+    settings = models.settings
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent.resolve()))
     try:
-        con = connect_for(models.settings, temp_dir=work / "duckdb")
-        table = load_events(events, models.settings, con=con)
-        n_events, later = _event_counts(table, as_of)
-        per_partition = models.settings.engine.partition_events
-        count = partitions or max(1, math.ceil(n_events / per_partition))
-        scored = work / "scored"
-        scored.mkdir()
-        plan = _score_partitions(
-            table, as_of, (n_events, later), models, policy, count, scored, progress
-        )
-        con.execute(f"CREATE TEMP VIEW _scores AS SELECT * FROM read_parquet('{scored}/*.parquet')")
-        con.execute(f"CREATE TEMP TABLE _ranked AS {rank_sql('_scores', policy, max_contacts)}")
-        manifest = _manifest(con, plan, models, policy, out, max_contacts, count, started)
+        con = connect_for(settings, temp_dir=work / "duckdb")
+        stages = _TwoPasses(progress)
+        given, source = population
+        with aggregate_log(
+            events,
+            as_of,
+            settings,
+            partitions=partitions,
+            per_partition=settings.engine.partition_events,
+            contacts=policy.fatigue,
+            population=given,
+            progress=stages.first,
+            con=con,
+        ) as log:
+            plan = plan_from(
+                as_of,
+                settings,
+                policy,
+                log.population,
+                log.buyers,
+                log.fingerprint,
+                log.events,
+                log.events_after,
+                source or ("given" if given else "the scored log"),
+            )
+            scored = work / "scored"
+            scored.mkdir()
+            _score_parts(log, plan, models, policy, scored, stages.second)
+            table = log.event_table() if keep_scores else None
+        parts = path_literal(f"{scored}/*.parquet")
+        con.execute(f"CREATE TEMP VIEW _scores AS SELECT * FROM read_parquet({parts})")
+        ranked = rank_sql("_scores", con.table("_scores").columns, policy, max_contacts)
+        con.execute(f"CREATE TEMP TABLE _ranked AS {ranked}")
+        count = len(log.partitions)
+        manifest = manifest_of(con, plan, models, policy, out, max_contacts, count, started)
         manifest_path, manifest = replace_with_manifest(
             out, lambda tmp: write_output(con, "_ranked", tmp, out), manifest
         )
@@ -312,88 +320,67 @@ def _score_locked(
             frame = ranked.to_pandas()  # dates stay dates, as in the file
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ScoreResult(out, manifest_path, manifest, time.perf_counter() - started, table, frame)
+    seconds = time.perf_counter() - started
+    return ScoreResult(out, manifest_path, manifest, seconds, table, frame)
 
 
-def _score_partitions(
-    table: EventTable,
-    as_of: date,
-    counts: tuple[int, int],
+class _TwoPasses:
+    """Progress over the two passes: the aggregation's partitions, then the model's."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.total = 0
+
+    def first(self, done: int, total: int, customers: int) -> None:
+        self.total = total
+        if self.progress:
+            self.progress(done, 2 * total, 0)
+
+    def second(self, done: int, customers: int) -> None:
+        if self.progress:
+            self.progress(self.total + done, 2 * self.total, customers)
+
+
+def _score_parts(
+    log: LogAggregates,
+    plan: ScoringPlan,
     models: ScoringModels,
     policy: Policy,
-    count: int,
     scored: Path,
-    progress: Progress | None,
-) -> _Plan:
-    """Score every partition into a Parquet part under ``scored``; returns the plan.
+    progress: Callable[[int, int], None],
+) -> None:
+    """The model pass: this thread fetches each partition's aggregates from DuckDB while
+    two workers score the previous ones (LightGBM, numpy, pandas, one core each)."""
 
-    Two passes over the partitions:
+    def finish(i: int, raw: pd.DataFrame) -> int:
+        frame = score_partition(raw, plan, models, policy, num_threads=1)
+        part = scored / f"part-{i}.parquet"
+        try:
+            pq.write_table(part_table(frame, plan, models.version), part)
+        except OSError as exc:  # the work folder beside the output: a full disk, mostly
+            raise output_failure(part, exc) from None
+        return len(frame)
 
-    1. DuckDB: each partition's events are streamed from the source; the families' raw
-       aggregates (kept in DuckDB) and the contact profile are computed from them;
-    2. the plan (population statistics, stage thresholds, value tiers) comes from the
-       purchase aggregates of all partitions, so the log is not read again for it; then
-       the main thread finishes each partition's features while two worker threads
-       score the previous ones (LightGBM, numpy, pandas, one core each: DuckDB is done).
-
-    Progress counts both passes (``2 * count`` steps).
-    """
-    con, settings = table.con, models.settings
-    raws: list[tuple[str, pd.DataFrame]] = []
-    done = 0
-    try:
-        for i in range(count):
-            part = table.hash_partition(i, count, as_of)
-            raw = f"{table.name}_raw_{i}"
-            aggregate_events(part, as_of, raw)
-            ids = con.execute(f"SELECT customer_id FROM {raw} ORDER BY customer_id").df()
-            customers = pd.Index(ids["customer_id"].astype(str), name="customer_id")
-            if len(customers):
-                raws.append((raw, contact_profile(part, as_of, policy.fatigue, customers)))
-            else:
-                con.execute(f"DROP TABLE {raw}")
-            con.execute(f"DROP TABLE {part.name}")
-            if progress:
-                progress(i + 1, 2 * count, 0)
-        names = [raw for raw, _ in raws]
-        population, buyers = aggregated_buyers(con, names, as_of, settings)
-        fingerprint = table.fingerprint()
-        plan = _plan_from(as_of, settings, policy, population, buyers, fingerprint, *counts)
-
-        def finish(i: int, X: pd.DataFrame, contacts: pd.DataFrame) -> int:
-            frame = score_partition(X, contacts, plan, models, policy, num_threads=1)
-            part = scored / f"part-{i}.parquet"
-            try:
-                pq.write_table(_part_table(frame, plan, models.version), part)
-            except OSError as exc:  # the work folder beside the output: a full disk, mostly
-                raise output_failure(part, exc) from None
-            return len(frame)
-
-        # two workers, one core each: the model work is mostly single-threaded
-        with ThreadPoolExecutor(max_workers=2) as workers:
-            pending: list[Future[int]] = []
-            for i, (raw, contacts) in enumerate(raws):
-                X = finish_features(partition_aggregates(con, raw), as_of, settings, population)
-                con.execute(f"DROP TABLE {raw}")
-                if len(pending) == 2:
-                    done += pending.pop(0).result()
-                    if progress:
-                        progress(count + i - 1, 2 * count, done)
-                pending.append(workers.submit(finish, i, X, contacts))
-                del X, contacts
-            for future in pending:
-                done += future.result()
-            if progress:
-                progress(2 * count, 2 * count, done)
-        return plan
-    finally:
-        for raw, _ in raws:
-            con.execute(f"DROP TABLE IF EXISTS {raw}")
+    done = customers = 0
+    with ThreadPoolExecutor(max_workers=2) as workers:
+        pending: list[Future[int]] = []
+        for i in range(len(log.partitions)):
+            raw = log.raw(i)
+            if len(pending) == 2:
+                customers += pending.pop(0).result()
+                done += 1
+                progress(done, customers)
+            pending.append(workers.submit(finish, i, raw))
+            del raw
+        for future in pending:
+            customers += future.result()
+            done += 1
+            progress(done, customers)
 
 
-def _manifest(
+def manifest_of(
     con: Any,
-    plan: _Plan,
+    plan: ScoringPlan,
     models: ScoringModels,
     policy: Policy,
     out: Path,
@@ -401,6 +388,7 @@ def _manifest(
     partitions: int,
     started: float,
 ) -> dict[str, Any]:
+    """The scores manifest of a run, from its ranked scores (the relation ``_ranked``)."""
     (rows, value_at_risk) = con.execute(
         "SELECT count(*), sum(value_at_risk) FROM _ranked"
     ).fetchone()
@@ -425,6 +413,10 @@ def _manifest(
         "actions": _counts(con, "_ranked", "action"),
         "value_at_risk": float(value_at_risk or 0.0),
         "value_tier_cuts": [v if math.isfinite(v) else None for v in plan.value_cuts],
+        "population": {
+            "source": plan.population_source,
+            "statistics": plan.population.to_dict(),
+        },
         "stage_thresholds_days": list(plan.thresholds.days),
         "policy": policy.model_dump(mode="json"),
         "seconds": round(time.perf_counter() - started, 3),

@@ -1,22 +1,22 @@
 """The same feature builders and scoring on Apache Spark (``pip install "churnlens[spark]"``).
 
-Nothing is re-implemented: the single-machine pandas/DuckDB code runs once per *bucket*
-of customers. Rows are grouped by ``pmod(xxhash64(trim(customer_id)), buckets)`` and
-reach a one-argument wrapper through ``applyInPandas`` with an explicit schema, which
-loads them with :func:`~churnlens.events.load_events` (same validation, de-duplication,
-UTC conversion) and calls the single-machine code. A customer's events are all in one
-bucket, so every per-customer result is that of the whole log.
+Nothing is re-implemented: the one partitioned pass of a single machine
+(:func:`~churnlens.features.aggregation.aggregate_log`) runs once per *bucket* of
+customers. Rows are grouped by ``pmod(xxhash64(trim(customer_id)), buckets)`` and reach a
+one-argument wrapper through ``applyInPandas`` with an explicit schema; a customer's
+events are all in one bucket, so every per-customer aggregate is that of the whole log.
 
-Population statistics cannot come from a bucket. Pass 1 returns, per bucket, each
-buyer's raw purchase aggregates (from :func:`~churnlens.features.engine.buyer_features`)
-and a summary (events up to and after the as-of day, row-hash sums for the input
-fingerprint, or the validation problems). The driver collects these small columns,
-raises one InputError for all buckets' problems, and computes with the engine's own
-functions the RFM cut points and median cycle and, for scoring, the rest of
-:func:`churnlens.scoring.score`'s plan. Pass 2 builds features, or scores with the
-models as a broadcast variable, per bucket against that plan; the contact budget and
-``priority`` are then ranked over all customers with window functions, by
-:func:`churnlens.actions.rank_sql`'s rules.
+1. **Aggregates** (one Spark job, kept with ``persist``): per bucket, the raw aggregates
+   of every customer (and, for scoring, the contact profile's), plus one summary row
+   with the bucket's counts and fingerprint parts, or its validation problems.
+2. **The driver** raises one :class:`InputError` for all buckets' problems, combines the
+   fingerprint, and computes the population statistics from the buyers' purchase
+   aggregates with the single-machine function
+   (:func:`~churnlens.features.engine.population_and_buyers`), and, for scoring, the plan
+   (:func:`churnlens.scoring.plan_from`).
+3. **Finishing** (``mapInPandas`` over the kept aggregates, no shuffle): features, or
+   scores with the models as a broadcast variable, per batch of customers; the contact
+   budget and ``priority`` are ranked by :func:`churnlens.actions.rank_sql` in Spark SQL.
 
 Traps handled:
 
@@ -38,6 +38,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -47,12 +48,21 @@ import pandas as pd
 import pyarrow as pa
 
 from churnlens import events as ev
-from churnlens import scoring
-from churnlens.actions import BUDGET_RULE, Policy
+from churnlens.actions import Policy, rank_sql
 from churnlens.config import Settings
+from churnlens.contacts import RAW_COLUMNS as CONTACT_RAW_COLUMNS
+from churnlens.contacts import FatigueRules
 from churnlens.errors import ChurnlensError, InputError, Problem
-from churnlens.features import cycle, engine, rfm
-from churnlens.features.base import FeatureContext
+from churnlens.events.fingerprint import FingerprintParts, combine
+from churnlens.events.sources import check_path, parquet_files, parquet_schemas_differ
+from churnlens.features.aggregation import aggregate_log
+from churnlens.features.engine import (
+    feature_names,
+    finish_features,
+    population_and_buyers,
+    purchase_columns,
+    raw_columns,
+)
 from churnlens.features.population import PopulationStats
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.outputs import (
@@ -61,21 +71,30 @@ from churnlens.outputs import (
     remove_stale_work,
     replace_with_manifest,
 )
-from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS
+from churnlens.scoring import (
+    EXTRA_COLUMNS,
+    SCORE_COLUMNS,
+    ScoringPlan,
+    manifest_of,
+    part_table,
+    plan_from,
+    score_partition,
+    write_output,
+)
 
 try:
-    from pyspark.sql import DataFrame, SparkSession, Window
+    from pyspark import StorageLevel
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 except ImportError:  # the optional extra is not installed: _require() says so
-    DataFrame = SparkSession = Window = F = T = None  # type: ignore[assignment,misc]
+    StorageLevel = DataFrame = SparkSession = F = T = None  # type: ignore[assignment,misc]
 
 BUCKET = "_churnlens_bucket"
+# the aggregates' text columns (every other one is a number)
+_TEXT = {"customer_id", "summary", "_contact_preferred_channel", "_contact_fatigued_channels"}
 SOURCE = "<Spark DataFrame>"
-_BUYERS = ("rfm_recency_days", "rfm_frequency", "rfm_monetary_total", "rfm_tenure_days")
-_STATS = ("customer_id", *_BUYERS, "cycle_n_intervals", "summary")
-_STATS_SCHEMA = ", ".join(f"{c} {'double' if c in _STATS[1:-1] else 'string'}" for c in _STATS)
-_SCORED_SCHEMA = (
+SCORED_SCHEMA = (
     "customer_id string, as_of date, churn_probability double, risk_band string, "
     "lifecycle_stage string, cycle_days double, days_since_purchase double, "
     "segment_id long, segment_name string, expected_value double, value_at_risk double, "
@@ -140,51 +159,44 @@ def _prepare(df: DataFrame, buckets: int | None) -> _Events:
     return _Events(df.select(*columns, bucket), micros, buckets)
 
 
-def _bucket_table(pdf: pd.DataFrame, micros: bool, settings: Settings) -> ev.EventTable:
-    """A bucket's rows, loaded as single-machine code loads a pandas event frame."""
+def _raw_schema(settings: Settings, contacts: bool) -> tuple[list[str], str]:
+    """The aggregates' columns and Spark schema: every raw aggregate as a double, the
+    contact profile's channels as text, and a summary (JSON) for the summary row."""
+    extra = list(CONTACT_RAW_COLUMNS) if contacts else []
+    names = ["customer_id", *raw_columns(settings), *extra, "summary"]
+    return names, ", ".join(f"`{n}` {'string' if n in _TEXT else 'double'}" for n in names)
+
+
+def _bucket_aggregates(
+    pdf: pd.DataFrame,
+    as_of: date,
+    settings: Settings,
+    micros: bool,
+    contacts: FatigueRules | None,
+    columns: list[str],
+) -> pd.DataFrame:
+    """Pass 1 for one bucket: its customers' raw aggregates, and a summary row (no id)
+    with its counts and fingerprint parts, or its problems, as JSON (exact integers)."""
     pdf = pdf.drop(columns=BUCKET)
     if micros:
         pdf["timestamp"] = pd.to_datetime(pdf["timestamp"], unit="us")  # naive UTC
     limits = settings.engine
     con = ev.connect(limits.memory_limit, limits.temp_dir, limits.threads or 1)
-    return ev.load_events(pdf, settings, con=con)
-
-
-def _collect(df: DataFrame) -> pa.Table:
-    to_arrow = getattr(df, "toArrow", None)  # Spark 4; 3.5 goes through pandas
-    return to_arrow() if to_arrow else pa.Table.from_pandas(df.toPandas(), preserve_index=False)
-
-
-def _bucket_stats(pdf: pd.DataFrame, as_of: date, settings: Settings, micros: bool) -> pd.DataFrame:
-    """Pass 1 for one bucket: its buyers' raw aggregates, and a summary row (no id) with
-    its counts and fingerprint parts, or its problems, as JSON (exact 64-bit integers)."""
-    found = pd.DataFrame(columns=["customer_id", *_BUYERS, "cycle_n_intervals"])
+    found = pd.DataFrame(columns=columns[:-1])
     try:
-        table = _bucket_table(pdf, micros, settings)
+        with aggregate_log(
+            pdf, as_of, settings, partitions=1, contacts=contacts, require_events=False, con=con
+        ) as log:
+            found = log.raw(0).reset_index()
+            parts = log.partitions[0].fingerprint
+            summary: dict[str, Any] = {"events": log.events, "rows": log.rows, **asdict(parts)}
     except InputError as exc:
-        summary: dict[str, Any] = {"problems": [asdict(p) for p in exc.problems]}
-    else:
-        _, buyers = engine.buyer_features(table, as_of, settings)
-        found = buyers[found.columns[1:]].reset_index()
-        # as EventTable.fingerprint: row count, xor of the row hashes, their sum mod a prime
-        rows, xor, total, events = table.con.execute(
-            f"SELECT count(*), bit_xor(h), sum(h % {ev._FINGERPRINT_PRIME}), "
-            f"count(*) FILTER (WHERE day <= DATE '{as_of}') "
-            f"FROM (SELECT hash({', '.join(ev.CANONICAL_COLUMNS)}) AS h, day FROM {table.name})"
-        ).fetchone()  # type: ignore[misc]
-        summary = {"events": events, "rows": rows, "xor": int(xor), "sum": int(total)}
+        summary = {"problems": [asdict(p) for p in exc.problems]}
+    finally:
+        con.close()
     out = pd.concat([found, pd.DataFrame([{"summary": json.dumps(summary)}])])
-    out = out.reindex(columns=list(_STATS))
-    return out.astype({"customer_id": object, "summary": object})  # plain, not Arrow, text
-
-
-@dataclass(frozen=True)
-class _LogStats:
-    population: PopulationStats
-    buyers: pd.DataFrame  # rfm_* and cycle_* features of every buyer
-    events: int  # up to the as-of day
-    rows: int  # all of them
-    fingerprint: str
+    out = out.reindex(columns=columns)
+    return out.astype({c: object if c in _TEXT else float for c in columns})
 
 
 def _raise_problems(summaries: list[dict[str, Any]]) -> None:
@@ -203,50 +215,61 @@ def _raise_problems(summaries: list[dict[str, Any]]) -> None:
         raise InputError(SOURCE, [replace(p, examples=p.examples[:3]) for p in ordered])
 
 
-def _log_stats(events: _Events, as_of: date, settings: Settings) -> _LogStats:
-    """Pass 1: validate the log, then the whole population's statistics on the driver."""
+@dataclass(frozen=True)
+class _Aggregated:
+    frame: DataFrame  # the customers' raw aggregates (persisted), no summary rows
+    population: PopulationStats
+    buyers: pd.DataFrame  # rfm_* and cycle_* of every buyer
+    events: int  # up to the as-of day
+    rows: int  # all of them
+    fingerprint: str
+    buckets: int
+
+
+def _aggregate(
+    df: DataFrame,
+    as_of: date,
+    settings: Settings,
+    buckets: int | None,
+    contacts: FatigueRules | None = None,
+    population: PopulationStats | None = None,
+) -> _Aggregated:
+    """Passes 1 and 2: the buckets' aggregates (kept), then the whole log's statistics."""
+    events = _prepare(df, buckets)
+    columns, schema = _raw_schema(settings, contacts is not None)
     micros = events.micros
 
-    def stats(pdf: pd.DataFrame) -> pd.DataFrame:
-        return _bucket_stats(pdf, as_of, settings, micros)
+    def aggregates(pdf: pd.DataFrame) -> pd.DataFrame:
+        return _bucket_aggregates(pdf, as_of, settings, micros, contacts, columns)
 
-    got = _collect(events.frame.groupBy(BUCKET).applyInPandas(stats, _STATS_SCHEMA)).to_pandas()
-    summaries = [json.loads(s) for s in got.loc[got["customer_id"].isna(), "summary"]]
+    kept = events.frame.groupBy(BUCKET).applyInPandas(aggregates, schema)
+    kept = kept.persist(StorageLevel.MEMORY_AND_DISK)
+    rows = kept.filter("customer_id IS NULL").select("summary").collect()
+    summaries = [json.loads(r[0]) for r in rows]
     if not summaries:
         raise _problem("-", "no events: the log has no rows", "check that the right log was given")
     _raise_problems(summaries)
-    found = got.dropna(subset=["customer_id"]).set_index("customer_id").sort_index()
-    # the raw purchase aggregates, as engine.buyer_features has them for the whole log
-    raw = found[list(_BUYERS)].assign(
-        _cycle_purchase_days=found["cycle_n_intervals"] + 1,  # buyers: >= 1 purchase day
-        _cycle_span_days=found["rfm_tenure_days"] - found["rfm_recency_days"],
-    )
-    population = engine._population(raw)
-    ctx = FeatureContext(settings=settings, as_of=as_of, population=population)
-    buyers = pd.concat([rfm.finish(raw, ctx), cycle.finish(raw, ctx)], axis=1)
-    xor = 0
-    for s in summaries:
-        xor ^= s["xor"]
-    rows, events = sum(s["rows"] for s in summaries), sum(s["events"] for s in summaries)
-    fingerprint = ev._fingerprint(rows, xor, sum(s["sum"] for s in summaries))
-    return _LogStats(population, buyers, events, rows, fingerprint)
-
-
-def _plan(stats: _LogStats, as_of: date, settings: Settings, policy: Policy) -> scoring._Plan:
-    """What churnlens.scoring._plan_from computes, from the collected statistics."""
-    if not stats.events:
-        message = f"no event on or before the as-of day {as_of}, nobody to score"
+    buyers = kept.filter("customer_id IS NOT NULL AND rfm_frequency > 0")
+    raw = _collect(buyers.select(*purchase_columns(settings))).to_pandas()
+    own, features = population_and_buyers(raw, as_of, settings, population)
+    parts = combine(FingerprintParts(s["n"], s["xor"], s["total"]) for s in summaries)
+    rows, up_to = sum(s["rows"] for s in summaries), sum(s["events"] for s in summaries)
+    if not up_to:
+        message = f"no event on or before the as-of day {as_of}: no customer to describe"
         raise _problem("timestamp", message, "give a later --as-of")
-    return scoring._plan_from(
-        as_of,
-        settings,
-        policy,
-        stats.population,
-        stats.buyers,
-        stats.fingerprint,
-        stats.events,
-        stats.rows - stats.events,
-    )
+    customers = kept.filter("customer_id IS NOT NULL").drop("summary")
+    return _Aggregated(customers, own, features, up_to, rows, parts.digest(), events.buckets)
+
+
+def _collect(df: DataFrame) -> pa.Table:
+    to_arrow = getattr(df, "toArrow", None)  # Spark 4; 3.5 goes through pandas
+    return to_arrow() if to_arrow else pa.Table.from_pandas(df.toPandas(), preserve_index=False)
+
+
+def _indexed(pdf: pd.DataFrame) -> pd.DataFrame:
+    raw = pdf.set_index("customer_id").sort_index()
+    raw.index.name = "customer_id"
+    return raw
 
 
 def build_features(
@@ -269,22 +292,22 @@ def build_features(
     -------
     pyspark.sql.DataFrame
         ``customer_id`` and every column of :func:`churnlens.feature_names`, as doubles.
-        Validation and the population (one Spark job) run before this returns.
+        Validation and the population (Spark jobs) run before this returns; the
+        aggregates are kept (``persist``) for the finishing pass.
     """
     _require()
     settings = settings or Settings()
-    as_of = ev.parse_as_of(as_of)
-    events = _prepare(df, buckets)
-    population = _log_stats(events, as_of, settings).population
-    names, micros = engine.feature_names(settings), events.micros
+    day = ev.parse_as_of(as_of)
+    found = _aggregate(df, day, settings, buckets)
+    names, population = feature_names(settings), found.population
 
-    def features(pdf: pd.DataFrame) -> pd.DataFrame:
-        table = _bucket_table(pdf, micros, settings)
-        frame = engine.build_features(table, as_of, settings, population)
-        return frame.reset_index()[["customer_id", *names]]
+    def features(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            frame = finish_features(_indexed(pdf), day, settings, population)
+            yield frame.reset_index()[["customer_id", *names]]
 
     schema = "customer_id string, " + ", ".join(f"`{n}` double" for n in names)
-    return events.frame.groupBy(BUCKET).applyInPandas(features, schema)
+    return found.frame.mapInPandas(features, schema)
 
 
 def _score(
@@ -294,52 +317,42 @@ def _score(
     policy: Policy | None,
     max_contacts: int | None,
     buckets: int | None,
-) -> tuple[DataFrame, scoring._Plan, int]:
+) -> tuple[DataFrame, ScoringPlan, _Aggregated]:
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
     models = models if isinstance(models, ScoringModels) else load_models(models)
-    policy, as_of = policy or Policy(), ev.parse_as_of(as_of)
-    events = _prepare(df, buckets)
-    plan = _plan(_log_stats(events, as_of, models.settings), as_of, models.settings, policy)
-    shared, micros = df.sparkSession.sparkContext.broadcast(models), events.micros
-    empty = [c for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS) if c != "priority"]
-
-    def scores(pdf: pd.DataFrame) -> pd.DataFrame:
-        models: ScoringModels = shared.value
-        part = _bucket_table(pdf, micros, models.settings).hash_partition(0, 1, plan.as_of)
-        (rows,) = part.con.execute(f"SELECT count(*) FROM {part.name}").fetchone()  # type: ignore[misc]
-        if not rows:  # every event of the bucket is after the as-of day
-            return pd.DataFrame(columns=empty)
-        X, contacts = scoring.partition_inputs(part, plan, models, policy)
-        frame = scoring.score_partition(X, contacts, plan, models, policy, num_threads=1)
-        return scoring._part_table(frame, plan, models.version).to_pandas(ignore_metadata=True)
-
-    scored = events.frame.groupBy(BUCKET).applyInPandas(scores, _SCORED_SCHEMA)
-    return _rank(scored, policy, max_contacts), plan, events.buckets
-
-
-def _rank(scored: DataFrame, policy: Policy, max_contacts: int | None) -> DataFrame:
-    """The contact budget, then ``priority`` over all customers (actions.rank_sql's rules)."""
-    order = [F.desc_nulls_last(c) for c in ("value_at_risk", "churn_probability")]
-    order.append(F.asc_nulls_last("customer_id"))
-    contacting = policy.contact_actions()
-    contact = F.col("action").isin(contacting) if contacting else F.lit(False)
-    if max_contacts is not None:
-        rank = F.row_number().over(Window.partitionBy(contact).orderBy(*order))
-        over = F.col("_over")
-        note = F.array(F.lit(f"over the contact budget of {max_contacts}"))
-        replaced = {
-            "action": F.when(over, F.lit(policy.fallback)).otherwise(F.col("action")),
-            "action_channel": F.when(~over, F.col("action_channel")),
-            "rule": F.when(over, F.lit(BUDGET_RULE)).otherwise(F.col("rule")),
-            "reasons": F.when(over, F.concat("reasons", note)).otherwise(F.col("reasons")),
-        }
-        scored = scored.withColumn("_over", contact & (rank > F.lit(int(max_contacts))))
-        scored = scored.withColumns(replaced)
-    priority = F.row_number().over(Window.partitionBy("action").orderBy(*order))
-    return scored.withColumn("priority", priority.cast("long")).select(
-        *SCORE_COLUMNS, *EXTRA_COLUMNS
+    policy, day = policy or Policy(), ev.parse_as_of(as_of)
+    found = _aggregate(df, day, models.settings, buckets, contacts=policy.fatigue)
+    plan = plan_from(
+        day,
+        models.settings,
+        policy,
+        found.population,
+        found.buyers,
+        found.fingerprint,
+        found.events,
+        found.rows - found.events,
     )
+    shared = df.sparkSession.sparkContext.broadcast(models)
+
+    def scores(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        models: ScoringModels = shared.value
+        for pdf in batches:
+            frame = score_partition(_indexed(pdf), plan, models, policy, num_threads=1)
+            yield part_table(frame, plan, models.version).to_pandas(ignore_metadata=True)
+
+    scored = found.frame.mapInPandas(scores, SCORED_SCHEMA)
+    return rank(scored, policy, max_contacts), plan, found
+
+
+def rank(scored: DataFrame, policy: Policy, max_contacts: int | None) -> DataFrame:
+    """The contact budget, then ``priority`` over all customers: :func:`rank_sql` in Spark
+    SQL, so both engines rank by one definition."""
+    view = f"_churnlens_scored_{id(scored)}"
+    scored.createOrReplaceTempView(view)
+    query = rank_sql(view, scored.columns, policy, max_contacts, dialect="spark")
+    ranked = scored.sparkSession.sql(query)
+    return ranked.select(*SCORE_COLUMNS, *EXTRA_COLUMNS)
 
 
 def score(
@@ -366,32 +379,25 @@ def score(
     -------
     pyspark.sql.DataFrame
         The scores contract (``SCORE_COLUMNS`` then ``EXTRA_COLUMNS``), ``reasons`` as
-        ``array<string>``. Validation and the plan (one Spark job) run before this returns.
+        ``array<string>``. Validation and the plan (Spark jobs) run before this returns.
     """
     _require()
     return _score(df, as_of, models, policy, max_contacts, buckets)[0]
 
 
 def read_events(spark: SparkSession, path: str | Path) -> DataFrame:
-    """An event log (``.parquet``, a folder of them, ``.csv``, ``.csv.gz``) on Spark.
-
-    CSV columns stay text, as the single-machine reader keeps them, for DuckDB to parse.
-    """
+    """An event log of any of :data:`churnlens.events.FILE_TYPES` (or a folder of Parquet
+    files) on Spark. CSV columns stay text, as the single-machine reader keeps them, for
+    DuckDB to parse."""
     _require()
-    path, name = Path(path), Path(path).name.lower()
-    if not path.exists():
-        raise _problem("-", "file not found", "check the path", str(path))
-    if path.is_dir():
-        files = tuple(str(f) for f in sorted(path.rglob("*.parquet")))
-        # files with different columns are read by name, as on one machine
-        merge = ev.parquet_schemas_differ(files, str(path))
+    path = Path(path)
+    kind = check_path(path, str(path))
+    if kind is None:  # files with different columns are read by name, as on one machine
+        merge = parquet_schemas_differ(parquet_files(path, str(path)), str(path))
         return spark.read.option("mergeSchema", str(merge).lower()).parquet(str(path))
-    if name.endswith((".parquet", ".pq")):
+    if kind.format == "parquet":
         return spark.read.parquet(str(path))
-    if re.search(r"\.(csv|txt)(\.gz)?$", name):
-        return spark.read.csv(str(path), header=True, escape='"')
-    fix = "use .csv, .csv.gz or .parquet (or a folder of .parquet files)"
-    raise _problem("-", f"unknown file type '{path.suffix}' for the Spark engine", fix, str(path))
+    return spark.read.csv(str(path), header=True, escape='"')
 
 
 def score_to_file(
@@ -408,8 +414,8 @@ def score_to_file(
     """Score an event log file on Spark; write the scores file and its manifest.
 
     The scores are collected to the driver as Arrow and written by the single-machine
-    writer (same order, Parquet or CSV with reasons joined by ``"; "``, a temporary file
-    renamed when complete), with the same manifest JSON beside them plus ``engine`` and
+    writer (same order, Parquet or CSV with reasons joined by ``"; "``, replacing the
+    earlier scores and manifest as one step), with the same manifest plus ``engine`` and
     ``spark_master``; ``partitions`` is the number of buckets. Returns the manifest.
     """
     _require()
@@ -422,16 +428,17 @@ def score_to_file(
     events = read_events(spark, events_path)
     with output_lock(out):  # one job per output, as on one machine
         remove_stale_work(out)
-        scored, plan, count = _score(events, as_of, models, policy, max_contacts, buckets)
+        scored, plan, found = _score(events, as_of, models, policy, max_contacts, buckets)
         con = ev.connect()
         try:
             con.register("_ranked", _collect(scored))
-            manifest = scoring._manifest(
-                con, plan, models, policy, out, max_contacts, count, started
+            found.frame.unpersist()
+            manifest = manifest_of(
+                con, plan, models, policy, out, max_contacts, found.buckets, started
             )
             manifest.update(engine="spark", spark_master=spark.sparkContext.master)
             _, manifest = replace_with_manifest(
-                out, lambda tmp: scoring.write_output(con, "_ranked", tmp, out), manifest
+                out, lambda tmp: write_output(con, "_ranked", tmp, out), manifest
             )
         finally:
             con.close()

@@ -34,7 +34,7 @@ from churnlens.config import Settings
 from churnlens.errors import InputError, Problem, TrackingError
 from churnlens.evaluation import metrics_table
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
-from churnlens.features import build_features, compute_population
+from churnlens.features import build_features
 from churnlens.labels import Snapshots, log_span, make_snapshot, make_snapshots, snapshot_dates
 from churnlens.models.churn import ChurnModel, RecencyBaseline, logistic_rfm_baseline, time_split
 from churnlens.models.segments import SegmentModel
@@ -263,8 +263,7 @@ def _write(result: TrainResult, table: EventTable, as_of: date, models_dir: Path
         "source": table.source,
         "sample": None if result.sample is None else dataclasses.asdict(result.sample),
     }
-    population = compute_population(table, as_of)
-    payload = {"model": result.model, "baselines": result.baselines, "population": population}
+    payload = {"model": result.model, "baselines": result.baselines}
     result.manifest = manifest
     result.bundle = write_bundle(models_dir / f"churn-{as_of:%Y%m%d}-{stamp}", payload, manifest)
 

@@ -40,8 +40,6 @@ import pandas as pd
 from churnlens.config import Settings
 from churnlens.features.population import PopulationStats
 
-PURCHASE = "role = 'purchase'"
-
 
 @dataclass(frozen=True)
 class FeatureContext:
@@ -61,8 +59,3 @@ def ratio(num: pd.Series, den: pd.Series) -> pd.Series:
 def counts(raw: pd.DataFrame, column: str) -> pd.Series:
     """A count column as float, 0 for customers without a matching row."""
     return raw[column].fillna(0).astype(float)
-
-
-def sql_literal(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"

@@ -1,35 +1,21 @@
-"""Features for logs larger than memory: per customer-hash partition, straight to a file.
+"""``churnlens features``: every customer's features, straight to a file, in bounded memory.
 
-:func:`write_features` is what ``churnlens features`` runs. It reads the log once per
-customer-hash partition and never holds it in pandas:
-
-1. one light scan counts the rows and lists the channels and event types, and the id
-   map (id hash -> id, every id checked once) is read, for a Parquet source from the
-   row groups' dictionaries;
-2. for each partition, the events up to the as-of day are copied out of the source once
-   (filtered on the raw id, typed only once kept), into a compact table keyed by the
-   64-bit hash of the customer id, and checked in the same scan (the event-log
-   contract's row checks; exact duplicates from row hashes, sorted in a background
-   thread while DuckDB aggregates); the families' raw aggregates are computed from it
-   in DuckDB and kept there;
-3. the population statistics (RFM cut points, median cycle) come from the buyers'
-   aggregates of all partitions;
-4. a pipeline then fetches each partition's aggregates (this thread), finishes them
-   against that population (a worker, pandas) and appends them to the output (another
-   worker, pyarrow), which is written under a temporary name and renamed when complete.
-
-A log that breaks the contract raises the same :class:`~churnlens.errors.InputError` as
-:func:`~churnlens.events.load_events`, counted over the whole log, and leaves no output.
-The result equals :func:`~churnlens.features.build_features` on the whole log (a test
-checks it).
+:func:`write_features` runs the one partitioned pass
+(:func:`~churnlens.features.aggregation.aggregate_log`), then a pipeline fetches each
+partition's aggregates (this thread), finishes them against the whole log's population
+(a worker, pandas) and appends them to the output (another worker, pyarrow). The output
+and its manifest (counts, fingerprint, the population used) are written under temporary
+names and replace the earlier pair as one step. A log that breaks the contract raises
+the same :class:`~churnlens.errors.InputError` as :func:`~churnlens.events.load_events`
+and leaves no output. The result equals :func:`~churnlens.features.build_features` on the
+whole log (a test checks it).
 """
 
 from __future__ import annotations
 
-import math
+import datetime as dt
 import time
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -41,20 +27,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from churnlens import __version__
 from churnlens.config import Settings
-from churnlens.errors import InputError, Problem
-from churnlens.events import EventSource, EventTable, parse_as_of, stage_events
-from churnlens.features.engine import (
-    aggregate_staged,
-    aggregated_population,
-    feature_names,
-    finish_features,
-    partition_aggregates,
-)
+from churnlens.events import EventSource, EventTable
+from churnlens.features.aggregation import Progress, aggregate_log
+from churnlens.features.engine import feature_names, finish_features
 from churnlens.features.population import PopulationStats
-from churnlens.outputs import atomic_path, check_output_path
-
-Progress = Callable[[int, int, int], None]  # (partitions done, total, customers so far)
+from churnlens.outputs import check_output_path, replace_with_manifest
 
 
 @dataclass
@@ -88,50 +67,32 @@ def write_features(
     settings: Settings | None = None,
     *,
     partitions: int | None = None,
+    population: PopulationStats | None = None,
+    population_source: str | None = None,
     progress: Progress | None = None,
 ) -> FeatureFile:
     """Build the features of every customer seen up to ``as_of`` into ``out``.
 
-    ``out`` is ``.parquet``, ``.csv`` or ``.csv.gz``; rows are in customer order within
-    each partition. ``partitions`` defaults to one per ``engine.feature_partition_events``
-    events. Returns the path, counts and per-column summary statistics (count, mean,
-    min, max), accumulated partition by partition.
+    ``out`` is ``.parquet``, ``.csv`` or ``.csv.gz``, with ``<out>.manifest.json`` beside
+    it; rows are in customer order within each partition. ``partitions`` defaults to one
+    per ``engine.feature_partition_events`` events. ``population``: score RFM and cycles
+    against it (``population_source`` says where it came from) instead of the log's own.
+    Returns the path, counts and per-column summary statistics (count, mean, min, max),
+    accumulated partition by partition.
     """
     began = time.perf_counter()
     out = check_output_path(out, inputs=[events])
-    log = stage_events(events, settings)
-    settings = log.settings
-    day = parse_as_of(as_of)
-    overview = log.overview()
-    if not overview.rows:
-        log.validate()  # says the log is empty
-    per_partition = settings.engine.feature_partition_events
-    count = partitions or max(1, math.ceil(overview.rows / per_partition))
-    ids = log.id_keys()  # None: two ids share a hash, the partitions keep the ids
-    tables: list[str] = []
-    up_to = dropped = customers = 0  # events up to the as-of day, duplicates, customers
-    try:
-        for i in range(count):
-            table = f"{log.name}_raw_{i}"
-            tables.append(table)
-            rows, duplicates = aggregate_staged(log, i, count, day, overview, ids, table)
-            up_to += rows
-            dropped += duplicates
-            (n,) = log.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
-            customers += int(n)
-            if progress:
-                progress(i + 1, count, customers)
-        if not up_to:
-            fix = "give a later --as-of"
-            message = f"no event on or before the as-of day {day}: no customer to describe"
-            raise InputError(log.source, [Problem("timestamp", message, fix=fix)])
-        population = aggregated_population(log.con, tables, settings)
+    with aggregate_log(
+        events, as_of, settings, partitions=partitions, population=population, progress=progress
+    ) as log:
+        settings = log.settings
         schema = _schema(settings)
         stats: list[pd.DataFrame] = []
-        with atomic_path(out) as tmp:
+
+        def write(tmp: Path) -> None:
             writer = _Writer(tmp, out, schema)
 
-            def write(finished: Future[tuple[pa.Table, pd.DataFrame]]) -> None:
+            def append(finished: Future[tuple[pa.Table, pd.DataFrame]]) -> None:
                 table, partial = finished.result()
                 if table.num_rows:
                     writer.write(table)
@@ -146,34 +107,50 @@ def write_features(
                     ThreadPoolExecutor(max_workers=1) as writing,
                 ):
                     in_flight: deque[Future[None]] = deque()
-                    for table in tables:
-                        raw = partition_aggregates(log.con, table)
-                        log.con.execute(f"DROP TABLE {table}")
+                    for i in range(len(log.partitions)):
+                        raw = log.raw(i)
                         finished = finisher.submit(
-                            _finished, raw, day, settings, population, schema
+                            _finished, raw, log.as_of, settings, log.population, schema
                         )
                         del raw
-                        in_flight.append(writing.submit(write, finished))
+                        in_flight.append(writing.submit(append, finished))
                         while len(in_flight) > 2:  # at most two partitions held
                             in_flight.popleft().result()
                     while in_flight:
                         in_flight.popleft().result()
             finally:
                 writer.close()
-    finally:
-        for table in [*tables, *([ids] if ids else [])]:
-            log.con.execute(f"DROP TABLE IF EXISTS {table}")
-    return FeatureFile(
-        path=out,
-        customers=customers,
-        partitions=count,
-        seconds=time.perf_counter() - began,
-        source=log.source,
-        summary=_combine_stats(stats),
-        events=up_to,
-        events_after_as_of=overview.rows - up_to,
-        duplicates_dropped=dropped,
-    )
+
+        manifest = {
+            "kind": "features",
+            "created": dt.datetime.now(dt.UTC).isoformat(),
+            "churnlens": __version__,
+            "as_of": log.as_of.isoformat(),
+            "output": out.name,
+            "source": log.log.source,
+            "rows": log.customers,
+            "input_fingerprint": log.fingerprint,
+            "events_used": log.events,
+            "events_after_as_of_ignored": log.events_after,
+            "duplicates_dropped": log.duplicates,
+            "partitions": len(log.partitions),
+            "population": {
+                "source": population_source or ("given" if population else "the log itself"),
+                "statistics": log.population.to_dict(),
+            },
+        }
+        replace_with_manifest(out, write, manifest)
+        return FeatureFile(
+            path=out,
+            customers=log.customers,
+            partitions=len(log.partitions),
+            seconds=time.perf_counter() - began,
+            source=log.log.source,
+            summary=_combine_stats(stats),
+            events=log.events,
+            events_after_as_of=log.events_after,
+            duplicates_dropped=log.duplicates,
+        )
 
 
 class _Writer:

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, counts, ratio, sql_literal
+from churnlens.events.sql import literal as sql_literal
+from churnlens.features.base import FeatureContext, counts, ratio
 
 
 def feature_names(settings: Settings) -> list[str]:

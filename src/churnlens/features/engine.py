@@ -8,16 +8,16 @@ in time order per customer once, with one window, and a single aggregation over 
 yields both the plain contact counts and the sequence features (channel switches, gaps
 between contact days) and, for logs with few channels, the per-channel counts. Purchases
 are aggregated per day, outbound touches together with the touches since the last
-contact. Each family then finishes its columns with vectorised pandas. Population
-statistics (RFM cut points, the median customer cycle) are computed from the same
-aggregates unless the caller passes them in, so a slice of customers can be scored
-against a training population.
+contact. Each family then finishes its columns with vectorised pandas. The population
+statistics (RFM cut points, the median customer cycle) come from the buyers' purchase
+aggregates (:func:`population_and_buyers`). :mod:`churnlens.features.aggregation` runs
+all this partition by partition.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import date
 from types import ModuleType
 
 import duckdb
@@ -25,23 +25,12 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.events import (
-    EventSource,
-    EventTable,
-    LogOverview,
-    StagedLog,
-    load_events,
-    parse_as_of,
-    query_arrow,
-    stage_events,
-    unordered,
-)
+from churnlens.events import query_arrow, unordered
 from churnlens.features import channels, cycle, fatigue, frequency, intervals, rfm
 from churnlens.features.base import FeatureContext
 from churnlens.features.population import PopulationStats, quintile_cuts
 
 FAMILIES: tuple[ModuleType, ...] = (frequency, channels, intervals, rfm, cycle, fatigue)
-RELATIONS = ("contacts", "sequence", "purchase_days", "channels", "outbound")
 
 
 def feature_names(settings: Settings | None = None) -> list[str]:
@@ -124,62 +113,12 @@ def _statement(events: str, settings: Settings, seen_channels: tuple[str, ...]) 
     """
 
 
-def _raw_aggregates(table: EventTable, as_of: date) -> pd.DataFrame:
-    """Per-customer raw aggregates of every family, indexed by customer_id (sorted)."""
-    out = f"{table.name}_raw"
-    try:
-        aggregate_events(table, as_of, out)
-        return partition_aggregates(table.con, out)
-    finally:
-        table.con.execute(f"DROP TABLE IF EXISTS {out}")
-
-
-def aggregate_events(table: EventTable, as_of: date, out: str) -> None:
-    """The raw aggregates of every customer seen up to ``as_of`` into the temp table ``out``
-    (read them with :func:`partition_aggregates`)."""
-    log = stage_events(table)
-    ids = log.id_keys()
-    try:
-        aggregate_staged(log, 0, 1, as_of, log.overview(), ids, out)
-    finally:
-        if ids:
-            log.con.execute(f"DROP TABLE {ids}")
-
-
-def aggregate_staged(
-    log: StagedLog,
-    index: int,
-    count: int,
-    as_of: date,
-    overview: LogOverview,
-    ids: str | None,
-    out: str,
-) -> tuple[int, int]:
-    """Partition ``index`` of ``count`` of a staged log, copied (and checked, see
-    :meth:`~churnlens.events.StagedLog.partition`) once into a compact table that every
-    aggregation scans, aggregated into the temp table ``out``; returns the partition's
-    events up to ``as_of`` (duplicates included) and the duplicate rows dropped.
-    ``ids``: the table from :meth:`~churnlens.events.StagedLog.id_keys` to key the copy
-    by id hashes, or ``None`` to keep the ids.
-    """
-    part = log.partition(index, count, as_of, overview, hashed_ids=ids is not None)
-    try:
-        # aggregated while the duplicate check runs; again in the rare case it finds some
-        _aggregate(log.con, part.name, log.settings, overview.channels, out, ids)
-        dropped = log.deduplicate(part)
-        if dropped:
-            _aggregate(log.con, part.name, log.settings, overview.channels, out, ids)
-    finally:
-        log.con.execute(f"DROP TABLE IF EXISTS {part.name}")
-    return part.rows, dropped
-
-
 def _indexed(raw: pd.DataFrame) -> pd.DataFrame:
     raw.index = pd.Index(raw.pop("customer_id").astype(str), name="customer_id")
     return raw if raw.index.is_monotonic_increasing else raw.sort_index()
 
 
-def _fetch(con: duckdb.DuckDBPyConnection, query: str, index: bool = True) -> pd.DataFrame:
+def fetch(con: duckdb.DuckDBPyConnection, query: str, index: bool = True) -> pd.DataFrame:
     """A query's rows through Arrow (indexed by its customer_id when ``index``): integer
     columns with NULLs arrive as float64 with NaN (what every family's finish turns them
     into anyway), not as slower nullable integers."""
@@ -200,20 +139,25 @@ def _finish(
     return frame.set_axis(raw.index)
 
 
-def _aggregate(
+def aggregate_compact(
     con: duckdb.DuckDBPyConnection,
     events: str,
     settings: Settings,
     channels: tuple[str, ...],
     out: str,
     customers: str | None,
+    extra: str | None = None,
 ) -> None:
     """The raw aggregates of a compact event table into the temp table ``out``.
 
     ``customers``: when the events' ``customer_id`` holds ``hash(customer_id)``, the
-    table (``k``, ``customer_id``) that turns it back into the id.
+    table (``k``, ``customer_id``) that turns it back into the id. ``extra``: a SELECT
+    of more per-customer columns over the same events, joined on (say, the contact
+    profile's).
     """
     statement = _statement(events, settings, channels)
+    if extra:
+        statement = f"SELECT * FROM ({statement}) LEFT JOIN ({extra}) USING (customer_id)"
     if customers:
         statement = (
             f"SELECT c.customer_id, r.* EXCLUDE (customer_id) "
@@ -223,61 +167,64 @@ def _aggregate(
         con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {statement}")
 
 
-def aggregated_population(
+def raw_columns(settings: Settings) -> list[str]:
+    """The columns of :func:`aggregate_compact`'s table besides ``customer_id`` (the
+    same whatever the log's channels), in no particular order."""
+    names: dict[str, None] = {}
+    for relation in ("contacts", "sequence", "purchase_days", "outbound", "channels"):
+        for expr in _aggregate_exprs(relation, settings, ("any",)):
+            names[expr.rsplit(" AS ", 1)[1]] = None
+    return list(names)
+
+
+def purchase_columns(settings: Settings) -> list[str]:
+    """The raw purchase aggregates the population statistics are computed from."""
+    return [e.rsplit(" AS ", 1)[1] for e in _aggregate_exprs("purchase_days", settings, ())]
+
+
+def purchase_aggregates(
     con: duckdb.DuckDBPyConnection, tables: list[str], settings: Settings
-) -> PopulationStats:
-    """Population statistics of the customers in ``tables`` (from
-    :func:`aggregate_staged`)."""
-    return _population(_purchase_aggregates(con, tables, settings, ids=False))
-
-
-def aggregated_buyers(
-    con: duckdb.DuckDBPyConnection, tables: list[str], as_of: date, settings: Settings
-) -> tuple[PopulationStats, pd.DataFrame]:
-    """What :func:`buyer_features` gives, from the aggregates of :func:`aggregate_staged`
-    (which hold the same purchase aggregates): no second pass over the log."""
-    return _buyers(_purchase_aggregates(con, tables, settings), as_of, settings)
-
-
-def _purchase_aggregates(
-    con: duckdb.DuckDBPyConnection, tables: list[str], settings: Settings, ids: bool = True
 ) -> pd.DataFrame:
-    """The buyers' purchase aggregates (what :func:`buyer_features` computes) in ``tables``,
-    indexed by customer_id (sorted); without ids, in no order, unless ``ids``."""
-    names = [e.rsplit(" AS ", 1)[1] for e in _aggregate_exprs("purchase_days", settings, ())]
-    columns = ", ".join(["customer_id", *names] if ids else names)
+    """The buyers' raw purchase aggregates in ``tables`` (from :func:`aggregate_compact`),
+    without ids, in no order."""
+    columns = ", ".join(purchase_columns(settings))
     union = " UNION ALL ".join(f"SELECT {columns} FROM {t} WHERE rfm_frequency > 0" for t in tables)
-    if not ids:
-        return _fetch(con, union, index=False)
-    return _fetch(con, f"{union} ORDER BY customer_id")
+    return fetch(con, union, index=False)
 
 
-def _buyers(
-    raw: pd.DataFrame, as_of: date, settings: Settings
+def population_and_buyers(
+    raw: pd.DataFrame,
+    as_of: date,
+    settings: Settings,
+    population: PopulationStats | None = None,
 ) -> tuple[PopulationStats, pd.DataFrame]:
-    population = _population(raw)
+    """The one population computation: the statistics of the buyers whose raw purchase
+    aggregates are ``raw`` (or ``population`` when given), and their ``rfm_*`` and
+    ``cycle_*`` features scored against it."""
+    population = population or population_of(raw)
     ctx = FeatureContext(settings=settings, as_of=as_of, population=population)
     return population, _finish(raw, ctx, (rfm, cycle))
 
 
-def partition_aggregates(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
-    """The raw aggregates in ``table`` (from :func:`aggregate_staged`), indexed by
+def fetch_aggregates(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
+    """The raw aggregates in ``table`` (from :func:`aggregate_compact`), indexed by
     customer_id (sorted)."""
     # DuckDB sorts text by its bytes, which is code point order, as pandas does
-    return _fetch(con, f"SELECT * FROM {table} ORDER BY customer_id")
+    return fetch(con, f"SELECT * FROM {table} ORDER BY customer_id")
 
 
 def finish_features(
     raw: pd.DataFrame, as_of: date, settings: Settings, population: PopulationStats
 ) -> pd.DataFrame:
-    """The features from :func:`partition_aggregates`' raw aggregates (pandas only)."""
+    """The features from :func:`fetch_aggregates`' raw aggregates (pandas only)."""
     ctx = FeatureContext(settings=settings, as_of=as_of, population=population)
     frame = _finish(raw, ctx, FAMILIES).astype(np.float64)
     frame.index.name = "customer_id"
     return frame
 
 
-def _population(raw: pd.DataFrame) -> PopulationStats:
+def population_of(raw: pd.DataFrame) -> PopulationStats:
+    """RFM cut points and the median cycle of the buyers among raw purchase aggregates."""
     buyers = raw[raw["rfm_frequency"].fillna(0) > 0]
     return PopulationStats(
         recency_cuts=quintile_cuts(buyers["rfm_recency_days"].to_numpy(dtype=float)),
@@ -285,70 +232,3 @@ def _population(raw: pd.DataFrame) -> PopulationStats:
         monetary_cuts=quintile_cuts(buyers["rfm_monetary_total"].to_numpy(dtype=float)),
         median_interval_days=cycle.population_median(raw),
     )
-
-
-def compute_population(
-    events: EventSource | EventTable, as_of: str | date | datetime, settings: Settings | None = None
-) -> PopulationStats:
-    """Population statistics of the customers seen as of ``as_of``."""
-    return buyer_features(events, as_of, settings)[0]
-
-
-def buyer_features(
-    events: EventSource | EventTable, as_of: str | date | datetime, settings: Settings | None = None
-) -> tuple[PopulationStats, pd.DataFrame]:
-    """Population statistics, and the ``rfm_*`` and ``cycle_*`` features of every buyer.
-
-    Only purchases are aggregated (one pass, no contact ordering), so this is a small
-    fraction of :func:`build_features`' work: a batch job computes the population once
-    and then builds the full features slice by slice against it. Indexed by customer_id
-    (sorted); buyers only.
-    """
-    table = load_events(events, settings)
-    as_of = parse_as_of(as_of)
-    day = f"DATE '{as_of.isoformat()}'"
-    raw = _fetch(
-        table.con,
-        f"""
-        SELECT customer_id, {_aggregates("purchase_days", table.settings, ())}
-        FROM (SELECT customer_id, CAST({day} - day AS INTEGER) AS age,
-                     count(*) AS n, sum(CAST(amount AS DECIMAL(38, 10))) AS amount
-              FROM {table.name} WHERE role = 'purchase' AND day <= {day}
-              GROUP BY customer_id, age)
-        GROUP BY customer_id ORDER BY customer_id
-    """,
-    )
-    return _buyers(raw, as_of, table.settings)
-
-
-def build_features(
-    events: EventSource | EventTable,
-    as_of: str | date | datetime,
-    settings: Settings | None = None,
-    population: PopulationStats | None = None,
-) -> pd.DataFrame:
-    """Point-in-time features: one row per customer seen on or before ``as_of``.
-
-    Parameters
-    ----------
-    events
-        An event log (path, DataFrame, Arrow table) or an already loaded
-        :class:`~churnlens.events.EventTable`.
-    as_of
-        The features see every event up to and including this day.
-    settings
-        Windows, channels and event roles; defaults when ``None``.
-    population
-        Population statistics to score RFM and cycles against; computed from ``events``
-        when ``None``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Indexed by ``customer_id`` (sorted), float columns named as
-        :func:`feature_names` says; see docs/features.md for every definition.
-    """
-    table = load_events(events, settings)
-    as_of = parse_as_of(as_of)
-    raw = _raw_aggregates(table, as_of)
-    return finish_features(raw, as_of, table.settings, population or _population(raw))

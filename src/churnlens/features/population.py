@@ -1,16 +1,26 @@
 """Population statistics that features are scored against.
 
 RFM quintile scores and the shrunk repurchase cycle compare a customer with the rest of
-the population. When features are built for a slice of customers (a scoring chunk, a
-Spark bucket), the slice must be scored against the population seen at training time,
-so these statistics are a value of their own that can be computed once and passed in.
+the population: the buyers of the log being featurised or scored, as of its as-of day
+(training snapshots use each snapshot's own population, and so does scoring). When
+features are built for a slice of customers, the slice is scored against its own buyers
+unless the whole log's statistics are passed in: ``features`` and ``score`` record the
+population they used in their manifests, and ``--population MANIFEST`` (or
+``population=`` in Python) scores a slice against it, giving each customer exactly the
+features and probabilities they get within the whole log.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from churnlens.errors import InputError, Problem
 
 QUINTILES: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
 
@@ -33,6 +43,45 @@ class PopulationStats:
     frequency_cuts: tuple[float, ...]
     monetary_cuts: tuple[float, ...]
     median_interval_days: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (NaN as null)."""
+
+        def plain(v: Any) -> Any:
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            return None if isinstance(v, float) and math.isnan(v) else float(v)
+
+        return {k: plain(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PopulationStats:
+        """The statistics :meth:`to_dict` wrote."""
+
+        def number(v: Any) -> float:
+            return float("nan") if v is None else float(v)
+
+        return cls(
+            recency_cuts=tuple(number(v) for v in data["recency_cuts"]),
+            frequency_cuts=tuple(number(v) for v in data["frequency_cuts"]),
+            monetary_cuts=tuple(number(v) for v in data["monetary_cuts"]),
+            median_interval_days=number(data["median_interval_days"]),
+        )
+
+
+def load_population(path: str | Path) -> PopulationStats:
+    """The population statistics recorded in a ``features`` or ``score`` manifest (or a
+    JSON file of :meth:`PopulationStats.to_dict`)."""
+    path = Path(path)
+    fix = "give the manifest (.manifest.json) of a features or scores file of the whole log"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        stats = data.get("population", data) if isinstance(data, dict) else None
+        return PopulationStats.from_dict(stats.get("statistics", stats))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "no population statistics in it"
+        problem = Problem("--population", reason or str(exc), fix=fix)
+        raise InputError(str(path), [problem]) from None
 
 
 def quintile_cuts(values: np.ndarray) -> tuple[float, ...]:
