@@ -18,6 +18,7 @@ from churnlens.actions import Policy
 from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
+from churnlens.features.population import PopulationStats
 from churnlens.model_source import ScoringModels
 from churnlens.outputs import check_output_path, read_paired_manifest
 from churnlens.report import build_report, write_report
@@ -34,6 +35,8 @@ def score_job(
     *,
     max_contacts: int | None = None,
     partitions: int | None = None,
+    population: PopulationStats | None = None,
+    population_source: str | None = None,
     report: str | Path | None = None,
     track: bool = False,
     progress: Progress | None = None,
@@ -54,6 +57,8 @@ def score_job(
         policy,
         max_contacts=max_contacts,
         partitions=partitions,
+        population=population,
+        population_source=population_source,
         progress=progress,
         keep_scores=publish,
     )
