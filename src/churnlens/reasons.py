@@ -3,7 +3,8 @@
 The churn model's per-feature contributions (LightGBM ``pred_contrib``) say which
 features raise a customer's log-odds of churning most; each feature name has a phrase
 that states the customer's own value, e.g. "no purchase for 2.4x the usual cycle" or
-"12 marketing touches in 30 days".
+"12 marketing touches in 30 days". The phrases are declared by the feature families
+(:mod:`churnlens.features.families`), beside the features they describe.
 """
 
 from __future__ import annotations
@@ -16,62 +17,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-Phrase = Callable[[float, re.Match[str]], str]
+from churnlens.features.base import Phrase
+from churnlens.features.families import FAMILIES
 
-
-def _n(v: float) -> str:
-    return f"{v:,.0f}"
-
-
-PHRASES: list[tuple[str, Phrase]] = [
-    (r"rfm_recency_days", lambda v, m: f"no purchase for {_n(v)} days"),
-    (r"cycle_overdue_ratio", lambda v, m: f"no purchase for {v:.1f}x the usual cycle"),
-    (r"cycle_days", lambda v, m: f"usual repurchase cycle of {_n(v)} days"),
-    (r"cycle_own_days", lambda v, m: f"buys every {_n(v)} days on average"),
-    (r"cycle_n_intervals", lambda v, m: f"{_n(v)} repeat purchases"),
-    (r"rfm_has_purchase", lambda v, m: "has never purchased" if v == 0 else "has purchased"),
-    (r"rfm_frequency", lambda v, m: f"{_n(v)} purchases in total"),
-    (r"rfm_monetary_total", lambda v, m: f"{_n(v)} spent in total"),
-    (r"rfm_monetary_mean", lambda v, m: f"average order of {v:,.2f}"),
-    (r"rfm_tenure_days", lambda v, m: f"first purchase {_n(v)} days ago"),
-    (r"rfm_([rfm])_score", lambda v, m: f"RFM {m.group(1).upper()} score {_n(v)} of 5"),
-    (r"rfm_cell", lambda v, m: f"RFM cell {_n(v)}"),
-    (r"fatigue_touches_(\d+)d", lambda v, m: f"{_n(v)} marketing touches in {m.group(1)} days"),
-    (
-        r"fatigue_response_rate_(\d+)d",
-        lambda v, m: f"{v:.2f} contacts per marketing touch in {m.group(1)} days",
-    ),
-    (r"fatigue_touches_since_contact", lambda v, m: f"{_n(v)} touches since the last contact"),
-    (r"fatigue_days_since_touch", lambda v, m: f"last marketing touch {_n(v)} days ago"),
-    (r"freq_contacts_(\d+)d", lambda v, m: f"{_n(v)} contacts in {m.group(1)} days"),
-    (r"freq_purchases_(\d+)d", lambda v, m: f"{_n(v)} purchases in {m.group(1)} days"),
-    (
-        r"freq_contacts_trend",
-        lambda v, m: (
-            "contacts falling off"
-            if v < 0
-            else ("contacts picking up" if v > 0 else "contacts flat")
-        ),
-    ),
-    (r"freq_active_days_(\d+)d", lambda v, m: f"active on {_n(v)} of the last {m.group(1)} days"),
-    (r"freq_tenure_days", lambda v, m: f"known for {_n(v)} days"),
-    (r"gap_days_since_contact", lambda v, m: f"no contact for {_n(v)} days"),
-    (r"gap_(mean|median)", lambda v, m: f"{_n(v)} days between contacts ({m.group(1)})"),
-    (r"gap_max", lambda v, m: f"longest silence of {_n(v)} days"),
-    (r"gap_last", lambda v, m: f"last gap between contacts {_n(v)} days"),
-    (r"gap_(std|cv)", lambda v, m: "irregular contact rhythm"),
-    (r"chan_n_channels", lambda v, m: f"uses {_n(v)} channel{'s' if v != 1 else ''}"),
-    (r"chan_share_(\w+)", lambda v, m: f"{v:.0%} of contacts via {m.group(1)}"),
-    (r"chan_switch_rate", lambda v, m: f"switches channel on {v:.0%} of contacts"),
-    (r"chan_(entropy|top_share|hhi)", lambda v, m: "channel mix"),
-]
+PHRASES: list[tuple[str, Phrase]] = [p for family in FAMILIES for p in family.phrases]
 _COMPILED = [(re.compile(f"^{pattern}$"), phrase) for pattern, phrase in PHRASES]
-_MISSING = {
-    "rfm_recency_days": "no purchase yet",
-    "cycle_overdue_ratio": "no purchase yet",
-    "gap_days_since_contact": "never contacted the company",
-    "fatigue_days_since_touch": "no marketing touch yet",
-}
+_MISSING = {name: text for family in FAMILIES for name, text in family.missing.items()}
 
 
 def _maker(feature: str) -> Callable[[float], str]:

@@ -1,9 +1,17 @@
-"""What every feature family provides, and the context it is built in.
+"""The feature-family protocol: what every family declares, and the context it is built in.
+
+A family is one module under ``churnlens/features/families/`` that defines ``FAMILY``, a
+:class:`FeatureFamily`: its name (the prefix of its columns), its output names, its SQL
+aggregates per relation, its pandas finishing, its reason phrases and the heading of its
+section in docs/features.md. The registry (:mod:`churnlens.features.families`) finds
+every family module; adding a family is one module plus its reference test. A declaration
+that names an unknown relation, a module without ``FAMILY`` or two families with one
+name fail at import.
 
 The engine (engine.py) runs one SQL statement over a compact copy of the events up to the
 as-of day (``customer_id, timestamp, age, channel, event_type, amount, role``; channel,
 event type and role are ENUMs, which compare with string literals as text does). Each
-family contributes select expressions, through ``<relation>_aggregates(settings,
+family contributes select expressions, through its ``aggregates[relation](settings,
 seen_channels)`` (``seen_channels``: the distinct channels of the log, sorted), to the
 per-customer aggregations it needs:
 
@@ -27,12 +35,16 @@ per-customer aggregations it needs:
     ``last_contact``, the timestamp of the customer's last contact (NULL without one).
 
 ``age`` is the number of days between an event's day and the as-of day (0 on it). A
-family's ``finish`` turns the joined raw aggregates into its feature columns.
+family's ``finish`` turns the joined raw aggregates into its feature columns (each
+expression is ``<sql> AS <name>``; names starting with ``_`` are the family's internal
+columns).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import date
 
 import pandas as pd
@@ -59,3 +71,46 @@ def ratio(num: pd.Series, den: pd.Series) -> pd.Series:
 def counts(raw: pd.DataFrame, column: str) -> pd.Series:
     """A count column as float, 0 for customers without a matching row."""
     return raw[column].fillna(0).astype(float)
+
+
+RELATIONS: tuple[str, ...] = ("contacts", "sequence", "purchase_days", "channels", "outbound")
+
+Aggregates = Callable[[Settings, tuple[str, ...]], list[str]]
+Phrase = Callable[[float, re.Match[str]], str]
+
+
+@dataclass(frozen=True)
+class FeatureFamily:
+    """A feature family's declaration (see the module docstring).
+
+    ``phrases``: (regular expression on a column name, phrase of the customer's value)
+    pairs, first match wins; ``missing``: the phrase for a column whose value is NaN.
+    """
+
+    name: str
+    order: int  # position of its columns in the feature frame
+    doc: str  # the heading of its section in docs/features.md, after "## "
+    names: Callable[[Settings], list[str]]
+    finish: Callable[[pd.DataFrame, FeatureContext], pd.DataFrame]
+    aggregates: Mapping[str, Aggregates]
+    phrases: tuple[tuple[str, Phrase], ...] = ()
+    missing: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.aggregates) - set(RELATIONS))
+        if unknown:
+            raise TypeError(
+                f"feature family {self.name!r} aggregates over unknown relation(s) {unknown}; "
+                f"the relations are {list(RELATIONS)}"
+            )
+        if not re.fullmatch(r"[a-z]+", self.name):
+            raise TypeError(f"feature family name {self.name!r}: lower-case letters only")
+        if not self.doc.startswith(f"{self.name}_*"):
+            raise TypeError(f"feature family {self.name!r}: its doc heading starts {self.name}_*")
+
+    def expressions(
+        self, relation: str, settings: Settings, channels: tuple[str, ...]
+    ) -> list[str]:
+        """Its select expressions over ``relation`` (none when it does not aggregate it)."""
+        hook = self.aggregates.get(relation)
+        return hook(settings, channels) if hook else []

@@ -16,9 +16,7 @@ all this partition by partition.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
-from types import ModuleType
 
 import duckdb
 import numpy as np
@@ -26,29 +24,24 @@ import pandas as pd
 
 from churnlens.config import Settings
 from churnlens.events import query_arrow, unordered
-from churnlens.features import channels, cycle, fatigue, frequency, intervals, rfm
-from churnlens.features.base import FeatureContext
+from churnlens.features.base import FeatureContext, FeatureFamily
+from churnlens.features.families import FAMILIES
+from churnlens.features.families.cycle import population_median
 from churnlens.features.population import PopulationStats, quintile_cuts
 
-FAMILIES: tuple[ModuleType, ...] = (frequency, channels, intervals, rfm, cycle, fatigue)
+_BUYERS = tuple(f for f in FAMILIES if f.name in ("rfm", "cycle"))  # what the plan needs
 
 
 def feature_names(settings: Settings | None = None) -> list[str]:
     """Names of the feature columns, in order, known before any data is seen."""
     settings = settings or Settings()
-    return [name for family in FAMILIES for name in family.feature_names(settings)]
+    return [name for family in FAMILIES for name in family.names(settings)]
 
 
 def _aggregate_exprs(
     relation: str, settings: Settings, seen_channels: tuple[str, ...]
 ) -> list[str]:
-    exprs: list[str] = []
-    for family in FAMILIES:
-        contribute: Callable[[Settings, tuple[str, ...]], list[str]] | None = getattr(
-            family, f"{relation}_aggregates", None
-        )
-        exprs += contribute(settings, seen_channels) if contribute else []
-    return exprs
+    return [e for f in FAMILIES for e in f.expressions(relation, settings, seen_channels)]
 
 
 def _aggregates(relation: str, settings: Settings, seen_channels: tuple[str, ...]) -> str:
@@ -127,7 +120,7 @@ def fetch(con: duckdb.DuckDBPyConnection, query: str, index: bool = True) -> pd.
 
 
 def _finish(
-    raw: pd.DataFrame, ctx: FeatureContext, families: tuple[ModuleType, ...]
+    raw: pd.DataFrame, ctx: FeatureContext, families: tuple[FeatureFamily, ...]
 ) -> pd.DataFrame:
     """The families' columns side by side, indexed like ``raw``.
 
@@ -203,7 +196,7 @@ def population_and_buyers(
     ``cycle_*`` features scored against it."""
     population = population or population_of(raw)
     ctx = FeatureContext(settings=settings, as_of=as_of, population=population)
-    return population, _finish(raw, ctx, (rfm, cycle))
+    return population, _finish(raw, ctx, _BUYERS)
 
 
 def fetch_aggregates(con: duckdb.DuckDBPyConnection, table: str) -> pd.DataFrame:
@@ -230,5 +223,5 @@ def population_of(raw: pd.DataFrame) -> PopulationStats:
         recency_cuts=quintile_cuts(buyers["rfm_recency_days"].to_numpy(dtype=float)),
         frequency_cuts=quintile_cuts(buyers["rfm_frequency"].to_numpy(dtype=float)),
         monetary_cuts=quintile_cuts(buyers["rfm_monetary_total"].to_numpy(dtype=float)),
-        median_interval_days=cycle.population_median(raw),
+        median_interval_days=population_median(raw),
     )

@@ -35,8 +35,9 @@ class PopulationStats:
         The 20th, 40th, 60th and 80th percentiles over customers with a purchase
         (``NaN`` when nobody has bought).
     median_interval_days
-        Median of all repurchase intervals, pooled over customers (``NaN`` when nobody
-        has bought on two different days).
+        The population median cycle: the median, over customers with purchases on at
+        least two days, of their own mean interval between purchase days (``NaN`` when
+        nobody has bought on two different days; see docs/features.md, ``cycle_*``).
     """
 
     recency_cuts: tuple[float, ...]

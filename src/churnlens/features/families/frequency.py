@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, counts
+from churnlens.features.base import FeatureContext, FeatureFamily, counts
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -57,3 +57,38 @@ def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
         raw["_freq_first_contact_age"].astype(float), raw["_freq_first_touch_age"].astype(float)
     )
     return out[names]
+
+
+def _n(v: float) -> str:
+    return f"{v:,.0f}"
+
+
+def _trend(v: float, m: object) -> str:
+    if v < 0:
+        return "contacts falling off"
+    return "contacts picking up" if v > 0 else "contacts flat"
+
+
+FAMILY = FeatureFamily(
+    name="freq",
+    order=10,
+    doc="freq_*: contact frequency",
+    names=feature_names,
+    finish=finish,
+    aggregates={
+        "contacts": contacts_aggregates,
+        "purchase_days": purchase_days_aggregates,
+        "sequence": sequence_aggregates,
+        "outbound": outbound_aggregates,
+    },
+    phrases=(
+        (r"freq_contacts_(\d+)d", lambda v, m: f"{_n(v)} contacts in {m.group(1)} days"),
+        (r"freq_purchases_(\d+)d", lambda v, m: f"{_n(v)} purchases in {m.group(1)} days"),
+        (r"freq_contacts_trend", _trend),
+        (
+            r"freq_active_days_(\d+)d",
+            lambda v, m: f"active on {_n(v)} of the last {m.group(1)} days",
+        ),
+        (r"freq_tenure_days", lambda v, m: f"known for {_n(v)} days"),
+    ),
+)

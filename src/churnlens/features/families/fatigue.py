@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, counts, ratio
+from churnlens.features.base import FeatureContext, FeatureFamily, counts, ratio
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -45,3 +45,26 @@ def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     out["fatigue_touches_since_contact"] = counts(raw, "fatigue_touches_since_contact")
     out["fatigue_days_since_touch"] = raw["fatigue_days_since_touch"].astype(float)
     return out[feature_names(ctx.settings)]
+
+
+FAMILY = FeatureFamily(
+    name="fatigue",
+    order=60,
+    doc="fatigue_*: contact fatigue",
+    names=feature_names,
+    finish=finish,
+    aggregates={"contacts": contacts_aggregates, "outbound": outbound_aggregates},
+    phrases=(
+        (
+            r"fatigue_touches_(\d+)d",
+            lambda v, m: f"{v:,.0f} marketing touches in {m.group(1)} days",
+        ),
+        (
+            r"fatigue_response_rate_(\d+)d",
+            lambda v, m: f"{v:.2f} contacts per marketing touch in {m.group(1)} days",
+        ),
+        (r"fatigue_touches_since_contact", lambda v, m: f"{v:,.0f} touches since the last contact"),
+        (r"fatigue_days_since_touch", lambda v, m: f"last marketing touch {v:,.0f} days ago"),
+    ),
+    missing={"fatigue_days_since_touch": "no marketing touch yet"},
+)

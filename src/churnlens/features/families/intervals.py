@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, ratio
+from churnlens.features.base import FeatureContext, FeatureFamily, ratio
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -48,3 +48,21 @@ def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     out["gap_std"] = np.sqrt(variance)
     out["gap_cv"] = ratio(out["gap_std"], out["gap_mean"])
     return out[feature_names(ctx.settings)]
+
+
+FAMILY = FeatureFamily(
+    name="gap",
+    order=30,
+    doc="gap_*: inter-contact intervals",
+    names=feature_names,
+    finish=finish,
+    aggregates={"sequence": sequence_aggregates},
+    phrases=(
+        (r"gap_days_since_contact", lambda v, m: f"no contact for {v:,.0f} days"),
+        (r"gap_(mean|median)", lambda v, m: f"{v:,.0f} days between contacts ({m.group(1)})"),
+        (r"gap_max", lambda v, m: f"longest silence of {v:,.0f} days"),
+        (r"gap_last", lambda v, m: f"last gap between contacts {v:,.0f} days"),
+        (r"gap_(std|cv)", lambda v, m: "irregular contact rhythm"),
+    ),
+    missing={"gap_days_since_contact": "never contacted the company"},
+)

@@ -7,7 +7,7 @@ import pandas as pd
 
 from churnlens.config import Settings
 from churnlens.events.sql import literal as sql_literal
-from churnlens.features.base import FeatureContext, counts, ratio
+from churnlens.features.base import FeatureContext, FeatureFamily, counts, ratio
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -88,3 +88,23 @@ def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     for c in [*ctx.settings.features.channels, "other"]:
         out[f"chan_share_{c}"] = raw[f"_chan_n_{c}"].astype(float).fillna(0.0) / total
     return out[feature_names(ctx.settings)]
+
+
+FAMILY = FeatureFamily(
+    name="chan",
+    order=20,
+    doc="chan_*: channel diversity",
+    names=feature_names,
+    finish=finish,
+    aggregates={
+        "contacts": contacts_aggregates,
+        "sequence": sequence_aggregates,
+        "channels": channels_aggregates,
+    },
+    phrases=(
+        (r"chan_n_channels", lambda v, m: f"uses {v:,.0f} channel{'s' if v != 1 else ''}"),
+        (r"chan_share_(\w+)", lambda v, m: f"{v:.0%} of contacts via {m.group(1)}"),
+        (r"chan_switch_rate", lambda v, m: f"switches channel on {v:.0%} of contacts"),
+        (r"chan_(entropy|top_share|hhi)", lambda v, m: "channel mix"),
+    ),
+)

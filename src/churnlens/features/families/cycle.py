@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, counts
+from churnlens.features.base import FeatureContext, FeatureFamily, counts
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -60,3 +60,20 @@ def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     out["cycle_days"] = shrunk.fillna(prior)
     out["cycle_overdue_ratio"] = raw["rfm_recency_days"].astype(float) / out["cycle_days"]
     return out[feature_names(ctx.settings)]
+
+
+FAMILY = FeatureFamily(
+    name="cycle",
+    order=50,
+    doc="cycle_*: the customer's own repurchase cycle",
+    names=feature_names,
+    finish=finish,
+    aggregates={"purchase_days": purchase_days_aggregates},
+    phrases=(
+        (r"cycle_overdue_ratio", lambda v, m: f"no purchase for {v:.1f}x the usual cycle"),
+        (r"cycle_days", lambda v, m: f"usual repurchase cycle of {v:,.0f} days"),
+        (r"cycle_own_days", lambda v, m: f"buys every {v:,.0f} days on average"),
+        (r"cycle_n_intervals", lambda v, m: f"{v:,.0f} repeat purchases"),
+    ),
+    missing={"cycle_overdue_ratio": "no purchase yet"},
+)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, counts, ratio
+from churnlens.features.base import FeatureContext, FeatureFamily, counts, ratio
 from churnlens.features.population import quintile_score
 
 
@@ -54,3 +54,24 @@ def finish(raw: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     out["rfm_m_score"] = np.where(buyer, m, np.nan)
     out["rfm_cell"] = 100 * out["rfm_r_score"] + 10 * out["rfm_f_score"] + out["rfm_m_score"]
     return out[feature_names(ctx.settings)]
+
+
+FAMILY = FeatureFamily(
+    name="rfm",
+    order=40,
+    doc="rfm_*: recency, frequency, monetary",
+    names=feature_names,
+    finish=finish,
+    aggregates={"purchase_days": purchase_days_aggregates},
+    phrases=(
+        (r"rfm_recency_days", lambda v, m: f"no purchase for {v:,.0f} days"),
+        (r"rfm_has_purchase", lambda v, m: "has never purchased" if v == 0 else "has purchased"),
+        (r"rfm_frequency", lambda v, m: f"{v:,.0f} purchases in total"),
+        (r"rfm_monetary_total", lambda v, m: f"{v:,.0f} spent in total"),
+        (r"rfm_monetary_mean", lambda v, m: f"average order of {v:,.2f}"),
+        (r"rfm_tenure_days", lambda v, m: f"first purchase {v:,.0f} days ago"),
+        (r"rfm_([rfm])_score", lambda v, m: f"RFM {m.group(1).upper()} score {v:,.0f} of 5"),
+        (r"rfm_cell", lambda v, m: f"RFM cell {v:,.0f}"),
+    ),
+    missing={"rfm_recency_days": "no purchase yet"},
+)
