@@ -131,7 +131,8 @@ def _models(train_customers: int, days: int, seed: int) -> tuple[Path, Path]:
     from churnlens.config import Settings
     from churnlens.events import load_events
     from churnlens.sample import generate_events
-    from churnlens.training import segment, train
+    from churnlens.segmenting import segment
+    from churnlens.training import train
 
     # the version is in the name: a bundle of another version is refused by load_models
     folder = BENCH / f"models_{train_customers}_{days}_{seed}_v{__version__}"

@@ -186,7 +186,8 @@ calibration.
     (
         "code",
         """
-from churnlens.training import segment, train
+from churnlens.segmenting import segment
+from churnlens.training import train
 
 result = train(path, as_of, models_dir=tmp / "models", track=True)
 print("snapshots:", ", ".join(d.isoformat() for d in result.snapshots))

@@ -22,7 +22,8 @@ from churnlens.config import ModelSettings, TrainingSettings
 from churnlens.features import build_features
 from churnlens.model_source import load_models
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
-from churnlens.training import segment, train
+from churnlens.segmenting import segment
+from churnlens.training import train
 
 runner = CliRunner()
 SETTINGS = Settings(

@@ -29,7 +29,8 @@ from churnlens.actions import Policy, rank_sql
 from churnlens.config import ModelSettings, TrainingSettings
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
-from churnlens.training import segment, train
+from churnlens.segmenting import segment
+from churnlens.training import train
 from tests.conftest import make_log
 
 SETTINGS = Settings(

@@ -102,8 +102,8 @@ def test_one_class_labels_are_refused(sample_events: pd.DataFrame) -> None:
 
 def test_bundle_round_trip_and_tamper_refusal(backtested, tmp_path: Path) -> None:
     bundle = backtested.train.bundle
-    payload, manifest = load_bundle(bundle)
-    assert manifest["feature_names"] == list(payload["model"].feature_names_in_)
+    model, manifest = load_bundle(bundle)
+    assert manifest["feature_names"] == list(model.feature_names_in_)
     assert manifest["data_fingerprint"] == backtested.train.fingerprint
     assert {"churnlens", "lightgbm", "scikit-learn"} <= set(manifest["versions"])
     copy = tmp_path / "copy"

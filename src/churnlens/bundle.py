@@ -1,38 +1,52 @@
-"""Model bundles on disk: joblib payload plus a manifest with SHA-256 of every file.
+"""Model bundles on disk: a model kind's own files plus a manifest with SHA-256 of each.
 
 A bundle is a directory written to a temporary name and renamed when complete, so a
-killed run never leaves half a bundle. Loading checks every file's hash against the
-manifest before anything is unpickled, and refuses a modified bundle.
+killed run never leaves half a bundle. The model writes its files through the model
+protocol (:meth:`~churnlens.models.base.ChurnlensModel.save`); the manifest records its
+``kind``, metadata and every file's hash. Loading checks every file's hash against the
+manifest before anything is read, refuses a modified bundle, and rebuilds the model
+through its kind's :meth:`~churnlens.models.base.ChurnlensModel.load`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import platform
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import joblib
-
+from churnlens import __version__
 from churnlens.errors import ModelError, OutputError
+from churnlens.models.base import ChurnlensModel, model_class
+from churnlens.outputs import sha256_file
 
 MANIFEST = "manifest.json"
-PAYLOAD = "model.joblib"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def versions() -> dict[str, str]:
+    """Versions of everything a bundle depends on."""
+    import duckdb
+    import lightgbm
+    import numpy as np
+    import pandas as pd
+    import sklearn
+
+    return {
+        "churnlens": __version__,
+        "python": platform.python_version(),
+        "lightgbm": lightgbm.__version__,
+        "scikit-learn": sklearn.__version__,
+        "pandas": pd.__version__,
+        "numpy": np.__version__,
+        "duckdb": duckdb.__version__,
+    }
 
 
-def write_bundle(directory: str | Path, payload: Any, manifest: dict[str, Any]) -> Path:
-    """Write ``payload`` (joblib) and ``manifest`` (JSON) atomically as ``directory``."""
+def write_bundle(directory: str | Path, model: ChurnlensModel, manifest: dict[str, Any]) -> Path:
+    """Write ``model`` (its kind's files) and ``manifest`` (JSON) atomically as ``directory``."""
     directory = Path(directory)
     if directory.exists():
         raise ModelError(f"{directory}: a bundle already exists there; choose another name")
@@ -43,10 +57,12 @@ def write_bundle(directory: str | Path, payload: Any, manifest: dict[str, Any]) 
         where = directory.parent
         raise OutputError(f"{where}: cannot write a model bundle there ({exc.strerror})") from None
     try:
-        joblib.dump(payload, tmp / PAYLOAD, compress=3)
-        files = {PAYLOAD: _sha256(tmp / PAYLOAD)}
-        text = json.dumps({**manifest, "files": files}, indent=2, sort_keys=True, default=str)
+        written = model.save(tmp)
+        files = {name: sha256_file(tmp / name) for name in written}
+        described = {**manifest, "kind": model.kind, "model": model.metadata(), "files": files}
+        text = json.dumps(described, indent=2, sort_keys=True, default=str)
         (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o755 & ~_umask())
         os.replace(tmp, directory)
     except OSError as exc:
         raise OutputError(
@@ -58,29 +74,44 @@ def write_bundle(directory: str | Path, payload: Any, manifest: dict[str, Any]) 
     return directory
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """The manifest of a bundle, without loading the model."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise ModelError(f"{directory}: not a churnlens model bundle (no {MANIFEST})")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{path}: unreadable manifest (not a JSON object)")
+    return manifest
 
 
-def load_bundle(directory: str | Path) -> tuple[Any, dict[str, Any]]:
-    """The payload and manifest of a bundle, after checking every file's SHA-256."""
+def load_bundle(
+    directory: str | Path, kind: str | None = None
+) -> tuple[ChurnlensModel, dict[str, Any]]:
+    """The model and manifest of a bundle, after checking every file's SHA-256 (and,
+    with ``kind``, that it holds that kind of model)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
+    found = manifest.get("kind")
+    if kind is not None and found != kind:
+        raise ModelError(f"{directory}: a {found or 'unknown'} bundle, not a {kind} bundle")
     files = manifest.get("files") or {}
-    if PAYLOAD not in files:
-        raise ModelError(f"{directory}: the manifest lists no {PAYLOAD}")
+    if not files:
+        raise ModelError(f"{directory}: the manifest lists no model files")
     for name, expected in files.items():
         path = directory / name
-        if not path.is_file() or _sha256(path) != expected:
+        if not path.is_file() or sha256_file(path) != expected:
             raise ModelError(
                 f"{path}: does not match the SHA-256 in its manifest; the bundle was "
                 "modified or is incomplete, so it is not loaded. Retrain or restore it"
             )
-    return joblib.load(directory / PAYLOAD), manifest
+    return model_class(str(found)).load(directory, manifest.get("model") or {}), manifest

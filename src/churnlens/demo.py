@@ -20,7 +20,8 @@ from churnlens.jobs import score_job
 from churnlens.model_source import load_models
 from churnlens.outputs import write_table
 from churnlens.scoring import ScoreResult
-from churnlens.training import SegmentResult, TrainResult, segment, train
+from churnlens.segmenting import SegmentResult, segment
+from churnlens.training import TrainResult, train
 
 START = dt.date(2024, 1, 1)
 

@@ -45,12 +45,12 @@ def metrics_table(y: pd.Series, scores: dict[str, pd.Series | np.ndarray]) -> pd
 
 
 def _figure(title: str) -> tuple[Any, Any]:
-    import matplotlib
+    """A figure of its own (matplotlib's object API: no pyplot state, no backend change,
+    so a notebook keeps its backend and nothing needs closing)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    fig = Figure(figsize=(6, 4.5), dpi=100)
+    ax = fig.subplots()
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return fig, ax

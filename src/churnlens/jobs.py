@@ -127,10 +127,7 @@ def report_from_file(
 
 def _track(result: ScoreResult, settings: Settings, html: str) -> None:
     """An MLflow run for the scoring job: params, counts, manifest and report."""
-    import mlflow
-
-    from churnlens import tracking
-    from churnlens.training import _tracking_failure
+    from churnlens.tracking import RunContent, record_run
 
     manifest = result.manifest
     keys = ("as_of", "model_version", "model_uri", "segments_version", "rows", "partitions")
@@ -139,9 +136,10 @@ def _track(result: ScoreResult, settings: Settings, html: str) -> None:
     metrics = {f"customers_{k}": v for k, v in manifest["stages"].items()}
     metrics |= {f"action_{k}": v for k, v in manifest["actions"].items()}
     metrics |= {"value_at_risk": manifest["value_at_risk"], "seconds": result.seconds}
+    content = RunContent(
+        metrics=metrics,
+        dicts={"scores/manifest.json": manifest},
+        texts={"report/report.html": html},
+    )
     kept = f"the scores were written to {result.path}"
-    with _tracking_failure(kept), tracking.tracked_run(settings, f"score-{manifest['as_of']}"):
-        tracking.log_common(settings, params, tags)
-        tracking.retry(lambda: mlflow.log_metrics(metrics))
-        tracking.retry(lambda: mlflow.log_dict(manifest, "scores/manifest.json"))
-        tracking.retry(lambda: mlflow.log_text(html, "report/report.html"))
+    record_run(settings, f"score-{manifest['as_of']}", params, tags, content, kept=kept)

@@ -4,38 +4,68 @@
 ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION`` URI. The segment model comes from
 ``--segments`` the same way, or, by default, from beside the churn model: the newest
 segments bundle in the same folder, or the registry's segments champion. Every check that
-can fail (files, hashes, versions, feature names) runs here, before any data is read.
+can fail (files, hashes, kinds, versions, feature names, segments built with other
+features) runs here, before any data is read.
 """
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from churnlens import __version__
 from churnlens.bundle import load_bundle, read_manifest
-from churnlens.config import Settings, load_settings, settings_from_dict
+from churnlens.config import Settings, settings_from_dict
 from churnlens.errors import ModelError
 from churnlens.features import feature_names
-from churnlens.models.churn import ChurnModel
-from churnlens.models.segments import SegmentModel
+from churnlens.models.base import ChurnlensModel, model_kinds
 
 AUTO = "auto"
 
 
 @dataclass(frozen=True)
-class ScoringModels:
-    """A churn model with the settings it was trained with, and optionally segments."""
+class LoadedModel:
+    """A model ready to score with, and where it came from."""
 
-    churn: ChurnModel
-    settings: Settings
-    version: str
+    model: ChurnlensModel
+    version: str  # bundle:NAME or NAME/VERSION
     uri: str
-    segments: SegmentModel | None = None
-    segments_version: str | None = None
     trained_as_of: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoringModels:
+    """The models a scoring job uses, by kind (churn first), with the settings the churn
+    model was trained with (its features and lifecycle rules drive scoring)."""
+
+    settings: Settings
+    loaded: dict[str, LoadedModel] = field(default_factory=dict)
+
+    @property
+    def churn(self) -> ChurnlensModel:
+        return self.loaded["churn"].model
+
+    @property
+    def version(self) -> str:
+        return self.loaded["churn"].version
+
+    @property
+    def uri(self) -> str:
+        return self.loaded["churn"].uri
+
+    @property
+    def trained_as_of(self) -> str | None:
+        return self.loaded["churn"].trained_as_of
+
+    @property
+    def segments(self) -> ChurnlensModel | None:
+        found = self.loaded.get("segments")
+        return found.model if found else None
+
+    @property
+    def segments_version(self) -> str | None:
+        found = self.loaded.get("segments")
+        return found.version if found else None
 
 
 def _check_version(found: str | None, where: str) -> None:
@@ -46,7 +76,7 @@ def _check_version(found: str | None, where: str) -> None:
         )
 
 
-def _check_features(model: ChurnModel, settings: Settings, where: str) -> None:
+def _check_features(model: ChurnlensModel, settings: Settings, where: str) -> None:
     expected = feature_names(settings)
     trained = list(model.feature_names_in_)
     if trained != expected:
@@ -59,63 +89,53 @@ def _check_features(model: ChurnModel, settings: Settings, where: str) -> None:
         )
 
 
-def _from_bundle(path: Path) -> tuple[Any, dict[str, Any]]:
-    payload, manifest = load_bundle(path)
-    if not isinstance(payload, dict) or "model" not in payload:
-        raise ModelError(f"{path}: the bundle holds no model")
-    _check_version(manifest.get("versions", {}).get("churnlens"), f"the bundle {path}")
-    return payload, manifest
+def _load(ref: str, kind: str, settings: Settings) -> tuple[LoadedModel, Settings]:
+    """A model of ``kind`` from a bundle folder or a ``models:/`` URI, with the settings
+    it was trained with."""
+    if ref.startswith("models:/"):
+        from churnlens.tracking import load_registered
 
-
-def _from_registry(uri: str, settings: Settings) -> tuple[Any, Settings, str, str | None]:
-    """The model behind a ``models:/`` URI, its training settings and its version."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from churnlens import tracking
-
-    mlflow.set_tracking_uri(tracking.tracking_uri(settings))
-    client = MlflowClient()
-    ref = uri.removeprefix("models:/")
-    try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            name, number = ref.rsplit("/", 1)
-            version = client.get_model_version(name, number)
-        run = client.get_run(version.run_id)
-        model = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        found = load_registered(ref, settings)
+        if getattr(found.model, "kind", None) != kind:
+            actual = getattr(found.model, "kind", type(found.model).__name__)
+            raise ModelError(f"{ref}: not a churnlens {kind} model ({actual})")
+        _check_version(found.churnlens_version, f"{ref} ({found.version})")
+        return LoadedModel(found.model, found.version, ref, found.as_of), found.settings
+    path = Path(ref)
+    if not path.is_dir():
         raise ModelError(
-            f"{uri}: cannot load from the MLflow store {tracking.tracking_uri(settings)} "
-            f"({first}); train a model first, check `churnlens models list`, or pass "
-            "--model models/BUNDLE_DIR"
-        ) from None
-    _check_version(run.data.tags.get("churnlens_version"), f"{uri} (version {version.version})")
-    trained = _registry_settings(client, version.run_id, uri)
-    return model, trained, f"{name}/{version.version}", run.data.params.get("as_of")
+            f"{path}: no such model bundle directory; give one written by `churnlens "
+            "train` (under models/) or a models:/NAME@champion URI"
+        )
+    model, manifest = load_bundle(path, kind)
+    _check_version(manifest.get("versions", {}).get("churnlens"), f"the bundle {path}")
+    trained = settings_from_dict(manifest["settings"], source=f"{path}/manifest.json")
+    version = f"bundle:{path.name}"
+    return LoadedModel(model, version, str(path.resolve()), manifest.get("as_of")), trained
 
 
-def _registry_settings(client: Any, run_id: str, uri: str) -> Settings:
-    """The settings a registered model was trained with: its run's logged config file."""
-    with tempfile.TemporaryDirectory() as tmp:
+def _newest_bundle(folder: Path, kind: str) -> Path | None:
+    """The newest readable bundle of ``kind`` in ``folder`` (leftover folders with a
+    broken manifest are passed over)."""
+    found: list[tuple[str, Path]] = []
+    for path in folder.glob(f"{kind}-*"):
         try:
-            folder = Path(client.download_artifacts(run_id, "config", tmp))
-        except Exception:
-            raise ModelError(f"{uri}: its run logged no configuration; retrain it") from None
-        files = sorted(folder.glob("*.y*ml"))
-        if not files:
-            raise ModelError(f"{uri}: its run logged no configuration; retrain it")
-        return load_settings(files[0])
+            manifest = read_manifest(path)
+        except ModelError:
+            continue
+        if manifest.get("kind") == kind:
+            found.append((str(manifest.get("created", "")), path))
+    return max(found)[1] if found else None
 
 
-def _newest_segments_bundle(folder: Path) -> Path | None:
-    bundles = [p for p in folder.glob("segments-*") if (p / "manifest.json").is_file()]
-    if not bundles:
-        return None
-    return max(bundles, key=lambda p: read_manifest(p).get("created", ""))
+def _check_segments(model: ChurnlensModel, settings: Settings, where: str) -> None:
+    missing = [c for c in model.feature_names_in_ if c not in feature_names(settings)]
+    if missing:
+        raise ModelError(
+            f"{where}: the segments were built on features this churn model's settings do "
+            f"not build ({missing[:3]}); fit segments with the same configuration, or "
+            "score with --segments none"
+        )
 
 
 def load_models(
@@ -136,54 +156,34 @@ def load_models(
         Where the registry is (``tracking``); the model's own settings drive features.
     """
     settings = settings or Settings()
-    if model is None:
-        model = f"models:/{settings.tracking.churn_model_name}@champion"
-    text = str(model)
-    if text.startswith("models:/"):
-        churn, trained, version, as_of = _from_registry(text, settings)
-        uri = text
-    else:
-        path = Path(model)
-        if not path.is_dir():
-            raise ModelError(
-                f"{path}: no such model bundle directory; give one written by `churnlens "
-                "train` (under models/) or a models:/NAME@champion URI"
-            )
-        payload, manifest = _from_bundle(path)
-        churn = payload["model"]
-        trained = settings_from_dict(manifest["settings"], source=f"{path}/manifest.json")
-        version, uri, as_of = f"bundle:{path.name}", str(path.resolve()), manifest.get("as_of")
-    if not isinstance(churn, ChurnModel):
-        raise ModelError(f"{text}: not a churnlens churn model ({type(churn).__name__})")
-    _check_features(churn, trained, text)
+    champion = f"models:/{settings.tracking.churn_model_name}@champion"
+    ref = str(model) if model is not None else champion
+    churn, trained = _load(ref, "churn", settings)
+    _check_features(churn.model, trained, ref)
     # where to track and how DuckDB runs are the caller's; features follow the model
     trained = trained.with_overrides(
         tracking=settings.tracking.model_dump(), engine=settings.engine.model_dump()
     )
-    seg_model, seg_version = _load_segments(segments, text, trained)
-    return ScoringModels(churn, trained, version, uri, seg_model, seg_version, as_of)
+    loaded = {"churn": churn}
+    seg_ref = _segments_ref(segments, ref, trained)
+    if seg_ref is not None:
+        try:
+            loaded["segments"], _ = _load(seg_ref, "segments", trained)
+        except ModelError:
+            if segments != AUTO or not seg_ref.startswith("models:/"):
+                raise
+        else:
+            _check_segments(loaded["segments"].model, trained, seg_ref)
+    order = {kind: i for i, kind in enumerate(model_kinds())}
+    return ScoringModels(trained, dict(sorted(loaded.items(), key=lambda kv: order[kv[0]])))
 
 
-def _load_segments(
-    segments: str | Path | None, churn_ref: str, settings: Settings
-) -> tuple[SegmentModel | None, str | None]:
+def _segments_ref(segments: str | Path | None, churn_ref: str, settings: Settings) -> str | None:
     if segments is None:
-        return None, None
-    if str(segments) == AUTO:
-        if churn_ref.startswith("models:/"):
-            uri = f"models:/{settings.tracking.segment_model_name}@champion"
-            try:
-                return _load_segments(uri, churn_ref, settings)
-            except ModelError:
-                return None, None
-        found = _newest_segments_bundle(Path(churn_ref).parent)
-        return _load_segments(found, churn_ref, settings) if found else (None, None)
-    text = str(segments)
-    if text.startswith("models:/"):
-        model, _, version, _ = _from_registry(text, settings)
-    else:
-        payload, _ = _from_bundle(Path(segments))
-        model, version = payload["model"], f"bundle:{Path(segments).name}"
-    if not isinstance(model, SegmentModel):
-        raise ModelError(f"{text}: not a churnlens segment model ({type(model).__name__})")
-    return model, version
+        return None
+    if str(segments) != AUTO:
+        return str(segments)
+    if churn_ref.startswith("models:/"):
+        return f"models:/{settings.tracking.segment_model_name}@champion"
+    found = _newest_bundle(Path(churn_ref).parent, "segments")
+    return str(found) if found else None

@@ -52,6 +52,7 @@ from churnlens.features.engine import finish_features
 from churnlens.features.population import PopulationStats
 from churnlens.lifecycle import STAGES, StageThresholds, assign_stages, stage_thresholds
 from churnlens.model_source import ScoringModels
+from churnlens.models.base import model_class, model_kinds
 from churnlens.outputs import (
     check_output_path,
     output_failure,
@@ -141,17 +142,13 @@ def score_partition(
     aggregates (:meth:`~churnlens.features.aggregation.LogAggregates.raw`)."""
     X = finish_features(raw, plan.as_of, models.settings, plan.population)
     contacts = finish_contacts(raw, policy.fatigue)
-    probability, reasons = models.churn.score(X, num_threads=num_threads)
     frame = assign_stages(X, plan.as_of, plan.thresholds, models.settings.lifecycle)
-    frame["churn_probability"] = probability
-    frame["reasons"] = reasons.to_numpy()
-    if models.segments is not None:
-        ids = models.segments.predict(X)
-        frame["segment_id"] = ids.astype("Int64")
-        frame["segment_name"] = ids.map(models.segments.segment_names_).astype(object)
-    else:
-        frame["segment_id"] = pd.array([pd.NA] * len(X), dtype="Int64")
-        frame["segment_name"] = None
+    for kind in model_kinds():  # each model kind adds its columns (or their empty form)
+        loaded = models.loaded.get(kind)
+        if loaded is not None:
+            frame = frame.join(loaded.model.predict_columns(X, num_threads=num_threads))
+        else:
+            frame = frame.join(model_class(kind).empty_columns(X.index))
     frame["expected_value"] = expected_value(X["cycle_days"], X["rfm_monetary_mean"])
     frame["value_at_risk"] = frame["churn_probability"] * frame["expected_value"]
     frame = decide(frame.join(contacts), policy, plan.value_cuts)

@@ -12,33 +12,25 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import platform
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-import lightgbm
-import mlflow
 import numpy as np
 import pandas as pd
-import sklearn
-from sklearn.metrics import roc_auc_score
 
-from churnlens import __version__
-from churnlens.bundle import write_bundle
+from churnlens.bundle import versions, write_bundle
 from churnlens.config import Settings
-from churnlens.errors import InputError, Problem, TrackingError
+from churnlens.errors import InputError, Problem
 from churnlens.evaluation import metrics_table
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
-from churnlens.features import build_features
 from churnlens.labels import Snapshots, log_span, make_snapshot, make_snapshots, snapshot_dates
 from churnlens.models.churn import ChurnModel, RecencyBaseline, logistic_rfm_baseline, time_split
-from churnlens.models.segments import SegmentModel
 from churnlens.sampling import CustomerSample, sample_customers
+
+if TYPE_CHECKING:
+    from churnlens.tracking import ChampionScore
 
 BASELINES = {"logistic_rfm": logistic_rfm_baseline, "recency": RecencyBaseline}
 
@@ -71,19 +63,6 @@ class BacktestResult:
     as_of: date
     metrics: pd.DataFrame
     predictions: pd.DataFrame
-
-
-def versions() -> dict[str, str]:
-    """Versions of everything a bundle depends on."""
-    return {
-        "churnlens": __version__,
-        "python": platform.python_version(),
-        "lightgbm": lightgbm.__version__,
-        "scikit-learn": sklearn.__version__,
-        "pandas": pd.__version__,
-        "numpy": np.__version__,
-        "duckdb": duckdb.__version__,
-    }
 
 
 def _validate(
@@ -149,16 +128,26 @@ def train(
     return result
 
 
-@contextmanager
-def _tracking_failure(kept: str) -> Iterator[None]:
-    """Any failure of the tracking store becomes one TrackingError naming what was kept."""
-    try:
-        yield
-    except TrackingError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrackingError(f"MLflow tracking failed ({first}); {kept}") from None
+def _champion_score(result: TrainResult, horizon: int) -> ChampionScore:
+    """How the churn champion is scored against a new run, so that it never saw the
+    labels: on the same validation snapshot, its own out-of-time score as recorded; when
+    it was trained only on labels that end by the new validation day, its score on the
+    new validation rows; otherwise no comparison (anything else would favour one side)."""
+    validation_day = result.snapshots[-1]
+    y = result.valid_scores["churned"]
+    X_valid = result.valid_X.droplevel("as_of")
+
+    def score(champion: Any, params: dict[str, str], metrics: dict[str, float]) -> float | None:
+        if getattr(champion, "kind", None) != "churn":
+            return None
+        days = [date.fromisoformat(d) for d in params.get("snapshot_dates", "").split(",") if d]
+        if days and days[-1] == validation_day and "val_model_roc_auc" in metrics:
+            return float(metrics["val_model_roc_auc"])
+        if not days or days[-1] + timedelta(days=horizon) > validation_day:
+            return None
+        return champion.validation_score(X_valid, y)
+
+    return score
 
 
 def _track(
@@ -169,79 +158,60 @@ def _track(
     force: bool,
 ) -> None:
     """Record the run in MLflow, register the model and move the alias if it wins."""
-    from churnlens import tracking
     from churnlens.evaluation import churn_plots, importance_plot
-    from churnlens.models.churn import ChurnModel as _Model
+    from churnlens.tracking import ModelToRegister, RunContent, record_run
 
     y = result.valid_scores["churned"].to_numpy()
     scores = {k: result.valid_scores[k].to_numpy() for k in result.valid_scores if k != "churned"}
-    X_valid = result.valid_X.droplevel("as_of")
-    registered = settings.tracking.churn_model_name
-
-    validation_day = result.snapshots[-1]
-    horizon = settings.training.horizon_days
-
-    def score_champion(champion: object, run: object) -> float | None:
-        """The champion's validation ROC AUC, measured so that it never saw the labels.
-
-        Same validation snapshot: the champion's own out-of-time validation score, as
-        recorded. Champion trained only on labels that end by the new validation day:
-        its score on the new validation rows. Anything else would favour one side.
-        """
-        if not isinstance(champion, _Model) or run is None:
-            return None
-        params, metrics = run.data.params, run.data.metrics
-        days = [date.fromisoformat(d) for d in params.get("snapshot_dates", "").split(",") if d]
-        if days and days[-1] == validation_day and "val_model_roc_auc" in metrics:
-            return float(metrics["val_model_roc_auc"])
-        needed = list(champion.feature_names_in_)
-        if not days or days[-1] + timedelta(days=horizon) > validation_day:
-            return None
-        if any(c not in X_valid.columns for c in needed):
-            return None
-        return float(roc_auc_score(y, champion.predict_proba(X_valid[needed])[:, 1]))
-
-    kept = f"the model bundle was saved at {result.bundle}"
-    with _tracking_failure(kept), tracking.tracked_run(settings, f"train-{as_of}") as run:
-        params = {
-            "as_of": as_of,
-            "horizon_days": settings.training.horizon_days,
-            "snapshot_dates": ",".join(d.isoformat() for d in result.snapshots),
-            "training_rows": result.rows,
-            "validation_rows": len(y),
-            "calibration_method": result.model.calibration_method_,
+    params = {
+        "as_of": as_of,
+        "horizon_days": settings.training.horizon_days,
+        "snapshot_dates": ",".join(d.isoformat() for d in result.snapshots),
+        "training_rows": result.rows,
+        "validation_rows": len(y),
+        "calibration_method": result.model.calibration_method_,
+    }
+    if result.sample is not None:
+        params |= {
+            "sample_customers": result.sample.customers,
+            "sample_of_customers": result.sample.of,
+            "sample_rate": round(result.sample.rate, 6),
+            "sample_seed": result.sample.seed,
+            "sample_strata": json.dumps(result.sample.strata),
         }
-        if result.sample is not None:
-            params |= {
-                "sample_customers": result.sample.customers,
-                "sample_of_customers": result.sample.of,
-                "sample_rate": round(result.sample.rate, 6),
-                "sample_seed": result.sample.seed,
-                "sample_strata": json.dumps(result.sample.strata),
-            }
-        tags = {"data_fingerprint": result.fingerprint, "kind": "train"}
-        if result.bundle is not None:
-            tags["bundle"] = str(result.bundle)
-        tracking.log_common(settings, params, tags)
-        tracking.log_metric_table(result.validation, prefix="val_")
-        tracking.log_figures(churn_plots(y, scores))
-        tracking.log_figures(
-            {"feature_importance.png": importance_plot(result.model.feature_importance())}
-        )
-        tracking.log_config_file(config_path, settings)
-        result.model_version = tracking.log_model(
-            result.model, "churn_model", X_valid.head(5), registered
-        )
-        decision = tracking.update_champion(
-            registered,
-            result.model_version,
-            float(result.validation.loc["model", "roc_auc"]),
-            score_champion,
-            force,
-        )
-        result.champion = decision.reason
-        result.run_id = run.info.run_id
-        tracking.retry(lambda: mlflow.set_tag("champion_decision", decision.reason))
+    tags = {"data_fingerprint": result.fingerprint, "kind": "train", "model_kind": "churn"}
+    if result.bundle is not None:
+        tags["bundle"] = str(result.bundle)
+    importance = importance_plot(result.model.feature_importance())
+    content = RunContent(
+        metric_tables={"val_": result.validation},
+        figures={"plots": {**churn_plots(y, scores), "feature_importance.png": importance}},
+    )
+    register = ModelToRegister(
+        model=result.model,
+        artifact="churn_model",
+        example=result.valid_X.droplevel("as_of").head(5),
+        registered_name=settings.tracking.churn_model_name,
+        score=float(result.validation.loc["model", "roc_auc"]),
+        champion_score=_champion_score(result, settings.training.horizon_days),
+        force=force,
+    )
+    kept = f"the model bundle was saved at {result.bundle}"
+    record = record_run(
+        settings,
+        f"train-{as_of}",
+        params,
+        tags,
+        content,
+        kept=kept,
+        config_path=config_path,
+        register=register,
+    )
+    result.run_id, result.model_version, result.champion = (
+        record.run_id,
+        record.version,
+        record.champion,
+    )
 
 
 def _write(result: TrainResult, table: EventTable, as_of: date, models_dir: Path) -> None:
@@ -263,9 +233,9 @@ def _write(result: TrainResult, table: EventTable, as_of: date, models_dir: Path
         "source": table.source,
         "sample": None if result.sample is None else dataclasses.asdict(result.sample),
     }
-    payload = {"model": result.model, "baselines": result.baselines}
     result.manifest = manifest
-    result.bundle = write_bundle(models_dir / f"churn-{as_of:%Y%m%d}-{stamp}", payload, manifest)
+    bundle = models_dir / f"churn-{as_of:%Y%m%d}-{stamp}"
+    result.bundle = write_bundle(bundle, result.model, manifest)
 
 
 def backtest(
@@ -325,151 +295,13 @@ def backtest(
 def _track_backtest(
     result: BacktestResult, settings: Settings, y: np.ndarray, scores: dict[str, np.ndarray]
 ) -> None:
-    import mlflow
-
-    from churnlens import tracking
     from churnlens.evaluation import churn_plots
+    from churnlens.tracking import RunContent, add_to_run
 
-    with _tracking_failure("the training run was recorded without the backtest metrics"):
-        mlflow.set_tracking_uri(tracking.tracking_uri(settings))
-        with mlflow.start_run(run_id=result.train.run_id):
-            tracking.log_metric_table(result.metrics, prefix="backtest_")
-            tracking.log_figures(churn_plots(y, scores), folder="backtest_plots")
-            tracking.retry(lambda: mlflow.set_tag("kind", "backtest"))
-
-
-@dataclass
-class SegmentResult:
-    """A fitted segment model, its profile table and where it was recorded."""
-
-    model: SegmentModel
-    as_of: date
-    profile: pd.DataFrame
-    bundle: Path | None = None
-    run_id: str | None = None
-    model_version: str | None = None
-    champion: str | None = None
-
-
-def _previous_segments(settings: Settings) -> SegmentModel | None:
-    """The champion segment model of the registry, to keep segment ids stable."""
-    try:
-        import mlflow
-
-        from churnlens import tracking
-
-        mlflow.set_tracking_uri(tracking.tracking_uri(settings))
-        name = settings.tracking.segment_model_name
-        model = mlflow.sklearn.load_model(f"models:/{name}@{tracking.CHAMPION}")
-    except Exception:
-        return None
-    return model if isinstance(model, SegmentModel) else None
-
-
-def segment(
-    events: EventSource | EventTable,
-    as_of: str | date,
-    settings: Settings | None = None,
-    models_dir: str | Path | None = "models",
-    *,
-    k: int | None = None,
-    track: bool = False,
-    config_path: str | Path | None = None,
-) -> SegmentResult:
-    """Fit K-means segments on the features as of ``as_of``.
-
-    Segment ids follow the registered champion segment model when there is one (its
-    centroids are matched to the new ones), so a retrain does not relabel customers.
-    The profile's churn rate is the realised one of the latest labelled snapshot
-    (as_of - H), when the log is long enough for it.
-    """
-    table = load_events(events, settings)
-    settings = table.settings
-    as_of = parse_as_of(as_of)
-    X = build_features(table, as_of, settings)
-    previous = _previous_segments(settings) if track else None
-    model = SegmentModel.from_settings(settings.segments, k=k).fit(X, previous=previous)
-    profile = model.profile(X)
-    horizon = settings.training.horizon_days
-    labelled = as_of - timedelta(days=horizon)
-    first, _ = log_span(table)
-    if labelled > first:
-        X_past, y_past = make_snapshot(table, labelled, horizon)
-        past = model.profile(X_past, y_past)
-        profile["churn_rate"] = past["churn_rate"].reindex(profile.index)
-    result = SegmentResult(model=model, as_of=as_of, profile=profile)
-    if models_dir is not None:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f")
-        manifest = {
-            "kind": "segments",
-            "created": dt.datetime.now(dt.UTC).isoformat(),
-            "as_of": as_of.isoformat(),
-            "k": model.k_,
-            "segment_names": {str(i): n for i, n in model.segment_names_.items()},
-            "features": list(model.features_),
-            "settings": settings.model_dump(mode="json"),
-            "versions": versions(),
-            "data_fingerprint": table.fingerprint(),
-        }
-        result.bundle = write_bundle(
-            Path(models_dir) / f"segments-{as_of:%Y%m%d}-{stamp}", {"model": model}, manifest
-        )
-    if track:
-        _track_segments(result, settings, X, config_path, previous)
-    return result
-
-
-def _track_segments(
-    result: SegmentResult,
-    settings: Settings,
-    X: pd.DataFrame,
-    config_path: str | Path | None,
-    previous: SegmentModel | None,
-) -> None:
-    from sklearn.metrics import silhouette_score
-
-    from churnlens import tracking
-    from churnlens.evaluation import segment_plot
-
-    model = result.model
-    sample = X.sample(min(len(X), settings.segments.silhouette_sample), random_state=0)
-
-    def silhouette(candidate: object, run: object = None) -> float | None:
-        if not isinstance(candidate, SegmentModel):
-            return None
-        try:
-            labels = candidate.predict(sample)
-            Z = candidate.pipeline_[:-1].transform(sample[list(candidate.features_)])
-        except Exception:
-            return None
-        return float(silhouette_score(Z, labels)) if labels.nunique() > 1 else None
-
-    kept = f"the segment bundle was saved at {result.bundle}"
-    with _tracking_failure(kept), tracking.tracked_run(settings, f"segment-{result.as_of}") as run:
-        params = {
-            "as_of": result.as_of,
-            "k": model.k_,
-            "customers": len(X),
-            "ids_from_previous": previous is not None,
-        }
-        tracking.log_common(settings, params, {"kind": "segment"})
-        metrics = {f"silhouette_k{k}": v for k, v in model.silhouette_.items()}
-        tracking.retry(lambda: mlflow.log_metrics(metrics))
-        profile = result.profile.reset_index()
-        tracking.retry(lambda: mlflow.log_table(profile, "segments/profile.json"))
-        tracking.log_figures({"profile.png": segment_plot(result.profile)}, "segments")
-        tracking.log_config_file(config_path, settings)
-        registered = settings.tracking.segment_model_name
-        result.model_version = tracking.log_model(
-            model,
-            "segment_model",
-            X[list(model.features_)].head(5),
-            registered,
-            predict="predict",
-        )
-        own = silhouette(model)
-        decision = tracking.update_champion(
-            registered, result.model_version, own if own is not None else -1.0, silhouette
-        )
-        result.champion = decision.reason
-        result.run_id = run.info.run_id
+    assert result.train.run_id is not None
+    content = RunContent(
+        metric_tables={"backtest_": result.metrics},
+        figures={"backtest_plots": churn_plots(y, scores)},
+    )
+    kept = "the training run was recorded without the backtest metrics"
+    add_to_run(settings, result.train.run_id, content, {"kind": "backtest"}, kept=kept)

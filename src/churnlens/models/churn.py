@@ -17,6 +17,8 @@ log loss. Everything is seeded.
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -26,6 +28,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
@@ -33,6 +36,7 @@ from churnlens.config import ModelSettings
 from churnlens.errors import ModelError
 from churnlens.evaluation import churn_metrics
 from churnlens.models.attribution import PathExplainer
+from churnlens.models.base import ChurnlensModel
 from churnlens.reasons import top_reasons
 
 RFM_COLUMNS = ("rfm_recency_days", "freq_tenure_days", "rfm_frequency", "rfm_monetary_total")
@@ -184,11 +188,13 @@ class BoostedFromBaseline(ClassifierMixin, BaseEstimator):
         return self.booster_.booster_.feature_importance(importance_type="gain")
 
 
-class ChurnModel(ClassifierMixin, BaseEstimator):
+class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
     """Calibrated LightGBM churn classifier (see the module docstring for the protocol).
 
     Parameters mirror :class:`~churnlens.config.ModelSettings`.
     """
+
+    kind = "churn"
 
     def __init__(
         self,
@@ -320,6 +326,33 @@ class ChurnModel(ClassifierMixin, BaseEstimator):
         X = self._check(X)
         raw, contributions = self.booster_.explain(X, method, num_threads)
         return self._calibrate(raw), top_reasons(contributions, X, top)
+
+    def predict_columns(self, X: pd.DataFrame, num_threads: int = 1) -> pd.DataFrame:
+        """``churn_probability`` and ``reasons`` (see :meth:`score`)."""
+        probability, reasons = self.score(X, num_threads=num_threads)
+        return pd.DataFrame(
+            {"churn_probability": probability, "reasons": reasons.to_numpy()}, index=X.index
+        )
+
+    def explain(self, X: pd.DataFrame) -> pd.Series:
+        """Up to three plain-words reasons per customer (path attribution)."""
+        return self.score(X)[1]
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            **super().metadata(),
+            "calibration": self.calibration_method_,
+            "validation_rows": self.validation_["rows"],
+        }
+
+    def validation_score(self, X: pd.DataFrame, y: pd.Series | None = None) -> float | None:
+        """ROC AUC on ``(X, y)``; None without labels of both classes or without the
+        model's features."""
+        if y is None or len(np.unique(y)) < 2:
+            return None
+        if any(c not in X.columns for c in self.feature_names_in_):
+            return None
+        return float(roc_auc_score(y, self.predict_proba(X)[:, 1]))
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, largest first."""

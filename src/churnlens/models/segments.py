@@ -47,6 +47,7 @@ from threadpoolctl import threadpool_limits
 
 from churnlens.config import SegmentSettings
 from churnlens.errors import ModelError
+from churnlens.models.base import ChurnlensModel
 
 DEFAULT_FEATURES: tuple[str, ...] = (
     "rfm_recency_days", "rfm_frequency", "rfm_monetary_total", "rfm_monetary_mean",
@@ -154,7 +155,7 @@ def name_segment(seg: pd.DataFrame, pop: pd.DataFrame) -> str:
     return name or "mainstream"
 
 
-class SegmentModel(ClusterMixin, BaseEstimator):
+class SegmentModel(ChurnlensModel, ClusterMixin, BaseEstimator):
     """K-means customer segments (see the module docstring).
 
     Parameters
@@ -170,6 +171,8 @@ class SegmentModel(ClusterMixin, BaseEstimator):
     features : tuple of str or None
         Columns to cluster on; ``None`` uses :data:`DEFAULT_FEATURES` present in ``X``.
     """
+
+    kind = "segments"
 
     def __init__(
         self,
@@ -304,6 +307,46 @@ class SegmentModel(ClusterMixin, BaseEstimator):
         with threadpool_limits(limits=1):
             labels = self.pipeline_.predict(self._check(X))
         return pd.Series(self.ids_[labels], index=X.index, name="segment", dtype=int)
+
+    def predict_columns(self, X: pd.DataFrame, num_threads: int = 1) -> pd.DataFrame:
+        """``segment_id`` (nullable integer) and ``segment_name``."""
+        ids = self.predict(X)
+        return pd.DataFrame(
+            {
+                "segment_id": ids.astype("Int64"),
+                "segment_name": ids.map(self.segment_names_).astype(object),
+            },
+            index=X.index,
+        )
+
+    @classmethod
+    def empty_columns(cls, index: pd.Index) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "segment_id": pd.array([pd.NA] * len(index), dtype="Int64"),
+                "segment_name": pd.Series([None] * len(index), index=index, dtype=object),
+            },
+            index=index,
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            **super().metadata(),
+            "k": self.k_,
+            "segment_names": {str(i): n for i, n in self.segment_names_.items()},
+        }
+
+    def validation_score(self, X: pd.DataFrame, y: Any = None) -> float | None:
+        """The silhouette of its segments on ``X`` (a seeded sample of at most
+        ``silhouette_sample`` rows); None when ``X`` lacks its features or one segment
+        takes every row."""
+        if any(c not in X.columns for c in self.features_):
+            return None
+        sample = X.sample(min(len(X), self.silhouette_sample), random_state=0)
+        with threadpool_limits(limits=1):
+            labels = self.predict(sample)
+            Z = self.pipeline_[:-1].transform(sample[list(self.features_)])
+        return float(silhouette_score(Z, labels)) if labels.nunique() > 1 else None
 
     def predict_names(self, X: pd.DataFrame) -> pd.Series:
         """Segment name of every row, indexed like ``X``."""

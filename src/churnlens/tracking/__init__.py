@@ -1,0 +1,49 @@
+"""All of churnlens's MLflow code: the store, runs, the model registry.
+
+- :mod:`~churnlens.tracking.store`: the tracking URI, retries, store failures;
+- :mod:`~churnlens.tracking.runs`: one call records a whole run;
+- :mod:`~churnlens.tracking.registry`: registered versions, the champion alias, loading.
+
+No other module imports MLflow.
+"""
+
+from churnlens.tracking.registry import (
+    CHAMPION,
+    AliasDecision,
+    ChampionScore,
+    RegisteredModel,
+    list_models,
+    load_champion,
+    load_registered,
+    promote,
+    update_champion,
+)
+from churnlens.tracking.runs import (
+    ModelToRegister,
+    RunContent,
+    RunRecord,
+    add_to_run,
+    record_run,
+)
+from churnlens.tracking.store import DEFAULT_URI, failures, retry, tracking_uri
+
+__all__ = [
+    "CHAMPION",
+    "DEFAULT_URI",
+    "AliasDecision",
+    "ChampionScore",
+    "ModelToRegister",
+    "RegisteredModel",
+    "RunContent",
+    "RunRecord",
+    "add_to_run",
+    "failures",
+    "list_models",
+    "load_champion",
+    "load_registered",
+    "promote",
+    "record_run",
+    "retry",
+    "tracking_uri",
+    "update_champion",
+]

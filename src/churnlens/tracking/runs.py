@@ -1,0 +1,183 @@
+"""MLflow runs: what every churnlens run records, in one call per run.
+
+:func:`record_run` opens a run in the configured store and experiment and logs, in this
+order: the flattened settings and the run's params, the common tags (package version,
+git commit), metrics and metric tables, figures, tables, dicts and texts, the config
+file, and (for training runs) the model, registered with the champion rule. A failure of
+the store becomes one :class:`~churnlens.errors.TrackingError` naming what was kept
+(the bundle, the scores), and the run is marked FAILED when it got that far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnlens import __version__
+from churnlens.config import Settings
+from churnlens.tracking.registry import ChampionScore, log_model, update_champion
+from churnlens.tracking.store import failures, flatten, git_commit, retry, tracked_run, use_store
+
+
+@dataclass(frozen=True)
+class ModelToRegister:
+    """A fitted model to log and register with a run, and how to judge the champion."""
+
+    model: Any
+    artifact: str  # the logged model's name in the run
+    example: pd.DataFrame
+    registered_name: str
+    score: float  # the new version's validation score (higher is better)
+    champion_score: ChampionScore
+    predict: str = "predict_proba"
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """Where a run was recorded, and what the registry decided."""
+
+    run_id: str
+    version: str | None = None
+    champion: str | None = None
+
+
+@dataclass
+class RunContent:
+    """Everything a run logs besides its params and tags."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    metric_tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # prefix -> table
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)  # folder -> name -> fig
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # artifact -> table
+    dicts: dict[str, dict[str, Any]] = field(default_factory=dict)  # artifact -> dict
+    texts: dict[str, str] = field(default_factory=dict)  # artifact -> text
+
+
+def record_run(
+    settings: Settings,
+    run_name: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+    content: RunContent,
+    *,
+    kept: str,
+    config_path: str | Path | None = None,
+    register: ModelToRegister | None = None,
+) -> RunRecord:
+    """Record a run (see the module docstring); ``kept`` says what survives a failure."""
+    import mlflow
+
+    with failures(kept), tracked_run(settings, run_name) as run:
+        log_common(settings, params, tags)
+        _log_content(content)
+        log_config_file(config_path, settings)
+        if register is None:
+            return RunRecord(run.info.run_id)
+        version = log_model(
+            register.model,
+            register.artifact,
+            register.example,
+            register.registered_name,
+            register.predict,
+        )
+        decision = update_champion(
+            register.registered_name,
+            version,
+            register.score,
+            register.champion_score,
+            register.force,
+        )
+        retry(lambda: mlflow.set_tag("champion_decision", decision.reason))
+        return RunRecord(run.info.run_id, version, decision.reason)
+
+
+def add_to_run(
+    settings: Settings,
+    run_id: str,
+    content: RunContent,
+    tags: Mapping[str, str],
+    *,
+    kept: str,
+) -> None:
+    """Log more content and tags into a finished run (a backtest into its training run)."""
+    import mlflow
+
+    with failures(kept):
+        use_store(settings)
+        with mlflow.start_run(run_id=run_id):
+            _log_content(content)
+            retry(lambda: mlflow.set_tags(dict(tags)))
+
+
+def _log_content(content: RunContent) -> None:
+    import mlflow
+
+    if content.metrics:
+        retry(lambda: mlflow.log_metrics(content.metrics))
+    for prefix, table in content.metric_tables.items():
+        log_metric_table(table, prefix)
+    for folder, figures in content.figures.items():
+        log_figures(figures, folder)
+    for artifact, frame in content.tables.items():
+        retry(lambda frame=frame, artifact=artifact: mlflow.log_table(frame, artifact))
+    for artifact, data in content.dicts.items():
+        retry(lambda data=data, artifact=artifact: mlflow.log_dict(data, artifact))
+    for artifact, text in content.texts.items():
+        retry(lambda text=text, artifact=artifact: mlflow.log_text(text, artifact))
+
+
+def log_common(settings: Settings, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+    """Flattened settings and run params, and the tags every run carries."""
+    import mlflow
+
+    all_params = {
+        **flatten(settings.model_dump(mode="json")),
+        **{k: str(v) for k, v in params.items()},
+    }
+    items = list(all_params.items())
+    for start in range(0, len(items), 100):
+        chunk = dict(items[start : start + 100])
+        retry(lambda chunk=chunk: mlflow.log_params(chunk))
+    base = {"churnlens_version": __version__}
+    commit = git_commit()
+    if commit:
+        base["git_commit"] = commit
+    retry(lambda: mlflow.set_tags({**base, **tags}))
+
+
+def log_metric_table(table: pd.DataFrame, prefix: str = "") -> None:
+    """Each cell of a (score x metric) table as metric ``{prefix}{score}_{metric}``."""
+    import mlflow
+
+    metrics = {
+        f"{prefix}{row}_{col}": float(value)
+        for row, values in table.iterrows()
+        for col, value in values.items()
+        if np.isfinite(value)
+    }
+    retry(lambda: mlflow.log_metrics(metrics))
+
+
+def log_figures(figures: Mapping[str, Any], folder: str = "plots") -> None:
+    import mlflow
+
+    for name, fig in figures.items():
+        retry(lambda fig=fig, name=name: mlflow.log_figure(fig, f"{folder}/{name}"))
+
+
+def log_config_file(path: str | Path | None, settings: Settings) -> None:
+    """The YAML file the run used, or the effective settings when none was given."""
+    import mlflow
+    import yaml
+
+    if path is not None and Path(path).is_file():
+        retry(lambda: mlflow.log_artifact(str(path), "config"))
+    else:
+        text = yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+        retry(lambda: mlflow.log_text(text, "config/effective.yaml"))
