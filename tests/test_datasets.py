@@ -336,17 +336,39 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ scripts/fetch_cdnow.py
 
+MASTER_MEMBER = "lifetimes/datasets/CDNOW_master.txt"
+SAMPLE_MEMBER = "lifetimes/datasets/CDNOW_sample.txt"
 
-def make_wheel(tmp_path: Path, payload: bytes, member: str | None = None) -> Path:
+
+def make_wheel(
+    tmp_path: Path,
+    payload: bytes,
+    member: str | None = None,
+    sample: bytes | None = None,
+) -> Path:
+    """A fake lifetimes wheel holding ``payload`` (and the sample file when ``sample``)."""
     wheel = tmp_path / "Lifetimes-0.11.3-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("lifetimes/__init__.py", "")
-        zf.writestr(member or "lifetimes/datasets/CDNOW_master.txt", payload)
+        zf.writestr(member or MASTER_MEMBER, payload)
+        if sample is not None:
+            zf.writestr(SAMPLE_MEMBER, sample)
     return wheel
 
 
 PAYLOAD = b"customer_id date number_of_cds dollar_value\r\n 00001 19970101  1   11.77\r\n"
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
+SAMPLE_PAYLOAD = b" 00004 0001 19970101  2   29.33\r\n 00004 0001 19970118  2   29.73\r\n"
+SAMPLE_PAYLOAD_SHA256 = hashlib.sha256(SAMPLE_PAYLOAD).hexdigest()
+
+
+@pytest.mark.cdnow
+def test_real_sample_checksum(fetch_script: ModuleType) -> None:
+    """data/external/CDNOW_sample.txt (fetched by `make data`) has the pinned sha256."""
+    path = REPO_ROOT / "data" / "external" / fetch_script.SAMPLE_FILENAME
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make data` to fetch it")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == fetch_script.SAMPLE_SHA256
 
 
 def test_extract_from_wheel_ok(tmp_path: Path, fetch_script: ModuleType) -> None:
@@ -358,6 +380,23 @@ def test_extract_from_wheel_ok(tmp_path: Path, fetch_script: ModuleType) -> None
     assert sorted(p.name for p in dest.iterdir()) == ["CDNOW_master.txt"]
     assert fetch_script.is_up_to_date(target, PAYLOAD_SHA256)
     assert read_cdnow(target)["customer_id"].tolist() == ["00001"]
+
+
+def test_extract_sample_from_wheel(tmp_path: Path, fetch_script: ModuleType) -> None:
+    """The sample member lands under its own name, next to nothing else."""
+    wheel = make_wheel(tmp_path, PAYLOAD, sample=SAMPLE_PAYLOAD)
+    dest = tmp_path / "out"
+    target = fetch_script.extract_from_wheel(
+        wheel, dest, SAMPLE_PAYLOAD_SHA256, member=fetch_script.SAMPLE_MEMBER
+    )
+    assert target == dest / "CDNOW_sample.txt"
+    assert target.read_bytes() == SAMPLE_PAYLOAD
+    assert sorted(p.name for p in dest.iterdir()) == ["CDNOW_sample.txt"]
+    with pytest.raises(fetch_script.FetchError, match="checksum mismatch"):
+        fetch_script.extract_from_wheel(
+            wheel, dest, PAYLOAD_SHA256, member=SAMPLE_MEMBER, filename="CDNOW_sample.txt"
+        )
+    assert target.read_bytes() == SAMPLE_PAYLOAD
 
 
 def test_extract_from_wheel_hash_mismatch(tmp_path: Path, fetch_script: ModuleType) -> None:
@@ -387,14 +426,12 @@ def test_extract_from_wheel_not_a_zip(tmp_path: Path, fetch_script: ModuleType) 
         fetch_script.extract_from_wheel(wheel, tmp_path / "out", PAYLOAD_SHA256)
 
 
-def test_main_without_network(
-    tmp_path: Path,
-    fetch_script: ModuleType,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """main(): fetch, then 'up to date' without calling pip, then exit 1 on a bad hash."""
-    wheel = make_wheel(tmp_path, PAYLOAD)
+@pytest.fixture
+def fake_pip(
+    tmp_path: Path, fetch_script: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> list[Path]:
+    """download_wheel replaced by a fake wheel with both files; returns the calls made."""
+    wheel = make_wheel(tmp_path, PAYLOAD, sample=SAMPLE_PAYLOAD)
     calls: list[Path] = []
 
     def fake_download(workdir: Path) -> Path:
@@ -403,20 +440,69 @@ def test_main_without_network(
 
     monkeypatch.setattr(fetch_script, "download_wheel", fake_download)
     monkeypatch.setattr(fetch_script, "EXPECTED_SHA256", PAYLOAD_SHA256)
+    monkeypatch.setattr(fetch_script, "SAMPLE_SHA256", SAMPLE_PAYLOAD_SHA256)
+    return calls
+
+
+def test_main_without_network(
+    tmp_path: Path,
+    fetch_script: ModuleType,
+    fake_pip: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """main(): fetch both, then 'up to date' without calling pip, then exit 1 on a bad hash."""
     dest = tmp_path / "data" / "external"
 
     assert fetch_script.main(["--dest", str(dest)]) == 0
     assert (dest / "CDNOW_master.txt").read_bytes() == PAYLOAD
-    assert len(calls) == 1
+    assert (dest / "CDNOW_sample.txt").read_bytes() == SAMPLE_PAYLOAD
+    assert len(fake_pip) == 1
 
     assert fetch_script.main(["--dest", str(dest)]) == 0
-    assert len(calls) == 1
-    assert "up to date" in capsys.readouterr().out
+    assert len(fake_pip) == 1
+    out = capsys.readouterr().out
+    assert out.count("up to date") == 2
 
     monkeypatch.setattr(fetch_script, "EXPECTED_SHA256", "f" * 64)
     assert fetch_script.main(["--dest", str(dest), "--force"]) == 1
     assert "checksum mismatch" in capsys.readouterr().err
-    assert sorted(p.name for p in dest.iterdir()) == ["CDNOW_master.txt"]
+    assert sorted(p.name for p in dest.iterdir()) == ["CDNOW_master.txt", "CDNOW_sample.txt"]
+    assert (dest / "CDNOW_master.txt").read_bytes() == PAYLOAD
+
+
+def test_fetch_up_to_date_only_when_both_files_are(
+    tmp_path: Path,
+    fetch_script: ModuleType,
+    fake_pip: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A valid master alone is not enough: pip runs and only the missing sample is written;
+    a wrong sample is replaced; a sample hash mismatch exits 1 and keeps the old file."""
+    dest = tmp_path / "external"
+    dest.mkdir()
+    (dest / "CDNOW_master.txt").write_bytes(PAYLOAD)
+    before = (dest / "CDNOW_master.txt").stat().st_mtime_ns
+
+    assert fetch_script.fetch(dest) == dest / "CDNOW_master.txt"
+    assert len(fake_pip) == 1
+    assert (dest / "CDNOW_sample.txt").read_bytes() == SAMPLE_PAYLOAD
+    assert (dest / "CDNOW_master.txt").stat().st_mtime_ns == before  # not rewritten
+    assert "Wrote" in capsys.readouterr().out
+
+    (dest / "CDNOW_sample.txt").write_bytes(b"stale")
+    assert fetch_script.main(["--dest", str(dest)]) == 0
+    assert len(fake_pip) == 2
+    assert "exists but its checksum differs" in capsys.readouterr().out
+    assert (dest / "CDNOW_sample.txt").read_bytes() == SAMPLE_PAYLOAD
+
+    (dest / "CDNOW_sample.txt").write_bytes(b"stale")
+    monkeypatch.setattr(fetch_script, "SAMPLE_SHA256", "e" * 64)
+    assert fetch_script.main(["--dest", str(dest)]) == 1
+    assert "CDNOW_sample.txt" in capsys.readouterr().err
+    assert (dest / "CDNOW_sample.txt").read_bytes() == b"stale"
+    assert sorted(p.name for p in dest.iterdir()) == ["CDNOW_master.txt", "CDNOW_sample.txt"]
 
 
 def test_help(fetch_script: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
