@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -139,3 +141,178 @@ def test_real_subprocess_reports_without_traceback(tmp_path: Path) -> None:
         [str(exe), "features", str(bad)], capture_output=True, text=True, check=False
     )
     assert usage.returncode == 2  # missing --as-of/--out is a usage error
+
+
+# ------------------------------------------------------------------ parsing, errors
+
+
+def test_a_bad_engine_is_a_usage_error_before_any_work(tmp_path: Path) -> None:
+    events = csv(tmp_path, GOOD)
+    out_file = tmp_path / "scores.parquet"
+    args = ["score", str(events), "--as-of", "2024-03-01", "--out", str(out_file)]
+    args += ["--model", str(tmp_path / "no-such-bundle"), "--engine", "nonsense"]
+    code, out = run(*args)
+    flat = " ".join(out.split())
+    assert code == 2, out  # a missing model would be exit code 1: it was never looked for
+    assert "--engine" in flat and "nonsense" in flat
+    assert "no such model bundle" not in flat
+    assert not out_file.exists()
+    code, out = run("score", "-h")
+    assert code == 0 and "duckdb|spark" in out
+
+
+def lines_of(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def test_errors_in_a_subgroup_command_are_one_error_message(tmp_path: Path) -> None:
+    # an OSError: the tracking store's folder cannot be made
+    broken = tmp_path / "broken.yaml"
+    broken.write_text('tracking: {uri: "sqlite:////proc/nope/x.db"}\n')
+    code, out = run("models", "list", "--config", str(broken))
+    assert code == 1, out
+    assert lines_of(out) == [
+        "error: /proc/nope: No such file or directory; earlier outputs are unchanged"
+    ]
+    # a ChurnlensError (ConfigError) in the same subgroup
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("nope: 1\n")
+    code, out = run("models", "list", "--config", str(unknown))
+    assert code == 1, out
+    assert "Traceback" not in out
+    assert [line for line in lines_of(out) if line.startswith("error:")] == [
+        f"error: {unknown}: invalid configuration"
+    ]
+    assert "nope: unknown key" in out
+
+
+def test_errors_in_a_subgroup_go_to_stderr_in_a_real_process(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "churnlens"
+    missing = tmp_path / "CDNOW_master.txt"
+    out_file = tmp_path / "events.parquet"
+    proc = subprocess.run(
+        [str(exe), "datasets", "cdnow", str(missing), "--out", str(out_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert lines_of(proc.stderr)[0] == f"error: {missing}: 1 problem found"
+    assert "file not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out_file.exists()
+
+
+# ------------------------------------------------------------------ --population
+
+
+AS_OF = "2025-02-03"  # the last day of the conftest sample log
+
+
+@pytest.fixture(scope="module")
+def whole_and_slice(events_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The sample log's features, and a slice of its customers (the busiest and the
+    quietest, so the slice's own RFM cut points differ from the whole log's)."""
+    folder = tmp_path_factory.mktemp("population")
+    whole = folder / "whole.parquet"
+    code, out = run("features", str(events_path), "--as-of", AS_OF, "--out", str(whole))
+    assert code == 0, out
+    log = pd.read_parquet(events_path)
+    counts = log["customer_id"].value_counts()
+    chosen = [*counts.index[:80], *counts.index[-40:]]
+    slice_log = folder / "slice.parquet"
+    log[log["customer_id"].isin(chosen)].to_parquet(slice_log)
+    return whole, slice_log, sorted(chosen)
+
+
+def test_features_of_a_slice_against_the_whole_population(whole_and_slice, tmp_path) -> None:
+    whole, slice_log, chosen = whole_and_slice
+    manifest = Path(f"{whole}.manifest.json")
+    given, own = tmp_path / "given.parquet", tmp_path / "own.parquet"
+    base = ["features", str(slice_log), "--as-of", AS_OF]
+    code, out = run(*base, "--out", str(given), "--population", str(manifest))
+    assert code == 0, out
+    code, out = run(*base, "--out", str(own))
+    assert code == 0, out
+    expected = pd.read_parquet(whole).loc[chosen]
+    got = pd.read_parquet(given).loc[chosen]
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-12)
+    # without the population the slice is scored against its own buyers
+    alone = pd.read_parquet(own).loc[chosen]
+    relative = [c for c in expected.columns if c.startswith(("rfm_", "cycle_"))]
+    assert not np.allclose(
+        alone[relative].to_numpy(float), expected[relative].to_numpy(float), equal_nan=True
+    )
+    recorded = json.loads(Path(f"{given}.manifest.json").read_text())["population"]
+    assert recorded["source"] == str(manifest)
+    whole_stats = json.loads(manifest.read_text())["population"]["statistics"]
+    assert recorded["statistics"] == whole_stats
+    own_stats = json.loads(Path(f"{own}.manifest.json").read_text())["population"]["statistics"]
+    assert own_stats != whole_stats
+
+
+def test_a_bad_population_fails_before_any_work(whole_and_slice, tmp_path: Path) -> None:
+    whole, slice_log, _ = whole_and_slice
+    out_file = tmp_path / "scores.parquet"
+    base = ["--as-of", AS_OF, "--out", str(out_file)]
+    not_a_manifest = tmp_path / "notes.json"
+    not_a_manifest.write_text('{"hello": 1}')
+    code, out = run(
+        "score", str(slice_log), *base, "--model", str(tmp_path / "no-such-bundle"),
+        "--population", str(not_a_manifest),
+    )  # fmt: skip
+    flat = " ".join(out.split())
+    assert code == 1 and "no population statistics" in flat, out  # before the model is looked for
+    code, out = run("features", str(slice_log), *base, "--population", str(tmp_path / "nope.json"))
+    assert code == 1 and "nope.json" in out and "No such file" in " ".join(out.split())
+    # the population is an input: replacing the manifest it comes from is refused
+    manifest = Path(f"{whole}.manifest.json")
+    before = manifest.read_bytes()
+    code, out = run(
+        "features", str(slice_log), "--as-of", AS_OF, "--out", str(whole),
+        "--population", str(manifest),
+    )  # fmt: skip
+    assert code == 1 and "writing it would destroy the input" in " ".join(out.split()), out
+    assert manifest.read_bytes() == before
+    code, out = run(
+        "score", str(slice_log), *base, "--population", str(not_a_manifest), "--engine", "spark"
+    )
+    assert code == 2 and "--population" in out
+
+
+@pytest.mark.slow
+def test_score_of_a_slice_against_the_whole_population(
+    events_path: Path, whole_and_slice, tmp_path: Path
+) -> None:
+    from churnlens import Settings
+    from churnlens.config import ModelSettings, TrainingSettings
+    from churnlens.training import train
+
+    settings = Settings(
+        training=TrainingSettings(horizon_days=60, snapshot_step_days=60, min_history_days=60),
+        model=ModelSettings(n_estimators=80, min_child_samples=40),
+    )
+    bundle = train(events_path, AS_OF, settings, tmp_path / "models").bundle
+    _, slice_log, chosen = whole_and_slice
+    base = ["--as-of", AS_OF, "--model", str(bundle), "--segments", "none", "--no-track"]
+    whole = tmp_path / "whole.parquet"
+    given, own = tmp_path / "given.parquet", tmp_path / "own.parquet"
+    manifest = Path(f"{whole}.manifest.json")
+    for log, out_file, extra in (
+        (events_path, whole, []),
+        (slice_log, given, ["--population", str(manifest)]),
+        (slice_log, own, []),
+    ):
+        code, out = run("score", str(log), "--out", str(out_file), *base, *extra)
+        assert code == 0, out
+    expected = pd.read_parquet(whole).set_index("customer_id").loc[chosen]
+    got = pd.read_parquet(given).set_index("customer_id").loc[chosen]
+    for column in ("churn_probability", "cycle_days", "days_since_purchase"):
+        np.testing.assert_allclose(got[column], expected[column], rtol=0, atol=1e-12)
+    recorded = json.loads(Path(f"{given}.manifest.json").read_text())["population"]
+    assert recorded["source"] == str(manifest)
+    whole_stats = json.loads(manifest.read_text())["population"]["statistics"]
+    assert recorded["statistics"] == whole_stats
+    own_stats = json.loads(Path(f"{own}.manifest.json").read_text())["population"]["statistics"]
+    assert own_stats != whole_stats

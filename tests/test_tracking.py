@@ -114,6 +114,24 @@ def test_a_worse_model_does_not_take_the_champion_alias(workspace: Path) -> None
     assert "no version 9" in missing.output
 
 
+def test_a_registry_read_error_never_moves_the_champion_and_says_why(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    train(workspace, "worse.yaml")  # version 1, champion; a better model comes next
+
+    def broken(self: object, name: str, alias: str) -> None:
+        raise RuntimeError("disk I/O error")  # the store fails, not "no champion"
+
+    with monkeypatch.context() as patched:
+        patched.setattr(MlflowClient, "get_model_version_by_alias", broken)
+        result = runner.invoke(app, train_args(workspace, "models"))
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "cannot read the champion of 'churnlens-churn' (disk I/O error)" in text
+    assert "the champion alias was not moved" in text
+    assert str(client().get_model_version_by_alias("churnlens-churn", "champion").version) == "1"
+
+
 def test_a_better_model_takes_the_champion_alias(workspace: Path) -> None:
     """Compared on the same out-of-time validation snapshot, as recorded for both."""
     train(workspace, "worse.yaml")

@@ -109,6 +109,17 @@ def read_cdnow(path: str | Path = DEFAULT_CDNOW_PATH) -> pd.DataFrame:
     return events
 
 
+def convert_cdnow(path: str | Path, out: str | Path) -> pd.DataFrame:
+    """``churnlens datasets cdnow``: :func:`read_cdnow` written to ``out`` (checked first,
+    never over the input; written atomically). Returns the events."""
+    from churnlens.outputs import check_output_path, write_table
+
+    out = check_output_path(out, inputs=[path])
+    events = read_cdnow(path)
+    write_table(events, out)
+    return events
+
+
 def _header_lines(path: Path, source: str) -> int:
     """Number of header lines to skip (0 or 1); also turns I/O failures into InputError."""
     try:

@@ -9,17 +9,18 @@ scores file written earlier.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from churnlens.actions import Policy
+from churnlens.actions import Policy, load_policy
 from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
-from churnlens.features.population import PopulationStats
-from churnlens.model_source import ScoringModels
+from churnlens.features.population import PopulationStats, resolve_population
+from churnlens.model_source import ScoringModels, load_models
 from churnlens.outputs import check_output_path, read_paired_manifest
 from churnlens.report import build_report, write_report
 from churnlens.retention import cohort_matrix, monthly_kpis
@@ -35,7 +36,7 @@ def score_job(
     *,
     max_contacts: int | None = None,
     partitions: int | None = None,
-    population: PopulationStats | None = None,
+    population: PopulationStats | str | Path | None = None,
     population_source: str | None = None,
     report: str | Path | None = None,
     track: bool = False,
@@ -45,7 +46,9 @@ def score_job(
 
     The scores file is complete before the report and the run are made, so a failing
     tracking store (:class:`~churnlens.errors.TrackingError`) never costs the scores.
+    ``population`` may be statistics or a features / scores manifest path.
     """
+    population, population_source = resolve_population(population, population_source)
     if report is not None:
         report = check_output_path(report, suffixes=(".html",), inputs=[events, out, models.uri])
     publish = report is not None or track
@@ -69,6 +72,62 @@ def score_job(
         if track:
             _track(result, models.settings, html)
     return result
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    """What ``churnlens score`` asks for, as given on the command line (paths and names)."""
+
+    events: str | Path
+    as_of: str
+    out: str | Path
+    model: str | None = None  # bundle folder or models:/ URI; None: the registry champion
+    segments: str | None = "auto"  # bundle, URI, "auto" or None
+    policy: str | Path | None = None
+    config: str | Path | None = None
+    population: str | Path | None = None
+    report: str | Path | None = None
+    max_contacts: int | None = None
+    partitions: int | None = None
+    track: bool = True
+    engine: str = "duckdb"
+    master: str = "local[2]"
+
+
+def score_command(
+    request: ScoringRequest, settings: Settings, progress: Progress | None = None
+) -> ScoreResult | dict[str, Any]:
+    """``churnlens score``: every check that can fail before any work (outputs against
+    inputs, the population manifest, the policy, the models), then the job on the chosen
+    engine. Returns the :class:`ScoreResult` (DuckDB) or the manifest (Spark)."""
+    r = request
+    inputs = [r.events, r.model, r.segments, r.policy, r.config, r.population]
+    check_output_path(r.out, inputs=inputs)
+    if r.report is not None:
+        check_output_path(r.report, (".html",), inputs=[*inputs, r.out])
+    population = resolve_population(r.population)
+    rules = load_policy(r.policy)
+    models = load_models(r.model, r.segments, settings)
+    if r.engine == "spark":
+        from churnlens.spark import score_to_file
+
+        return score_to_file(
+            r.events, r.as_of, r.out, models, rules, r.max_contacts, r.master, r.partitions
+        )
+    return score_job(
+        r.events,
+        r.as_of,
+        r.out,
+        models,
+        rules,
+        max_contacts=r.max_contacts,
+        partitions=r.partitions,
+        population=population[0],
+        population_source=population[1],
+        report=r.report,
+        track=r.track,
+        progress=progress,
+    )
 
 
 def build_scores_report(

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -254,6 +255,23 @@ def generate_events(
     if days < 1:
         raise ValueError(f"days must be >= 1, got {days}")
     return _generate(customers, days, seed, start)[0]
+
+
+def write_sample(
+    out: str | Path,
+    customers: int = 5000,
+    days: int = 730,
+    seed: int = 7,
+    start: dt.date = dt.date(2024, 1, 1),
+) -> pd.DataFrame:
+    """``churnlens sample``: :func:`generate_events` written to ``out`` (Parquet or CSV,
+    atomically; the path is checked first). Returns the events."""
+    from churnlens.outputs import check_output_path, write_table
+
+    out = check_output_path(out)
+    events = generate_events(customers, days, seed, start)
+    write_table(events, out)
+    return events
 
 
 def _generate(

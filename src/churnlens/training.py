@@ -27,6 +27,7 @@ from churnlens.evaluation import metrics_table
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
 from churnlens.labels import Snapshots, log_span, make_snapshot, make_snapshots, snapshot_dates
 from churnlens.models.churn import ChurnModel, RecencyBaseline, logistic_rfm_baseline, time_split
+from churnlens.outputs import check_output_path, write_table
 from churnlens.sampling import CustomerSample, sample_customers
 
 if TYPE_CHECKING:
@@ -246,13 +247,17 @@ def backtest(
     *,
     track: bool = False,
     config_path: str | Path | None = None,
+    predictions_path: str | Path | None = None,
 ) -> BacktestResult:
     """Train as of ``as_of`` and score it against the H days that really followed.
 
     With ``track``, the training run is recorded as in :func:`train` and the realised
-    metrics and plots are added to it (``backtest_*``). Raises :class:`InputError` when
-    the log does not reach ``as_of + H``.
+    metrics and plots are added to it (``backtest_*``); with ``predictions_path``, the
+    per-customer predictions are written there (the path is checked first). Raises
+    :class:`InputError` when the log does not reach ``as_of + H``.
     """
+    if predictions_path is not None:
+        predictions_path = check_output_path(predictions_path, inputs=[events, config_path])
     table = load_events(events, settings)
     settings = table.settings
     as_of = parse_as_of(as_of)
@@ -287,6 +292,8 @@ def backtest(
         }
     )
     result = BacktestResult(trained, as_of, metrics_table(y, scores), predictions)
+    if predictions_path is not None:
+        write_table(predictions, predictions_path)
     if track and trained.run_id:
         _track_backtest(result, settings, y.to_numpy(), scores)
     return result

@@ -32,7 +32,7 @@ from churnlens.config import Settings
 from churnlens.events import EventSource, EventTable
 from churnlens.features.aggregation import Progress, aggregate_log
 from churnlens.features.engine import feature_names, finish_features
-from churnlens.features.population import PopulationStats
+from churnlens.features.population import PopulationStats, resolve_population
 from churnlens.outputs import check_output_path, replace_with_manifest
 
 
@@ -67,8 +67,9 @@ def write_features(
     settings: Settings | None = None,
     *,
     partitions: int | None = None,
-    population: PopulationStats | None = None,
+    population: PopulationStats | str | Path | None = None,
     population_source: str | None = None,
+    inputs: tuple[object, ...] = (),
     progress: Progress | None = None,
 ) -> FeatureFile:
     """Build the features of every customer seen up to ``as_of`` into ``out``.
@@ -76,12 +77,15 @@ def write_features(
     ``out`` is ``.parquet``, ``.csv`` or ``.csv.gz``, with ``<out>.manifest.json`` beside
     it; rows are in customer order within each partition. ``partitions`` defaults to one
     per ``engine.feature_partition_events`` events. ``population``: score RFM and cycles
-    against it (``population_source`` says where it came from) instead of the log's own.
+    against these statistics, or those of a manifest path (``population_source`` says
+    where they came from), instead of the log's own. ``inputs``: more input paths the
+    output must not overwrite (a config file).
     Returns the path, counts and per-column summary statistics (count, mean, min, max),
     accumulated partition by partition.
     """
     began = time.perf_counter()
-    out = check_output_path(out, inputs=[events])
+    out = check_output_path(out, inputs=[events, population, *inputs])
+    population, population_source = resolve_population(population, population_source)
     with aggregate_log(
         events, as_of, settings, partitions=partitions, population=population, progress=progress
     ) as log:
@@ -135,7 +139,7 @@ def write_features(
             "duplicates_dropped": log.duplicates,
             "partitions": len(log.partitions),
             "population": {
-                "source": population_source or ("given" if population else "the log itself"),
+                "source": population_source or "the log itself",
                 "statistics": log.population.to_dict(),
             },
         }

@@ -106,3 +106,13 @@ def quintile_score(
     below = (np.asarray(cuts, dtype=float)[None, :] < values[:, None]).sum(axis=1)
     score = (5 - below) if reverse else (1 + below)
     return np.where(np.isnan(values), np.nan, score.astype(float))
+
+
+def resolve_population(
+    value: PopulationStats | str | Path | None, source: str | None = None
+) -> tuple[PopulationStats | None, str | None]:
+    """``(statistics, source)`` from statistics or a manifest path (:func:`load_population`);
+    ``(None, None)`` for the log's own population."""
+    if value is None or isinstance(value, PopulationStats):
+        return value, source or ("given" if value is not None else None)
+    return load_population(value), source or str(value)

@@ -22,7 +22,7 @@ import pandas as pd
 from churnlens import __version__
 from churnlens.config import Settings, load_settings
 from churnlens.errors import ModelError, TrackingError
-from churnlens.tracking.store import first_line, retry, tracking_uri, use_store
+from churnlens.tracking.store import failures, first_line, retry, tracking_uri, use_store
 
 CHAMPION = "champion"
 # (the champion model, its run's params, its run's metrics) -> its score, or None
@@ -141,6 +141,11 @@ def update_champion(
 
 def promote(settings: Settings, registered_name: str, version: str) -> None:
     """Force the ``champion`` alias onto a version."""
+    with failures("the champion alias was not moved"):
+        _promote(settings, registered_name, version)
+
+
+def _promote(settings: Settings, registered_name: str, version: str) -> None:
     client = use_store(settings)
     try:
         retry(lambda: client.get_model_version(registered_name, version))
@@ -154,6 +159,11 @@ def promote(settings: Settings, registered_name: str, version: str) -> None:
 
 def list_models(settings: Settings) -> pd.DataFrame:
     """Every version of every registered model: name, version, aliases, run, created."""
+    with failures("nothing was changed"):
+        return _list_models(settings)
+
+
+def _list_models(settings: Settings) -> pd.DataFrame:
     client = use_store(settings)
     rows = []
     for model in retry(lambda: client.search_registered_models()):

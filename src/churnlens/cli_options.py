@@ -1,0 +1,85 @@
+"""The ``churnlens`` command line's shared pieces: the error-reporting group, the engine
+choice, and the options several commands declare (with their help texts).
+
+Kept apart from :mod:`churnlens.cli` so that the commands read as a list of commands.
+Nothing here imports the library: start-up stays light.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from churnlens import rendering
+from churnlens.errors import ChurnlensError
+
+
+class ReportingGroup(TyperGroup):
+    """Errors of any command below (subgroups too): one ``error:`` message, exit code 1."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ChurnlensError as exc:
+            rendering.error(str(exc))
+        except OSError as exc:  # the operating system's word: a full disk, a missing folder
+            rendering.error(rendering.os_error_text(exc))
+        raise typer.Exit(1)
+
+
+class Engine(StrEnum):
+    """Where ``score`` runs: a str Enum, so a bad --engine is a usage error at parse time."""
+
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+GROUP: dict[str, Any] = dict(cls=ReportingGroup, context_settings=CONTEXT, no_args_is_help=True)
+
+
+def opt(text: str, *names: str, **kwargs: Any) -> Any:
+    """``typer.Option`` with its help first (the name defaults to ``--param-name``)."""
+    return typer.Option(*names, help=text, **kwargs)
+
+
+EVENTS = "Event log: .csv, .csv.gz, .parquet or a folder of .parquet files."
+CONFIG = "YAML configuration (defaults: configs/default.yaml)."
+MEMORY = "DuckDB memory cap, e.g. 4GB; beyond it DuckDB spills to disk."
+PARTITIONS = "Customer-hash partitions (default: one per 40M events for features, 20M for score)."
+POPULATION = (
+    "Score RFM and cycles against the population statistics in this manifest (a features or "
+    "scores manifest of the whole log), so a slice of customers gets exactly the features "
+    "and churn probabilities it gets within the whole log; default: the log's own."
+)
+EventsArg = Annotated[Path, typer.Argument(help=EVENTS)]
+ConfigOpt = Annotated[Path | None, opt(CONFIG, "--config", "-c")]
+MemoryOpt = Annotated[str | None, opt(MEMORY)]
+TempDirOpt = Annotated[Path | None, opt("Folder DuckDB spills to (default: its own).")]
+PartitionsOpt = Annotated[int | None, opt(PARTITIONS, min=1)]
+AsOfOpt = Annotated[str, opt("Features see every event up to and including this day.")]
+PopulationOpt = Annotated[Path | None, opt(POPULATION)]
+HorizonOpt = Annotated[int | None, opt("Churn = no purchase in this many days.", min=1)]
+TrackOpt = Annotated[bool, opt("Record the run in MLflow and register the model.")]
+ModelsDirOpt = Annotated[Path, opt("Folder for the model bundle.")]
+MODEL = "Model bundle folder or models:/NAME@ALIAS (default: the registry champion)."
+SEGMENTS = "Segments bundle or models:/ URI; 'auto' (beside the model) or 'none'."
+POLICY = "Action policy YAML (default: the shipped configs/actions.yaml)."
+MAX_CONTACTS = "Contact at most N customers, highest value at risk first."
+ENGINE = "'duckdb' (this machine) or 'spark' (needs churnlens\\[spark])."
+MASTER = "Spark master with --engine spark, e.g. local[2] or yarn."
+PREDICTIONS = "Write customer_id, churn_probability, churned and baselines here."
+SAMPLE_LOG = Path("data/sample/events.parquet")
+
+
+def parse_k(value: str) -> int | None:
+    """``--k``: 'auto' (None) or a whole number of segments >= 2."""
+    if value == "auto":
+        return None
+    if not value.isdigit() or int(value) < 2:
+        raise typer.BadParameter("give 'auto' or a whole number of segments >= 2")
+    return int(value)

@@ -1,0 +1,312 @@
+"""What the ``churnlens`` command line prints: rich tables, progress bars, summaries, errors.
+
+:mod:`churnlens.cli` parses options and calls the library; every line it shows comes from
+here. Results go to standard output, progress and errors to standard error. The module is
+imported by the CLI at start-up, so it imports nothing heavy (pandas and the library's
+result types are only named for type checkers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.status import Status
+
+    from churnlens.config import Settings
+    from churnlens.demo import DemoResult
+    from churnlens.events import EventSummary
+    from churnlens.features.batched import FeatureFile
+    from churnlens.scoring import ScoreResult
+    from churnlens.segmenting import SegmentResult
+    from churnlens.training import BacktestResult, TrainResult
+
+console = Console()
+err_console = Console(stderr=True)
+
+FEATURE_PICKS = (
+    "freq_contacts_90d",
+    "chan_n_channels",
+    "gap_median",
+    "rfm_recency_days",
+    "rfm_frequency",
+    "rfm_monetary_total",
+    "cycle_days",
+    "cycle_overdue_ratio",
+    "fatigue_touches_30d",
+)
+SEGMENT_COLUMNS = (
+    "name",
+    "size",
+    "share",
+    "churn_rate",
+    "rfm_recency_days",
+    "rfm_frequency",
+    "rfm_monetary_total",
+)
+
+
+def error(text: str) -> None:
+    """One ``error:`` message on standard error, printed as written (no markup, no colours
+    guessed from the text, no wrapping of long paths)."""
+    err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def os_error_text(exc: OSError) -> str:
+    """The operating system's word (a full disk, a missing folder) and what it left."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}; earlier outputs are unchanged"
+
+
+def status(text: str) -> Status:
+    """A spinner with ``text`` while a step runs."""
+    return console.status(text)
+
+
+@contextlib.contextmanager
+def partition_progress(label: str) -> Iterator[Callable[[int, int, int], None]]:
+    """A rich progress bar over partitions, with customers per second."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    started = time.perf_counter()
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None, rate="")
+
+        def advance(done: int, total: int, customers: int) -> None:
+            rate = customers / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} customers/s")
+
+        yield advance
+
+
+# ------------------------------------------------------------------ tables
+
+
+def count_table(title: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(title.split()[-1])
+    table.add_column("events", justify="right")
+    for key, value in counts.items():
+        table.add_row(key, f"{value:,}")
+    return table
+
+
+def feature_summary(summary: pd.DataFrame) -> Table:
+    """Share non-missing, mean, min and max of a few telling features."""
+    table = Table(title="Feature summary", title_justify="left")
+    for col in ("feature", "non-missing", "mean", "min", "max"):
+        table.add_column(col, justify="left" if col == "feature" else "right")
+    total = summary["count"].max() if len(summary) else 0
+    for name in (p for p in FEATURE_PICKS if p in summary.index):
+        row = summary.loc[name]
+        share = row["count"] / total if total else float("nan")
+        table.add_row(
+            name, f"{share:.0%}", f"{row['mean']:,.1f}", f"{row['min']:,.1f}", f"{row['max']:,.1f}"
+        )
+    return table
+
+
+def metrics_table(title: str, frame: pd.DataFrame) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("score")
+    for col in frame.columns:
+        table.add_column(col, justify="right")
+    for name, row in frame.iterrows():
+        table.add_row(str(name), *(f"{v:.4f}" for v in row))
+    return table
+
+
+def segment_table(profile: pd.DataFrame, as_of: date) -> Table:
+    """One row per segment: its name, size, share, churn rate and RFM averages."""
+    table = Table(title=f"Segments as of {as_of}", title_justify="left")
+    shown = [c for c in SEGMENT_COLUMNS if c in profile.columns]
+    table.add_column("id", justify="right")
+    for col in shown:
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for seg_id, row in profile.iterrows():
+        cells = [
+            str(row[c]) if c == "name" else f"{row[c]:,.0f}" if c == "size" else f"{row[c]:,.3g}"
+            for c in shown
+        ]
+        table.add_row(str(seg_id), *cells)
+    return table
+
+
+def scores_summary(manifest: dict[str, Any]) -> Table:
+    """Customers and their share per lifecycle stage and per action."""
+    stages: dict[str, int] = manifest["stages"]
+    actions: dict[str, int] = manifest["actions"]
+    total = max(1, sum(stages.values()))
+    table = Table(title=f"Scored as of {manifest['as_of']}", title_justify="left")
+    table.add_column("lifecycle stage")
+    table.add_column("customers", justify="right")
+    table.add_column("action")
+    table.add_column("customers", justify="right")
+    left: list[tuple[str, int | None]] = list(stages.items())
+    right: list[tuple[str, int | None]] = sorted(actions.items(), key=lambda kv: -kv[1])
+    for i in range(max(len(left), len(right))):
+        a = left[i] if i < len(left) else ("", None)
+        b = right[i] if i < len(right) else ("", None)
+        table.add_row(
+            a[0],
+            "" if a[1] is None else f"{a[1]:,} ({a[1] / total:.0%})",
+            b[0],
+            "" if b[1] is None else f"{b[1]:,} ({b[1] / total:.0%})",
+        )
+    return table
+
+
+# ------------------------------------------------------------------ one per command
+
+
+def show_path(label: str, path: Path) -> None:
+    console.print(f"{label}: [bold]{path}[/]")
+
+
+def show_sample(events: pd.DataFrame, out: Path, seconds: float) -> None:
+    console.print(
+        f"Wrote {len(events):,} events of {events['customer_id'].nunique():,} customers "
+        f"({events['timestamp'].min():%Y-%m-%d} to {events['timestamp'].max():%Y-%m-%d}) "
+        f"to [bold]{out}[/] in {seconds:.1f} s"
+    )
+
+
+def show_validation(s: EventSummary) -> None:
+    console.print(f"[bold green]OK[/] {s.source}: the log meets the event-log contract")
+    console.print(
+        f"  {s.events:,} events of {s.customers:,} customers, "
+        f"{s.first_timestamp:%Y-%m-%d %H:%M} to {s.last_timestamp:%Y-%m-%d %H:%M} UTC"
+    )
+    if s.duplicates_dropped:
+        console.print(
+            f"  [yellow]warning:[/] {s.duplicates_dropped:,} exact duplicate rows dropped "
+            f"({s.rows_read:,} rows read)"
+        )
+    for title, counts in (
+        ("Events per role", s.by_role),
+        ("Events per event_type", s.by_event_type),
+        ("Events per channel", s.by_channel),
+    ):
+        console.print(count_table(title, counts))
+
+
+def show_features(result: FeatureFile, out: Path, day: date) -> None:
+    console.print(
+        f"Wrote {len(result.summary)} features for {result.customers:,} customers as of {day} "
+        f"to [bold]{out}[/] in {result.seconds:.1f} s ({result.partitions} partition(s))"
+    )
+    if result.duplicates_dropped:
+        dropped = result.duplicates_dropped
+        console.print(f"  [yellow]warning:[/] {dropped:,} duplicate rows dropped")
+    if result.events_after_as_of:
+        later = result.events_after_as_of
+        console.print(f"  {later:,} events after {day} ignored (features see up to the as-of day)")
+    console.print(feature_summary(result.summary))
+
+
+def show_training(result: TrainResult, settings: Settings) -> None:
+    console.print(
+        f"Trained on {len(result.snapshots)} snapshots "
+        f"({result.snapshots[0]} to {result.snapshots[-1]}), {result.rows:,} rows; "
+        f"calibration: {result.model.calibration_method_}"
+    )
+    console.print(metrics_table("Validation (latest snapshot, out of time)", result.validation))
+    console.print(f"Model bundle: [bold]{result.bundle}[/]")
+    if result.run_id:
+        from churnlens.tracking import tracking_uri
+
+        console.print(
+            f"MLflow run {result.run_id} at {tracking_uri(settings)}; registered "
+            f"{settings.tracking.churn_model_name} version {result.model_version} "
+            f"(champion: {result.champion})"
+        )
+
+
+def show_backtest(result: BacktestResult, horizon_days: int) -> None:
+    churn_rate = result.predictions["churned"].mean()
+    console.print(
+        f"Backtest as of {result.as_of}: {len(result.predictions):,} customers, "
+        f"realised churn rate {churn_rate:.3f} over {horizon_days} days"
+    )
+    console.print(metrics_table("Realised metrics", result.metrics))
+
+
+def show_segments(result: SegmentResult, settings: Settings) -> None:
+    model = result.model
+    scores = ", ".join(f"k={key}: {value:.3f}" for key, value in model.silhouette_.items())
+    console.print(f"{model.k_} segments (silhouette {scores})")
+    console.print(segment_table(result.profile, result.as_of))
+    console.print(f"Segment bundle: [bold]{result.bundle}[/]")
+    if result.run_id:
+        console.print(
+            f"MLflow run {result.run_id}; registered {settings.tracking.segment_model_name} "
+            f"version {result.model_version} (champion: {result.champion})"
+        )
+
+
+def show_scores(result: ScoreResult, report: Path | None) -> None:
+    manifest = result.manifest
+    console.print(scores_summary(manifest))
+    rate = manifest["rows"] / max(result.seconds, 1e-9)
+    console.print(
+        f"{manifest['rows']:,} customers in {result.seconds:.1f} s ({rate:,.0f}/s); "
+        f"value at risk {manifest['value_at_risk']:,.0f}; model {manifest['model_version']}"
+    )
+    console.print(f"Scores: [bold]{result.path}[/] (manifest {result.manifest_path.name})")
+    if manifest.get("events_after_as_of_ignored"):
+        later = manifest["events_after_as_of_ignored"]
+        console.print(f"  {later:,} events after {manifest['as_of']} ignored")
+    if report is not None:
+        console.print(f"Report: [bold]{report}[/]")
+
+
+def show_spark_scores(manifest: dict[str, Any], out: Path, master: str) -> None:
+    console.print(scores_summary(manifest))
+    console.print(f"Scores: [bold]{out}[/] (Spark, {master}; not tracked in MLflow)")
+
+
+def show_demo(result: DemoResult, settings: Settings) -> None:
+    from churnlens.tracking import tracking_uri
+
+    validation = result.trained.validation
+    console.print(
+        f"Churn model: validation ROC AUC {validation.loc['model', 'roc_auc']:.3f} "
+        f"(recency alone {validation.loc['recency', 'roc_auc']:.3f}); "
+        f"{result.segments.model.k_} segments"
+    )
+    show_scores(result.scored, result.report)
+    uri = tracking_uri(settings)
+    console.print(f"Browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/]")
+
+
+def show_models(frame: pd.DataFrame, uri: str) -> None:
+    table = Table(title=f"Registered models at {uri}", title_justify="left")
+    for col in frame.columns:
+        table.add_column(col)
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    console.print(table if len(frame) else "No registered models yet: run `churnlens train`.")
+
+
+def show_cdnow(events: pd.DataFrame, out: Path) -> None:
+    console.print(
+        f"Wrote {len(events):,} purchases of {events['customer_id'].nunique():,} customers "
+        f"to [bold]{out}[/]"
+    )
