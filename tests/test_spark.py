@@ -183,6 +183,17 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
         got = _normalise(cs.rank(df, Policy(), budget).toPandas())
         pd.testing.assert_frame_equal(got, expected)
     assert (got["rule"] != "budget").all()  # a budget of n contacts nobody out
+    # names with quotes are text in Spark SQL too (there '' would glue two strings)
+    quoted = decided.assign(action=decided["action"].replace("nurture", "o'brien"))
+    actions = {**Policy().model_dump()["actions"], "o'brien": {"contact": True}}
+    actions["it's nothing"] = {"contact": False}
+    policy = Policy(actions=actions, fallback="it's nothing", no_channel_action="no_action")
+    con.register("_quoted", pa.Table.from_pandas(quoted))
+    frame = spark.createDataFrame(quoted, schema=cs.SCORED_SCHEMA)
+    query = rank_sql("_quoted", list(quoted.columns), policy, 7)
+    expected = _normalise(con.sql(query).df())
+    pd.testing.assert_frame_equal(_normalise(cs.rank(frame, policy, 7).toPandas()), expected)
+    assert "o'brien" in set(expected["action"]) and "it's nothing" in set(expected["action"])
     over = _normalise(cs.rank(df, Policy(), 7).toPandas()).query("rule == 'budget'")
     assert len(over) > 0 and over["action_channel"].isna().all()
     assert all(r[-1] == "over the contact budget of 7" for r in over["reasons"])

@@ -17,6 +17,7 @@ import pandas as pd
 from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, load_events
+from churnlens.events.sql import date_literal
 from churnlens.features import build_features
 from churnlens.features.population import PopulationStats
 
@@ -83,7 +84,7 @@ def churn_labels(table: EventTable, as_of: date, horizon_days: int) -> pd.Index:
     end = as_of + timedelta(days=horizon_days)
     rows = table.con.execute(
         f"SELECT DISTINCT customer_id FROM {table.name} "
-        f"WHERE role = 'purchase' AND day > DATE '{as_of}' AND day <= DATE '{end}'"
+        f"WHERE role = 'purchase' AND day > {date_literal(as_of)} AND day <= {date_literal(end)}"
     ).fetchall()
     return pd.Index([r[0] for r in rows], dtype=str)
 

@@ -22,6 +22,7 @@ import pandas as pd
 from churnlens import __version__
 from churnlens.config import Settings, load_settings
 from churnlens.errors import ModelError, TrackingError
+from churnlens.events.sql import literal
 from churnlens.tracking.store import failures, first_line, retry, tracking_uri, use_store
 
 CHAMPION = "champion"
@@ -170,7 +171,8 @@ def _list_models(settings: Settings) -> pd.DataFrame:
         aliases: dict[str, list[str]] = {}
         for alias, version in (model.aliases or {}).items():
             aliases.setdefault(str(version), []).append(alias)
-        for v in retry(lambda model=model: client.search_model_versions(f"name='{model.name}'")):
+        where = f"name = {literal(model.name)}"
+        for v in retry(lambda where=where: client.search_model_versions(where)):
             rows.append(
                 {
                     "name": v.name,
