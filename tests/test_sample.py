@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnlens.sample import CHANNELS, COLUMNS, EVENT_TYPES, _generate, generate_events
+from churnlens.sample import CHANNELS, COLUMNS, EVENT_TYPES, generate_events, simulate_log
 
 START = dt.date(2024, 1, 1)
 DAYS = 730
@@ -170,7 +170,7 @@ def test_churn_follows_over_contact_and_complaints(events: pd.DataFrame, day: pd
 
 
 def test_engagement_fades_before_churn_and_stops_after() -> None:
-    events, truth = _generate(customers=4000, days=DAYS, seed=13, start=START)
+    events, truth = simulate_log(customers=4000, days=DAYS, seed=13, start=START)
     frame = events.join(truth, on="customer_id")
     t = (frame["timestamp"] - pd.Timestamp(START)) / pd.Timedelta(days=1)
     after = np.floor(t) > frame["churn_day"]  # event times of day are drawn per day
