@@ -9,6 +9,7 @@ not relabel customers.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -148,8 +149,4 @@ def _track_segments(
         config_path=config_path,
         register=register,
     )
-    result.run_id, result.model_version, result.champion = (
-        record.run_id,
-        record.version,
-        record.champion,
-    )
+    result.run_id, result.model_version, result.champion = dataclasses.astuple(record)

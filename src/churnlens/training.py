@@ -208,11 +208,7 @@ def _track(
         config_path=config_path,
         register=register,
     )
-    result.run_id, result.model_version, result.champion = (
-        record.run_id,
-        record.version,
-        record.champion,
-    )
+    result.run_id, result.model_version, result.champion = dataclasses.astuple(record)
 
 
 def _write(result: TrainResult, table: EventTable, as_of: date, models_dir: Path) -> None:
