@@ -67,6 +67,9 @@ At the defaults (730 days) about half of the customers churn within the period, 
 average customer has about 50 events (visits 46%, marketing 33%, purchases 17%, support
 3%, complaints 0.5%). Rates are per day, so counts scale with each customer's time in
 the period: generate ``N / 50`` customers for about ``N`` events over two years.
+
+:func:`churnlens.sample.campaign.simulate_campaign` continues the same customers after the
+last day, the scored customers receiving their actions, with known true effects.
 """
 
 from __future__ import annotations
@@ -77,10 +80,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churnlens.sample.customers import draw_traits
 from churnlens.sample.output import customer_ids, to_frame
 from churnlens.sample.params import CHANNELS, COLUMNS, EVENT_TYPES
-from churnlens.sample.weeks import season_offset, simulate
+from churnlens.sample.weeks import run_history
 
 __all__ = ["CHANNELS", "COLUMNS", "EVENT_TYPES", "generate_events", "simulate_log", "write_sample"]
 
@@ -136,17 +138,16 @@ def simulate_log(
     """
     if isinstance(start, dt.datetime):
         start = start.date()
-    rng = np.random.default_rng(seed)
-    traits = draw_traits(rng, customers, days)
-    log, state = simulate(rng, traits, days, season_offset(start))
+    run = run_history(customers, days, seed, start)
+    state = run.state
     ids = customer_ids(customers)
-    events = to_frame(rng, log, traits, ids, days, start)
+    events = to_frame(run.rng, run.log, run.traits, ids, days, start)
     late = (
         np.where(state.onset < days, state.onset, np.inf),
         np.where(state.churn < days, state.churn, np.inf),
     )
     truth = pd.DataFrame(
-        {"join_day": traits.join, "onset_day": late[0], "churn_day": late[1]},
+        {"join_day": run.traits.join, "onset_day": late[0], "churn_day": late[1]},
         index=pd.Index(ids, dtype="str", name="customer_id"),
     )
     return events, truth

@@ -4,6 +4,7 @@ purchases, service contacts, and the weekly decision to leave."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -11,6 +12,7 @@ from churnlens.sample.customers import (
     EventLog,
     State,
     Traits,
+    draw_traits,
     initial_state,
     pick_channel,
     reshuffle_targeting,
@@ -26,6 +28,32 @@ from churnlens.sample.params import (
     VISIT,
     P,
 )
+
+
+@dataclass
+class History:
+    """A finished run: the generator (positioned where the event frame's draws begin), the
+    traits, the raw log and the final state."""
+
+    rng: np.random.Generator
+    traits: Traits
+    log: EventLog
+    state: State
+    days: int
+    offset: float
+    weeks: int
+
+
+def run_history(customers: int, days: int, seed: int, start: dt.date) -> History:
+    """Traits and the weekly simulation of ``days`` days, exactly as
+    :func:`churnlens.sample.simulate_log` draws them (the campaign continues this state)."""
+    if isinstance(start, dt.datetime):
+        start = start.date()
+    rng = np.random.default_rng(seed)
+    traits = draw_traits(rng, customers, days)
+    offset = season_offset(start)
+    log, state = simulate(rng, traits, days, offset)
+    return History(rng, traits, log, state, days, offset, -(-days // 7))
 
 
 def season_offset(start: dt.date) -> float:
@@ -135,11 +163,16 @@ def durations(
     rng: np.random.Generator, channel: np.ndarray, kind: int, trouble: np.ndarray
 ) -> np.ndarray:
     """Lognormal call lengths for phone and chat contacts, longer in trouble; NaN else."""
+    return call_lengths(rng.standard_normal(channel.size), channel, kind, trouble)
+
+
+def call_lengths(z: np.ndarray, channel: np.ndarray, kind: int, trouble: np.ndarray) -> np.ndarray:
+    """:func:`durations` from given standard normal draws ``z`` (one per contact)."""
     phone, chat = (0, 1) if kind == SUPPORT else (2, 3)
     median = np.where(
         channel == PHONE, P.duration_medians[phone], P.duration_medians[chat]
     ) * np.sqrt(1.0 + trouble)
-    seconds = np.round(median * np.exp(P.duration_sigma * rng.standard_normal(channel.size)))
+    seconds = np.round(median * np.exp(P.duration_sigma * z))
     return np.where((channel == PHONE) | (channel == CHAT), np.maximum(seconds, 10.0), np.nan)
 
 
