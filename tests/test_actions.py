@@ -19,7 +19,7 @@ from churnlens.events import load_events
 from tests.conftest import make_log
 
 ROOT = Path(__file__).resolve().parents[1]
-CUTS = (100.0, 1000.0)  # expected value where the medium and high tiers start
+CUTS = (100.0, 1000.0)  # value if retained where the medium and high tiers start
 
 
 def scored(**overrides: list) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def scored(**overrides: list) -> pd.DataFrame:
     base = {
         "lifecycle_stage": ["active"] * n,
         "churn_probability": [0.1] * n,
-        "expected_value": [50.0] * n,
+        "value_if_retained": [50.0] * n,
         "segment_id": [0] * n,
         "segment_name": ["loyal"] * n,
         "over_contacted": [False] * n,
@@ -38,7 +38,7 @@ def scored(**overrides: list) -> pd.DataFrame:
     }
     base.update(overrides)
     frame = pd.DataFrame(base, index=[f"c{i}" for i in range(n)])
-    frame["value_at_risk"] = frame["churn_probability"] * frame["expected_value"]
+    frame["value_at_risk"] = frame["churn_probability"] * frame["value_if_retained"]
     return frame
 
 
@@ -50,7 +50,7 @@ def test_each_default_rule_fires_on_its_customers() -> None:
     frame = scored(
         lifecycle_stage=["active", "new", "silent", "active", "silent", "sleeping", "lost", "lost"],
         churn_probability=[0.9, 0.9, 0.9, 0.1, 0.4, 0.5, 0.9, 0.9],
-        expected_value=[5000, 10, 5000, 5000, 10, 10, 10, 5000],
+        value_if_retained=[5000, 10, 5000, 5000, 10, 10, 10, 5000],
         over_contacted=[True, False, False, False, False, False, False, False],
     )
     out = decide(frame, Policy(), CUTS)
@@ -62,12 +62,38 @@ def test_each_default_rule_fires_on_its_customers() -> None:
         "nurture",
         "reactivation_discount",
         "let_go",
-        "no_action",  # lost but high value: no rule, the fallback
+        "seasonal_winback",  # lost but high value: the next seasonal campaign
     ]
-    assert out["rule"].iloc[-1] == "default"
+    assert out["rule"].iloc[-2:].tolist() == ["lost", "lost_high_value"]
     assert out["value_tier"].astype(str).tolist()[:4] == ["high", "low", "high", "high"]
     # the rule's reason follows the model's reasons
     assert out["reasons"].iloc[1] == ["no purchase for 9 days", "new customer"]
+
+
+def test_lost_customers_split_at_the_high_value_cut_and_every_customer_has_a_rule() -> None:
+    frame = scored(
+        lifecycle_stage=["lost", "lost", "lost", "active", "silent"],
+        churn_probability=[0.9, 0.9, 0.9, 0.1, 0.2],
+        value_if_retained=[1000.0, 999.99, 5000.0, 10.0, 500.0],  # the high cut is 1000
+    )
+    out = decide(frame, Policy(), CUTS)
+    assert out["action"].tolist() == [
+        "seasonal_winback",  # on the cut is above it
+        "let_go",
+        "seasonal_winback",
+        "no_action",
+        "no_action",
+    ]
+    assert out["rule"].tolist() == [
+        "lost_high_value",
+        "lost",
+        "lost_high_value",
+        "steady",
+        "steady",
+    ]
+    assert out["action_channel"].isna().all()  # no one-to-one contact for any of them
+    assert not any("no rule matched" in r for reasons in out["reasons"] for r in reasons)
+    assert out["reasons"].iloc[3][-1].startswith("no rule above applies")
 
 
 def test_first_matching_rule_wins() -> None:
@@ -150,7 +176,7 @@ def test_budget_keeps_the_highest_value_at_risk_and_priority_ranks_within_action
         scored(
             lifecycle_stage=["new", "new", "sleeping", "lost", "new"],
             churn_probability=[0.5, 0.9, 0.8, 0.9, 0.2],
-            expected_value=[100.0, 100.0, 200.0, 10.0, 100.0],
+            value_if_retained=[100.0, 100.0, 200.0, 10.0, 100.0],
         ),
         Policy(),
         CUTS,

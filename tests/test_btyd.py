@@ -522,3 +522,19 @@ def test_fits_are_deterministic(simulated: dict[str, np.ndarray]) -> None:
     assert fit_pareto_nbd(s["px"][sub], s["pt_x"][sub], s["T"][sub]).to_dict() == first
     first = fit_bgnbd(s["x"][sub], s["t_x"][sub], s["T"][sub]).to_dict()
     assert fit_bgnbd(s["x"][sub], s["t_x"][sub], s["T"][sub]).to_dict() == first
+
+
+def test_bg_nbd_without_spread_in_the_dropout_chance_gives_finite_expectations() -> None:
+    # a fit on a log without visible dropout: a and b run huge (seen on a 1,500-customer
+    # sample log), where 2F1 overflows; the dropout chance is then its mean, a / (a + b + x)
+    x, t_x, T = np.array([0.0, 2, 7]), np.array([0.0, 13, 6.3]), np.array([10.0, 13, 9.4])
+    narrow = BGNBD(1.5, 6.0, 2e4, 3e6, log_likelihood=0.0, n=1)
+    got = narrow.conditional_expected_purchases(52.0, x, t_x, T)
+    assert np.all(np.isfinite(got)) and np.all(got > 0)
+    p = 2e4 / (2e4 + 3e6 + x)
+    limit = -np.expm1(-(1.5 + x) * np.log1p(p * 52.0 / (6.0 + T))) / p
+    np.testing.assert_allclose(got / narrow.probability_alive(x, t_x, T), limit, rtol=1e-12)
+    wider = BGNBD(1.5, 6.0, 2e3, 3e5, log_likelihood=0.0, n=1)  # the same mean, more spread
+    np.testing.assert_allclose(
+        wider.conditional_expected_purchases(52.0, x, t_x, T), got, rtol=0.02
+    )

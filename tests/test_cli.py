@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from churnlens import __version__
 from churnlens.cli import app
+from tests.conftest import AS_OF
 
 runner = CliRunner()
 HEADER = "customer_id,timestamp,channel,event_type,amount,direction,duration_s\n"
@@ -172,7 +173,8 @@ def test_errors_in_a_subgroup_command_are_one_error_message(tmp_path: Path) -> N
     code, out = run("models", "list", "--config", str(broken))
     assert code == 1, out
     assert lines_of(out) == [
-        "error: /proc/nope: No such file or directory; earlier outputs are unchanged"
+        "error: MLflow tracking failed ([Errno 2] No such file or directory: '/proc/nope'); "
+        "nothing was changed"
     ]
     # a ChurnlensError (ConfigError) in the same subgroup
     unknown = tmp_path / "unknown.yaml"
@@ -205,9 +207,6 @@ def test_errors_in_a_subgroup_go_to_stderr_in_a_real_process(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------ --population
-
-
-AS_OF = "2025-02-03"  # the last day of the conftest sample log
 
 
 @pytest.fixture(scope="module")
@@ -283,17 +282,9 @@ def test_a_bad_population_fails_before_any_work(whole_and_slice, tmp_path: Path)
 
 @pytest.mark.slow
 def test_score_of_a_slice_against_the_whole_population(
-    events_path: Path, whole_and_slice, tmp_path: Path
+    events_path: Path, churn_bundle: Path, whole_and_slice, tmp_path: Path
 ) -> None:
-    from churnlens import Settings
-    from churnlens.config import ModelSettings, TrainingSettings
-    from churnlens.training import train
-
-    settings = Settings(
-        training=TrainingSettings(horizon_days=60, snapshot_step_days=60, min_history_days=60),
-        model=ModelSettings(n_estimators=80, min_child_samples=40),
-    )
-    bundle = train(events_path, AS_OF, settings, tmp_path / "models").bundle
+    bundle = churn_bundle  # trained on events_path as of AS_OF with the conftest SETTINGS
     _, slice_log, chosen = whole_and_slice
     base = ["--as-of", AS_OF, "--model", str(bundle), "--segments", "none", "--no-track"]
     whole = tmp_path / "whole.parquet"

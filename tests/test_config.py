@@ -30,7 +30,10 @@ def test_shipped_configs_load_and_equal_the_defaults() -> None:
     ("text", "expected"),
     [
         ("features: {windowz: [7]}\n", "features.windowz: unknown key; allowed keys here:"),
-        ("feature: {}\n", "feature: unknown key; allowed keys here: engine, events, features"),
+        (
+            "feature: {}\n",
+            "feature: unknown key; allowed keys here: engine, events, experiment, features",
+        ),
         ("features: {windows_days: [30, 7]}\n", "windows must be strictly increasing"),
         ("training: {horizon_days: -5}\n", "training.horizon_days: Input should be greater than 0"),
         ("segments: {k_min: 5, k_max: 3}\n", "k_max (3) must be at least k_min (5)"),

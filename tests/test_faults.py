@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,9 +20,7 @@ from churnlens.bundle import load_bundle
 from churnlens.model_source import load_models
 from churnlens.outputs import output_lock
 from churnlens.scoring import score
-from churnlens.training import train
-from tests.conftest import record_count
-from tests.test_scoring import AS_OF, SETTINGS
+from tests.conftest import AS_OF, record_count
 
 KILLS = 3  # random kill points per job kind
 
@@ -37,10 +36,11 @@ def events_path(sample_events: pd.DataFrame, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="module")
-def bundle(events_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    result = train(events_path, AS_OF, SETTINGS, tmp_path_factory.mktemp("models"))
-    assert result.bundle is not None
-    return result.bundle
+def bundle(churn_bundle: Path) -> Path:
+    """The shared model trained as of ``AS_OF`` (no segments beside it). It was trained on
+    the sample log without this module's late events, which are there for the scoring:
+    a training as of ``AS_OF`` reads nothing after it."""
+    return churn_bundle
 
 
 def _cli(*args: str) -> subprocess.Popen[bytes]:
@@ -72,6 +72,7 @@ def _kill_after(proc: subprocess.Popen[bytes], seconds: float) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_scoring_killed_at_random_points_loses_nothing(
     events_path: Path, bundle: Path, tmp_path: Path
 ) -> None:
@@ -104,11 +105,12 @@ def test_scoring_killed_at_random_points_loses_nothing(
     assert killed >= 1, "no kill landed inside a run; widen the window"
 
 
+@pytest.mark.slow
 def test_training_killed_at_random_points_keeps_every_bundle_whole(
-    events_path: Path, tmp_path: Path
+    events_path: Path, churn_bundle: Path, tmp_path: Path
 ) -> None:
     models = tmp_path / "models"
-    train(events_path, AS_OF, SETTINGS, models)
+    shutil.copytree(churn_bundle.parent, models)  # an earlier training's bundles, kept whole
     config = tmp_path / "config.yaml"
     config.write_text(
         "training: {horizon_days: 60, snapshot_step_days: 60, min_history_days: 60}\n"
@@ -147,6 +149,7 @@ def test_second_job_on_the_same_output_fails_fast(events_path, bundle, tmp_path)
     assert score(events_path, AS_OF, out, load_models(bundle)).path == out  # lock released
 
 
+@pytest.mark.slow
 def test_two_jobs_started_together_never_interleave(events_path, bundle, tmp_path) -> None:
     out = tmp_path / "scores.parquet"
     args = ["score", str(events_path), "--as-of", AS_OF, "--out", str(out)]

@@ -19,9 +19,11 @@ from churnlens.cli import app
 from churnlens.events import load_events
 from churnlens.features import build_features
 from churnlens.training import train
-from tests.test_scoring import AS_OF, SETTINGS
+from tests.conftest import AS_OF, SETTINGS
 
 runner = CliRunner()
+# with -n 2, on one worker: the quoted workspace (its training) is made once
+pytestmark = pytest.mark.xdist_group("quoting")
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
 from datetime import date
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +20,7 @@ AS_OF = date(2024, 11, 15)
 EVIL = "<script>alert('x')</script>"
 
 # stage counts: new 1, active 2, silent 3, sleeping 0, lost 2
+# value at risk = p x value if retained, 0 for lost customers (their win-back value: WINBACK)
 ROWS = [
     # id, p, band, stage, segment, value at risk, action, channel, priority
     ("c1", 0.10, "low", "new", 0, 5.0, "onboarding_guide", "email", 1),
@@ -26,9 +29,10 @@ ROWS = [
     ("c4", 0.50, "medium", "silent", 0, 25.0, "nurture", "web", 2),
     ("c5", 0.70, "high", "silent", 2, 70.0, "vip_winback_offer", "phone", 1),
     (EVIL, 0.90, "high", "silent", 2, 900.0, "vip_winback_offer", "email", 2),
-    ("c7", 0.95, "high", "lost", 2, 1.5, "let_go", None, 1),
-    ("c8", 0.80, "high", "lost", 0, 0.5, "do_not_disturb", None, 1),
+    ("c7", 0.95, "high", "lost", 2, 0.0, "let_go", None, 1),
+    ("c8", 0.80, "high", "lost", 0, 0.0, "seasonal_winback", None, 1),
 ]
+WINBACK = {"c7": 30.0, "c8": 400.0}
 NAMES = {0: "steady buyers", 1: "big spenders", 2: "drifting"}
 
 
@@ -51,7 +55,12 @@ def make_scores() -> pd.DataFrame:
     frame["segment_name"] = frame["segment_id"].map(NAMES)
     frame["reasons"] = [["long silence", f"reason {i}"] for i in range(len(frame))]
     frame["model_version"] = "churnlens-churn/7"
-    frame["expected_value"] = frame["value_at_risk"] / frame["churn_probability"]
+    lost = frame["lifecycle_stage"] == "lost"
+    retained = frame["value_at_risk"] / frame["churn_probability"]
+    frame["value_if_retained"] = retained.where(~lost, frame["customer_id"].map(WINBACK))
+    frame["winback_value"] = frame["value_if_retained"].where(lost)
+    frame["expected_value"] = frame["value_if_retained"] * (1 - frame["churn_probability"])
+    frame["clv"] = frame["value_if_retained"] * 2.5
     return frame
 
 
@@ -99,7 +108,8 @@ def test_header_shows_manifest_and_headline_numbers(page: str) -> None:
     header = page[: page.index("<h2>")]
     assert "2024-11-15" in header and "v9" in header and "f00dfeed" in header
     assert '<div class="v">8</div><div class="k">customers scored' in header
-    assert '<div class="v">1,050</div><div class="k">total value at risk' in header
+    # 1,048: the lost customers' value at risk is now 0 (it was 1,050 with 1.5 + 0.5)
+    assert '<div class="v">1,048</div><div class="k">total value at risk' in header
     assert '<div class="v">6</div><div class="k">customers to contact' in header
 
 
@@ -199,3 +209,167 @@ def test_failing_writes_keep_the_old_report(tmp_path: Path) -> None:
 def test_no_scores_still_render() -> None:
     page = build_report(make_scores().iloc[:0])
     assert '<div class="v">0</div><div class="k">customers scored' in page
+
+
+# ------------------------------------------------------------------ what to spend on first
+
+LOST = {"c7", "c8"}
+MONEY = {"value at risk", "winback value", "expected value", "value if retained", "clv", "revenue"}
+
+
+def tables(html: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every table of ``html``: its column titles and its rows of cell texts."""
+    out = []
+    for body in re.findall(r"<table>(.*?)</table>", html, re.DOTALL):
+        head = re.findall(r"<th>(.*?)</th>", body)
+        rows = [
+            re.findall(r"<td[^>]*>(.*?)</td>", row)
+            for row in re.findall(r"<tr>(.*?)</tr>", body.split("</thead>", 1)[1])
+        ]
+        out.append((head, rows))
+    return out
+
+
+def ids_under(html: str, title: str) -> list[str]:
+    """The customer ids of the table after the heading that starts with ``title``."""
+    start = html.index(title)
+    head, rows = tables(html[start:])[0]
+    return [row[head.index("customer id")] for row in rows]
+
+
+def cards_of(html: str) -> list[tuple[str, str]]:
+    header = html[: html.index("<h2>")]
+    return re.findall(r'<div class="v">([^<]*)</div><div class="k">([^<]*)</div>', header)
+
+
+def test_header_leads_with_customers_to_contact(scores) -> None:
+    scores.loc[scores["customer_id"] == "c3", "action_channel"] = None  # c3: not contacted
+    found = cards_of(build_report(scores))
+    assert found[0] == ("5", "customers to contact (action with a channel)")
+    assert found[1] == ("1,008", "value at risk among them")  # 1,048 - c3's 40
+    assert found[2] == ("1,048", "total value at risk")
+    assert found[3] == ("1", "win-back pool (lost customers, seasonal_winback)")
+    assert found[4] == ("400", "win-back value of the pool")
+    assert [k for _, k in found[5:]] == [
+        "mean churn prob.",
+        "high-risk customers",
+        "customers scored",
+    ]
+
+
+def test_customers_to_contact_section(page: str) -> None:
+    titles = re.findall(r"<h2>([^<]+)</h2>", page)
+    assert titles[:3] == ["Customers to contact", "Win-back pool", "Churn probability"]
+    contact = section(page, "Customers to contact")
+    head, rows = tables(contact)[0]
+    assert head == ["action", "customers", "value at risk", "mean churn probability", "channels"]
+    assert [r[0] for r in rows] == ["vip_winback_offer", "nurture", "vip_care", "onboarding_guide"]
+    assert rows[0] == ["vip_winback_offer", "2", "970.00", "80.0%", "email (1), phone (1)"]
+    # per action, by priority (then value at risk): c5 (priority 1) before the 900 one
+    assert ids_under(contact, "<h3>vip_winback_offer") == ["c5", escape(EVIL, quote=True)]
+    assert ids_under(contact, "<h3>nurture") == ["c3", "c4"]
+    assert "long silence; reason 4" in contact
+
+
+def test_top_lists_hold_no_lost_customer(scores) -> None:
+    # a lost customer given a contact action (an older policy): still never in a top list
+    lost_contact = scores["customer_id"] == "c7"
+    scores.loc[lost_contact, ["action", "action_channel", "priority"]] = ["nurture", "email", 0]
+    page = build_report(scores)
+    contact = section(page, "Customers to contact")
+    assert "<h3>nurture: top 2 of 2, by priority (1 lost: in the win-back pool)" in contact
+    for title in re.findall(r"<h3>([^<]+)</h3>", contact):
+        assert not LOST & set(ids_under(contact, f"<h3>{title}"))
+    top = ids_under(section(page, "Top 20"), "<h2>Top 20")
+    assert len(top) == len(scores) - len(LOST) and not LOST & set(top)
+
+
+def test_top_per_action_is_capped_at_ten(scores) -> None:
+    many = pd.concat(
+        [scores.iloc[[2]].assign(customer_id=f"n{i:02d}", priority=i) for i in range(1, 16)]
+    )
+    contact = section(build_report(pd.concat([scores, many])), "Customers to contact")
+    assert ids_under(contact, "<h3>nurture: top 10 of 17") == [
+        *("c3", "n01", "n02", "c4"),
+        *(f"n{i:02d}" for i in range(3, 9)),
+    ]
+
+
+def test_winback_pool_lists_exactly_the_lost_customers(page: str, scores) -> None:
+    pool = section(page, "Win-back pool")
+    lost = scores[scores["lifecycle_stage"] == "lost"].sort_values("winback_value", ascending=False)
+    assert ids_under(pool, "<h3>Top") == list(lost["customer_id"]) == ["c8", "c7"]
+    assert "2 lost customers, win-back value <b>430</b>" in pool
+    head, rows = tables(pool)[1]
+    assert [r[head.index("action")] for r in rows] == ["seasonal_winback", "let_go"]
+    assert [r[head.index("winback value")] for r in rows] == ["400.00", "30.00"]
+    assert "long silence; reason 7" in pool
+
+
+def test_risk_colours(page: str) -> None:
+    assert '<td class="risk-high">high</td>' in page
+    assert '<td class="risk-medium">medium</td>' in page and '<td class="risk-low">low</td>' in page
+    assert "<td>high</td>" not in page
+    css = page[page.index("<style>") : page.index("</style>")]
+
+    def colours(rule: str) -> list[tuple[int, ...]]:
+        body = re.search(rf"td\.{rule}\{{([^}}]*)\}}", css).group(1)
+        found = [
+            tuple(int(h[i : i + 2], 16) for i in (0, 2, 4)) for h in re.findall(r"#(\w{6})", body)
+        ]
+        assert found, rule
+        return found
+
+    assert all(r > max(g, b) + 20 for r, g, b in colours("risk-high"))  # red, never green
+    assert all(r >= g > b for r, g, b in colours("risk-medium"))  # amber
+    assert all(max(c) - min(c) < 8 for c in colours("risk-low"))  # grey
+
+
+def test_histogram_paints_high_risk_red_never_green(scores) -> None:
+    from matplotlib.image import imread
+
+    page = build_report(scores)
+    src = re.findall(
+        r'<img src="data:image/png;base64,([^"]+)"', section(page, "Churn probability")
+    )
+    pixels = (imread(io.BytesIO(base64.b64decode(src[0])))[..., :3] * 255).round()
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    assert ((r > 150) & (g < 80) & (b < 80)).sum() > 100  # high risk: red bars
+    assert ((r > 200) & (g > 120) & (g < 200) & (b < 60)).sum() > 100  # medium: amber
+    assert not ((g > r + 40) & (g > b + 40)).any()  # no green anywhere
+
+
+def test_money_carries_the_currency_and_counts_do_not(scores, retention) -> None:
+    kpis, cohorts = retention
+    page = build_report(scores, kpis, cohorts, manifest=MANIFEST, currency="$")
+    found = dict((k, v) for v, k in cards_of(page))
+    assert found["value at risk among them"] == "$1,048"
+    assert (
+        found["total value at risk"] == "$1,048" and found["win-back value of the pool"] == "$400"
+    )
+    assert found["customers to contact (action with a channel)"] == "6"
+    assert found["customers scored"] == "8" and found["high-risk customers"] == "4"
+    seen = set()
+    for head, rows in tables(page):
+        for row in rows:
+            for column, text in zip(head, row, strict=True):
+                if column in MONEY and text != "–":
+                    assert text.startswith(("$", "-$")), (column, text)
+                    seen.add(column)
+                elif column != "customer id":
+                    assert "$" not in text, (column, text)
+    assert seen == MONEY - {"expected value"}  # expected value is not in a table
+    assert "$995.00" in section(page, "Lifecycle stages")
+    escaped = build_report(scores, currency="<b>€</b>")
+    assert "<b>€" not in escaped and "&lt;b&gt;€&lt;/b&gt;1,048" in escaped
+
+
+def test_scores_without_winback_value_still_render(scores) -> None:
+    page = build_report(scores.drop(columns=["winback_value"]))
+    assert dict((k, v) for v, k in cards_of(page))["win-back value of the pool"] == "400"
+    pool = section(page, "Win-back pool")
+    assert ids_under(pool, "<h3>Top") == ["c8", "c7"] and "value if retained" in pool
+    bare = build_report(scores.drop(columns=["winback_value", "value_if_retained", "clv"]))
+    assert dict((k, v) for v, k in cards_of(bare))["win-back value of the pool"] == "–"
+    pool = section(bare, "Win-back pool")
+    assert "no win-back value" in pool and set(ids_under(pool, "<h3>Top")) == LOST

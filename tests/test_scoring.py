@@ -15,31 +15,21 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from churnlens import ModelError, Settings
+from churnlens import ModelError
 from churnlens.bundle import load_bundle, write_bundle
 from churnlens.cli import app
-from churnlens.config import ModelSettings, TrainingSettings
 from churnlens.features import build_features
 from churnlens.model_source import load_models
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
-from churnlens.segmenting import segment
-from churnlens.training import train
+from tests.conftest import AS_OF
 
 runner = CliRunner()
-SETTINGS = Settings(
-    training=TrainingSettings(horizon_days=60, snapshot_step_days=60, min_history_days=60),
-    model=ModelSettings(n_estimators=80, min_child_samples=40),
-)
-AS_OF = "2025-02-03"  # the sample log's last day
 
 
 @pytest.fixture(scope="module")
-def bundles(events_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("models")
-    trained = train(events_path, AS_OF, SETTINGS, folder)
-    segments = segment(events_path, AS_OF, SETTINGS, folder, k=3)
-    assert trained.bundle is not None and segments.bundle is not None
-    return trained.bundle, segments.bundle
+def bundles(trained_bundles: tuple[Path, Path]) -> tuple[Path, Path]:
+    """The churn and segments bundles trained on ``events_path`` (shared, read-only)."""
+    return trained_bundles
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +48,14 @@ def test_scores_file_has_every_contract_column_and_one_row_per_customer(
     assert frame["churn_probability"].between(0, 1).all()
     assert set(frame["lifecycle_stage"]) <= {"new", "active", "silent", "sleeping", "lost"}
     assert frame["segment_id"].notna().all()  # found beside the churn bundle
-    np.testing.assert_allclose(
-        frame["value_at_risk"], frame["churn_probability"] * frame["expected_value"]
+    lost = frame["lifecycle_stage"] == "lost"
+    np.testing.assert_allclose(  # value at risk: of the customers who can still be kept
+        frame["value_at_risk"],
+        np.where(lost, 0.0, frame["churn_probability"] * frame["value_if_retained"]),
     )
+    assert (frame.loc[lost, "winback_value"] == frame.loc[lost, "value_if_retained"]).all()
+    assert frame.loc[~lost, "winback_value"].isna().all()
+    assert (frame["value_if_retained"] >= frame["expected_value"] - 1e-9).all()
     # priority is 1..n within each action
     for _, group in frame.groupby("action"):
         assert sorted(group["priority"]) == list(range(1, len(group) + 1))
@@ -172,6 +167,7 @@ def test_cli_score_with_an_empty_registry_says_what_to_do(events_path, tmp_path)
     assert "train a model first" in " ".join(result.output.split())
 
 
+@pytest.mark.slow
 def test_killed_scoring_leaves_the_earlier_output_intact(
     events_path: Path, bundles, tmp_path: Path
 ) -> None:
@@ -202,6 +198,7 @@ def test_killed_scoring_leaves_the_earlier_output_intact(
     ]
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["demo", "--customers", "600", "--days", "400"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import churnlens
 from churnlens.config import SegmentSettings
 from churnlens.errors import ModelError
+from churnlens.lifecycle import STAGES
 from churnlens.models.segments import DEFAULT_FEATURES, SegmentModel, name_segment
 from churnlens.sample import generate_events
 
@@ -99,10 +101,10 @@ def test_names_follow_the_rules() -> None:
     model = SegmentModel().fit(X)
     names = model.predict_names(X)
     by_truth = names.groupby(truth).agg(lambda s: s.mode().iloc[0])
-    assert by_truth["champions"] == "active, high value, frequent, multichannel"
+    assert by_truth["champions"] == "engaged, high value, frequent, multichannel"
     assert "lapsing" in by_truth["lapsed"]
     assert by_truth["lapsed"].endswith("one-timers")
-    assert by_truth["browsers"] == "new browsers"
+    assert by_truth["browsers"] == "recently joined browsers"
     assert "over-contacted" in by_truth["spammed"]
     assert "high value" not in by_truth["spammed"]
 
@@ -120,6 +122,39 @@ def test_colliding_names_get_numbers() -> None:
     names = list(model.segment_names_.values())
     assert len(set(names)) == len(names) == 8
     assert any(n.endswith(" 2") for n in names)
+
+
+def random_profile(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A random population over a random subset of the default features, and a segment."""
+    n = int(rng.integers(5, 60))
+    columns = [c for c in DEFAULT_FEATURES if rng.random() < 0.7] or ["rfm_frequency"]
+    pop = pd.DataFrame(
+        {c: rng.lognormal(rng.normal(2, 2), rng.uniform(0.1, 2), n) for c in columns}
+    )
+    pop[pop < rng.uniform(0, 3)] = 0.0  # zeros: non-buyers, no channels, no touches
+    pop[rng.random(pop.shape) < 0.1] = np.nan
+    if "rfm_has_purchase" in pop:
+        pop["rfm_has_purchase"] = (rng.random(n) < rng.uniform(0, 1)).astype(float)
+    if "chan_n_channels" in pop:
+        pop["chan_n_channels"] = rng.integers(0, 6, n).astype(float)
+    if "cycle_overdue_ratio" in pop:
+        pop["cycle_overdue_ratio"] = rng.uniform(0, 4, n)
+    by = str(rng.choice(columns))
+    size = int(rng.integers(1, n + 1))
+    order = pop[by].sort_values(ascending=bool(rng.random() < 0.5)).index
+    seg = pop.loc[order[:size]] if rng.random() < 0.7 else pop.sample(size, random_state=0)
+    return seg, pop
+
+
+def test_names_never_use_a_lifecycle_stage_word() -> None:
+    stage_word = re.compile(rf"\b({'|'.join(STAGES)})\b")
+    rng = np.random.default_rng(20241115)
+    names = {name_segment(*random_profile(rng)) for _ in range(3000)}
+    assert not [n for n in names if stage_word.search(n)]
+    words = " ".join(names)  # the rules that used "new" and "active" were exercised
+    assert "recently joined" in words and "engaged" in words and "lapsing" in words
+    X, _ = blobs()
+    assert not [n for n in SegmentModel().fit(X).segment_names_.values() if stage_word.search(n)]
 
 
 def test_name_segment_without_rules_is_mainstream() -> None:

@@ -23,21 +23,13 @@ import pytest
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from churnlens import ChurnlensError, InputError, Settings, build_features
+from churnlens import ChurnlensError, InputError, build_features
 from churnlens import spark as cs
 from churnlens.actions import Policy, rank_sql
-from churnlens.config import ModelSettings, TrainingSettings
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
-from churnlens.segmenting import segment
-from churnlens.training import train
-from tests.conftest import make_log
+from tests.conftest import AS_OF, make_log
 
-SETTINGS = Settings(
-    training=TrainingSettings(horizon_days=60, snapshot_step_days=60, min_history_days=60),
-    model=ModelSettings(n_estimators=80, min_child_samples=40),
-)
-AS_OF = "2025-02-03"  # the sample log's last day
 pytestmark = [
     pytest.mark.xdist_group("spark"),  # with --dist loadgroup: one JVM, on one worker
     pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas"),
@@ -71,18 +63,16 @@ def spark() -> Iterator[SparkSession]:
 
 
 @pytest.fixture(scope="module")
-def models(events_path: Path, tmp_path_factory: pytest.TempPathFactory) -> ScoringModels:
-    folder = tmp_path_factory.mktemp("models")
-    trained = train(events_path, AS_OF, SETTINGS, folder)
-    segment(events_path, AS_OF, SETTINGS, folder, k=3)
-    assert trained.bundle is not None
-    return load_models(trained.bundle)  # segments found beside it
+def models(events_path: Path, trained_bundles: tuple[Path, Path]) -> ScoringModels:
+    """The shared models trained on ``events_path``."""
+    return load_models(trained_bundles[0])  # segments found beside it
 
 
 def _features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.set_index("customer_id").sort_index()
 
 
+@pytest.mark.slow
 def test_features_equal_the_single_machine_features(spark, sample_events) -> None:
     expected = build_features(sample_events, AS_OF)
     got = _features(cs.build_features(spark.createDataFrame(sample_events), AS_OF).toPandas())
@@ -90,6 +80,7 @@ def test_features_equal_the_single_machine_features(spark, sample_events) -> Non
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_timestamps_at_a_non_utc_offset_give_the_same_features(spark) -> None:
     log = make_log(
         [
@@ -112,6 +103,7 @@ def test_timestamps_at_a_non_utc_offset_give_the_same_features(spark) -> None:
         pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_invalid_events_are_reported_once_for_the_whole_log(spark) -> None:
     log = make_log([(c, "2024-01-10", "web", "purchase", 20) for c in "abcdefgh"])
     log["timestamp"] = ["2024-01-10", "soon", "2024-01-11", "later", "never", *["2024-01-12"] * 3]
@@ -138,6 +130,7 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+@pytest.mark.slow
 def test_scores_equal_the_single_machine_scores(spark, events_path, models, tmp_path) -> None:
     local = score(events_path, AS_OF, tmp_path / "s.parquet", models)
     expected = _normalise(pd.read_parquet(local.path))
@@ -147,6 +140,7 @@ def test_scores_equal_the_single_machine_scores(spark, events_path, models, tmp_
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     rng = np.random.default_rng(5)
     n = 60
@@ -163,7 +157,10 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
             "segment_id": 1,
             "segment_name": "active",
             "expected_value": 100.0,
+            "value_if_retained": 120.0,
             "value_at_risk": rng.choice([10.0, 20.0, 30.0], n),  # many ties
+            "winback_value": float("nan"),
+            "clv": 300.0,
             "action": rng.choice(actions, n),
             "action_channel": "email",
             "reasons": [[f"reason {i}"] for i in range(n)],
@@ -199,6 +196,7 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     assert all(r[-1] == "over the contact budget of 7" for r in over["reasons"])
 
 
+@pytest.mark.slow
 def test_score_to_file_writes_what_single_machine_scoring_writes(
     spark, events_path, models, tmp_path
 ) -> None:

@@ -50,6 +50,9 @@ def train(ws: Path, config: str = "config.yaml", *extra: str) -> str:
     return result.output
 
 
+CHURN_RUNS = "tags.model_kind = 'churn'"  # train also records the value model's own run
+
+
 def client() -> MlflowClient:
     import mlflow
 
@@ -63,7 +66,11 @@ def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
         " ".join(out.split())
     )
     c = client()
-    (run,) = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id])
+    experiment = c.get_experiment_by_name("churnlens").experiment_id
+    (run,) = c.search_runs([experiment], filter_string=CHURN_RUNS)
+    (value,) = c.search_runs([experiment], filter_string="tags.model_kind = 'value'")
+    assert value.data.params["method"] in ("btyd", "blend")
+    assert str(c.get_model_version_by_alias("churnlens-value", "champion").version) == "1"
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
     assert params["as_of"] == "2024-11-30"
     assert params["horizon_days"] == "60"
@@ -97,6 +104,7 @@ def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
     assert list(model.feature_names_in_)[:2] == ["freq_contacts_7d", "freq_contacts_30d"]
 
 
+@pytest.mark.slow
 def test_a_worse_model_does_not_take_the_champion_alias(workspace: Path) -> None:
     train(workspace)
     out = " ".join(train(workspace, "worse.yaml").split())
@@ -114,6 +122,7 @@ def test_a_worse_model_does_not_take_the_champion_alias(workspace: Path) -> None
     assert "no version 9" in missing.output
 
 
+@pytest.mark.slow
 def test_a_registry_read_error_never_moves_the_champion_and_says_why(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -132,6 +141,7 @@ def test_a_registry_read_error_never_moves_the_champion_and_says_why(
     assert str(client().get_model_version_by_alias("churnlens-churn", "champion").version) == "1"
 
 
+@pytest.mark.slow
 def test_a_better_model_takes_the_champion_alias(workspace: Path) -> None:
     """Compared on the same out-of-time validation snapshot, as recorded for both."""
     train(workspace, "worse.yaml")
@@ -141,6 +151,7 @@ def test_a_better_model_takes_the_champion_alias(workspace: Path) -> None:
     assert str(c.get_model_version_by_alias("churnlens-churn", "champion").version) == "2"
     runs = c.search_runs(
         [c.get_experiment_by_name("churnlens").experiment_id],
+        filter_string=CHURN_RUNS,
         order_by=["attributes.start_time ASC"],
     )
     assert (
@@ -167,6 +178,7 @@ def train_args(workspace: Path, models: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_concurrent_trainings_are_both_recorded(workspace: Path) -> None:
     exe = str(Path(sys.executable).parent / "churnlens")
     args = train_args(workspace, "m")
@@ -179,12 +191,13 @@ def test_concurrent_trainings_are_both_recorded(workspace: Path) -> None:
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     c = client()
-    runs = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id])
+    runs = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id], CHURN_RUNS)
     assert len(runs) == 2
     assert all(r.info.status == "FINISHED" for r in runs)
     versions = c.search_model_versions("name='churnlens-churn'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
-    assert len(list((workspace / "m").iterdir())) == 2
+    assert len(list((workspace / "m").glob("churn-*"))) == 2  # and a value bundle each
+    assert len(list((workspace / "m").glob("value-*"))) == 2
 
 
 def test_unreachable_store_keeps_the_bundle_and_exits_1(
@@ -226,7 +239,7 @@ def test_backtest_adds_realised_metrics_to_the_run(workspace: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     c = client()
-    (run,) = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id])
+    (run,) = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id], CHURN_RUNS)
     assert run.data.tags["kind"] == "backtest"
     assert "backtest_model_roc_auc" in run.data.metrics
     assert "backtest_recency_brier" in run.data.metrics
@@ -254,6 +267,7 @@ def test_segments_are_profiled_registered_and_keep_their_ids(workspace: Path) ->
     c = client()
     runs = c.search_runs(
         [c.get_experiment_by_name("churnlens").experiment_id],
+        filter_string="tags.model_kind = 'segments'",
         order_by=["attributes.start_time ASC"],
     )
     assert [r.data.params["ids_from_previous"] for r in runs] == ["False", "True"]
@@ -271,6 +285,7 @@ def test_segments_are_profiled_registered_and_keep_their_ids(workspace: Path) ->
     assert bad.exit_code == 2
 
 
+@pytest.mark.slow
 def test_locked_store_keeps_the_bundle_and_exits_1(
     workspace: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,10 @@ SETTINGS = Settings(
 AS_OF = date(2024, 11, 30)  # sample log: 2024-01-01 .. 2025-02-03
 
 
+# the tests of one backtest run on one xdist worker, which runs it once
+SHARES_BACKTEST = pytest.mark.xdist_group("training-backtested")
+
+
 @pytest.fixture(scope="module")
 def backtested(sample_events: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory):
     return backtest(sample_events, AS_OF, SETTINGS, tmp_path_factory.mktemp("models"))
@@ -45,12 +49,14 @@ def test_latest_snapshot_is_the_validation_set(sample_events: pd.DataFrame) -> N
     assert set(as_of[train_mask]) == {pd.Timestamp("2024-05-02")}
 
 
+@SHARES_BACKTEST
 def test_training_snapshots_end_by_as_of(backtested) -> None:
     dates = backtested.train.snapshots
     assert dates[-1] == date(2024, 10, 1)  # as_of - 60 days
     assert len(dates) >= 3
 
 
+@SHARES_BACKTEST
 def test_model_beats_the_baselines_on_the_realised_future(backtested) -> None:
     m = backtested.metrics
     assert set(m.index) == {"model", "logistic_rfm", "recency"}
@@ -58,6 +64,7 @@ def test_model_beats_the_baselines_on_the_realised_future(backtested) -> None:
     assert m.loc["model", "brier"] < m.loc["recency", "brier"]
 
 
+@SHARES_BACKTEST
 def test_calibration_keeps_or_improves_brier_out_of_time(
     backtested, sample_events: pd.DataFrame
 ) -> None:
@@ -73,6 +80,7 @@ def test_calibration_keeps_or_improves_brier_out_of_time(
     assert calibrated <= raw + 0.002
 
 
+@SHARES_BACKTEST
 def test_predictions_let_anyone_recompute_the_metrics(backtested) -> None:
     p = backtested.predictions
     assert list(p.columns) == [
@@ -81,7 +89,9 @@ def test_predictions_let_anyone_recompute_the_metrics(backtested) -> None:
         "churned",
         "logistic_rfm_probability",
         "recency_probability",
-    ]
+        "expected_value",
+        "value_if_retained",
+    ]  # realized_spend too, when the log reaches the value horizon (CDNOW's test)
     assert p["customer_id"].is_unique
     again = churn_metrics(p["churned"], p["churn_probability"])
     assert again["roc_auc"] == pytest.approx(backtested.metrics.loc["model", "roc_auc"])
@@ -100,6 +110,7 @@ def test_one_class_labels_are_refused(sample_events: pd.DataFrame) -> None:
         ChurnModel().fit(snaps.X, pd.Series(1, index=snaps.X.index))
 
 
+@SHARES_BACKTEST
 def test_bundle_round_trip_and_tamper_refusal(backtested, tmp_path: Path) -> None:
     bundle = backtested.train.bundle
     model, manifest = load_bundle(bundle)
@@ -182,6 +193,7 @@ def test_cli_backtest_refuses_a_log_that_ends_too_soon(tmp_path: Path, sample_ev
 
 
 @pytest.mark.cdnow
+@pytest.mark.slow
 def test_cdnow_backtest_through_the_cli_beats_every_baseline(
     cdnow_path: Path, tmp_path: Path
 ) -> None:
@@ -228,7 +240,8 @@ def test_cdnow_backtest_through_the_cli_beats_every_baseline(
     assert m["model"]["brier"] < m["logistic_rfm"]["brier"]
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     client = MlflowClient()
-    (run,) = client.search_runs([client.get_experiment_by_name("churnlens").experiment_id])
+    experiment = client.get_experiment_by_name("churnlens").experiment_id
+    (run,) = client.search_runs([experiment], "tags.model_kind = 'churn'")
     assert run.data.metrics["backtest_model_roc_auc"] == pytest.approx(m["model"]["roc_auc"])
     assert run.data.params["horizon_days"] == "91"
     assert client.get_model_version_by_alias("churnlens-churn", "champion").run_id == (
@@ -236,6 +249,7 @@ def test_cdnow_backtest_through_the_cli_beats_every_baseline(
     )
 
 
+@SHARES_BACKTEST
 def test_every_customer_gets_reasons_in_plain_words(backtested, sample_events) -> None:
     from churnlens.events import load_events
     from churnlens.labels import make_snapshot

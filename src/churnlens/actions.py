@@ -3,13 +3,14 @@
 A policy (``configs/actions.yaml``; :class:`Policy` defaults are the same policy) holds
 
 - ``risk_bands``: the churn probabilities at which the ``medium`` and ``high`` bands start;
-- ``value_tiers``: the quantiles of expected value (over customers who have bought) at
-  which the ``medium`` and ``high`` tiers start;
+- ``value_tiers``: the quantiles of the value if retained (over customers who have
+  bought) at which the ``medium`` and ``high`` tiers start;
 - ``fatigue``: when a customer is over-contacted and when a channel is worn out
   (:class:`~churnlens.contacts.FatigueRules`);
 - ``actions``: every action a rule may give, and whether it contacts the customer;
 - ``rules``: ordered; the first whose every condition holds gives the action, the
-  channel and the reason; customers no rule matches get ``fallback``.
+  channel and the reason; customers no rule matches get ``fallback`` (the shipped policy
+  ends in an explicit catch-all rule, ``steady``, so that every customer has a reason).
 
 Contacting actions go out on the customer's preferred inbound channel (or the rule's
 fixed channel), never on a fatigued one; a customer with no channel left gets
@@ -134,6 +135,9 @@ DEFAULT_ACTIONS: dict[str, ActionSpec] = {
     "vip_care": ActionSpec(contact=True, description="service and recognition, no discount"),
     "nurture": ActionSpec(contact=True, description="relationship content, no discount"),
     "reactivation_discount": ActionSpec(contact=True, description="discount to come back"),
+    "seasonal_winback": ActionSpec(
+        contact=False, description="in the next large seasonal campaign; no one-to-one spend"
+    ),
     "let_go": ActionSpec(contact=False, description="no spend; seasonal campaigns only"),
     "no_action": ActionSpec(contact=False, description="nothing to do now"),
 }
@@ -176,11 +180,23 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         reason="sleeping customer",
     ),
     Rule(
-        name="lost_low_value",
-        when=Conditions(stage=("lost",), value_tier=("low",)),
+        name="lost_high_value",
+        when=Conditions(stage=("lost",), value_tier=("high",)),
+        action="seasonal_winback",
+        channel="none",
+        reason="lost but of high value: include in the next large seasonal campaign",
+    ),
+    Rule(
+        name="lost",
+        when=Conditions(stage=("lost",)),
         action="let_go",
         channel="none",
-        reason="lost and low value",
+        reason="lost and not of high value: no spend",
+    ),
+    Rule(
+        name="steady",
+        action="no_action",
+        reason="no rule above applies: low risk or low value, nothing to do now",
     ),
 )
 
@@ -266,14 +282,14 @@ def _channels(
 def decide(frame: pd.DataFrame, policy: Policy, value_cuts: tuple[float, float]) -> pd.DataFrame:
     """Risk band, value tier, action, channel and rule for every row of a scored frame.
 
-    ``frame`` needs ``lifecycle_stage, churn_probability, expected_value, segment_id,
+    ``frame`` needs ``lifecycle_stage, churn_probability, value_if_retained, segment_id,
     segment_name, over_contacted, preferred_channel, fatigued_channels`` and ``reasons``
-    (lists); ``value_cuts`` are the expected values where the medium and high tiers start
+    (lists); ``value_cuts`` are the values if retained where the medium and high tiers start
     (see :func:`value_cuts`). The rule's reason is appended to ``reasons``.
     """
     out = frame.copy()
     out["risk_band"] = band(out["churn_probability"].to_numpy(), policy.risk_bands)
-    out["value_tier"] = band(out["expected_value"].to_numpy(), value_cuts)
+    out["value_tier"] = band(out["value_if_retained"].to_numpy(), value_cuts)
     fallback = Rule(name="default", action=policy.fallback, reason="no rule matched")
     rules = [*policy.rules, fallback]
     chosen = np.full(len(out), len(policy.rules), dtype=int)
@@ -293,10 +309,10 @@ def decide(frame: pd.DataFrame, policy: Policy, value_cuts: tuple[float, float])
     return out
 
 
-def value_cuts(expected_values: np.ndarray, policy: Policy) -> tuple[float, float]:
-    """The expected values where the medium and high tiers start: quantiles of the
-    customers with a positive expected value (linear interpolation)."""
-    v = np.asarray(expected_values, dtype=float)
+def value_cuts(values: np.ndarray, policy: Policy) -> tuple[float, float]:
+    """The values where the medium and high tiers start: quantiles of the customers with
+    a positive value (linear interpolation)."""
+    v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
     if v.size == 0:
         return (np.inf, np.inf)

@@ -27,6 +27,8 @@ from churnlens.cli_options import (
     PREDICTIONS,
     SAMPLE_LOG,
     SEGMENTS,
+    VALUE,
+    VALUE_HORIZON,
     AsOfOpt,
     ConfigOpt,
     Engine,
@@ -164,6 +166,7 @@ def backtest(
     memory_limit: MemoryOpt = None,
     temp_dir: TempDirOpt = None,
     predictions: Annotated[Path | None, opt(PREDICTIONS)] = None,
+    value_horizon_days: Annotated[int | None, opt(VALUE_HORIZON, min=1)] = None,
     track: TrackOpt = True,
 ) -> None:
     """Train as of a day and score it against what really happened after it."""
@@ -174,8 +177,9 @@ def backtest(
     with rendering.status("Training and backtesting..."):
         day = parse_as_of(as_of)
         result = run(
-            events, day, settings, track=track, config_path=config, predictions_path=predictions
-        )
+            events, day, settings, track=track, config_path=config,
+            predictions_path=predictions, value_horizon_days=value_horizon_days,
+        )  # fmt: skip
     rendering.show_backtest(result, settings.training.horizon_days)
     if predictions is not None:
         rendering.show_path("Predictions", predictions)
@@ -211,6 +215,7 @@ def score(
     out: Annotated[Path, opt("Scores file: .parquet or .csv.", "--out", "-o")],
     model: Annotated[str | None, opt(MODEL)] = None,
     segments: Annotated[str, opt(SEGMENTS)] = "auto",
+    value: Annotated[str, opt(VALUE)] = "auto",
     policy: Annotated[Path | None, opt(POLICY)] = None,
     max_contacts: Annotated[int | None, opt(MAX_CONTACTS, min=0)] = None,
     report: Annotated[Path | None, opt("Also write the analysts' HTML report here.")] = None,
@@ -232,9 +237,13 @@ def score(
     if engine is Engine.spark and population is not None:
         why = "Spark scores against the log's own population; use --engine duckdb"
         raise typer.BadParameter(why, param_hint="--population")
+
+    def given(ref: str) -> str | None:
+        return None if ref == "none" else ref
+
     request = ScoringRequest(
-        events, as_of, out, model, None if segments == "none" else segments, policy, config,
-        population, report, max_contacts, partitions, track, engine.value, master,
+        events, as_of, out, model, given(segments), given(value), policy, config, population,
+        report, max_contacts, partitions, track, engine.value, master,
     )  # fmt: skip
     settings = _settings(config, memory_limit, temp_dir)
     if engine is Engine.spark:

@@ -68,11 +68,16 @@ TrackOpt = Annotated[bool, opt("Record the run in MLflow and register the model.
 ModelsDirOpt = Annotated[Path, opt("Folder for the model bundle.")]
 MODEL = "Model bundle folder or models:/NAME@ALIAS (default: the registry champion)."
 SEGMENTS = "Segments bundle or models:/ URI; 'auto' (beside the model) or 'none'."
+VALUE = "Value bundle or models:/ URI; 'auto' (beside the model) or 'none'."
 POLICY = "Action policy YAML (default: the shipped configs/actions.yaml)."
 MAX_CONTACTS = "Contact at most N customers, highest value at risk first."
 ENGINE = "'duckdb' (this machine) or 'spark' (needs churnlens\\[spark])."
 MASTER = "Spark master with --engine spark, e.g. local[2] or yarn."
-PREDICTIONS = "Write customer_id, churn_probability, churned and baselines here."
+PREDICTIONS = (
+    "Write customer_id, churn_probability, churned, baselines, expected_value, "
+    "value_if_retained and realized_spend here."
+)
+VALUE_HORIZON = "Value = spend over this many days (default: value.horizon_days, 365)."
 SAMPLE_LOG = Path("data/sample/events.parquet")
 
 

@@ -210,6 +210,55 @@ class EngineSettings(_Frozen):
         return value
 
 
+class ValueSettings(_Frozen):
+    """The customer value model: horizon, training snapshots, and the CLV formula.
+
+    ``expected_value`` and ``value_if_retained`` are spend over ``horizon_days``;
+    ``clv`` = yearly gross contribution if retained (``margin`` times the yearly value)
+    / (1 + ``discount_rate`` - yearly retention probability).
+    """
+
+    horizon_days: int = Field(365, gt=0, description="value = spend over this many days")
+    snapshot_step_days: int = Field(
+        30, gt=0, description="days between the supervised part's training snapshots"
+    )
+    max_snapshots: int = Field(4, ge=0, description="supervised snapshots (0: BTYD only)")
+    min_history_days: int = Field(90, ge=0, description="log days needed before a snapshot")
+    margin: float = Field(1.0, gt=0, le=1, description="gross contribution per unit of spend")
+    discount_rate: float = Field(0.10, ge=0, le=1, description="yearly discount rate of CLV")
+    seed: int = 7
+
+
+class ExperimentSettings(_Frozen):
+    """Randomised control groups in every campaign (see :mod:`churnlens.experiments`)."""
+
+    name: str = Field("churnlens", min_length=1, description="groups stay until it changes")
+    control_share: float = Field(0.10, ge=0, lt=1, description="controls per contact action")
+    control_shares: dict[str, float] = Field(
+        default_factory=dict, description="per-action overrides of control_share"
+    )
+    global_control_share: float = Field(
+        0.0, ge=0, lt=1, description="a global holdout never contacted by any action"
+    )
+    costs: dict[str, float] = Field(
+        default_factory=dict, description="cost per contact, per action (outcomes)"
+    )
+
+    @field_validator("control_shares")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in value.items() if not 0 <= v < 1}
+        if bad:
+            raise ValueError(f"control shares must be in [0, 1), got {bad}")
+        return value
+
+
+class ReportSettings(_Frozen):
+    """The analysts' report."""
+
+    currency: str = Field("", max_length=8, description="prefix of money amounts, e.g. $ or EUR")
+
+
 class TrackingSettings(_Frozen):
     """Where MLflow runs and registered models go."""
 
@@ -219,6 +268,7 @@ class TrackingSettings(_Frozen):
     experiment: str = "churnlens"
     churn_model_name: str = "churnlens-churn"
     segment_model_name: str = "churnlens-segments"
+    value_model_name: str = "churnlens-value"
 
 
 class Settings(_Frozen):
@@ -230,6 +280,9 @@ class Settings(_Frozen):
     model: ModelSettings = ModelSettings()
     segments: SegmentSettings = SegmentSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    value: ValueSettings = ValueSettings()
+    experiment: ExperimentSettings = ExperimentSettings()
+    report: ReportSettings = ReportSettings()
     engine: EngineSettings = EngineSettings()
     tracking: TrackingSettings = TrackingSettings()
 

@@ -44,6 +44,50 @@ def metrics_table(y: pd.Series, scores: dict[str, pd.Series | np.ndarray]) -> pd
     return pd.DataFrame({name: churn_metrics(y, p) for name, p in scores.items()}).T[list(METRICS)]
 
 
+VALUE_METRICS = ("total_error", "mae", "spearman", "gini", "top_decile_capture")
+
+
+def normalised_gini(y: np.ndarray, p: np.ndarray) -> float:
+    """The Gini of the spend captured when customers are taken by decreasing ``p``,
+    divided by that of the perfect order (1: perfect, 0: random). Ties in ``p`` are
+    broken by the input order (stable)."""
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    if n == 0 or y.sum() <= 0:
+        return float("nan")
+
+    def area(ordered: np.ndarray) -> float:
+        return float(np.cumsum(ordered).sum() / ordered.sum() / n - 0.5 - 0.5 / n)
+
+    return area(y[np.argsort(-np.asarray(p, dtype=float), kind="stable")]) / area(np.sort(y)[::-1])
+
+
+def value_metrics(y: pd.Series | np.ndarray, p: pd.Series | np.ndarray) -> dict[str, float]:
+    """How a predicted value ``p`` matches the spend ``y`` that followed: total error (the
+    predicted total's relative error, as a fraction), mean absolute error, Spearman rank
+    correlation, normalised Gini and the top decile's capture (the share of all spend
+    made by the 10% of customers with the highest ``p``)."""
+    from scipy.stats import spearmanr
+
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    total = y.sum()
+    top = np.argsort(-p, kind="stable")[: max(1, int(np.ceil(0.1 * len(y))))]
+    constant = len(np.unique(p)) < 2 or len(np.unique(y)) < 2
+    return {
+        "total_error": float((p.sum() - total) / total) if total else float("nan"),
+        "mae": float(np.abs(p - y).mean()),
+        "spearman": float("nan") if constant else float(spearmanr(p, y)[0]),
+        "gini": normalised_gini(y, p),
+        "top_decile_capture": float(y[top].sum() / total) if total else float("nan"),
+    }
+
+
+def value_table(y: pd.Series | np.ndarray, scores: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row of :func:`value_metrics` per named prediction."""
+    rows = {name: value_metrics(y, p) for name, p in scores.items()}
+    return pd.DataFrame(rows).T[list(VALUE_METRICS)]
+
+
 def _figure(title: str) -> tuple[Any, Any]:
     """A figure of its own (matplotlib's object API: no pyplot state, no backend change,
     so a notebook keeps its backend and nothing needs closing)."""
@@ -98,6 +142,35 @@ def churn_plots(y: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, objec
     ax.set(xlabel="share of customers contacted", ylabel="share of churners reached")
     ax.legend()
     figures["cumulative_gains.png"] = fig
+    return figures
+
+
+def value_plots(y: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, object]:
+    """Spend captured by the customers taken in decreasing predicted value (with the
+    perfect order's line), and predicted against realised spend per decile of the model."""
+    y = np.asarray(y, dtype=float)
+    share = np.arange(1, len(y) + 1) / max(len(y), 1)
+    total = max(y.sum(), 1e-12)
+    figures = {}
+    fig, ax = _figure(f"Spend captured (n = {len(y):,})")
+    ax.plot(share, np.cumsum(np.sort(y)[::-1]) / total, "k--", lw=1, label="perfect order")
+    for name, p in scores.items():
+        order = np.argsort(-np.asarray(p, dtype=float), kind="stable")
+        ax.plot(share, np.cumsum(y[order]) / total, label=name)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set(xlabel="share of customers, highest value first", ylabel="share of the spend")
+    ax.legend(loc="lower right")
+    figures["value_gains.png"] = fig
+    model = np.asarray(next(iter(scores.values())), dtype=float)
+    deciles = pd.qcut(pd.Series(model).rank(method="first"), 10, labels=False)
+    frame = pd.DataFrame({"decile": deciles, "predicted": model, "realised": y})
+    means = frame.groupby("decile")[["predicted", "realised"]].mean()
+    fig, ax = _figure("Predicted and realised spend per decile of the model")
+    ax.plot(means.index + 1, means["predicted"], marker="o", label="predicted")
+    ax.plot(means.index + 1, means["realised"], marker="s", label="realised")
+    ax.set(xlabel="decile of predicted value (10 = highest)", ylabel="mean spend")
+    ax.legend()
+    figures["value_calibration.png"] = fig
     return figures
 
 

@@ -66,7 +66,9 @@ def score_job(
         keep_scores=publish,
     )
     if publish and result.scores is not None:
-        html = build_scores_report(result.scores, result.events, result.manifest)
+        html = build_scores_report(
+            result.scores, result.events, result.manifest, models.settings.report.currency
+        )
         if report is not None:
             write_report(html, report)
         if track:
@@ -83,6 +85,7 @@ class ScoringRequest:
     out: str | Path
     model: str | None = None  # bundle folder or models:/ URI; None: the registry champion
     segments: str | None = "auto"  # bundle, URI, "auto" or None
+    value: str | None = "auto"  # bundle, URI, "auto" or None
     policy: str | Path | None = None
     config: str | Path | None = None
     population: str | Path | None = None
@@ -101,13 +104,13 @@ def score_command(
     inputs, the population manifest, the policy, the models), then the job on the chosen
     engine. Returns the :class:`ScoreResult` (DuckDB) or the manifest (Spark)."""
     r = request
-    inputs = [r.events, r.model, r.segments, r.policy, r.config, r.population]
+    inputs = [r.events, r.model, r.segments, r.value, r.policy, r.config, r.population]
     check_output_path(r.out, inputs=inputs)
     if r.report is not None:
         check_output_path(r.report, (".html",), inputs=[*inputs, r.out])
     population = resolve_population(r.population)
     rules = load_policy(r.policy)
-    models = load_models(r.model, r.segments, settings)
+    models = load_models(r.model, r.segments, settings, r.value)
     if r.engine == "spark":
         from churnlens.spark import score_to_file
 
@@ -131,7 +134,10 @@ def score_command(
 
 
 def build_scores_report(
-    scores: pd.DataFrame, events: EventSource | EventTable, manifest: dict[str, Any] | None
+    scores: pd.DataFrame,
+    events: EventSource | EventTable,
+    manifest: dict[str, Any] | None,
+    currency: str = "",
 ) -> str:
     """The analysts' report of a scores frame, with retention KPIs from the event log."""
     table = load_events(events)
@@ -142,6 +148,7 @@ def build_scores_report(
         kpis=monthly_kpis(table, day),
         cohorts=cohort_matrix(table, day),
         manifest=manifest,
+        currency=currency,
     )
 
 
@@ -181,7 +188,8 @@ def report_from_file(
         )
     manifest = read_paired_manifest(path)
     table = load_events(events, settings)
-    return write_report(build_scores_report(scores, table, manifest), out)
+    currency = (settings or Settings()).report.currency
+    return write_report(build_scores_report(scores, table, manifest, currency), out)
 
 
 def _track(result: ScoreResult, settings: Settings, html: str) -> None:

@@ -118,3 +118,52 @@ def make_snapshots(
         frames.append(pd.concat({key: X}, names=["as_of"]))
         labels.append(pd.concat({key: y}, names=["as_of"]))
     return Snapshots(pd.concat(frames), pd.concat(labels), tuple(sorted(as_ofs)))
+
+
+def spend_labels(table: EventTable, as_of: date, horizon_days: int) -> pd.Series:
+    """Each customer's spend (net of refunds) on purchases in the ``horizon_days`` days
+    after ``as_of``; customers without one are absent."""
+    end = as_of + timedelta(days=horizon_days)
+    frame = table.con.execute(
+        f"SELECT customer_id, CAST(sum(CAST(amount AS DECIMAL(38, 10))) AS DOUBLE) AS spend "
+        f"FROM {table.name} WHERE role = 'purchase' AND day > {date_literal(as_of)} "
+        f"AND day <= {date_literal(end)} GROUP BY customer_id"
+    ).df()
+    return pd.Series(
+        frame["spend"].to_numpy(dtype=float),
+        index=pd.Index(frame["customer_id"].astype(str), name="customer_id"),
+        name="spend",
+    )
+
+
+def value_snapshot_dates(table: EventTable, known_until: date, settings: Settings) -> list[date]:
+    """The value model's snapshot days (oldest first): as_of - H, as_of - H - step, ...
+    with ``value.min_history_days`` of log before them, at most ``value.max_snapshots``;
+    none when the log is too short (the value model then needs no labels)."""
+    v = settings.value
+    first, _ = log_span(table)
+    day = known_until - timedelta(days=v.horizon_days)
+    dates: list[date] = []
+    while day >= first + timedelta(days=v.min_history_days) and len(dates) < v.max_snapshots:
+        dates.append(day)
+        day -= timedelta(days=v.snapshot_step_days)
+    return sorted(dates)
+
+
+def make_value_snapshots(
+    table: EventTable, as_ofs: list[date]
+) -> tuple[pd.DataFrame, pd.Series] | None:
+    """Features at each day of ``as_ofs`` and the spend over ``value.horizon_days`` after
+    it (0 for customers who bought nothing), stacked with an (as_of, customer_id) index;
+    ``None`` without days."""
+    if not as_ofs:
+        return None
+    horizon = table.settings.value.horizon_days
+    frames, labels = [], []
+    for as_of in sorted(as_ofs):
+        X = build_features(table, as_of, table.settings)
+        y = spend_labels(table, as_of, horizon).reindex(X.index, fill_value=0.0)
+        key = pd.Timestamp(as_of)
+        frames.append(pd.concat({key: X}, names=["as_of"]))
+        labels.append(pd.concat({key: y}, names=["as_of"]))
+    return pd.concat(frames), pd.concat(labels)

@@ -67,6 +67,16 @@ class ScoringModels:
         found = self.loaded.get("segments")
         return found.version if found else None
 
+    @property
+    def value(self) -> ChurnlensModel | None:
+        found = self.loaded.get("value")
+        return found.model if found else None
+
+    @property
+    def value_version(self) -> str | None:
+        found = self.loaded.get("value")
+        return found.version if found else None
+
 
 def _check_version(found: str | None, where: str) -> None:
     if found is not None and found != __version__:
@@ -128,30 +138,22 @@ def _newest_bundle(folder: Path, kind: str) -> Path | None:
     return max(found)[1] if found else None
 
 
-def _check_segments(model: ChurnlensModel, settings: Settings, where: str) -> None:
-    missing = [c for c in model.feature_names_in_ if c not in feature_names(settings)]
-    if missing:
-        raise ModelError(
-            f"{where}: the segments were built on features this churn model's settings do "
-            f"not build ({missing[:3]}); fit segments with the same configuration, or "
-            "score with --segments none"
-        )
-
-
 def load_models(
     model: str | Path | None = None,
     segments: str | Path | None = AUTO,
     settings: Settings | None = None,
+    value: str | Path | None = AUTO,
 ) -> ScoringModels:
-    """Load and check the churn model (and segments) a scoring job uses.
+    """Load and check the models a scoring job uses: churn, and segments and value.
 
     Parameters
     ----------
     model
         A bundle directory or a ``models:/`` URI; ``None``: the registry champion.
-    segments
-        A segments bundle directory, a ``models:/`` URI, ``"auto"`` (beside the churn
-        model, when there is one) or ``None`` (no segments).
+    segments, value
+        A bundle directory, a ``models:/`` URI, ``"auto"`` (beside the churn model: the
+        newest bundle of that kind in its folder, or the registry's champion) or ``None``
+        (without).
     settings
         Where the registry is (``tracking``); the model's own settings drive features.
     """
@@ -165,25 +167,41 @@ def load_models(
         tracking=settings.tracking.model_dump(), engine=settings.engine.model_dump()
     )
     loaded = {"churn": churn}
-    seg_ref = _segments_ref(segments, ref, trained)
-    if seg_ref is not None:
+    names = {
+        "segments": trained.tracking.segment_model_name,
+        "value": trained.tracking.value_model_name,
+    }
+    for kind, given in (("segments", segments), ("value", value)):
+        companion = _companion_ref(given, ref, kind, names[kind])
+        if companion is None:
+            continue
         try:
-            loaded["segments"], _ = _load(seg_ref, "segments", trained)
+            loaded[kind], _ = _load(companion, kind, trained)
         except ModelError:
-            if segments != AUTO or not seg_ref.startswith("models:/"):
+            if given != AUTO or not companion.startswith("models:/"):
                 raise
-        else:
-            _check_segments(loaded["segments"].model, trained, seg_ref)
+            continue
+        _check_companion(loaded[kind].model, trained, companion, kind)
     order = {kind: i for i, kind in enumerate(model_kinds())}
     return ScoringModels(trained, dict(sorted(loaded.items(), key=lambda kv: order[kv[0]])))
 
 
-def _segments_ref(segments: str | Path | None, churn_ref: str, settings: Settings) -> str | None:
-    if segments is None:
+def _check_companion(model: ChurnlensModel, settings: Settings, where: str, kind: str) -> None:
+    missing = [c for c in model.feature_names_in_ if c not in feature_names(settings)]
+    if missing:
+        raise ModelError(
+            f"{where}: the {kind} model was built on features this churn model's settings "
+            f"do not build ({missing[:3]}); fit it with the same configuration, or score "
+            f"with --{kind} none"
+        )
+
+
+def _companion_ref(given: str | Path | None, churn_ref: str, kind: str, name: str) -> str | None:
+    if given is None:
         return None
-    if str(segments) != AUTO:
-        return str(segments)
+    if str(given) != AUTO:
+        return str(given)
     if churn_ref.startswith("models:/"):
-        return f"models:/{settings.tracking.segment_model_name}@champion"
-    found = _newest_bundle(Path(churn_ref).parent, "segments")
+        return f"models:/{name}@champion"
+    found = _newest_bundle(Path(churn_ref).parent, kind)
     return str(found) if found else None

@@ -3,7 +3,8 @@
 The churn model's per-feature contributions (LightGBM ``pred_contrib``) say which
 features raise a customer's log-odds of churning most; each feature name has a phrase
 that states the customer's own value, e.g. "no purchase for 2.4x the usual cycle" or
-"12 marketing touches in 30 days". The phrases are declared by the feature families
+"12 marketing touches in 30 days" (counted nouns agree in number: "1 day", "2 days", by
+:func:`churnlens.features.base.count`). The phrases are declared by the feature families
 (:mod:`churnlens.features.families`), beside the features they describe.
 """
 

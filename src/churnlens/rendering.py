@@ -246,6 +246,11 @@ def show_backtest(result: BacktestResult, horizon_days: int) -> None:
         f"realised churn rate {churn_rate:.3f} over {horizon_days} days"
     )
     console.print(metrics_table("Realised metrics", result.metrics))
+    if result.value_metrics is not None:
+        method = result.train.value.model.reason_ if result.train.value else ""
+        title = "Customer value against the spend that followed"
+        console.print(metrics_table(title, result.value_metrics))
+        console.print(f"Value model: {method}")
 
 
 def show_segments(result: SegmentResult, settings: Settings) -> None:

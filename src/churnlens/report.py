@@ -2,16 +2,20 @@
 
 Everything the page needs is inside it: styles inline, plots as matplotlib PNGs embedded
 as base64 ``data:`` URIs, no scripts and no links, so it can be mailed or archived as one
-file. All text taken from the data is HTML-escaped.
+file. All text taken from the data is HTML-escaped (building blocks:
+:mod:`churnlens.report_html`).
+
+The page is written for an analyst who budgets retention spend: it leads with the
+customers to contact (those whose action has a channel) and the value at risk among
+them, one row and a top list per contact action; then the win-back pool (``lost``
+customers, whose value at risk is 0 and whose value if retained is their
+``winback_value``). Lost customers never appear in the lists ranked by value at risk.
+Money amounts carry the ``currency`` prefix; risk bands are red (high), amber (medium)
+and grey (low), in tables and plots.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-from collections.abc import Iterable
-from datetime import date, datetime
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -21,116 +25,53 @@ import pandas as pd
 from churnlens.errors import InputError, Problem
 from churnlens.lifecycle import STAGES
 from churnlens.outputs import atomic_path, check_output_path
+from churnlens.report_html import (
+    CSS,
+    RISK_COLOURS,
+    bars,
+    cards,
+    cell,
+    cohorts_section,
+    e,
+    figure,
+    img,
+    kpis_section,
+    missing,
+    money,
+    note,
+    reasons_list,
+    table,
+)
+
+__all__ = ["REQUIRED", "TOP_N", "TOP_PER_ACTION", "build_report", "reasons_list", "write_report"]
 
 REQUIRED = ("customer_id", "churn_probability", "lifecycle_stage", "value_at_risk", "action")
 TOP_N = 20
+TOP_PER_ACTION = 10
+WINBACK_ACTION = "seasonal_winback"
 TOP_COLUMNS: tuple[str, ...] = (
     *("customer_id", "churn_probability", "risk_band", "lifecycle_stage", "segment_name"),
-    *("value_at_risk", "action", "action_channel", "priority", "reasons"),
+    *("value_at_risk", "value_if_retained", "clv", "action", "action_channel", "priority"),
+    "reasons",
+)
+ACTION_COLUMNS: tuple[str, ...] = (
+    *("customer_id", "priority", "churn_probability", "risk_band", "lifecycle_stage"),
+    *("segment_name", "value_at_risk", "value_if_retained", "clv", "action_channel", "reasons"),
+)
+WINBACK_COLUMNS: tuple[str, ...] = (
+    *("customer_id", "winback_value", "clv", "churn_probability", "risk_band", "segment_name"),
+    *("days_since_purchase", "lost_on", "action", "reasons"),
 )
 _FINGERPRINT_KEYS = ("input_fingerprint", "data_fingerprint", "fingerprint")
-_PERCENT = {"share", "churn_probability", "mean_churn_probability"}
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
-max-width:1100px;padding:0 1rem;color:#222}
-h1{margin-bottom:.2rem}h2{margin-top:2.2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
-.meta{color:#555;margin:.2rem 0 1rem}.meta code{background:#f3f3f3;padding:0 .3rem}
-.cards{display:flex;gap:1rem;flex-wrap:wrap}
-.card{border:1px solid #ddd;border-radius:6px;padding:.7rem 1rem;min-width:180px}
-.card .v{font-size:1.6rem;font-weight:600}.card .k{color:#555;font-size:.9rem}
-table{border-collapse:collapse;margin:.8rem 0;font-size:.9rem}
-th,td{border-bottom:1px solid #e5e5e5;padding:.25rem .6rem;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f6f6f6}
-img{max-width:100%;height:auto}.note{color:#666;font-size:.9rem}
-"""
-
-
-def _e(value: object) -> str:
-    return escape(str(value), quote=True)
-
-
-def _missing(value: object) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float | np.floating) and np.isnan(value)
-
-
-def reasons_list(value: object) -> list[str]:
-    """Reasons as a list: from a list or array, or from a ``'; '``-joined string (CSV)."""
-    if _missing(value):
-        return []
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(";") if part.strip()]
-    if isinstance(value, Iterable):
-        return [str(v) for v in value if not _missing(v)]
-    return [str(value)]
-
-
-# ------------------------------------------------------------------------ formatting
-
-
-def _cell(value: object, column: str) -> tuple[str, bool]:
-    """Display text and whether it is a number (right-aligned)."""
-    if isinstance(value, bool | np.bool_):
-        return ("yes" if value else ""), False
-    if _missing(value):
-        return "–", False
-    if isinstance(value, datetime):
-        stamp = pd.Timestamp(value)
-        return (stamp.date().isoformat() if stamp == stamp.normalize() else str(stamp)), False
-    if isinstance(value, date):
-        return value.isoformat(), False
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}", True
-    if isinstance(value, float | np.floating):
-        if column.endswith("_rate") or column in _PERCENT:
-            return f"{value:.1%}", True
-        return f"{value:,.2f}", True
-    if isinstance(value, list | tuple | np.ndarray):
-        return "; ".join(str(v) for v in value), False
-    return str(value), False
-
-
-def _table(frame: pd.DataFrame) -> str:
-    """An HTML table of ``frame`` (its index is not shown), every cell escaped."""
-    head = "".join(f"<th>{_e(str(c).replace('_', ' '))}</th>" for c in frame.columns)
-    rows = []
-    for record in frame.itertuples(index=False, name=None):
-        cells = []
-        for column, value in zip(frame.columns, record, strict=True):
-            text, numeric = _cell(value, str(column))
-            cells.append(f'<td class="n">{_e(text)}</td>' if numeric else f"<td>{_e(text)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _figure(title: str, ncols: int = 1, size: tuple[float, float] = (6, 3.6)) -> tuple[Any, Any]:
-    # A bare Figure (no pyplot): no global backend switch, nothing left open.
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=100)
-    axes = fig.subplots(1, ncols)
-    fig.suptitle(title)
-    for ax in np.atleast_1d(axes):
-        ax.grid(alpha=0.3)
-    return fig, axes
-
-
-def _img(fig: Any, alt: str) -> str:
-    buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+_OPTIONAL = ("segment_id", "segment_name", "action_channel", "priority", "risk_band")
 
 
 # ------------------------------------------------------------------------ the sections
 
 
 def _check(scores: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in REQUIRED if c not in scores.columns]
-    if missing:
+    absent = [c for c in REQUIRED if c not in scores.columns]
+    if absent:
         raise InputError(
             "scores",
             [
@@ -139,11 +80,11 @@ def _check(scores: pd.DataFrame) -> pd.DataFrame:
                     message="required column is missing",
                     fix="pass the scores frame written by `churnlens score`",
                 )
-                for c in missing
+                for c in absent
             ],
         )
     frame = scores.copy()
-    for col in ("segment_id", "segment_name", "action_channel", "priority", "risk_band"):
+    for col in _OPTIONAL:
         if col not in frame.columns:
             frame[col] = None
     frame["reasons"] = (
@@ -151,56 +92,164 @@ def _check(scores: pd.DataFrame) -> pd.DataFrame:
     )
     frame["churn_probability"] = pd.to_numeric(frame["churn_probability"], errors="coerce")
     frame["value_at_risk"] = pd.to_numeric(frame["value_at_risk"], errors="coerce").fillna(0.0)
+    for col in ("value_if_retained", "winback_value", "clv", "expected_value"):
+        if col in frame.columns:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
     frame["customer_id"] = frame["customer_id"].astype(str)
-    has_channel = [not _missing(v) and str(v) != "" for v in frame["action_channel"]]
+    has_channel = [not missing(v) and str(v) != "" for v in frame["action_channel"]]
     frame["contact"] = np.array(has_channel, dtype=bool)
+    frame["lost"] = (frame["lifecycle_stage"].astype(object) == "lost").to_numpy(dtype=bool)
+    if "winback_value" not in frame.columns:  # older scores: the value if retained of lost
+        fallback = frame["value_if_retained"] if "value_if_retained" in frame.columns else np.nan
+        frame["winback_value"] = pd.Series(fallback, index=frame.index).where(frame["lost"])
     return frame
+
+
+def _winback_source(scores: pd.DataFrame) -> str | None:
+    """The column the win-back values come from (None: no such value in the scores)."""
+    for column in ("winback_value", "value_if_retained"):
+        if column in scores.columns:
+            return column
+    return None
+
+
+def _sum(values: pd.Series) -> float:
+    """The sum; NaN when there are values and all are missing."""
+    return float(values.sum(min_count=1)) if len(values) else 0.0
+
+
+def _shown(rows: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    shown = rows[[c for c in columns if c in rows.columns]].copy()
+    if "priority" in shown.columns:
+        priority = pd.to_numeric(shown["priority"], errors="coerce").astype("Int64")
+        shown["priority"] = priority.astype(object)
+    return shown
 
 
 def _values(frame: pd.DataFrame, column: str) -> str:
     if column not in frame.columns:
         return ""
-    seen = sorted({_cell(v, column)[0] for v in frame[column] if not _missing(v)})
+    seen = sorted({cell(v, column)[0] for v in frame[column] if not missing(v)})
     return ", ".join(seen)
 
 
-def _header(frame: pd.DataFrame, manifest: dict[str, Any]) -> str:
+def _header(
+    frame: pd.DataFrame, manifest: dict[str, Any], currency: str, source: str | None
+) -> str:
     as_of = manifest.get("as_of") or _values(frame, "as_of") or "–"
     version = manifest.get("model_version") or _values(frame, "model_version") or "–"
     fingerprint = next((manifest[k] for k in _FINGERPRINT_KEYS if manifest.get(k)), "–")
-    cards = [
-        (f"{len(frame):,}", "customers scored"),
-        (f"{frame['value_at_risk'].sum():,.0f}", "total value at risk"),
-        (f"{int(frame['contact'].sum()):,}", "customers to contact (action with a channel)"),
+    contact = frame[frame["contact"]]
+    pool = frame[frame["lost"] & (frame["action"].astype(object) == WINBACK_ACTION)]
+    pool_value = _sum(pool["winback_value"]) if source else float("nan")
+    items = [
+        (f"{len(contact):,}", "customers to contact (action with a channel)"),
+        (money(contact["value_at_risk"].sum(), currency), "value at risk among them"),
+        (money(frame["value_at_risk"].sum(), currency), "total value at risk"),
+        (f"{len(pool):,}", f"win-back pool (lost customers, {WINBACK_ACTION})"),
+        (money(pool_value, currency), "win-back value of the pool"),
         (f"{frame['churn_probability'].mean():.1%}" if len(frame) else "–", "mean churn prob."),
         (f"{int((frame['risk_band'] == 'high').sum()):,}", "high-risk customers"),
+        (f"{len(frame):,}", "customers scored"),
     ]
-    card_html = "".join(
-        f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div></div>'
-        for v, k in cards
-    )
     meta = (
-        f"As of <b>{_e(as_of)}</b> · model <code>{_e(version)}</code> · "
-        f"input fingerprint <code>{_e(fingerprint)}</code>"
+        f"As of <b>{e(as_of)}</b> · model <code>{e(version)}</code> · "
+        f"input fingerprint <code>{e(fingerprint)}</code>"
     )
-    return (
-        f"<h1>Churn report, as of {_e(as_of)}</h1>"
-        f'<p class="meta">{meta}</p><div class="cards">{card_html}</div>'
+    return f'<h1>Churn report, as of {e(as_of)}</h1><p class="meta">{meta}</p>{cards(items)}'
+
+
+def _by_priority(rows: pd.DataFrame) -> pd.DataFrame:
+    order = rows.assign(_p=pd.to_numeric(rows["priority"], errors="coerce"))
+    return order.sort_values(
+        ["_p", "value_at_risk", "churn_probability", "customer_id"],
+        ascending=[True, False, False, True],
+        na_position="last",
+        kind="stable",
     )
+
+
+def _channels(channels: pd.Series) -> str:
+    counts = channels.astype(str).value_counts(sort=False)
+    counts = counts.sort_index().sort_values(ascending=False, kind="stable")
+    return ", ".join(f"{name} ({n:,})" for name, n in counts.items())
+
+
+def _contacts(frame: pd.DataFrame, currency: str) -> str:
+    parts = [
+        "<h2>Customers to contact</h2>",
+        note(
+            "Customers whose action has a channel. Value at risk = churn probability x "
+            "value if retained; lost customers have none and are in the win-back pool."
+        ),
+    ]
+    contact = frame[frame["contact"]]
+    if contact.empty:
+        return "".join([*parts, note("No customer is to be contacted.")])
+    summary = contact.groupby("action", sort=False, observed=True).agg(
+        customers=("customer_id", "size"),
+        value_at_risk=("value_at_risk", "sum"),
+        mean_churn_probability=("churn_probability", "mean"),
+        channels=("action_channel", _channels),
+    )
+    summary = summary.sort_values("value_at_risk", ascending=False, kind="stable")
+    parts.append(table(summary.rename_axis("action").reset_index(), currency))
+    for action in summary.index:
+        rows = contact[contact["action"] == action]
+        top = _by_priority(rows[~rows["lost"]]).head(TOP_PER_ACTION)
+        title = f"{action}: top {len(top)} of {int((~rows['lost']).sum()):,}, by priority"
+        if rows["lost"].any():
+            title += f" ({int(rows['lost'].sum()):,} lost: in the win-back pool)"
+        parts.append(f"<h3>{e(title)}</h3>" + table(_shown(top, ACTION_COLUMNS), currency))
+    return "".join(parts)
+
+
+def _winback(frame: pd.DataFrame, currency: str, source: str | None, n: int = TOP_N) -> str:
+    parts = [
+        "<h2>Win-back pool</h2>",
+        note(
+            "Lost customers: no value at risk; their value if retained is their win-back "
+            f"value. Those with the action {WINBACK_ACTION} are kept for the next large "
+            "seasonal campaign."
+        ),
+    ]
+    if source is None:
+        parts.append(note("These scores carry no win-back value (nor a value if retained)."))
+    elif source != "winback_value":
+        parts.append(note(f"Win-back value: the {source.replace('_', ' ')} of lost customers."))
+    lost = frame[frame["lost"]]
+    if lost.empty:
+        return "".join([*parts, note("No lost customer.")])
+    total = money(_sum(lost["winback_value"]), currency)
+    parts.append(f"<p>{len(lost):,} lost customers, win-back value <b>{e(total)}</b>.</p>")
+    summary = lost.groupby("action", sort=False, observed=True).agg(
+        customers=("customer_id", "size"),
+        winback_value=("winback_value", lambda v: v.sum(min_count=1)),
+        mean_churn_probability=("churn_probability", "mean"),
+    )
+    summary = summary.sort_values("winback_value", ascending=False, kind="stable")
+    parts.append(table(summary.rename_axis("action").reset_index(), currency))
+    top = lost.sort_values(
+        ["winback_value", "customer_id"], ascending=[False, True], na_position="last"
+    ).head(n)
+    title = f"Top {len(top)} lost customers by win-back value"
+    parts.append(f"<h3>{e(title)}</h3>" + table(_shown(top, WINBACK_COLUMNS), currency))
+    return "".join(parts)
 
 
 def _distribution(frame: pd.DataFrame) -> str:
-    fig, ax = _figure("Churn probability")
+    fig, ax = figure("Churn probability")
     bins = np.linspace(0, 1, 21)
     bands = [b for b in ("low", "medium", "high") if (frame["risk_band"] == b).any()]
     if bands:
         data = [frame.loc[frame["risk_band"] == b, "churn_probability"].dropna() for b in bands]
-        ax.hist(data, bins=bins, stacked=True, label=[f"{b} risk" for b in bands])
+        colours = [RISK_COLOURS[b] for b in bands]
+        ax.hist(data, bins=bins, stacked=True, color=colours, label=[f"{b} risk" for b in bands])
         ax.legend()
     else:
-        ax.hist(frame["churn_probability"].dropna(), bins=bins)
+        ax.hist(frame["churn_probability"].dropna(), bins=bins, color="#607d8b")
     ax.set(xlabel="churn probability", ylabel="customers", xlim=(0, 1))
-    return "<h2>Churn probability</h2>" + _img(fig, "histogram of churn probabilities")
+    return "<h2>Churn probability</h2>" + img(fig, "histogram of churn probabilities")
 
 
 def _group(frame: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
@@ -214,120 +263,61 @@ def _group(frame: pd.DataFrame, by: str | list[str]) -> pd.DataFrame:
     return out[["customers", "share", "mean_churn_probability", "value_at_risk", "to_contact"]]
 
 
-def _bars(title: str, table: pd.DataFrame, label: str) -> str:
-    fig, (left, right) = _figure(title, ncols=2, size=(9, 3.6))
-    names = [str(n) for n in table.index]
-    left.barh(names[::-1], table["customers"].to_numpy()[::-1])
-    left.set(xlabel="customers")
-    right.barh(names[::-1], table["value_at_risk"].to_numpy()[::-1], color="C3")
-    right.set(xlabel="value at risk")
-    right.tick_params(labelleft=False)
-    return _img(fig, f"customers and value at risk per {label}")
-
-
-def _stages(frame: pd.DataFrame) -> str:
-    table = _group(frame, "lifecycle_stage")
-    order = list(STAGES) + sorted(str(s) for s in table.index if s not in STAGES)
-    table = table.reindex(order)
-    table[["customers", "share", "value_at_risk", "to_contact"]] = table[
+def _stages(frame: pd.DataFrame, currency: str) -> str:
+    by = _group(frame, "lifecycle_stage")
+    order = list(STAGES) + sorted(str(s) for s in by.index if s not in STAGES)
+    by = by.reindex(order)
+    by[["customers", "share", "value_at_risk", "to_contact"]] = by[
         ["customers", "share", "value_at_risk", "to_contact"]
     ].fillna(0)
-    table = table.astype({"customers": "int64", "to_contact": "int64"})
-    shown = table.rename_axis("lifecycle_stage").reset_index()
+    by = by.astype({"customers": "int64", "to_contact": "int64"})
+    shown = by.rename_axis("lifecycle_stage").reset_index()
     return (
         "<h2>Lifecycle stages</h2>"
-        + _table(shown)
-        + _bars("Customers and value at risk per lifecycle stage", table, "lifecycle stage")
+        + table(shown, currency)
+        + bars("Customers and value at risk per lifecycle stage", by, "lifecycle stage", currency)
     )
 
 
-def _actions(frame: pd.DataFrame) -> str:
-    table = _group(frame, "action").sort_values("value_at_risk", ascending=False, kind="stable")
-    shown = table.rename_axis("action").reset_index()
+def _actions(frame: pd.DataFrame, currency: str) -> str:
+    by = _group(frame, "action").sort_values("value_at_risk", ascending=False, kind="stable")
+    shown = by.rename_axis("action").reset_index()
     return (
         "<h2>Actions</h2>"
-        + _table(shown)
-        + _bars("Customers and value at risk per action", table, "action")
+        + table(shown, currency)
+        + bars("Customers and value at risk per action", by, "action", currency)
     )
 
 
-def _segments(frame: pd.DataFrame, profiles: pd.DataFrame | None) -> str:
+def _segments(frame: pd.DataFrame, profiles: pd.DataFrame | None, currency: str) -> str:
     parts = ["<h2>Segments</h2>"]
     assigned = frame[frame["segment_id"].notna()]
     if assigned.empty:
         parts.append('<p class="note">These scores carry no segment assignments.</p>')
     else:
         ids = pd.to_numeric(assigned["segment_id"]).astype("int64")
-        table = _group(assigned.assign(segment_id=ids), "segment_id").sort_index()
+        by = _group(assigned.assign(segment_id=ids), "segment_id").sort_index()
         names = assigned["segment_name"].groupby(ids).first()  # first non-null name
-        table.insert(0, "segment_name", names.reindex(table.index))
-        parts.append(_table(table.reset_index()))
+        by.insert(0, "segment_name", names.reindex(by.index))
+        parts.append(table(by.reset_index(), currency))
     if profiles is not None and not profiles.empty:
         shown = profiles if isinstance(profiles.index, pd.RangeIndex) else profiles.reset_index()
-        parts.append("<h3>Segment profiles</h3>" + _table(shown))
+        parts.append("<h3>Segment profiles</h3>" + table(shown, currency))
     return "".join(parts)
 
 
-def _kpis(kpis: pd.DataFrame) -> str:
-    shown = kpis.copy()
-    rates = [c for c in ("retention_rate", "churn_rate", "repeat_purchase_rate") if c in kpis]
-    if "partial" in shown.columns:
-        shown["month"] = [
-            f"{_cell(m, 'month')[0][:7]}{' (partial)' if p else ''}"
-            for m, p in zip(shown["month"], shown["partial"], strict=True)
-        ]
-        shown = shown.drop(columns="partial")
-    fig, ax = _figure("Retention by month")
-    months = pd.to_datetime(pd.Series(list(kpis["month"])))
-    for column in rates:
-        values = kpis[column].to_numpy(dtype=float)
-        ax.plot(months, values, marker="o", label=column.replace("_", " "))
-    from matplotlib.ticker import PercentFormatter
-
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set(xlabel="month", ylabel="rate")
-    if rates:
-        ax.legend()
-    fig.autofmt_xdate()
-    note = (
-        '<p class="note">Active customer: a purchase in the trailing window; retention = '
-        "(active at month end − new customers) / active at month start; churn = 1 − "
-        "retention; repeat purchase rate = share of the month's buyers who had bought "
-        "before.</p>"
-    )
-    return "<h2>Retention</h2>" + note + _table(shown) + _img(fig, "retention rates by month")
-
-
-def _cohorts(cohorts: pd.DataFrame) -> str:
-    values = cohorts.to_numpy(dtype=float)
-    rows = [_cell(c, "cohort")[0][:7] for c in cohorts.index]
-    height = 1.6 + 0.32 * len(rows)
-    fig, ax = _figure("Share of each cohort purchasing, by months since acquisition")
-    fig.set_size_inches(9, height)
-    ax.grid(False)
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(values.shape[1]), [str(c) for c in cohorts.columns])
-    ax.set_yticks(range(len(rows)), rows)
-    ax.set(xlabel="months since first purchase", ylabel="cohort (first purchase)")
-    if values.size <= 400:
-        for (i, j), v in np.ndenumerate(values):
-            if not np.isnan(v):
-                color = "white" if v > 0.6 else "black"
-                ax.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7, color=color)
-    fig.colorbar(image, ax=ax, fraction=0.03)
-    return "<h2>Cohorts</h2>" + _img(fig, "cohort retention heat-map")
-
-
-def _top(frame: pd.DataFrame, n: int = TOP_N) -> str:
-    top = frame.sort_values(
+def _top(frame: pd.DataFrame, currency: str, n: int = TOP_N) -> str:
+    kept = frame[~frame["lost"]]  # lost customers: in the win-back pool
+    top = kept.sort_values(
         ["value_at_risk", "churn_probability", "customer_id"],
         ascending=[False, False, True],
         kind="stable",
     ).head(n)
-    shown = top[[c for c in TOP_COLUMNS if c in top.columns]].copy()
-    shown["priority"] = pd.to_numeric(shown["priority"], errors="coerce").astype("Int64")
-    shown["priority"] = shown["priority"].astype(object)
-    return f"<h2>Top {n} customers by value at risk</h2>" + _table(shown)
+    return (
+        f"<h2>Top {n} customers by value at risk</h2>"
+        + note("Lost customers are not ranked here: see the win-back pool.")
+        + table(_shown(top, TOP_COLUMNS), currency)
+    )
 
 
 def build_report(
@@ -336,6 +326,7 @@ def build_report(
     cohorts: pd.DataFrame | None = None,
     segments: pd.DataFrame | None = None,
     manifest: dict[str, Any] | None = None,
+    currency: str = "",
 ) -> str:
     """The report of a scoring run as one self-contained HTML page.
 
@@ -344,6 +335,8 @@ def build_report(
     scores
         The scores frame (one row per customer). ``reasons`` may be lists or
         ``'; '``-joined strings; segment columns may be missing or entirely null.
+        Without ``winback_value`` the win-back value of lost customers is their
+        ``value_if_retained`` (and is shown as unknown without either).
     kpis
         Monthly retention KPIs from :func:`churnlens.retention.monthly_kpis`.
     cohorts
@@ -353,6 +346,9 @@ def build_report(
     manifest
         The run's manifest: ``as_of``, ``model_version`` and the input fingerprint
         (``input_fingerprint``, ``data_fingerprint`` or ``fingerprint``) are shown.
+    currency
+        The prefix of every money amount (value at risk, win-back value, expected
+        value, value if retained, CLV, revenue), e.g. ``"$"``; escaped like all text.
 
     Returns
     -------
@@ -365,17 +361,19 @@ def build_report(
         When ``scores`` lacks a required column.
     """
     frame = _check(scores)
-    body = [_header(frame, manifest or {}), _distribution(frame), _stages(frame)]
-    body += [_actions(frame), _segments(frame, segments)]
+    source = _winback_source(scores)
+    body = [_header(frame, manifest or {}, currency, source), _contacts(frame, currency)]
+    body += [_winback(frame, currency, source), _distribution(frame), _stages(frame, currency)]
+    body += [_actions(frame, currency), _segments(frame, segments, currency)]
     if kpis is not None and not kpis.empty:
-        body.append(_kpis(kpis))
+        body.append(kpis_section(kpis, currency))
     if cohorts is not None and not cohorts.empty:
-        body.append(_cohorts(cohorts))
-    body.append(_top(frame))
+        body.append(cohorts_section(cohorts))
+    body.append(_top(frame, currency))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>churnlens report</title><style>{_CSS}</style></head>"
+        f"<title>churnlens report</title><style>{CSS}</style></head>"
         f"<body>{''.join(body)}</body></html>\n"
     )
 

@@ -60,14 +60,15 @@ from churnlens.outputs import (
     remove_stale_work,
     replace_with_manifest,
 )
+from churnlens.stakes import add_stakes
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "customer_id", "as_of", "churn_probability", "risk_band", "lifecycle_stage",
     "cycle_days", "days_since_purchase", "segment_id", "segment_name", "expected_value",
-    "value_at_risk", "action", "action_channel", "priority", "reasons", "model_version",
+    "value_if_retained", "value_at_risk", "winback_value", "clv", "action", "action_channel",
+    "priority", "reasons", "model_version",
 )  # fmt: skip
 EXTRA_COLUMNS: tuple[str, ...] = ("silent_on", "lost_on", "value_tier", "rule")
-YEAR_DAYS = 365.0
 
 Progress = Callable[[int, int, int], None]  # (partitions done, total, customers so far)
 
@@ -82,13 +83,6 @@ class ScoreResult:
     seconds: float
     events: EventTable | None = field(repr=False)  # the validated log, with keep_scores
     scores: pd.DataFrame | None = field(default=None, repr=False)
-
-
-def expected_value(cycle_days: np.ndarray, monetary_mean: np.ndarray) -> np.ndarray:
-    """Expected spend over the next year: purchases a year at the customer's cycle times
-    their average order value (0 for customers who never bought or only got refunds)."""
-    aov = np.nan_to_num(np.asarray(monetary_mean, dtype=float), nan=0.0).clip(min=0.0)
-    return YEAR_DAYS / np.asarray(cycle_days, dtype=float) * aov
 
 
 @dataclass(frozen=True)
@@ -115,16 +109,19 @@ def plan_from(
     events: int,
     later: int,
     population_source: str = "the scored log",
+    value: Any = None,
 ) -> ScoringPlan:
     """The plan from the whole log's population and its buyers' ``rfm_*`` / ``cycle_*``
-    features (:attr:`~churnlens.features.aggregation.LogAggregates.buyers`)."""
-    values = expected_value(buyers["cycle_days"], buyers["rfm_monetary_mean"])
+    features (:attr:`~churnlens.features.aggregation.LogAggregates.buyers`). The value
+    tiers are cut on the buyers' value if retained (the value model's ``retained_value``);
+    without a value model every customer is in the low tier."""
+    tier_values = np.array([]) if value is None else value.retained_value(buyers)
     return ScoringPlan(
         as_of=as_of,
         population=population,
         population_source=population_source,
         thresholds=stage_thresholds(buyers["cycle_own_days"], settings),
-        value_cuts=value_cuts(values, policy),
+        value_cuts=value_cuts(tier_values, policy),
         fingerprint=fingerprint,
         events=events,
         events_after=later,
@@ -149,8 +146,7 @@ def score_partition(
             frame = frame.join(loaded.model.predict_columns(X, num_threads=num_threads))
         else:
             frame = frame.join(model_class(kind).empty_columns(X.index))
-    frame["expected_value"] = expected_value(X["cycle_days"], X["rfm_monetary_mean"])
-    frame["value_at_risk"] = frame["churn_probability"] * frame["expected_value"]
+    frame = add_stakes(frame, models.settings)
     frame = decide(frame.join(contacts), policy, plan.value_cuts)
     frame.index.name = "customer_id"
     return frame.reset_index()
@@ -297,6 +293,7 @@ def _score_locked(
                 log.events,
                 log.events_after,
                 source or ("given" if given else "the scored log"),
+                models.value,
             )
             scored = work / "scored"
             scored.mkdir()
@@ -386,8 +383,8 @@ def manifest_of(
     started: float,
 ) -> dict[str, Any]:
     """The scores manifest of a run, from its ranked scores (the relation ``_ranked``)."""
-    (rows, value_at_risk) = con.execute(
-        "SELECT count(*), sum(value_at_risk) FROM _ranked"
+    (rows, value_at_risk, winback) = con.execute(
+        "SELECT count(*), sum(value_at_risk), sum(winback_value) FROM _ranked"
     ).fetchone()
     stages = _counts(con, "_ranked", "lifecycle_stage")
     return {
@@ -401,6 +398,8 @@ def manifest_of(
         "model_uri": models.uri,
         "model_trained_as_of": models.trained_as_of,
         "segments_version": models.segments_version,
+        "value_version": models.value_version,
+        "value_method": None if models.value is None else models.value.method_,
         "input_fingerprint": plan.fingerprint,
         "events_scored": plan.events,
         "events_after_as_of_ignored": plan.events_after,
@@ -409,6 +408,7 @@ def manifest_of(
         "stages": {s: stages.get(s, 0) for s in STAGES},
         "actions": _counts(con, "_ranked", "action"),
         "value_at_risk": float(value_at_risk or 0.0),
+        "winback_value": float(winback or 0.0),
         "value_tier_cuts": [v if math.isfinite(v) else None for v in plan.value_cuts],
         "population": {
             "source": plan.population_source,

@@ -97,7 +97,8 @@ SOURCE = "<Spark DataFrame>"
 SCORED_SCHEMA = (
     "customer_id string, as_of date, churn_probability double, risk_band string, "
     "lifecycle_stage string, cycle_days double, days_since_purchase double, "
-    "segment_id long, segment_name string, expected_value double, value_at_risk double, "
+    "segment_id long, segment_name string, expected_value double, value_if_retained double, "
+    "value_at_risk double, winback_value double, clv double, "
     "action string, action_channel string, reasons array<string>, model_version string, "
     "silent_on date, lost_on date, value_tier string, rule string"
 )
@@ -332,6 +333,7 @@ def _score(
         found.fingerprint,
         found.events,
         found.rows - found.events,
+        value=models.value,
     )
     shared = df.sparkSession.sparkContext.broadcast(models)
 

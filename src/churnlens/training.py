@@ -23,12 +23,21 @@ import pandas as pd
 from churnlens.bundle import versions, write_bundle
 from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
-from churnlens.evaluation import metrics_table
+from churnlens.evaluation import metrics_table, value_table
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
-from churnlens.labels import Snapshots, log_span, make_snapshot, make_snapshots, snapshot_dates
+from churnlens.labels import (
+    Snapshots,
+    log_span,
+    make_snapshot,
+    make_snapshots,
+    snapshot_dates,
+    spend_labels,
+)
 from churnlens.models.churn import ChurnModel, RecencyBaseline, logistic_rfm_baseline, time_split
+from churnlens.models.value import naive_rate
 from churnlens.outputs import check_output_path, write_table
 from churnlens.sampling import CustomerSample, sample_customers
+from churnlens.valuing import ValueResult, fit_value, track_value, write_value_bundle
 
 if TYPE_CHECKING:
     from churnlens.tracking import ChampionScore
@@ -54,6 +63,7 @@ class TrainResult:
     model_version: str | None = None
     champion: str | None = None
     sample: CustomerSample | None = None
+    value: ValueResult | None = None
 
 
 @dataclass
@@ -64,6 +74,9 @@ class BacktestResult:
     as_of: date
     metrics: pd.DataFrame
     predictions: pd.DataFrame
+    value_metrics: pd.DataFrame | None = None  # when the log reaches the value horizon
+    value_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    realized_spend: np.ndarray | None = field(default=None, repr=False)
 
 
 def _validate(
@@ -94,14 +107,15 @@ def train(
     config_path: str | Path | None = None,
     force_champion: bool = False,
 ) -> TrainResult:
-    """Fit the churn model and its baselines on snapshots up to ``as_of``.
+    """Fit the churn model and its baselines on snapshots up to ``as_of``, and the value
+    model beside it (:mod:`churnlens.valuing`).
 
-    Writes a model bundle to ``models_dir`` (``None`` skips it) and, with ``track``,
-    records the run in MLflow and registers the model. Tracking comes after the bundle:
+    Writes a bundle of each to ``models_dir`` (``None`` skips them) and, with ``track``,
+    records their runs in MLflow and registers the models. Tracking comes after the bundle:
     when the store fails, :class:`TrackingError` is raised and the bundle is kept.
     """
     table = load_events(events, settings)
-    settings = table.settings
+    settings = settings or table.settings  # a loaded table keeps the settings it was loaded with
     as_of = parse_as_of(as_of)
     fingerprint = table.fingerprint()
     sampled, sample = sample_customers(table, settings.training.max_customers, settings.model.seed)
@@ -122,10 +136,13 @@ def train(
         valid_scores=valid_scores,
         sample=sample,
     )
+    result.value = fit_value(sampled, as_of, settings)
     if models_dir is not None:
         _write(result, table, as_of, Path(models_dir))
+        write_value_bundle(result.value, table, Path(models_dir), settings)
     if track:
         _track(result, settings, as_of, config_path, force_champion)
+        track_value(result.value, settings, config_path, force_champion)
     return result
 
 
@@ -244,36 +261,28 @@ def backtest(
     track: bool = False,
     config_path: str | Path | None = None,
     predictions_path: str | Path | None = None,
+    value_horizon_days: int | None = None,
 ) -> BacktestResult:
     """Train as of ``as_of`` and score it against the H days that really followed.
 
     With ``track``, the training run is recorded as in :func:`train` and the realised
     metrics and plots are added to it (``backtest_*``); with ``predictions_path``, the
-    per-customer predictions are written there (the path is checked first). Raises
-    :class:`InputError` when the log does not reach ``as_of + H``.
+    per-customer predictions are written there (the path is checked first). The value
+    model (over ``value_horizon_days``, default ``value.horizon_days``) is scored against
+    the spend that followed when the log reaches that far. Raises :class:`InputError`
+    when the log does not reach ``as_of + H`` (or ``as_of`` + the value horizon given).
     """
     if predictions_path is not None:
         predictions_path = check_output_path(predictions_path, inputs=[events, config_path])
     table = load_events(events, settings)
-    settings = table.settings
+    settings = table.settings.with_overrides(value={"horizon_days": value_horizon_days})
     as_of = parse_as_of(as_of)
     horizon = settings.training.horizon_days
     _, last = log_span(table)
-    if last < as_of + timedelta(days=horizon):
-        raise InputError(
-            table.source,
-            [
-                Problem(
-                    column="timestamp",
-                    message=(
-                        f"the log ends {last}, but a backtest as of {as_of} needs events up "
-                        f"to {as_of + timedelta(days=horizon)} ({horizon} days after it) to "
-                        "know who really churned"
-                    ),
-                    fix=f"give an --as-of on or before {last - timedelta(days=horizon)}",
-                )
-            ],
-        )
+    _reaches(table.source, last, as_of, horizon, "who really churned")
+    value_horizon = settings.value.horizon_days
+    if value_horizon_days is not None:
+        _reaches(table.source, last, as_of, value_horizon, "what customers really spent")
     trained = train(table, as_of, settings, models_dir, track=track, config_path=config_path)
     X, y = make_snapshot(table, as_of, horizon)
     scores = {"model": trained.model.predict_proba(X)[:, 1]}
@@ -288,6 +297,22 @@ def backtest(
         }
     )
     result = BacktestResult(trained, as_of, metrics_table(y, scores), predictions)
+    assert trained.value is not None
+    values = trained.value.model.predict_columns(X)
+    predictions["expected_value"] = values["expected_value"].to_numpy()
+    predictions["value_if_retained"] = values["value_if_retained"].to_numpy()
+    if as_of + timedelta(days=value_horizon) <= last:
+        spend = spend_labels(table, as_of, value_horizon).reindex(X.index, fill_value=0.0)
+        predictions["realized_spend"] = spend.to_numpy()
+        lifetimes = trained.value.model.lifetimes_
+        result.value_scores = {
+            "model": values["expected_value"].to_numpy(),
+            "pareto_nbd": lifetimes.expected(X, value_horizon),
+            "bg_nbd": lifetimes.expected(X, value_horizon, baseline=True),
+            "naive_rate": naive_rate(X, value_horizon),
+        }
+        result.value_metrics = value_table(spend.to_numpy(), result.value_scores)
+        result.realized_spend = spend.to_numpy()
     if predictions_path is not None:
         write_table(predictions, predictions_path)
     if track and trained.run_id:
@@ -295,10 +320,29 @@ def backtest(
     return result
 
 
+def _reaches(source: str, last: date, as_of: date, horizon: int, what: str) -> None:
+    """Refuse a backtest whose window ends after the log does."""
+    if last < as_of + timedelta(days=horizon):
+        raise InputError(
+            source,
+            [
+                Problem(
+                    column="timestamp",
+                    message=(
+                        f"the log ends {last}, but a backtest as of {as_of} needs events up "
+                        f"to {as_of + timedelta(days=horizon)} ({horizon} days after it) to "
+                        f"know {what}"
+                    ),
+                    fix=f"give an --as-of on or before {last - timedelta(days=horizon)}",
+                )
+            ],
+        )
+
+
 def _track_backtest(
     result: BacktestResult, settings: Settings, y: np.ndarray, scores: dict[str, np.ndarray]
 ) -> None:
-    from churnlens.evaluation import churn_plots
+    from churnlens.evaluation import churn_plots, value_plots
     from churnlens.tracking import RunContent, add_to_run
 
     assert result.train.run_id is not None
@@ -306,5 +350,9 @@ def _track_backtest(
         metric_tables={"backtest_": result.metrics},
         figures={"backtest_plots": churn_plots(y, scores)},
     )
+    if result.value_metrics is not None and result.realized_spend is not None:
+        content.metric_tables["backtest_value_"] = result.value_metrics
+        plots = value_plots(result.realized_spend, result.value_scores)
+        content.figures["backtest_value_plots"] = plots
     kept = "the training run was recorded without the backtest metrics"
     add_to_run(settings, result.train.run_id, content, {"kind": "backtest"}, kept=kept)

@@ -73,6 +73,16 @@ def counts(raw: pd.DataFrame, column: str) -> pd.Series:
     return raw[column].fillna(0).astype(float)
 
 
+def count(value: float | int | str, noun: str, plural: str | None = None) -> str:
+    """``value`` (rounded to a whole number, with thousands separators) and ``noun``,
+    singular for 1 and plural otherwise: ``count(1, "day")`` is "1 day", ``count(2.4,
+    "day")`` "2 days", ``count(1234, "day")`` "1,234 days". The plural is ``noun + "s"``
+    unless given (``count(v, "touch", "touches")``). A string (a window's digits taken
+    from a column name) is shown as it is. Used by the reason phrases."""
+    text = value if isinstance(value, str) else f"{float(value):,.0f}"
+    return f"{text} {noun if text in ('1', '-1') else plural or noun + 's'}"
+
+
 RELATIONS: tuple[str, ...] = ("contacts", "sequence", "purchase_days", "channels", "outbound")
 
 Aggregates = Callable[[Settings, tuple[str, ...]], list[str]]

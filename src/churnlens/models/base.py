@@ -93,7 +93,8 @@ class ChurnlensModel(ABC):
 def model_class(kind: str) -> type[ChurnlensModel]:
     """The class of a model kind (importing the model modules on first use)."""
     import churnlens.models.churn
-    import churnlens.models.segments  # noqa: F401 (they register their kinds)
+    import churnlens.models.segments
+    import churnlens.models.value  # noqa: F401 (they register their kinds)
 
     if kind not in _KINDS:
         raise ModelError(f"unknown model kind {kind!r}; known: {sorted(_KINDS)}")

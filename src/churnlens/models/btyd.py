@@ -31,6 +31,7 @@ _LOG_BOUND = 18.0  # parameters stay within [e^-18, e^18] ~ [1.5e-8, 6.6e7]
 # scipy's hyp2f1 matched mpmath to 1e-12 for z <= 0.8 (x <= 1e4, parameters in [0.02, 50]); above
 # it can be nan, inf or wrong: those go to the quadratures below, in blocks of <= _BLOCK floats.
 _Z_SCIPY, _BLOCK, _GL96 = 0.8, 1 << 22, np.polynomial.legendre.leggauss(96)
+_CONCENTRATED = 1e3  # a and b both beyond this: the dropout chance has no spread left
 
 
 class Serialisable:
@@ -204,6 +205,11 @@ def _bracket(
         f = f + (a - 1) * log_p + (b + x) * log_q
         return np.exp(logsumexp(f, axis=0) + math.log(h) - betaln(a, b + x))
 
+    if a > _CONCENTRATED and b > _CONCENTRATED:
+        # p ~ Beta(a, b + x) concentrates at its mean (the fit found no spread in the dropout
+        # chance): the posterior mean is the integrand at that mean; 2F1 overflows there
+        p = a / (a + b + x)
+        return -np.expm1(-(r + x) * np.log1p(p * t / (alpha + T))) / p
     span = 40 / a + 40 / b + 10 + np.log1p((r + x) * t / (alpha + T)).max(initial=0)
     easy = (t / (alpha + T + t) <= _Z_SCIPY) & (a + b + x > 1) & (abs(a - 1) > 1e-6)
     return _by_blocks(easy, fast, slow, min(int(span / 0.05), _BLOCK), t, x, T)

@@ -26,7 +26,7 @@ K-means runs single-threaded (OpenMP and BLAS pools limited to one thread): on s
 cores the threaded Lloyd loop was several times slower, and the results are the same.
 
 **Names** compare segment medians, in original units, to population quantiles of the
-training rows (see :func:`name_segment`).
+training rows (see :func:`name_segment`); they never use a lifecycle stage word.
 """
 
 from __future__ import annotations
@@ -86,9 +86,9 @@ def name_segment(seg: pd.DataFrame, pop: pd.DataFrame) -> str:
     Rules (medians of the segment against quantiles q of the population; each rule only
     applies when its column is used). Adjectives, in this order:
 
-    - ``new``: tenure (``freq_tenure_days``) <= q25;
+    - ``recently joined``: tenure (``freq_tenure_days``) <= q25;
     - ``lapsing``: buyers whose ``cycle_overdue_ratio`` >= 2 (or, without that column,
-      ``rfm_recency_days`` >= q75); ``active``: buyers whose ``cycle_overdue_ratio`` <= 1;
+      ``rfm_recency_days`` >= q75); ``engaged``: buyers whose ``cycle_overdue_ratio`` <= 1;
     - ``high value``: ``rfm_monetary_total`` > q75 and > 0; ``low value``: buyers <= q25;
     - ``frequent``: ``rfm_frequency`` > max(q75, 1);
     - ``multichannel``: ``chan_n_channels`` >= max(q75, 3); ``single-channel``: <= 1;
@@ -97,8 +97,10 @@ def name_segment(seg: pd.DataFrame, pop: pd.DataFrame) -> str:
     Then a noun: segments where fewer than half the customers bought are ``browsers``
     (``freq_contacts_90d`` > 0) or ``dormant non-buyers``; buyers with a median
     ``rfm_frequency`` <= 1 are ``one-timers``. Adjectives are joined by ", " and the noun
-    follows, e.g. "high value, frequent, multichannel", "lapsing one-timers", "new
-    browsers"; a segment matching no rule is "mainstream".
+    follows, e.g. "engaged, high value, frequent, multichannel", "lapsing one-timers",
+    "recently joined browsers"; a segment matching no rule is "mainstream". Names never
+    use a lifecycle stage word (:data:`churnlens.lifecycle.STAGES`: new, active, silent,
+    sleeping, lost), so that a customer's segment is not read as their stage.
     """
 
     def med(c: str) -> float:
@@ -116,12 +118,12 @@ def name_segment(seg: pd.DataFrame, pop: pd.DataFrame) -> str:
         buyers = "rfm_frequency" not in has or med("rfm_frequency") > 0
     words: list[str] = []
     if "freq_tenure_days" in has and med("freq_tenure_days") <= q("freq_tenure_days", 0.25):
-        words.append("new")
+        words.append("recently joined")
     if buyers and "cycle_overdue_ratio" in has:
         if med("cycle_overdue_ratio") >= LAPSING_OVERDUE:
             words.append("lapsing")
         elif med("cycle_overdue_ratio") <= 1:
-            words.append("active")
+            words.append("engaged")
     elif (
         buyers
         and "rfm_recency_days" in has

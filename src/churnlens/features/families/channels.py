@@ -7,7 +7,7 @@ import pandas as pd
 
 from churnlens.config import Settings
 from churnlens.events.sql import literal as sql_literal
-from churnlens.features.base import FeatureContext, FeatureFamily, counts, ratio
+from churnlens.features.base import FeatureContext, FeatureFamily, count, counts, ratio
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -102,7 +102,7 @@ FAMILY = FeatureFamily(
         "channels": channels_aggregates,
     },
     phrases=(
-        (r"chan_n_channels", lambda v, m: f"uses {v:,.0f} channel{'s' if v != 1 else ''}"),
+        (r"chan_n_channels", lambda v, m: f"uses {count(v, 'channel')}"),
         (r"chan_share_(\w+)", lambda v, m: f"{v:.0%} of contacts via {m.group(1)}"),
         (r"chan_switch_rate", lambda v, m: f"switches channel on {v:.0%} of contacts"),
         (r"chan_(entropy|top_share|hhi)", lambda v, m: "channel mix"),

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, FeatureFamily, counts
+from churnlens.features.base import FeatureContext, FeatureFamily, count, counts
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -71,9 +71,9 @@ FAMILY = FeatureFamily(
     aggregates={"purchase_days": purchase_days_aggregates},
     phrases=(
         (r"cycle_overdue_ratio", lambda v, m: f"no purchase for {v:.1f}x the usual cycle"),
-        (r"cycle_days", lambda v, m: f"usual repurchase cycle of {v:,.0f} days"),
-        (r"cycle_own_days", lambda v, m: f"buys every {v:,.0f} days on average"),
-        (r"cycle_n_intervals", lambda v, m: f"{v:,.0f} repeat purchases"),
+        (r"cycle_days", lambda v, m: f"usual repurchase cycle of {count(v, 'day')}"),
+        (r"cycle_own_days", lambda v, m: f"buys every {count(v, 'day')} on average"),
+        (r"cycle_n_intervals", lambda v, m: count(v, "repeat purchase")),
     ),
     missing={"cycle_overdue_ratio": "no purchase yet"},
 )

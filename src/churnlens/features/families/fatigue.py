@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, FeatureFamily, counts, ratio
+from churnlens.features.base import FeatureContext, FeatureFamily, count, counts, ratio
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -57,14 +57,19 @@ FAMILY = FeatureFamily(
     phrases=(
         (
             r"fatigue_touches_(\d+)d",
-            lambda v, m: f"{v:,.0f} marketing touches in {m.group(1)} days",
+            lambda v, m: (
+                f"{count(v, 'marketing touch', 'marketing touches')} in {count(m.group(1), 'day')}"
+            ),
         ),
         (
             r"fatigue_response_rate_(\d+)d",
-            lambda v, m: f"{v:.2f} contacts per marketing touch in {m.group(1)} days",
+            lambda v, m: f"{v:.2f} contacts per marketing touch in {count(m.group(1), 'day')}",
         ),
-        (r"fatigue_touches_since_contact", lambda v, m: f"{v:,.0f} touches since the last contact"),
-        (r"fatigue_days_since_touch", lambda v, m: f"last marketing touch {v:,.0f} days ago"),
+        (
+            r"fatigue_touches_since_contact",
+            lambda v, m: f"{count(v, 'touch', 'touches')} since the last contact",
+        ),
+        (r"fatigue_days_since_touch", lambda v, m: f"last marketing touch {count(v, 'day')} ago"),
     ),
     missing={"fatigue_days_since_touch": "no marketing touch yet"},
 )

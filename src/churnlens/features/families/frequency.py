@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, FeatureFamily, counts
+from churnlens.features.base import FeatureContext, FeatureFamily, count, counts
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -82,13 +82,19 @@ FAMILY = FeatureFamily(
         "outbound": outbound_aggregates,
     },
     phrases=(
-        (r"freq_contacts_(\d+)d", lambda v, m: f"{_n(v)} contacts in {m.group(1)} days"),
-        (r"freq_purchases_(\d+)d", lambda v, m: f"{_n(v)} purchases in {m.group(1)} days"),
+        (
+            r"freq_contacts_(\d+)d",
+            lambda v, m: f"{count(v, 'contact')} in {count(m.group(1), 'day')}",
+        ),
+        (
+            r"freq_purchases_(\d+)d",
+            lambda v, m: f"{count(v, 'purchase')} in {count(m.group(1), 'day')}",
+        ),
         (r"freq_contacts_trend", _trend),
         (
             r"freq_active_days_(\d+)d",
-            lambda v, m: f"active on {_n(v)} of the last {m.group(1)} days",
+            lambda v, m: f"active on {_n(v)} of the last {count(m.group(1), 'day')}",
         ),
-        (r"freq_tenure_days", lambda v, m: f"known for {_n(v)} days"),
+        (r"freq_tenure_days", lambda v, m: f"known for {count(v, 'day')}"),
     ),
 )

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, FeatureFamily, ratio
+from churnlens.features.base import FeatureContext, FeatureFamily, count, ratio
 
 
 def feature_names(settings: Settings) -> list[str]:
@@ -58,10 +58,10 @@ FAMILY = FeatureFamily(
     finish=finish,
     aggregates={"sequence": sequence_aggregates},
     phrases=(
-        (r"gap_days_since_contact", lambda v, m: f"no contact for {v:,.0f} days"),
-        (r"gap_(mean|median)", lambda v, m: f"{v:,.0f} days between contacts ({m.group(1)})"),
-        (r"gap_max", lambda v, m: f"longest silence of {v:,.0f} days"),
-        (r"gap_last", lambda v, m: f"last gap between contacts {v:,.0f} days"),
+        (r"gap_days_since_contact", lambda v, m: f"no contact for {count(v, 'day')}"),
+        (r"gap_(mean|median)", lambda v, m: f"{count(v, 'day')} between contacts ({m.group(1)})"),
+        (r"gap_max", lambda v, m: f"longest silence of {count(v, 'day')}"),
+        (r"gap_last", lambda v, m: f"last gap between contacts {count(v, 'day')}"),
         (r"gap_(std|cv)", lambda v, m: "irregular contact rhythm"),
     ),
     missing={"gap_days_since_contact": "never contacted the company"},

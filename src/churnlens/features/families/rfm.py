@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.config import Settings
-from churnlens.features.base import FeatureContext, FeatureFamily, counts, ratio
+from churnlens.features.base import FeatureContext, FeatureFamily, count, counts, ratio
 from churnlens.features.population import quintile_score
 
 
@@ -64,12 +64,12 @@ FAMILY = FeatureFamily(
     finish=finish,
     aggregates={"purchase_days": purchase_days_aggregates},
     phrases=(
-        (r"rfm_recency_days", lambda v, m: f"no purchase for {v:,.0f} days"),
+        (r"rfm_recency_days", lambda v, m: f"no purchase for {count(v, 'day')}"),
         (r"rfm_has_purchase", lambda v, m: "has never purchased" if v == 0 else "has purchased"),
-        (r"rfm_frequency", lambda v, m: f"{v:,.0f} purchases in total"),
+        (r"rfm_frequency", lambda v, m: f"{count(v, 'purchase')} in total"),
         (r"rfm_monetary_total", lambda v, m: f"{v:,.0f} spent in total"),
         (r"rfm_monetary_mean", lambda v, m: f"average order of {v:,.2f}"),
-        (r"rfm_tenure_days", lambda v, m: f"first purchase {v:,.0f} days ago"),
+        (r"rfm_tenure_days", lambda v, m: f"first purchase {count(v, 'day')} ago"),
         (r"rfm_([rfm])_score", lambda v, m: f"RFM {m.group(1).upper()} score {v:,.0f} of 5"),
         (r"rfm_cell", lambda v, m: f"RFM cell {v:,.0f}"),
     ),
