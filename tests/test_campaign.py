@@ -1,17 +1,28 @@
 """The campaign continuation of the synthetic log: continuity, determinism, neutral
-effects, the direction and heterogeneity of the true effects, and the realised world."""
+effects, the direction and heterogeneity of the true effects, the realised world, and a
+second cycle continuing the world that happened in the first."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from churnlens.sample import COLUMNS, generate_events, simulate_log
-from churnlens.sample.campaign import CONTACT_ACTIONS, Campaign, Effects, simulate_campaign
+from churnlens.sample import campaign as campaign_module
+from churnlens.sample.campaign import (
+    CAMPAIGN_STREAM,
+    CONTACT_ACTIONS,
+    FORMAT_STREAM,
+    Campaign,
+    Effects,
+    _streams,
+    simulate_campaign,
+)
 from churnlens.sample.output import customer_ids, to_frame
 from churnlens.sample.weeks import run_history
 
@@ -103,6 +114,19 @@ def test_same_arguments_give_the_same_campaign() -> None:
     pd.testing.assert_frame_equal(first.truth, second.truth)
     other = _small(campaign_seed=1)
     assert not other.events.equals(first.events)
+
+
+def _fingerprint(frame: pd.DataFrame) -> str:
+    values = pd.util.hash_pandas_object(frame, index=True).to_numpy()
+    return hashlib.sha256(values.tobytes()).hexdigest()[:16]
+
+
+def test_a_fixed_seed_gives_the_same_campaign_as_before() -> None:
+    """The first cycle is pinned: the second cycle's machinery changes none of its draws."""
+    campaign = _small()
+    assert campaign.cycle == 1
+    assert _fingerprint(campaign.events) == "9f08d7d495413e47"
+    assert _fingerprint(campaign.truth) == "f62992f91f2a53f9"
 
 
 def test_the_world_that_happened_does_not_depend_on_the_replicates() -> None:
@@ -242,3 +266,168 @@ def test_scores_semantics() -> None:
         _small(scores=pd.DataFrame({"customer_id": [ids[0]] * 2, "action": ["nurture"] * 2}))
     with pytest.raises(ValueError, match="discount"):
         Effects(discount=1.0)
+
+
+# -------------------------------------------------------------------- second cycle
+
+N2, DAYS2, SEED2, H1, H2 = 600, 300, 5, 30, 40  # neither the log nor the windows whole weeks
+WINBACK = ("reactivation_discount", "vip_winback_offer")
+NOBODY = pd.DataFrame({"customer_id": [], "action": []})  # nobody scored
+STRONG = Effects(winback=1.0, vip_winback=1.0, memory_days=1000.0)
+
+
+def _cycles(
+    first: Effects = STRONG, second: Effects = STRONG, **kwargs: object
+) -> tuple[Campaign, Campaign]:
+    """A first campaign on the log and a second one scored on the log extended by the first
+    window."""
+    log = generate_events(N2, DAYS2, SEED2, START)
+    one = simulate_campaign(
+        N2, DAYS2, SEED2, START, rule_scores(log, DAYS2, START), H1, first, replicates=3
+    )
+    extended = pd.concat([log, one.events], ignore_index=True)
+    scores = rule_scores(extended, DAYS2 + H1, START, seed=2)
+    args = {"scores": scores, "horizon_days": H2, "effects": second, "replicates": 3}
+    two = simulate_campaign(N2, DAYS2, SEED2, START, after=one, **(args | kwargs))
+    return one, two
+
+
+@pytest.fixture(scope="module")
+def cycles() -> tuple[Campaign, Campaign]:
+    return _cycles()
+
+
+def test_the_second_window_follows_the_first(
+    cycles: tuple[Campaign, Campaign],
+) -> None:
+    one, two = cycles
+    assert (one.cycle, two.cycle) == (1, 2)
+    assert two.as_of == one.as_of + dt.timedelta(days=H1)
+    assert two.horizon_days == H2
+    ts = two.events["timestamp"]
+    assert ts.min() >= pd.Timestamp(two.as_of + dt.timedelta(days=1))
+    assert ts.max() < pd.Timestamp(two.as_of + dt.timedelta(days=H2 + 1))
+    assert ts.min() > one.events["timestamp"].max()
+    assert tuple(two.events.columns) == COLUMNS
+    assert two.truth.index.equals(one.truth.index)
+    assert tuple(two.truth.columns) == tuple(one.truth.columns)
+    assert two.events["event_type"].value_counts()[["purchase", "marketing", "visit"]].min() > 50
+    three = simulate_campaign(N2, DAYS2, SEED2, START, NOBODY, 7, replicates=1, after=two)
+    assert three.cycle == 3
+    assert three.as_of == two.as_of + dt.timedelta(days=H2)
+    assert three.events["timestamp"].min() > ts.max()
+
+
+def test_the_second_cycle_continues_the_world_that_happened(
+    cycles: tuple[Campaign, Campaign],
+) -> None:
+    one, two = cycles
+    first, second = one.truth, two.truth
+    pd.testing.assert_series_equal(first["join_day"], second["join_day"])
+    for trait in ("price_sensitivity", "receptiveness", "value"):
+        pd.testing.assert_series_equal(first[trait], second[trait])
+    # a decision to leave is undone only by a win-back received in the first cycle
+    won_back = first["treated"] & first["action"].isin(WINBACK)
+    kept = first["decided_to_leave"] & ~won_back
+    assert kept.sum() > 100
+    for column in ("onset_day", "churn_day"):
+        pd.testing.assert_series_equal(first.loc[kept, column], second.loc[kept, column])
+    assert (second["decided_to_leave"] >= first["decided_to_leave"])[~won_back].all()
+    # the state is the happened world's: every purchase of the first window comes before
+    # the customer's churn, including the customers won back there (gone in the other world)
+    buys = one.events[one.events["event_type"] == "purchase"]
+    day = (buys["timestamp"] - pd.Timestamp(START)).dt.days.to_numpy()
+    assert (day < second["churn_day"].reindex(buys["customer_id"]).to_numpy()).all()
+    revived = won_back & (first["churn_day"] < DAYS2) & first["retained"]
+    assert revived.sum() >= 3
+    assert (second.loc[revived, "churn_day"] > DAYS2).all()  # inf, or a new decision
+    assert not first.loc[revived, "retained_if_untreated"].any()
+
+
+def test_gone_customers_stay_gone_unless_won_back(
+    cycles: tuple[Campaign, Campaign],
+) -> None:
+    one, two = cycles
+    truth = two.truth
+    gone = truth["churn_day"] <= DAYS2 + H1  # gone by the end of the first window
+    won = truth["treated"] & truth["action"].isin(WINBACK)
+    assert gone.sum() > 100
+    assert (gone & won).sum() > 5
+    assert (truth.loc[gone, "p_untreated"] == 0).all()
+    assert (truth.loc[gone & ~truth["action"].isin(WINBACK), "p_treated"] == 0).all()
+    buyers = set(two.events.loc[two.events["event_type"] == "purchase", "customer_id"])
+    assert not buyers & set(truth.index[gone & ~won])
+    assert buyers & set(truth.index[gone & won])  # a win-back brings some of them back
+    assert buyers == set(truth.index[truth["retained"]])
+    # and the customers who had left before the first campaign among them
+    assert (gone & (one.truth["churn_day"] < DAYS2)).sum() > 50
+
+
+def test_neutral_effects_in_both_cycles_change_nothing() -> None:
+    _, two = _cycles(Effects.none(), Effects.none())
+    truth = two.truth
+    assert truth["treated"].sum() > 100
+    for column in ("effect", "revenue_effect"):
+        assert (truth[column] == 0.0).all(), column
+    assert truth["retained_if_treated"].equals(truth["retained_if_untreated"])
+    _, untouched = _cycles(Effects.none(), Effects.none(), scores=NOBODY)
+    pd.testing.assert_frame_equal(two.events, untouched.events)
+    # the second cycle is neutral after a first cycle with effects, too
+    _, after_effects = _cycles(STRONG, Effects.none())
+    assert (after_effects.truth[["effect", "revenue_effect"]] == 0.0).all().all()
+
+
+def test_the_second_cycle_is_deterministic_and_leaves_the_first_alone(
+    cycles: tuple[Campaign, Campaign],
+) -> None:
+    one, two = cycles
+    assert one.continuation is not None
+    assert "continuation" not in repr(one)
+    before = {k: np.copy(v) for k, v in vars(one.continuation.history.state).items()}
+    _, again = _cycles()
+    pd.testing.assert_frame_equal(two.events, again.events)
+    pd.testing.assert_frame_equal(two.truth, again.truth)
+    for key, value in vars(one.continuation.history.state).items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    _, other = _cycles(campaign_seed=1)
+    assert not other.events.equals(two.events)
+
+
+def test_each_cycle_has_random_streams_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same ``campaign_seed`` in two cycles draws from different streams; the first
+    cycle's are the streams of before (no cycle in the key)."""
+    keys: list[tuple[int, ...]] = []
+
+    def spy(seed: int, stream: int, campaign_seed: int, *key: int) -> np.random.Generator:
+        keys.append((stream, campaign_seed, *key))
+        return _streams(seed, stream, campaign_seed, *key)
+
+    monkeypatch.setattr(campaign_module, "_streams", spy)
+    one = simulate_campaign(400, 200, 3, START, NOBODY, 14, replicates=2)
+    first, keys[:] = list(keys), []
+    simulate_campaign(400, 200, 3, START, NOBODY, 14, replicates=2, after=one)
+    assert first == [(CAMPAIGN_STREAM, 0, 0), (CAMPAIGN_STREAM, 0, 1), (FORMAT_STREAM, 0)]
+    assert keys == [(CAMPAIGN_STREAM, 0, 0, 2), (CAMPAIGN_STREAM, 0, 1, 2), (FORMAT_STREAM, 0, 2)]
+
+
+def test_after_must_continue_the_same_log(
+    cycles: tuple[Campaign, Campaign],
+) -> None:
+    one, _ = cycles
+    same = {"customers": N2, "days": DAYS2, "seed": SEED2, "start": START, "scores": NOBODY}
+    for name, value in [
+        ("customers", N2 + 1),
+        ("days", DAYS2 - 1),
+        ("seed", SEED2 + 1),
+        ("start", START + dt.timedelta(days=1)),
+    ]:
+        with pytest.raises(ValueError, match=f"another log: {name}="):
+            simulate_campaign(**(same | {name: value}), horizon_days=7, after=one)
+    bare = dataclasses.replace(one, continuation=None)
+    with pytest.raises(ValueError, match="no simulator state"):
+        simulate_campaign(**same, horizon_days=7, after=bare)
+    as_datetime = dt.datetime.combine(START, dt.time())
+    chained = simulate_campaign(
+        **(same | {"start": as_datetime}), horizon_days=7, replicates=1, after=one
+    )
+    assert chained.as_of == one.as_of + dt.timedelta(days=H1)

@@ -85,7 +85,8 @@ long gone); they concentrate on the customers at risk.
 True effects
 ------------
 ``replicates`` pairs of worlds are simulated; replicate ``r`` draws from the stream of
-``(seed, campaign_seed, r)``. ``p_treated`` and ``p_untreated`` are the shares of
+``(seed, campaign_seed, r)`` (in a second cycle, see below, ``(seed, campaign_seed, r,
+cycle)``). ``p_treated`` and ``p_untreated`` are the shares of
 replicates with a purchase event in the window in each world, ``effect`` their difference
 (the expected change in P(any purchase in the window) if treated with the action);
 ``spend_*`` and ``revenue_effect`` likewise for the window's spend (refunds negative).
@@ -95,12 +96,32 @@ is a purchase event too). The window is simulated in whole weeks; events after `
 + horizon_days`` are dropped. Nobody joins during the window: it follows the customers
 of the log. The campaign weeks of the company's marketing (one in five, x2.5) and the
 targeting reshuffles are drawn anew for the window, the same in both worlds.
+
+Second cycle
+------------
+``simulate_campaign(..., after=first)`` runs the next campaign on the same customers
+(``customers``, ``days``, ``seed`` and ``start`` must be those of ``first``: ValueError
+otherwise). It continues the world that happened in ``first``'s window (replicate 0: each
+customer in the treated world if treated, else in the untreated one): the purchases due,
+the marketing targeting and touches, the engagement, the service trouble, the decisions
+to leave, the churn and the hidden traits go on from there; the log is not re-run. Its
+scoring day is ``first.as_of + first.horizon_days`` (score on the log extended by
+``first.events``), its window the ``horizon_days`` days after it, with events after
+``first``'s, and its truth is computed the same way, two worlds in ``replicates`` pairs
+from that state. The last week of a window that is not whole weeks counts up to the
+window's end (its later events are drawn, not kept) and its decision to leave is taken
+at the end, as for the log's last week. A customer gone by then has stopped buying:
+only a win-back of the next cycle can bring them back. The streams of cycle ``c > 1``
+have ``c`` appended to their spawn keys, so the same ``campaign_seed`` draws anew in
+each cycle; ``after`` can itself be a second cycle (``Campaign.cycle`` counts). The
+state travels in ``Campaign.continuation`` (not in its repr or equality): the traits and
+the happened world's state at the window's end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -114,14 +135,24 @@ from churnlens.sample.effects import (
     over_contact,
 )
 from churnlens.sample.output import customer_ids
-from churnlens.sample.weeks import run_history
-from churnlens.sample.worlds import Outcome, Window, continue_worlds, window_frame
+from churnlens.sample.weeks import History, run_history
+from churnlens.sample.worlds import Outcome, Window, continue_worlds, next_history, window_frame
 
 __all__ = ["CONTACT_ACTIONS", "Campaign", "Effects", "simulate_campaign"]
 
-CAMPAIGN_STREAM = 0xCA58  # spawn keys: (CAMPAIGN_STREAM, campaign_seed, replicate)
+CAMPAIGN_STREAM = 0xCA58  # spawn keys: (CAMPAIGN_STREAM, campaign_seed, replicate[, cycle])
 FORMAT_STREAM = 0xCA59  # times of day and browsing visits of the window's event frame
 DEFAULT_EFFECTS = Effects()
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """What a campaign leaves for the next cycle: the log it continues and the world that
+    happened, at the end of its window."""
+
+    log: tuple[int, int, int, dt.date]  # customers, days, seed, start
+    cycle: int  # 1 for the campaign on the log, 2 for the one after it, ...
+    history: History  # traits and the state at the window's end (``days``: its end)
 
 
 @dataclass
@@ -132,6 +163,32 @@ class Campaign:
     truth: pd.DataFrame  # indexed by customer_id, every customer of the log
     as_of: dt.date
     horizon_days: int
+    continuation: Continuation | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cycle(self) -> int:
+        """1 for a campaign on the log, 2 for one continuing it (``after``), ..."""
+        return 1 if self.continuation is None else self.continuation.cycle
+
+
+def _streams(seed: int, stream: int, campaign_seed: int, *key: int) -> np.random.Generator:
+    """A generator of its own: ``(stream, campaign_seed, *key)`` spawned from ``seed``."""
+    seq = np.random.SeedSequence(seed, spawn_key=(stream, campaign_seed, *key))
+    return np.random.default_rng(seq)
+
+
+def _continued(after: Campaign, log: tuple[int, int, int, dt.date]) -> Continuation:
+    """``after``'s continuation, checked to continue the same log."""
+    if not isinstance(after, Campaign) or after.continuation is None:
+        raise ValueError("after has no simulator state: pass a Campaign from simulate_campaign")
+    names = ("customers", "days", "seed", "start")
+    given = zip(names, log, after.continuation.log, strict=True)
+    wrong = [
+        f"{name}={mine!r} (after: {theirs!r})" for name, mine, theirs in given if mine != theirs
+    ]
+    if wrong:
+        raise ValueError(f"after was made on another log: {', '.join(wrong)}")
+    return after.continuation
 
 
 def _assignments(
@@ -174,18 +231,25 @@ def simulate_campaign(
     effects: Effects = DEFAULT_EFFECTS,
     replicates: int = 20,
     campaign_seed: int = 0,
+    *,
+    after: Campaign | None = None,
 ) -> Campaign:
     """Continue ``generate_events(customers, days, seed, start)`` for ``horizon_days``
     days after the scoring day, the treated customers of ``scores`` receiving their
     action (see the module docstring).
+
+    With ``after`` (a campaign made by this function on the same ``customers``, ``days``,
+    ``seed`` and ``start``, else ValueError), continue instead the world that happened in
+    ``after``'s window: the scoring day is ``after.as_of + after.horizon_days`` (the
+    second cycle, see the module docstring).
 
     ``scores`` needs ``customer_id`` and ``action``; ``contact`` (bool) and ``group`` are
     used when present. The truth frame has ``action``, ``treated``, ``effect``,
     ``p_treated``, ``p_untreated``, ``revenue_effect``, ``spend_treated``,
     ``spend_untreated``, ``retained``, ``retained_if_treated``, ``retained_if_untreated``,
     ``spend`` (realised), and the hidden state at the campaign start: ``join_day``,
-    ``onset_day`` (the decision to leave, in days from ``start``; inf if none, at or after
-    ``days`` for a decision of the last week whose fade starts in the window),
+    ``onset_day`` (the decision to leave, in days from ``start``; inf if none, after the
+    scoring day for a decision of the last week whose fade starts in the window),
     ``churn_day``, ``decided_to_leave``, ``over``, ``over_contacted`` (``over > 0``),
     ``price_sensitivity``, ``receptiveness``, ``value``.
     """
@@ -201,19 +265,25 @@ def simulate_campaign(
         raise ValueError(f"campaign_seed must be >= 0, got {campaign_seed}")
     if isinstance(start, dt.datetime):
         start = start.date()
-    history = run_history(customers, days, seed, start)
+    log = (customers, days, seed, start)
+    if after is None:
+        history, cycle = run_history(customers, days, seed, start), 1
+    else:
+        previous = _continued(after, log)
+        history, cycle = previous.history, previous.cycle + 1
+    key = () if cycle == 1 else (cycle,)  # the first cycle's streams are those of before
     tr, st = history.traits, history.state
     ids = customer_ids(customers)
     action, contactable, treated = _assignments(scores, ids)
     rec = draw_receptivity(seed, tr)
     over = over_contact(tr, st.touches)
-    plan = make_plan(action, contactable, effects, rec, tr, st.onset, over, float(days))
+    plan = make_plan(action, contactable, effects, rec, tr, st.onset, over, float(history.days))
     stacked = plan.stacked()
     chosen = treated.astype(np.intp)
 
     def replicate(r: int, chosen: np.ndarray | None = None) -> tuple[Outcome, Window]:
-        seq = np.random.SeedSequence(seed, spawn_key=(CAMPAIGN_STREAM, campaign_seed, r))
-        return continue_worlds(history, stacked, np.random.default_rng(seq), horizon_days, chosen)
+        rng = _streams(seed, CAMPAIGN_STREAM, campaign_seed, r, *key)
+        return continue_worlds(history, stacked, rng, horizon_days, chosen)
 
     first, window = replicate(0, chosen)  # the world that happened
     hits, spend = first.retained.astype(np.float64), first.spend.copy()
@@ -221,8 +291,8 @@ def simulate_campaign(
         outcome, _ = replicate(r)
         hits += outcome.retained
         spend += outcome.spend
-    fmt = np.random.SeedSequence(seed, spawn_key=(FORMAT_STREAM, campaign_seed))
-    events = window_frame(np.random.default_rng(fmt), window, ids, start)
+    fmt = _streams(seed, FORMAT_STREAM, campaign_seed, *key)
+    events = window_frame(fmt, window, ids, start)
 
     p, mean_spend = hits / replicates, spend / replicates
     realised = first.retained[chosen, np.arange(customers)]
@@ -252,5 +322,6 @@ def simulate_campaign(
         },
         index=pd.Index(ids, dtype="str", name="customer_id"),
     )
-    as_of = start + dt.timedelta(days=days - 1)
-    return Campaign(events=events, truth=truth, as_of=as_of, horizon_days=horizon_days)
+    as_of = start + dt.timedelta(days=history.days - 1)
+    carry = Continuation(log, cycle, next_history(history, window, horizon_days))
+    return Campaign(events, truth, as_of, horizon_days, carry)

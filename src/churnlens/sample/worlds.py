@@ -6,17 +6,23 @@ drawn once per customer from rates that do not depend on the world (or from the 
 of the two worlds' rates) and each world keeps them or not by its own state, with the
 same uniform numbers. A customer whose treatment changes nothing therefore lives the very
 same window in both worlds, and one who is treated differs only by the treatment.
+
+The window's last week may be cut short by its end (as the log's last week is by
+``days``): its events are drawn for the whole week, so the random stream does not depend
+on where the window ends, but only those before the end count in the state, and the
+week's decision to leave is taken at the end. The state of the world that happened at
+that moment is what a next window continues (:func:`next_history`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from churnlens.sample.customers import pick_channel, reshuffle_targeting
+from churnlens.sample.customers import EventLog, State, pick_channel, reshuffle_targeting
 from churnlens.sample.effects import Plan, over_contact
 from churnlens.sample.output import (
     pre_purchase_visits,
@@ -47,13 +53,15 @@ from churnlens.sample.weeks import (
 
 @dataclass
 class Window:
-    """Raw events of the world that happened (customer index, time in days, ...)."""
+    """Raw events of the world that happened (customer index, time in days, ...) and, once
+    the window is run, that world's state at the window's end."""
 
     parts: dict[str, list[np.ndarray]] = field(
         default_factory=lambda: {
             k: [] for k in ("customer", "time", "kind", "channel", "duration", "amount")
         }
     )
+    state: State | None = None
 
     def add(self, **columns: np.ndarray) -> None:
         for key, value in columns.items():
@@ -91,8 +99,8 @@ def continue_worlds(
     """Run both worlds for ``horizon_days`` days (whole weeks) after the history.
 
     ``plan`` is :meth:`Plan.stacked`. When ``chosen`` (0 or 1 per customer) is given, the
-    window's events of each customer's chosen world are collected (else the window stays
-    empty)."""
+    window's events of each customer's chosen world are collected, and its state at the
+    window's end (else the window stays empty)."""
     tr, st, n = h.traits, h.state, h.traits.join.size
     t0 = float(h.days)
     end = t0 + horizon_days
@@ -105,6 +113,7 @@ def continue_worlds(
     retained = np.zeros((2, n), dtype=bool)
     spend = np.zeros((2, n))
     window = Window()
+    pending = np.full(n, np.inf)  # each customer's first purchase candidate at or after end
 
     def keep_chosen(idx: np.ndarray, t: np.ndarray, keep: np.ndarray) -> np.ndarray:
         return keep[chosen[idx], np.arange(idx.size)] & (t < end)
@@ -151,6 +160,7 @@ def continue_worlds(
     for j in range(weeks):
         w0 = t0 + 7.0 * j
         lo, hi = np.full(n, w0), np.full(n, w0 + 7.0)
+        w1 = min(w0 + 7.0, end)  # the state counts the week up to the window's end
         reshuffle_targeting(rng, tr, shared)
 
         idx, t = poisson_times(rng, shared.targeting * boost[j], lo, hi)
@@ -158,14 +168,14 @@ def continue_worlds(
         channel = pick_channel(rng, tr.channel_cum[MARKETING], idx, MARKETING)
         keep = (t < np.where(tr.unsubscribes[idx], churn[:, idx], np.inf)) & ~held
         record(MARKETING, idx, t, channel, keep)
-        sent = _counts(idx, keep, n) + (plan.touch if j == 0 else 0.0)
+        sent = _counts(idx, keep & (t < w1), n) + (plan.touch if j == 0 else 0.0)
 
         rate = tr.visit_rate * season_factor(w0 + 3.5, h.offset)
         idx, t = poisson_times(rng, rate, lo, hi)
         u = rng.random(idx.size)
         keep = (t < churn[:, idx]) & (u < fade_factor(t, onset[:, idx], tr.fade[idx]))
         record(VISIT, idx, t, pick_channel(rng, tr.channel_cum[VISIT], idx, VISIT), keep)
-        active = _counts(idx, keep, n)
+        active = _counts(idx, keep & (t < w1), n)
 
         while (idx := np.flatnonzero(shared.next_purchase < hi)).size:
             t = shared.next_purchase[idx]
@@ -178,14 +188,16 @@ def continue_worlds(
                 np.round(np.maximum(value, 0.5) * plan.price[:, idx], 2), 0.01
             )
             record(PURCHASE, idx, t, channel, keep, amount=amount)
-            active += _counts(idx, keep, n)
             counted = keep & (t < end)
+            active += _counts(idx, counted, n)
             retained |= _counts(idx, counted, n) > 0
             for w in range(2):
                 spend[w] += np.bincount(idx[counted[w]], amount[w, counted[w]], minlength=n)
             shape = tr.cycle_shape[idx]
             gap = rng.gamma(shape, tr.cycle[idx] / shape) / season_factor(t, h.offset)
             shared.next_purchase[idx] = t + np.maximum(gap, 1e-3)
+            first = (t >= end) & np.isinf(pending[idx])
+            pending[idx[first]] = t[first]
 
         idx, t = poisson_times(rng, tr.complaint_rate, lo, hi)
         channel = pick_channel(rng, tr.channel_cum[COMPLAINT], idx, COMPLAINT)
@@ -195,7 +207,7 @@ def continue_worlds(
         )
         keep = t < churn[:, idx]
         record(COMPLAINT, idx, t, channel, keep, duration)
-        complaints = _counts(idx, keep, n)
+        complaints = _counts(idx, keep & (t < w1), n)
 
         rate = tr.support_rate * (1.0 + P.support_trouble_boost * trouble)
         top = rate.max(axis=0)
@@ -206,14 +218,14 @@ def continue_worlds(
         duration = np.stack([call_lengths(z, channel, SUPPORT, trouble[w, idx]) for w in range(2)])
         keep = (thin * top[idx] < rate[:, idx]) & ((t < churn[:, idx]) | stray)
         record(SUPPORT, idx, t, channel, keep, duration)
-        long_calls = _counts(idx, keep & (duration > P.long_call_s), n)
+        long_calls = _counts(idx, keep & (duration > P.long_call_s) & (t < w1), n)
 
         week = h.weeks + j
         trouble = P.trouble_decay * trouble + complaints + 0.5 * long_calls
         touches[:, week % 4] = sent
         engagement[:, week % 8] = active
         u, v = rng.random(n), rng.random(n)
-        tenure_weeks = (hi - tr.join) / 7.0
+        tenure_weeks = (w1 - tr.join) / 7.0
         eta = (
             P.beta_over * np.stack([over_contact(tr, touches[w]) for w in range(2)])
             + P.beta_trouble * trouble
@@ -223,9 +235,32 @@ def continue_worlds(
             - plan.care
         )
         leave = np.isinf(onset) & (u < -np.expm1(-P.base_hazard * np.exp(eta)))
-        onset = np.where(leave, hi + 7.0 * v, onset)
+        onset = np.where(leave, w1 + 7.0 * v, onset)
         churn = np.where(leave, onset + tr.fade, churn)
+    if chosen is not None:
+        happened = chosen.astype(bool)
+        churned = np.where(happened, churn[1], churn[0])
+        upcoming = np.where(np.isfinite(pending), pending, shared.next_purchase)
+        window.state = State(
+            next_purchase=np.where(churned <= end, np.inf, upcoming),  # gone: stopped buying
+            targeting=shared.targeting,
+            onset=np.where(happened, onset[1], onset[0]),
+            churn=churned,
+            trouble=np.where(happened, trouble[1], trouble[0]),
+            touches=np.where(happened, touches[1], touches[0]),
+            engagement=np.where(happened, engagement[1], engagement[0]),
+        )
     return Outcome(retained, spend), window
+
+
+def next_history(h: History, window: Window, horizon_days: int) -> History:
+    """The history a next window continues: ``h`` extended by a window of ``horizon_days``
+    days run by :func:`continue_worlds` with ``chosen`` (the world that happened, at the
+    window's end). Its raw log is left empty: the window's events are in its frame."""
+    if window.state is None:
+        raise ValueError("the window was run without chosen worlds: it has no final state")
+    weeks = h.weeks + -(-horizon_days // 7)
+    return replace(h, log=EventLog(), state=window.state, days=h.days + horizon_days, weeks=weeks)
 
 
 def window_frame(
