@@ -166,6 +166,9 @@ def test_channel_is_never_a_fatigued_one(rows: list) -> None:
 def _rank(frame: pd.DataFrame, max_contacts: int | None) -> pd.DataFrame:
     con = duckdb.connect()
     decided = frame.reset_index(names="customer_id")
+    if "group" not in decided.columns:  # no control group: every contact is treated
+        contacting = decided["action"].isin(Policy().contact_actions())
+        decided["group"] = np.where(contacting, "treatment", "none")
     con.register("decided", decided)
     query = rank_sql("decided", list(decided.columns), Policy(), max_contacts)
     return con.execute(query).df().set_index("customer_id")

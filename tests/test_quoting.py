@@ -80,7 +80,9 @@ def test_an_action_named_obrien_works_end_to_end_with_a_budget(quoted: Path) -> 
     assert len(obrien) > 0
     assert sorted(obrien["priority"]) == list(range(1, len(obrien) + 1))
     contacting = scores["action"].isin(["o'brien", *Policy().contact_actions()])
-    assert contacting.sum() == 40  # the budget counted o'brien among the contacts
+    assert (contacting & scores["contact"]).sum() == 40  # o'brien counted among the contacts
+    assert scores.loc[scores["contact"], "action"].eq("o'brien").any()
+    assert (scores.loc[contacting, "group"] != "none").all()  # controls of o'brien too
     assert any(r.action == "nurture" for r in DEFAULT_RULES)  # the rule that was renamed
 
 

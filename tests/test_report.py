@@ -245,7 +245,7 @@ def cards_of(html: str) -> list[tuple[str, str]]:
 def test_header_leads_with_customers_to_contact(scores) -> None:
     scores.loc[scores["customer_id"] == "c3", "action_channel"] = None  # c3: not contacted
     found = cards_of(build_report(scores))
-    assert found[0] == ("5", "customers to contact (action with a channel)")
+    assert found[0] == ("5", "customers to contact (control group kept apart)")
     assert found[1] == ("1,008", "value at risk among them")  # 1,048 - c3's 40
     assert found[2] == ("1,048", "total value at risk")
     assert found[3] == ("1", "win-back pool (lost customers, seasonal_winback)")
@@ -347,7 +347,7 @@ def test_money_carries_the_currency_and_counts_do_not(scores, retention) -> None
     assert (
         found["total value at risk"] == "$1,048" and found["win-back value of the pool"] == "$400"
     )
-    assert found["customers to contact (action with a channel)"] == "6"
+    assert found["customers to contact (control group kept apart)"] == "6"
     assert found["customers scored"] == "8" and found["high-risk customers"] == "4"
     seen = set()
     for head, rows in tables(page):

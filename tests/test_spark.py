@@ -26,6 +26,8 @@ from pyspark.sql import functions as F
 from churnlens import ChurnlensError, InputError, build_features
 from churnlens import spark as cs
 from churnlens.actions import Policy, rank_sql
+from churnlens.config import ExperimentSettings
+from churnlens.experiments import assign_groups
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
 from tests.conftest import AS_OF, make_log
@@ -163,6 +165,7 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
             "clv": 300.0,
             "action": rng.choice(actions, n),
             "action_channel": "email",
+            "group": "none",
             "reasons": [[f"reason {i}"] for i in range(n)],
             "model_version": "v1",
             "silent_on": date(2025, 3, 1),
@@ -170,6 +173,10 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
             "value_tier": "low",
             "rule": "some_rule",
         }
+    )
+    design = ExperimentSettings(control_share=0.3)
+    decided["group"] = assign_groups(
+        decided["customer_id"], decided["action"], Policy().contact_actions(), design
     )
     con = duckdb.connect()
     con.register("_scores", pa.Table.from_pandas(decided))
@@ -181,6 +188,7 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
         pd.testing.assert_frame_equal(got, expected)
     assert (got["rule"] != "budget").all()  # a budget of n contacts nobody out
     # names with quotes are text in Spark SQL too (there '' would glue two strings)
+    assert {"treatment", "control"} <= set(got["group"])
     quoted = decided.assign(action=decided["action"].replace("nurture", "o'brien"))
     actions = {**Policy().model_dump()["actions"], "o'brien": {"contact": True}}
     actions["it's nothing"] = {"contact": False}
@@ -206,7 +214,8 @@ def test_score_to_file_writes_what_single_machine_scoring_writes(
     expected, got = pd.read_parquet(local.path), pd.read_parquet(out)
     assert list(got.columns) == [*SCORE_COLUMNS, *EXTRA_COLUMNS]  # and in the same order:
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
-    assert (got["action"].isin(Policy().contact_actions())).sum() == 40
+    assert got["contact"].sum() == 40  # treated; their controls are cut at the same rank
+    assert (got["group"] == "control").sum() > 0
     assert json.loads(out.with_name("s.parquet.manifest.json").read_text()) == manifest
     assert manifest["engine"] == "spark" and manifest["partitions"] == 2
     differ = {"created", "seconds", "partitions", "engine", "spark_master", "value_at_risk"}

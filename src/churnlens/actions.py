@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from churnlens.config import format_validation_error, read_yaml
 from churnlens.contacts import FatigueRules
 from churnlens.errors import ConfigError
-from churnlens.events.sql import literal
+from churnlens.events.sql import ident, literal
 from churnlens.lifecycle import STAGES
 from churnlens.reasons import append_reason
 
@@ -328,46 +328,58 @@ def rank_sql(
     dialect: str = "duckdb",
 ) -> str:
     """SQL over a relation of decided rows (with ``columns``, among them ``customer_id``,
-    ``action``, ``action_channel``, ``rule``, ``reasons``, ``value_at_risk`` and
-    ``churn_probability``) that applies the contact budget and ranks
-    ``priority`` (1 = first) by value at risk within each action: the one definition of
-    both, in DuckDB's or Spark's dialect (``dialect``), for whichever engine scores.
+    ``action``, ``action_channel``, ``rule``, ``reasons``, ``group``, ``value_at_risk``
+    and ``churn_probability``) that applies the contact budget, says who is contacted
+    and ranks ``priority`` (1 = first) by value at risk within each action: the one
+    definition of all three, in DuckDB's or Spark's dialect (``dialect``), for whichever
+    engine scores.
 
-    The budget keeps the ``max_contacts`` contacting rows with the highest value at risk
-    (ties: higher churn probability, then customer id); the others get the fallback
-    action, no channel, the rule ``budget`` and a reason saying so. Every action name
-    and text reaches the SQL quoted (:mod:`churnlens.events.sql`).
+    The contacting rows are ordered by value at risk (ties: higher churn probability,
+    then customer id). The budget counts treated customers only: a row is within it when
+    fewer than ``max_contacts`` treated rows come before it, so treatment and control
+    are cut at the same rank and the controls are exactly the customers who would have
+    been contacted (:mod:`churnlens.experiments`). Rows over the budget get the fallback
+    action, no channel, group ``none``, the rule ``budget`` and a reason saying so.
+    ``contact`` is true for the treated rows of a contact action within the budget.
+    Every action name and text reaches the SQL quoted (:mod:`churnlens.events.sql`).
     """
 
     def lit(value: str) -> str:
         return literal(value, dialect)
 
+    group = ident("group", dialect)
     contact = ", ".join(lit(a) for a in policy.contact_actions()) or "NULL"
+    treated = f"CASE WHEN {group} = 'treatment' THEN 1 ELSE 0 END"
     order = "value_at_risk DESC NULLS LAST, churn_probability DESC NULLS LAST, customer_id"
     over = "false"
     if max_contacts is not None:
-        over = f"(action IN ({contact}) AND contact_rank > {int(max_contacts)})"
+        over = f"(action IN ({contact}) AND treated_before >= {int(max_contacts)})"
     note = lit(f"over the contact budget of {max_contacts}")
     replaced = {
         "action": f"CASE WHEN {over} THEN {lit(policy.fallback)} ELSE action END",
         "action_channel": f"CASE WHEN {over} THEN NULL ELSE action_channel END",
+        "group": f"CASE WHEN {over} THEN 'none' ELSE {group} END",
         "rule": f"CASE WHEN {over} THEN {lit(BUDGET_RULE)} ELSE rule END",
         "reasons": f"CASE WHEN {over} THEN array_append(reasons, {note}) ELSE reasons END",
     }
-    columns = [c for c in columns if c != "priority"]
-    budgeted = ", ".join(f"{replaced.get(c, c)} AS {c}" for c in columns)
-    kept = ", ".join(columns)
+    columns = [c for c in columns if c not in ("priority", "contact")]
+    budgeted = ", ".join(
+        f"{replaced.get(c, ident(c, dialect))} AS {ident(c, dialect)}" for c in columns
+    )
+    kept = ", ".join(ident(c, dialect) for c in columns)
     return f"""
         SELECT {kept},
+               (action IN ({contact}) AND {group} = 'treatment') AS contact,
                CAST(row_number() OVER (PARTITION BY action ORDER BY {order} NULLS LAST)
                     AS BIGINT) AS priority
         FROM (
             SELECT {budgeted}
             FROM (SELECT *,
                          CASE WHEN action IN ({contact})
-                              THEN row_number() OVER (
-                                  PARTITION BY action IN ({contact}) ORDER BY {order} NULLS LAST)
-                         END AS contact_rank
+                              THEN sum({treated}) OVER (
+                                  PARTITION BY action IN ({contact}) ORDER BY {order} NULLS LAST
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - {treated}
+                         END AS treated_before
                   FROM {relation}) AS decided) AS budgeted
     """
 

@@ -12,12 +12,13 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from churnlens import __version__, rendering
 from churnlens.cli_options import (
+    CONTROL_SHARE,
     ENGINE,
     GROUP,
     MASTER,
@@ -43,9 +44,7 @@ from churnlens.cli_options import (
     opt,
     parse_k,
 )
-
-if TYPE_CHECKING:
-    from churnlens.config import Settings
+from churnlens.cli_options import settings_from as _settings
 
 # the help of the whole program is the docstring of main() below
 app = typer.Typer(name="churnlens", add_completion=False, pretty_exceptions_enable=False, **GROUP)
@@ -71,18 +70,6 @@ def main(
     # MLflow narrates every schema migration and registration; the CLI reports outcomes.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-
-
-def _settings(
-    config: Path | None,
-    memory: str | None = None,
-    temp: Path | None = None,
-    horizon: int | None = None,
-) -> Settings:
-    from churnlens.config import load_settings
-
-    engine = {"memory_limit": memory, "temp_dir": str(temp) if temp else None}
-    return load_settings(config).with_overrides(engine=engine, training={"horizon_days": horizon})
 
 
 @app.command()
@@ -218,6 +205,7 @@ def score(
     value: Annotated[str, opt(VALUE)] = "auto",
     policy: Annotated[Path | None, opt(POLICY)] = None,
     max_contacts: Annotated[int | None, opt(MAX_CONTACTS, min=0)] = None,
+    control_share: Annotated[float | None, opt(CONTROL_SHARE, min=0, max=0.99)] = None,
     report: Annotated[Path | None, opt("Also write the analysts' HTML report here.")] = None,
     partitions: PartitionsOpt = None,
     population: PopulationOpt = None,
@@ -245,7 +233,7 @@ def score(
         events, as_of, out, model, given(segments), given(value), policy, config, population,
         report, max_contacts, partitions, track, engine.value, master,
     )  # fmt: skip
-    settings = _settings(config, memory_limit, temp_dir)
+    settings = _settings(config, memory_limit, temp_dir, control_share=control_share)
     if engine is Engine.spark:
         with rendering.status(f"Scoring on Spark ({master})..."):
             manifest = score_command(request, settings)
@@ -269,6 +257,29 @@ def report(
     with rendering.status("Writing the report..."):
         path = report_from_file(scores, events, out, _settings(config))
     rendering.show_path("Report", path)
+
+
+@app.command()
+def outcomes(
+    scores: Annotated[Path, typer.Argument(help="Scores file written by `churnlens score`.")],
+    events: Annotated[Path, opt("The event log, reaching the end of the horizon.")],
+    out: Annotated[Path, opt("Outcomes table: .csv or .json.", "--out", "-o")],
+    horizon_days: Annotated[
+        int | None, opt("Days after the scoring day (default: the model's horizon).", min=1)
+    ] = None,
+    report: Annotated[Path | None, opt("Also write the HTML report here.")] = None,
+    config: ConfigOpt = None,
+    track: Annotated[bool, opt("Record the run in MLflow.")] = True,
+) -> None:
+    """Measure each action against its control group once the horizon has passed."""
+    from churnlens.campaigns import outcomes_job
+
+    with rendering.status("Measuring the campaign..."):
+        result = outcomes_job(
+            scores, events, out, _settings(config), horizon_days=horizon_days, report=report,
+            track=track,
+        )  # fmt: skip
+    rendering.show_outcomes(result)
 
 
 @app.command()

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from churnlens import rendering
 from churnlens.errors import ChurnlensError
+
+if TYPE_CHECKING:
+    from churnlens.config import Settings
 
 
 class ReportingGroup(TyperGroup):
@@ -71,6 +74,7 @@ SEGMENTS = "Segments bundle or models:/ URI; 'auto' (beside the model) or 'none'
 VALUE = "Value bundle or models:/ URI; 'auto' (beside the model) or 'none'."
 POLICY = "Action policy YAML (default: the shipped configs/actions.yaml)."
 MAX_CONTACTS = "Contact at most N customers, highest value at risk first."
+CONTROL_SHARE = "Share of each contact action's customers kept as a control group."
 ENGINE = "'duckdb' (this machine) or 'spark' (needs churnlens\\[spark])."
 MASTER = "Spark master with --engine spark, e.g. local[2] or yarn."
 PREDICTIONS = (
@@ -88,3 +92,21 @@ def parse_k(value: str) -> int | None:
     if not value.isdigit() or int(value) < 2:
         raise typer.BadParameter("give 'auto' or a whole number of segments >= 2")
     return int(value)
+
+
+def settings_from(
+    config: Path | None,
+    memory: str | None = None,
+    temp: Path | None = None,
+    horizon: int | None = None,
+    control_share: float | None = None,
+) -> Settings:
+    """The configuration file (or the defaults) with the command line's overrides."""
+    from churnlens.config import load_settings
+
+    engine = {"memory_limit": memory, "temp_dir": str(temp) if temp else None}
+    return load_settings(config).with_overrides(
+        engine=engine,
+        training={"horizon_days": horizon},
+        experiment={"control_share": control_share},
+    )

@@ -6,8 +6,9 @@ file. All text taken from the data is HTML-escaped (building blocks:
 :mod:`churnlens.report_html`).
 
 The page is written for an analyst who budgets retention spend: it leads with the
-customers to contact (those whose action has a channel) and the value at risk among
-them, one row and a top list per contact action; then the win-back pool (``lost``
+customers to contact (``contact``: treated customers of a contact action within the
+budget, never the control group) and the value at risk among them, one row and a top
+list per contact action, with the control group's size beside it; then the win-back pool (``lost``
 customers, whose value at risk is 0 and whose value if retained is their
 ``winback_value``). Lost customers never appear in the lists ranked by value at risk.
 Money amounts carry the ``currency`` prefix; risk bands are red (high), amber (medium)
@@ -97,7 +98,10 @@ def _check(scores: pd.DataFrame) -> pd.DataFrame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
     frame["customer_id"] = frame["customer_id"].astype(str)
     has_channel = [not missing(v) and str(v) != "" for v in frame["action_channel"]]
-    frame["contact"] = np.array(has_channel, dtype=bool)
+    if "contact" in frame.columns:  # controls have a channel but are not contacted
+        frame["contact"] = frame["contact"].fillna(False).astype(bool).to_numpy()
+    else:  # scores of earlier versions: no control group
+        frame["contact"] = np.array(has_channel, dtype=bool)
     frame["lost"] = (frame["lifecycle_stage"].astype(object) == "lost").to_numpy(dtype=bool)
     if "winback_value" not in frame.columns:  # older scores: the value if retained of lost
         fallback = frame["value_if_retained"] if "value_if_retained" in frame.columns else np.nan
@@ -143,7 +147,7 @@ def _header(
     pool = frame[frame["lost"] & (frame["action"].astype(object) == WINBACK_ACTION)]
     pool_value = _sum(pool["winback_value"]) if source else float("nan")
     items = [
-        (f"{len(contact):,}", "customers to contact (action with a channel)"),
+        (f"{len(contact):,}", "customers to contact (control group kept apart)"),
         (money(contact["value_at_risk"].sum(), currency), "value at risk among them"),
         (money(frame["value_at_risk"].sum(), currency), "total value at risk"),
         (f"{len(pool):,}", f"win-back pool (lost customers, {WINBACK_ACTION})"),
@@ -152,6 +156,9 @@ def _header(
         (f"{int((frame['risk_band'] == 'high').sum()):,}", "high-risk customers"),
         (f"{len(frame):,}", "customers scored"),
     ]
+    if "group" in frame.columns:
+        controls = int((frame["group"].astype(object) == "control").sum())
+        items.append((f"{controls:,}", "control group (not contacted)"))
     meta = (
         f"As of <b>{e(as_of)}</b> · model <code>{e(version)}</code> · "
         f"input fingerprint <code>{e(fingerprint)}</code>"

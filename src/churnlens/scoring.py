@@ -47,6 +47,7 @@ from churnlens.config import Settings
 from churnlens.contacts import finish_contacts
 from churnlens.events import EventSource, EventTable, connect_for, parse_as_of
 from churnlens.events.sql import literal, path_literal
+from churnlens.experiments import assign_groups, design, design_sql
 from churnlens.features.aggregation import LogAggregates, aggregate_log
 from churnlens.features.engine import finish_features
 from churnlens.features.population import PopulationStats
@@ -66,7 +67,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "customer_id", "as_of", "churn_probability", "risk_band", "lifecycle_stage",
     "cycle_days", "days_since_purchase", "segment_id", "segment_name", "expected_value",
     "value_if_retained", "value_at_risk", "winback_value", "clv", "action", "action_channel",
-    "priority", "reasons", "model_version",
+    "group", "contact", "priority", "reasons", "model_version",
 )  # fmt: skip
 EXTRA_COLUMNS: tuple[str, ...] = ("silent_on", "lost_on", "value_tier", "rule")
 
@@ -148,6 +149,10 @@ def score_partition(
             frame = frame.join(model_class(kind).empty_columns(X.index))
     frame = add_stakes(frame, models.settings)
     frame = decide(frame.join(contacts), policy, plan.value_cuts)
+    experiment = models.settings.experiment
+    frame["group"] = assign_groups(
+        frame.index, frame["action"], policy.contact_actions(), experiment
+    )
     frame.index.name = "customer_id"
     return frame.reset_index()
 
@@ -155,7 +160,7 @@ def score_partition(
 def part_table(frame: pd.DataFrame, plan: ScoringPlan, version: str) -> pa.Table:
     """A scored partition as Arrow, in the scores file's columns (``priority`` comes later)."""
     frame = frame.assign(as_of=plan.as_of, model_version=version, priority=0)
-    columns = [c for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS) if c != "priority"]
+    columns = [c for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS) if c not in ("priority", "contact")]
     out = frame[columns].copy()
     for c in ("lifecycle_stage", "risk_band", "value_tier"):
         out[c] = out[c].astype(str)
@@ -405,6 +410,8 @@ def manifest_of(
         "events_after_as_of_ignored": plan.events_after,
         "partitions": partitions,
         "max_contacts": max_contacts,
+        "experiment": design(con.execute(design_sql("_ranked")).df(), models.settings.experiment),
+        "horizon_days": models.settings.training.horizon_days,
         "stages": {s: stages.get(s, 0) for s in STAGES},
         "actions": _counts(con, "_ranked", "action"),
         "value_at_risk": float(value_at_risk or 0.0),

@@ -12,8 +12,11 @@ from datetime import date
 from pathlib import Path
 
 
-def ident(name: str) -> str:
-    """A quoted identifier: ``"name"`` with inner quotes doubled."""
+def ident(name: str, dialect: str = "duckdb") -> str:
+    r"""A quoted identifier: ``"name"`` with inner quotes doubled, or in Spark SQL
+    (``dialect="spark"``) ``\`name\``` with inner backticks doubled."""
+    if dialect == "spark":
+        return "`" + str(name).replace("`", "``") + "`"
     return '"' + str(name).replace('"', '""') + '"'
 
 
