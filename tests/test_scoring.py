@@ -127,8 +127,8 @@ def test_cli_score_and_report_end_to_end(events_path: Path, bundles, tmp_path: P
     assert result.exit_code == 0, result.output
     assert "lifecycle stage" in result.output and "value at risk" in result.output
     frame = pd.read_parquet(out)
-    contact = frame["action_channel"].notna()
-    assert contact.sum() <= 25
+    assert frame["contact"].sum() == 25  # treated; the controls cut at the same rank
+    assert (frame.loc[frame["contact"], "group"] == "treatment").all()
     assert (frame["rule"] == "budget").any()
     assert html.read_text().startswith("<!DOCTYPE html>")
     # the scoring run is in MLflow with the report
@@ -207,3 +207,13 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert (tmp_path / "demo" / "report.html").is_file()
     frame = pd.read_parquet(tmp_path / "demo" / "scores.parquet")
     assert frame["customer_id"].is_unique and len(frame) > 500
+    # two campaign cycles, each measured against its control group beside the truth
+    assert "Outcomes of" in result.output and "Outcomes report" in result.output
+    for n in (1, 2):
+        table = pd.read_csv(tmp_path / "demo" / f"outcomes-{n}.csv")
+        assert table["action"].iloc[-1] == "all" and (table["n_control"] > 0).any()
+        assert (tmp_path / "demo" / f"outcomes-{n}.html").is_file()
+    second = pd.read_parquet(tmp_path / "demo" / "scores-2.parquet")
+    kept = frame.merge(second, on="customer_id")
+    both = kept[(kept["group_x"] != "none") & (kept["group_y"] != "none")]
+    assert len(both) > 0 and (both["group_x"] == both["group_y"]).all()  # same experiment

@@ -1,10 +1,20 @@
-"""The end-to-end demo: sample log -> train -> segment -> score -> report, all tracked.
+"""The end-to-end demo: sample log -> train -> segment -> score -> report, all tracked,
+then two campaign cycles measured against their control groups.
 
 What ``make demo`` and ``churnlens demo`` run. Everything lands in one work folder
 (``data/events.parquet``, ``models/``, ``scores.parquet`` with its manifest and
 ``report.html``); the runs go to the configured MLflow store (``sqlite:///mlflow.db`` in
 the working directory by default). Rerunning reuses the folder: the log is regenerated
 only when its parameters changed, and new model versions are registered beside the old.
+
+Each cycle: the scores (with their control groups) go to the campaign simulator
+(:mod:`churnlens.sample.campaign`), which continues the same customers for the model's
+horizon, the contacted ones receiving their action with known effects; the log grows by
+the window's events (``data/events-cycle-N.parquet``) and ``churnlens outcomes`` measures
+each action (``outcomes-N.csv``, ``outcomes-N.html``), shown beside the true average
+effect on the experiment's customers. The second cycle scores the same models on the
+grown log on the day the first window ends (customers keep their groups: same
+experiment name), and its campaign continues the world the first one left.
 """
 
 from __future__ import annotations
@@ -12,12 +22,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
+from churnlens.campaigns import OutcomesResult, outcomes_job
 from churnlens.config import Settings
 from churnlens.jobs import score_job
-from churnlens.model_source import load_models
+from churnlens.model_source import ScoringModels, load_models
 from churnlens.outputs import write_table
 from churnlens.scoring import ScoreResult
 from churnlens.segmenting import SegmentResult, segment
@@ -39,6 +52,33 @@ class DemoResult:
     segments: SegmentResult
     scored: ScoreResult
     report: Path
+    cycles: list[Cycle] = field(default_factory=list)
+
+
+@dataclass
+class Cycle:
+    """One campaign cycle: its scores, what ``outcomes`` measured, the true effects."""
+
+    number: int
+    scored: ScoreResult
+    outcomes: OutcomesResult
+    truth: dict[str, float]  # action (and "all") -> true mean effect on retention
+
+
+def true_effects(scores: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
+    """Per action, the simulator's mean effect on P(purchase in the window) over the
+    experiment's customers (contacted and controls): what the measured lift estimates;
+    ``all`` weights the actions by contacted customers, as the outcomes table does."""
+    arms = scores[(scores["group"] == "control") | scores["contact"].astype(bool)]
+    effect = truth["effect"].reindex(arms["customer_id"].astype(str)).to_numpy()
+    frame = pd.DataFrame({"action": arms["action"].to_numpy(), "effect": effect})
+    means = frame.groupby("action")["effect"].mean()
+    treated = arms[arms["contact"].astype(bool)].groupby("action").size()
+    out = {str(a): float(v) for a, v in means.items()}
+    weights = treated.reindex(means.index).fillna(0)
+    if weights.sum() > 0:
+        out["all"] = float((means * weights).sum() / weights.sum())
+    return out
 
 
 def _sample(path: Path, customers: int, days: int, seed: int) -> None:
@@ -86,4 +126,43 @@ def run_demo(
     scored = score_job(
         events, as_of.isoformat(), workdir / "scores.parquet", models, report=report, track=True
     )
-    return DemoResult(workdir, events, as_of, trained, segments, scored, report)
+    result = DemoResult(workdir, events, as_of, trained, segments, scored, report)
+    result.cycles = _cycles(result, models, (customers, days, seed), settings, say)
+    return result
+
+
+def _cycles(
+    result: DemoResult,
+    models: ScoringModels,
+    log: tuple[int, int, int],
+    settings: Settings,
+    say: Step,
+) -> list[Cycle]:
+    """Two campaign cycles (see the module docstring)."""
+    from churnlens.sample.campaign import simulate_campaign
+
+    horizon = settings.training.horizon_days
+    workdir, events, scored = result.workdir, result.events, result.scored
+    cycles: list[Cycle] = []
+    campaign = None
+    frame = pd.read_parquet(events)
+    for number in (1, 2):
+        scores = pd.read_parquet(scored.path)
+        say(f"Cycle {number}: simulating the campaign of {scored.manifest['as_of']}")
+        campaign = simulate_campaign(*log, START, scores, horizon, after=campaign)
+        frame = pd.concat([frame, campaign.events], ignore_index=True)
+        grown = workdir / "data" / f"events-cycle-{number}.parquet"
+        write_table(frame, grown)
+        say(f"Cycle {number}: measuring each action against its control group")
+        measured = outcomes_job(
+            scored.path, grown, workdir / f"outcomes-{number}.csv", settings,
+            horizon_days=horizon, report=workdir / f"outcomes-{number}.html", track=True,
+        )  # fmt: skip
+        cycles.append(Cycle(number, scored, measured, true_effects(scores, campaign.truth)))
+        if number == 1:
+            day = campaign.as_of + dt.timedelta(days=horizon)
+            say(f"Cycle 2: scoring every customer as of {day}")
+            scored = score_job(
+                grown, day.isoformat(), workdir / "scores-2.parquet", models, track=True
+            )
+    return cycles

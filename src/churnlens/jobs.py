@@ -160,33 +160,9 @@ def report_from_file(
 ) -> Path:
     """``churnlens report``: the HTML report of a scores file (and its manifest)."""
     out = check_output_path(out, suffixes=(".html",), inputs=[scores_path, events])
-    path = Path(scores_path)
-    if not path.is_file():
-        fix = "give a scores file written by `churnlens score`"
-        raise InputError(str(path), [Problem("SCORES", "file not found", fix=fix)])
-    try:
-        if path.name.lower().endswith(".parquet"):
-            scores = pd.read_parquet(path)
-        else:
-            scores = pd.read_csv(path)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(
-            str(path), [Problem("SCORES", f"cannot be read ({first})", fix="give a scores file")]
-        ) from None
-    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
-    if missing:
-        raise InputError(
-            str(path),
-            [
-                Problem(
-                    ", ".join(missing),
-                    f"{len(missing)} column(s) of the scores contract missing",
-                    "give a scores file written by `churnlens score`",
-                )
-            ],
-        )
-    manifest = read_paired_manifest(path)
+    # files of earlier versions have no groups
+    earlier = tuple(c for c in SCORE_COLUMNS if c not in ("group", "contact"))
+    scores, manifest = read_scores(scores_path, earlier)
     table = load_events(events, settings)
     currency = (settings or Settings()).report.currency
     return write_report(build_scores_report(scores, table, manifest, currency), out)
@@ -210,3 +186,29 @@ def _track(result: ScoreResult, settings: Settings, html: str) -> None:
     )
     kept = f"the scores were written to {result.path}"
     record_run(settings, f"score-{manifest['as_of']}", params, tags, content, kept=kept)
+
+
+def read_scores(
+    scores_path: str | Path, columns: tuple[str, ...] = SCORE_COLUMNS
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+    """A scores file written by ``churnlens score`` (Parquet or CSV) with its manifest,
+    checked to hold ``columns``. Raises :class:`InputError` naming what is wrong."""
+    path = Path(scores_path)
+    fix = "give a scores file written by `churnlens score`"
+    if not path.is_file():
+        raise InputError(str(path), [Problem("SCORES", "file not found", fix=fix)])
+    try:
+        if path.name.lower().endswith(".parquet"):
+            scores = pd.read_parquet(path)
+        else:
+            scores = pd.read_csv(path)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InputError(
+            str(path), [Problem("SCORES", f"cannot be read ({first})", fix=fix)]
+        ) from None
+    missing = [c for c in columns if c not in scores.columns]
+    if missing:
+        what = f"{len(missing)} column(s) of the scores contract missing"
+        raise InputError(str(path), [Problem(", ".join(missing), what, fix=fix)])
+    return scores, read_paired_manifest(path)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from rich.status import Status
 
+    from churnlens.campaigns import OutcomesResult
     from churnlens.config import Settings
     from churnlens.demo import DemoResult
     from churnlens.events import EventSummary
@@ -282,6 +283,46 @@ def show_scores(result: ScoreResult, report: Path | None) -> None:
         console.print(f"Report: [bold]{report}[/]")
 
 
+def _points(value: float) -> str:
+    return "–" if value != value else f"{100 * value:+.1f}"
+
+
+def outcomes_table(result: OutcomesResult, truth: dict[str, float] | None = None) -> Table:
+    """Per action: groups, retention lift (points) with its 95% interval, p-value and
+    incremental customers (and the true effect, when known: the demo's simulator)."""
+    m = result.manifest
+    out = Table(title=f"Outcomes of {m['as_of']} over {m['horizon_days']} days")
+    columns = ["action", "treated", "controls", "lift, pts [95% interval]", "p", "incr. cust."]
+    columns += ["true effect"] if truth is not None else []
+    for c in columns:
+        out.add_column(c, justify="left" if c == "action" else "right")
+    for r in result.table.to_dict(orient="records"):
+        lift = f"{_points(r['lift'])} [{_points(r['lift_low'])}, {_points(r['lift_high'])}]"
+        row = [
+            escape(str(r["action"])), f"{r['n_treatment']:,}", f"{r['n_control']:,}", lift,
+            "–" if r["p_value"] != r["p_value"] else f"{r['p_value']:.3f}",
+            "–" if r["incremental_customers"] != r["incremental_customers"]
+            else f"{r['incremental_customers']:,.0f}",
+        ]  # fmt: skip
+        if truth is not None:
+            row.append(_points(truth.get(str(r["action"]), float("nan"))))
+        out.add_row(*row)
+    return out
+
+
+def show_outcomes(result: OutcomesResult) -> None:
+    console.print(outcomes_table(result))
+    small = result.table[(result.table["action"] != "all") & ~result.table["detectable"]]
+    for r in small.to_dict(orient="records"):
+        console.print(
+            f"  {escape(str(r['action']))}: groups too small to tell; the minimum detectable "
+            f"effect is {_points(r['mde'])} points"
+        )
+    console.print(f"Outcomes: [bold]{result.path}[/]")
+    if result.report is not None:
+        console.print(f"Report: [bold]{result.report}[/]")
+
+
 def show_spark_scores(manifest: dict[str, Any], out: Path, master: str) -> None:
     console.print(scores_summary(manifest))
     console.print(f"Scores: [bold]{out}[/] (Spark, {master}; not tracked in MLflow)")
@@ -297,6 +338,9 @@ def show_demo(result: DemoResult, settings: Settings) -> None:
         f"{result.segments.model.k_} segments"
     )
     show_scores(result.scored, result.report)
+    for cycle in result.cycles:
+        console.print(outcomes_table(cycle.outcomes, cycle.truth))
+        console.print(f"Outcomes report: [bold]{cycle.outcomes.report}[/]")
     uri = tracking_uri(settings)
     console.print(f"Browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/]")
 
