@@ -94,6 +94,7 @@ def model_class(kind: str) -> type[ChurnlensModel]:
     """The class of a model kind (importing the model modules on first use)."""
     import churnlens.models.churn
     import churnlens.models.segments
+    import churnlens.models.uplift
     import churnlens.models.value  # noqa: F401 (they register their kinds)
 
     if kind not in _KINDS:

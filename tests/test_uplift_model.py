@@ -1,0 +1,275 @@
+"""Uplift: the Qini and uplift curves by hand, their properties, and the per-action uplift
+model (DR- and T-learner) on data whose effect depends on one feature."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnlens.errors import ModelError
+from churnlens.models.uplift import UpliftModel
+from churnlens.uplift_metrics import (
+    auuc,
+    qini_at,
+    qini_coefficient,
+    random_qini,
+    uplift_curve,
+    uplift_plot,
+    uplift_summary,
+)
+
+# ----------------------------------------------------------------------------- metrics
+
+# Ten customers, given in this (original) order. Sorted by score, highest first, they are
+# (rank: group, outcome):
+#   1 T 1 | 2 C 0 | 3 T 1 | 4 T 0 | 5 C 1 | 6 T 0 | 7 C 0 | 8 T 1 | 9 C 1 | 10 T 1
+# ranks 6 and 7 tie at 0.5: rank 6 (position 1) comes first as it comes first in the input.
+SCORE = [0.8, 0.5, 0.95, 0.2, 0.5, 0.9, 0.1, 0.7, 0.3, 0.6]
+TREATED = [1, 1, 1, 0, 0, 0, 1, 1, 1, 0]
+OUTCOME = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1]
+
+
+def test_curves_by_hand_on_ten_customers() -> None:
+    curve = uplift_curve(SCORE, TREATED, OUTCOME)
+    assert len(curve) == 11  # the origin and ten cuts
+    assert curve["n_t"].tolist() == [0, 1, 1, 2, 3, 3, 4, 4, 5, 5, 6]
+    assert curve["n_c"].tolist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert curve["y_t"].tolist() == [0, 1, 1, 2, 2, 2, 2, 2, 3, 3, 4]
+    assert curve["y_c"].tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    # qini(k) = Y_t - Y_c * n_t / n_c (0 while there is no control):
+    # k=1: no control -> 0; k=2: 1 - 0 = 1; k=3: 2; k=4: 2; k=5: 2 - 1*3/2 = 0.5;
+    # k=6: 2 - 1*4/2 = 0; k=7: 2 - 1*4/3 = 2/3; k=8: 3 - 1*5/3 = 4/3; k=9: 3 - 2*5/4 = 0.5;
+    # k=10: 4 - 2*6/4 = 1
+    qini = [0, 0, 1, 2, 2, 0.5, 0, 2 / 3, 4 / 3, 0.5, 1]
+    assert curve["qini"].to_numpy() == pytest.approx(qini)
+    # uplift(k) = (Y_t/n_t - Y_c/n_c) * (n_t + n_c) (0 while a group is empty):
+    # k=2: (1 - 0)*2 = 2; k=3: (1 - 0)*3 = 3; k=4: (2/3)*4 = 8/3; k=5: (2/3 - 1/2)*5 = 5/6;
+    # k=6: (1/2 - 1/2)*6 = 0; k=7: (1/2 - 1/3)*7 = 7/6; k=8: (3/5 - 1/3)*8 = 32/15;
+    # k=9: (3/5 - 1/2)*9 = 0.9; k=10: (4/6 - 2/4)*10 = 5/3
+    uplift = [0, 0, 2, 3, 8 / 3, 5 / 6, 0, 7 / 6, 32 / 15, 0.9, 5 / 3]
+    assert curve["uplift"].to_numpy() == pytest.approx(uplift)
+    assert curve["fraction"].to_numpy() == pytest.approx(np.arange(11) / 10)
+    assert curve["qini_random"].to_numpy() == pytest.approx(np.arange(11) / 10 * 1.0)
+
+    # trapezoids 0.1 wide: area = 0.1 * (q1 + ... + q9 + (q0 + q10) / 2)
+    # q1..q9 sum to 0 + 1 + 2 + 2 + 0.5 + 0 + 2/3 + 4/3 + 0.5 = 8, so area = 0.1 * 8.5 = 0.85;
+    # the random line from (0, 0) to (1, qini(10) = 1) has area 0.5; coefficient 0.35
+    assert random_qini(SCORE, TREATED, OUTCOME) == pytest.approx(0.5)
+    assert qini_coefficient(SCORE, TREATED, OUTCOME) == pytest.approx(0.35)
+    # uplift area = 0.1 * (u1 + ... + u9 + (u0 + u10) / 2)
+    #   u1..u9 = 0 + 2 + 3 + 8/3 + 5/6 + 0 + 7/6 + 32/15 + 0.9 = 12.7; (0 + 5/3) / 2 = 5/6
+    #   area = 0.1 * (12.7 + 5/6) = 1.353333..., AUUC = area / N = 0.1353333...
+    assert auuc(SCORE, TREATED, OUTCOME) == pytest.approx(0.1 * (12.7 + 5 / 6) / 10)
+    summary = uplift_summary(SCORE, TREATED, OUTCOME)
+    assert summary["auuc_random"] == pytest.approx((5 / 3) / 2 / 10)  # uplift(N) / (2N)
+    assert summary["incremental"] == pytest.approx(1.0)
+    # the top 30 %: k = 3, qini(3) = 2; the top 25 %: 2.5 rounds half up to k = 3
+    assert qini_at(SCORE, TREATED, OUTCOME, 0.3) == pytest.approx(2.0)
+    assert qini_at(SCORE, TREATED, OUTCOME, 0.25) == pytest.approx(2.0)
+    assert qini_at(SCORE, TREATED, OUTCOME, 0.0) == 0.0
+    assert qini_at(SCORE, TREATED, OUTCOME, 1.0) == pytest.approx(1.0)
+
+
+def test_ties_keep_the_original_order() -> None:
+    # move rank 7 (a control, no purchase) before rank 6 (treated, no purchase) in the
+    # input: at k = 6 there are now 3 treated with 2 buyers and 3 controls with 1 buyer,
+    # qini(6) = 2 - 1*3/3 = 1 instead of 0
+    order = [0, 4, 2, 3, 1, 5, 6, 7, 8, 9]
+    swapped = uplift_curve(*(np.asarray(a)[order] for a in (SCORE, TREATED, OUTCOME)))
+    assert swapped["qini"].iloc[6] == pytest.approx(1.0)
+    assert uplift_curve(SCORE, TREATED, OUTCOME)["qini"].iloc[6] == pytest.approx(0.0)
+
+
+def _experiment(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The true uplift (+0.3 or -0.1), randomised treatment and the outcome."""
+    rng = np.random.default_rng(seed)
+    tau = np.where(rng.random(n) < 0.5, 0.3, -0.1)
+    treated = rng.random(n) < 0.5
+    outcome = (rng.random(n) < 0.3 + treated * tau).astype(int)
+    return tau, treated, outcome
+
+
+def test_a_perfect_ranking_beats_random_and_its_reverse_loses() -> None:
+    tau, treated, outcome = _experiment(20_000, 1)
+    model = qini_coefficient(tau, treated, outcome)
+    assert model > 0
+    assert model + random_qini(tau, treated, outcome) > random_qini(tau, treated, outcome)
+    s = uplift_summary(tau, treated, outcome)
+    assert s["auuc"] > s["auuc_random"]
+    assert qini_coefficient(-tau, treated, outcome) < 0
+    # a ranking unrelated to the effect stays close to random
+    noise = np.random.default_rng(2).random(len(tau))
+    assert abs(qini_coefficient(noise, treated, outcome)) < model / 4
+
+
+def test_a_monotone_transform_of_the_score_changes_nothing() -> None:
+    tau, treated, outcome = _experiment(5_000, 3)
+    score = tau + np.random.default_rng(4).normal(0, 0.2, len(tau))
+    transformed = np.exp(3 * score) + 5  # strictly increasing
+    pd.testing.assert_frame_equal(
+        uplift_curve(score, treated, outcome), uplift_curve(transformed, treated, outcome)
+    )
+    assert qini_coefficient(transformed, treated, outcome) == qini_coefficient(
+        score, treated, outcome
+    )
+    assert auuc(transformed, treated, outcome) == auuc(score, treated, outcome)
+
+
+def test_metrics_refuse_bad_input() -> None:
+    with pytest.raises(ValueError, match="length"):
+        uplift_curve([1, 2], [True], [0, 1])
+    with pytest.raises(ValueError, match="no customers"):
+        uplift_curve([], [], [])
+    with pytest.raises(ValueError, match="NaN"):
+        uplift_curve([np.nan], [True], [1])
+    with pytest.raises(ValueError, match="outcome"):
+        uplift_curve([1.0], [True], [np.nan])
+    # infinite scores rank first or last
+    ranked = uplift_curve([-np.inf, 0.0, np.inf], [True, False, True], [0, 1, 1])
+    assert ranked["y_t"].tolist() == [0, 1, 1, 1]
+    with pytest.raises(ValueError, match="fraction"):
+        qini_at(SCORE, TREATED, OUTCOME, 1.5)
+
+
+def test_uplift_plot_draws_each_ranking_and_the_random_line() -> None:
+    curves = {
+        "model": uplift_curve(SCORE, TREATED, OUTCOME),
+        "reversed": uplift_curve(-np.asarray(SCORE), TREATED, OUTCOME),
+    }
+    fig = uplift_plot(curves, "Qini: nurture")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.get_lines()] == ["model", "reversed", "random"]
+    assert ax.get_title() == "Qini: nurture"
+    fig.savefig(io.BytesIO(), format="png")
+
+
+# ------------------------------------------------------------------------------- model
+
+FEATURES = ["x1", "x2", "x3", "x4", "x5"]
+
+
+def _customers(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """x1 > 0: treatment adds 0.3 to P(buy), else takes 0.1 off; x2 moves the baseline;
+    x3..x5 are noise. Treated with probability 0.7."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=FEATURES)
+    X.index = pd.Index([f"c{seed}-{i}" for i in range(n)], name="customer_id")
+    tau = np.where(X["x1"] > 0, 0.3, -0.1)
+    treated = rng.random(n) < 0.7
+    p = 0.3 + 0.2 * (X["x2"].to_numpy() > 0) + treated * tau
+    outcome = (rng.random(n) < p).astype(int)
+    return X, treated, outcome, tau
+
+
+def _training(seed: int = 1) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """4,000 nurture customers (P(treated) = 0.7) and 300 of a winback offer with only 12
+    controls."""
+    X, treated, outcome, _ = _customers(4_000, seed)
+    Xw, tw, yw, _ = _customers(300, seed + 1000)
+    tw = np.arange(300) >= 12  # the first 12 are the controls
+    action = np.array(["nurture"] * 4_000 + ["vip_winback_offer"] * 300, dtype=object)
+    propensity = np.r_[np.full(4_000, 0.7), np.full(300, 0.96)]
+    return (
+        pd.concat([X, Xw]),
+        action,
+        np.r_[treated, tw],
+        np.r_[outcome, yw],
+        propensity,
+    )
+
+
+def _fit(learner: str, seed: int = 7) -> UpliftModel:
+    return UpliftModel(learner=learner, n_estimators=80, seed=seed).fit(*_training())
+
+
+@pytest.fixture(scope="module", params=["dr", "t"])
+def fitted(request: pytest.FixtureRequest) -> UpliftModel:
+    return _fit(request.param)
+
+
+def test_learns_an_effect_that_depends_on_one_feature(fitted: UpliftModel) -> None:
+    X, _, _, tau = _customers(3_000, 99)  # fresh customers
+    u = fitted.predict_uplift(X)["uplift_nurture"].to_numpy()
+    assert u[tau > 0].mean() > 0.15
+    assert u[tau < 0].mean() < 0
+    assert (np.sign(u) == np.sign(tau)).mean() > 0.75
+    assert np.corrcoef(u, tau)[0, 1] > 0.6
+    assert u.min() >= -1 and u.max() <= 1
+
+
+def test_out_of_fold_qini_beats_random(fitted: UpliftModel) -> None:
+    ev = fitted.evaluation_["nurture"]
+    assert ev["qini"] > 0
+    assert ev["auuc"] > ev["auuc_random"]
+    assert ev["rows"] == ev["treated"] + ev["control"] == 4_000
+    assert ev["propensity"] == pytest.approx(0.7)
+    assert fitted.validation_score(pd.DataFrame()) == pytest.approx(ev["qini"])
+    oof = fitted.oof_uplift_
+    assert oof.iloc[:4_000].notna().all() and oof.iloc[4_000:].isna().all()
+    # the out-of-fold uplift ranks the held-out customers: the x1 > 0 half scores higher
+    X = _training()[0].iloc[:4_000]
+    assert oof.iloc[:4_000][X["x1"] > 0].mean() > oof.iloc[:4_000][X["x1"] <= 0].mean()
+    curve = fitted.curves_["nurture"]
+    assert curve["fraction"].iloc[0] == 0 and curve["fraction"].iloc[-1] == 1
+    assert len(curve) == 101
+
+
+def test_an_action_with_too_few_controls_is_skipped_with_the_counts(
+    fitted: UpliftModel,
+) -> None:
+    assert fitted.skipped_ == {"vip_winback_offer": "12 controls, needs 50"}
+    assert list(fitted.models_) == ["nurture"]
+    X = _customers(10, 5)[0]
+    assert list(fitted.predict_columns(X, num_threads=2).columns) == ["uplift_nurture"]
+    meta = fitted.metadata()
+    json.dumps(meta)  # a manifest can record it
+    assert meta["kind"] == "uplift" and meta["features"] == FEATURES
+    assert meta["actions"] == ["nurture"]
+    assert meta["skipped"] == {"vip_winback_offer": "12 controls, needs 50"}
+    assert meta["evaluation"]["nurture"]["qini"] == fitted.evaluation_["nurture"]["qini"]
+    treated_short = UpliftModel(min_treated=5_000, n_estimators=5).fit(*_training())
+    assert treated_short.skipped_["nurture"].endswith("treated, needs 5000")
+    assert treated_short.validation_score(pd.DataFrame()) is None
+
+
+def test_save_and_load_give_identical_predictions(fitted: UpliftModel, tmp_path: Path) -> None:
+    files = fitted.save(tmp_path)
+    loaded = UpliftModel.load(tmp_path, fitted.metadata())
+    assert files == ["model.joblib"]
+    X = _customers(500, 11)[0]
+    pd.testing.assert_frame_equal(loaded.predict_columns(X), fitted.predict_columns(X))
+
+
+def test_the_same_seed_gives_the_same_model() -> None:
+    X = _customers(200, 12)[0]
+    a, b = _fit("dr", seed=3), _fit("dr", seed=3)
+    pd.testing.assert_series_equal(a.oof_uplift_, b.oof_uplift_)
+    pd.testing.assert_frame_equal(a.predict_uplift(X), b.predict_uplift(X))
+    assert a.evaluation_ == b.evaluation_
+    other = _fit("dr", seed=4).predict_uplift(X)
+    assert not np.allclose(other.to_numpy(), a.predict_uplift(X).to_numpy())
+    # on one thread or two alike (small: OpenMP threads crawl on shared cores)
+    one, two = (
+        UpliftModel(n_estimators=10, seed=3).fit(*_training(), num_threads=threads)
+        for threads in (1, 2)
+    )
+    pd.testing.assert_frame_equal(one.predict_uplift(X), two.predict_uplift(X, num_threads=2))
+
+
+def test_columns_without_a_model_and_with_missing_features() -> None:
+    index = pd.Index(["a", "b"], name="customer_id")
+    empty = UpliftModel.empty_columns(index)
+    assert empty.columns.empty and empty.index.equals(index)
+    model = UpliftModel(n_estimators=5, min_treated=10, min_control=10).fit(*_training())
+    with pytest.raises(ModelError, match="lacks 1 feature"):
+        model.predict_uplift(_customers(5, 1)[0].drop(columns="x3"))
+    with pytest.raises(ModelError, match="learner"):
+        UpliftModel(learner="x").fit(*_training())
+    X, action, treated, outcome, _ = _training()
+    with pytest.raises(ModelError, match="propensity"):
+        UpliftModel().fit(X, action, treated, outcome, 1.0)
