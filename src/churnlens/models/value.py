@@ -184,6 +184,9 @@ def _bootstrap_low(y: np.ndarray, model: np.ndarray, base: np.ndarray, seed: int
     return float(np.percentile(gains, 5))
 
 
+MAX_LOG_SPEND = 30.0  # e^30: far above any customer's spend, below float overflow
+
+
 class ValueModel(ChurnlensModel):
     """Expected spend and spend if retained (see the module docstring)."""
 
@@ -336,9 +339,8 @@ class ValueModel(ChurnlensModel):
         Gamma learner's spend of those who buy."""
         L = self.learners_
         free = L["spend"].predict(design)
-        anchored = np.exp(
-            L["anchored"].predict(design, raw_score=True) + np.log(np.clip(base, 1e-3, None))
-        )
+        log_rate = L["anchored"].predict(design, raw_score=True) + np.log(np.clip(base, 1e-3, None))
+        anchored = np.exp(np.clip(log_rate, None, MAX_LOG_SPEND))  # no overflow on outliers
         buy = L["buy"].predict_proba(design)[:, 1]
         hurdle = buy * L["basket"].predict(design)
         spend = np.sqrt(np.sqrt(np.clip(free * anchored, 0, None)) * np.clip(hurdle, 0, None))
