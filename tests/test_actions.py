@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from churnlens import ConfigError
-from churnlens.actions import Policy, decide, load_policy, rank_sql, value_cuts
+from churnlens.actions import Policy, decide, load_policy, value_cuts
 from churnlens.contacts import FatigueRules, contact_profile
 from churnlens.events import load_events
+from churnlens.ranking import rank_sql
 from tests.conftest import make_log
 
 ROOT = Path(__file__).resolve().parents[1]

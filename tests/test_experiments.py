@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from churnlens.actions import Policy, rank_sql
+from churnlens.actions import Policy
 from churnlens.config import ExperimentSettings
 from churnlens.experiments import assign_groups, design, design_sql, uniform
+from churnlens.ranking import rank_sql
 
 CONTACT = Policy().contact_actions()
 

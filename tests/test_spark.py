@@ -25,10 +25,11 @@ from pyspark.sql import functions as F
 
 from churnlens import ChurnlensError, InputError, build_features
 from churnlens import spark as cs
-from churnlens.actions import Policy, rank_sql
+from churnlens.actions import Policy
 from churnlens.config import ExperimentSettings
 from churnlens.experiments import assign_groups
 from churnlens.model_source import ScoringModels, load_models
+from churnlens.ranking import rank_sql
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
 from tests.conftest import AS_OF, make_log
 

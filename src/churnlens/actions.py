@@ -20,7 +20,6 @@ contacting actions and gives the rest ``fallback`` with the rule ``budget``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +30,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from churnlens.config import format_validation_error, read_yaml
 from churnlens.contacts import FatigueRules
 from churnlens.errors import ConfigError
-from churnlens.events.sql import ident, literal
 from churnlens.lifecycle import STAGES
 from churnlens.reasons import append_reason
 
@@ -39,6 +37,8 @@ Stage = Literal["new", "active", "silent", "sleeping", "lost"]
 Band = Literal["low", "medium", "high"]
 BANDS: tuple[str, ...] = ("low", "medium", "high")
 BUDGET_RULE = "budget"
+UPLIFT_RULE = "negative_uplift"
+UPLIFT = "uplift"
 
 
 class _Frozen(BaseModel):
@@ -75,6 +75,9 @@ class Conditions(_Frozen):
     min_churn_probability: float | None = Field(None, ge=0, le=1)
     max_churn_probability: float | None = Field(None, ge=0, le=1)
     over_contacted: bool | None = None
+    uplift_min: float | None = Field(
+        None, ge=-1, le=1, description="predicted uplift of the rule's action at least this"
+    )
 
 
 class Rule(_Frozen):
@@ -101,6 +104,13 @@ class Policy(_Frozen):
     rules: tuple[Rule, ...] = Field(default_factory=lambda: DEFAULT_RULES)
     fallback: str = "no_action"
     no_channel_action: str = "do_not_disturb"
+    uplift_floor: float | None = Field(
+        -0.02, ge=-1, le=1, description="below this predicted uplift nobody is contacted"
+    )
+    negative_uplift_action: str = "do_not_disturb"
+    rank_by: Literal["auto", "incremental_value", "value_at_risk"] = Field(
+        "auto", description="budget and priority order; auto: incremental value with uplift"
+    )
 
     @model_validator(mode="after")
     def _known_actions(self) -> Policy:
@@ -109,19 +119,21 @@ class Policy(_Frozen):
             *((f"rules[{i}] ({r.name}).action", r.action) for i, r in enumerate(self.rules)),
             ("fallback", self.fallback),
             ("no_channel_action", self.no_channel_action),
+            ("negative_uplift_action", self.negative_uplift_action),
         ]:
             if action not in self.actions:
                 raise ValueError(
                     f"{where}: unknown action {action!r}; declared actions: {declared} "
                     "(declare it under 'actions' with contact: true/false)"
                 )
-        for name in (self.fallback, self.no_channel_action):
+        for name in (self.fallback, self.no_channel_action, self.negative_uplift_action):
             if self.actions[name].contact:
                 raise ValueError(f"action {name!r} is a fallback and must have contact: false")
         names = [r.name for r in self.rules]
-        twice = sorted({n for n in names if names.count(n) > 1} | ({BUDGET_RULE} & set(names)))
+        reserved = {BUDGET_RULE, UPLIFT_RULE}
+        twice = sorted({n for n in names if names.count(n) > 1} | (reserved & set(names)))
         if twice:
-            raise ValueError(f"rule names must be unique and not {BUDGET_RULE!r}: {twice}")
+            raise ValueError(f"rule names must be unique and not {sorted(reserved)}: {twice}")
         return self
 
     def contact_actions(self) -> list[str]:
@@ -238,7 +250,22 @@ def _matches(rule: Rule, frame: pd.DataFrame) -> np.ndarray:
         ok &= p <= when.max_churn_probability
     if when.over_contacted is not None:
         ok &= frame["over_contacted"].to_numpy(dtype=bool) == when.over_contacted
+    if when.uplift_min is not None and f"{UPLIFT}_{rule.action}" in frame.columns:
+        uplift = frame[f"{UPLIFT}_{rule.action}"].to_numpy(dtype=float)
+        ok &= np.isnan(uplift) | (uplift >= when.uplift_min)  # no prediction: no condition
     return ok
+
+
+def chosen_uplift(frame: pd.DataFrame, actions: np.ndarray) -> np.ndarray:
+    """Each row's predicted uplift for ``actions[i]`` (the ``uplift_<action>`` columns an
+    uplift model adds); NaN where the action has no uplift model."""
+    out = np.full(len(frame), np.nan)
+    for action in np.unique(actions.astype(str)):
+        column = f"{UPLIFT}_{action}"
+        if column in frame.columns:
+            rows = actions == action
+            out[rows] = frame[column].to_numpy(dtype=float)[rows]
+    return out
 
 
 def _usable(channel: object) -> bool:
@@ -302,9 +329,22 @@ def decide(frame: pd.DataFrame, policy: Policy, value_cuts: tuple[float, float])
     texts = np.array([r.text() for r in rules], dtype=object)[chosen]
     actions[stuck] = policy.no_channel_action
     texts[stuck] = "every channel is fatigued"
+    names = np.array([r.name for r in rules], dtype=object)[chosen]
+    uplift = chosen_uplift(out, actions)
+    if policy.uplift_floor is not None:
+        harmful = contact & ~stuck & (uplift < policy.uplift_floor)
+        actions[harmful] = policy.negative_uplift_action
+        channels = np.where(harmful, None, channels)
+        names[harmful] = UPLIFT_RULE
+        texts[harmful] = [
+            f"contact is predicted to lower their chance of buying ({100 * u:+.1f} points)"
+            for u in uplift[harmful]
+        ]
     out["action"] = actions
     out["action_channel"] = pd.Series(channels, index=out.index, dtype=object)
-    out["rule"] = np.array([r.name for r in rules], dtype=object)[chosen]
+    out["rule"] = names
+    out[UPLIFT] = uplift
+    out["incremental_value"] = uplift * out["value_if_retained"].to_numpy(dtype=float)
     out["reasons"] = append_reason(out["reasons"], texts)
     return out
 
@@ -320,70 +360,6 @@ def value_cuts(values: np.ndarray, policy: Policy) -> tuple[float, float]:
     return (float(q[0]), float(q[1]))
 
 
-def rank_sql(
-    relation: str,
-    columns: Sequence[str],
-    policy: Policy,
-    max_contacts: int | None,
-    dialect: str = "duckdb",
-) -> str:
-    """SQL over a relation of decided rows (with ``columns``, among them ``customer_id``,
-    ``action``, ``action_channel``, ``rule``, ``reasons``, ``group``, ``value_at_risk``
-    and ``churn_probability``) that applies the contact budget, says who is contacted
-    and ranks ``priority`` (1 = first) by value at risk within each action: the one
-    definition of all three, in DuckDB's or Spark's dialect (``dialect``), for whichever
-    engine scores.
-
-    The contacting rows are ordered by value at risk (ties: higher churn probability,
-    then customer id). The budget counts treated customers only: a row is within it when
-    fewer than ``max_contacts`` treated rows come before it, so treatment and control
-    are cut at the same rank and the controls are exactly the customers who would have
-    been contacted (:mod:`churnlens.experiments`). Rows over the budget get the fallback
-    action, no channel, group ``none``, the rule ``budget`` and a reason saying so.
-    ``contact`` is true for the treated rows of a contact action within the budget.
-    Every action name and text reaches the SQL quoted (:mod:`churnlens.events.sql`).
-    """
-
-    def lit(value: str) -> str:
-        return literal(value, dialect)
-
-    group = ident("group", dialect)
-    contact = ", ".join(lit(a) for a in policy.contact_actions()) or "NULL"
-    treated = f"CASE WHEN {group} = 'treatment' THEN 1 ELSE 0 END"
-    order = "value_at_risk DESC NULLS LAST, churn_probability DESC NULLS LAST, customer_id"
-    over = "false"
-    if max_contacts is not None:
-        over = f"(action IN ({contact}) AND treated_before >= {int(max_contacts)})"
-    note = lit(f"over the contact budget of {max_contacts}")
-    replaced = {
-        "action": f"CASE WHEN {over} THEN {lit(policy.fallback)} ELSE action END",
-        "action_channel": f"CASE WHEN {over} THEN NULL ELSE action_channel END",
-        "group": f"CASE WHEN {over} THEN 'none' ELSE {group} END",
-        "rule": f"CASE WHEN {over} THEN {lit(BUDGET_RULE)} ELSE rule END",
-        "reasons": f"CASE WHEN {over} THEN array_append(reasons, {note}) ELSE reasons END",
-    }
-    columns = [c for c in columns if c not in ("priority", "contact")]
-    budgeted = ", ".join(
-        f"{replaced.get(c, ident(c, dialect))} AS {ident(c, dialect)}" for c in columns
-    )
-    kept = ", ".join(ident(c, dialect) for c in columns)
-    return f"""
-        SELECT {kept},
-               (action IN ({contact}) AND {group} = 'treatment') AS contact,
-               CAST(row_number() OVER (PARTITION BY action ORDER BY {order} NULLS LAST)
-                    AS BIGINT) AS priority
-        FROM (
-            SELECT {budgeted}
-            FROM (SELECT *,
-                         CASE WHEN action IN ({contact})
-                              THEN sum({treated}) OVER (
-                                  PARTITION BY action IN ({contact}) ORDER BY {order} NULLS LAST
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - {treated}
-                         END AS treated_before
-                  FROM {relation}) AS decided) AS budgeted
-    """
-
-
 __all__ = [
     "STAGES",
     "ActionSpec",
@@ -393,6 +369,5 @@ __all__ = [
     "band",
     "decide",
     "load_policy",
-    "rank_sql",
     "value_cuts",
 ]

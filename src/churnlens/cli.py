@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from churnlens import __version__, rendering
+from churnlens import __version__, cli_campaigns, rendering
 from churnlens.cli_options import (
     CONTROL_SHARE,
     ENGINE,
@@ -26,8 +26,10 @@ from churnlens.cli_options import (
     MODEL,
     POLICY,
     PREDICTIONS,
+    RANK_BY,
     SAMPLE_LOG,
     SEGMENTS,
+    UPLIFT,
     VALUE,
     VALUE_HORIZON,
     AsOfOpt,
@@ -39,6 +41,7 @@ from churnlens.cli_options import (
     ModelsDirOpt,
     PartitionsOpt,
     PopulationOpt,
+    RankBy,
     TempDirOpt,
     TrackOpt,
     opt,
@@ -203,6 +206,8 @@ def score(
     model: Annotated[str | None, opt(MODEL)] = None,
     segments: Annotated[str, opt(SEGMENTS)] = "auto",
     value: Annotated[str, opt(VALUE)] = "auto",
+    uplift_model: Annotated[str, opt(UPLIFT)] = "auto",
+    rank_by: Annotated[RankBy, opt(RANK_BY)] = RankBy.auto,
     policy: Annotated[Path | None, opt(POLICY)] = None,
     max_contacts: Annotated[int | None, opt(MAX_CONTACTS, min=0)] = None,
     control_share: Annotated[float | None, opt(CONTROL_SHARE, min=0, max=0.99)] = None,
@@ -230,8 +235,9 @@ def score(
         return None if ref == "none" else ref
 
     request = ScoringRequest(
-        events, as_of, out, model, given(segments), given(value), policy, config, population,
-        report, max_contacts, partitions, track, engine.value, master,
+        events, as_of, out, model, given(segments), given(value), given(uplift_model),
+        rank_by.value, policy, config, population, report, max_contacts, partitions, track,
+        engine.value, master,
     )  # fmt: skip
     settings = _settings(config, memory_limit, temp_dir, control_share=control_share)
     if engine is Engine.spark:
@@ -257,29 +263,6 @@ def report(
     with rendering.status("Writing the report..."):
         path = report_from_file(scores, events, out, _settings(config))
     rendering.show_path("Report", path)
-
-
-@app.command()
-def outcomes(
-    scores: Annotated[Path, typer.Argument(help="Scores file written by `churnlens score`.")],
-    events: Annotated[Path, opt("The event log, reaching the end of the horizon.")],
-    out: Annotated[Path, opt("Outcomes table: .csv or .json.", "--out", "-o")],
-    horizon_days: Annotated[
-        int | None, opt("Days after the scoring day (default: the model's horizon).", min=1)
-    ] = None,
-    report: Annotated[Path | None, opt("Also write the HTML report here.")] = None,
-    config: ConfigOpt = None,
-    track: Annotated[bool, opt("Record the run in MLflow.")] = True,
-) -> None:
-    """Measure each action against its control group once the horizon has passed."""
-    from churnlens.campaigns import outcomes_job
-
-    with rendering.status("Measuring the campaign..."):
-        result = outcomes_job(
-            scores, events, out, _settings(config), horizon_days=horizon_days, report=report,
-            track=track,
-        )  # fmt: skip
-    rendering.show_outcomes(result)
 
 
 @app.command()
@@ -334,3 +317,7 @@ def datasets_cdnow(
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+app.command("outcomes")(cli_campaigns.outcomes)
+app.command("train-uplift")(cli_campaigns.train_uplift)

@@ -34,6 +34,14 @@ class ReportingGroup(TyperGroup):
         raise typer.Exit(1)
 
 
+class RankBy(StrEnum):
+    """How ``score`` orders the budget and priorities (see :mod:`churnlens.ranking`)."""
+
+    auto = "auto"
+    incremental_value = "incremental_value"
+    value_at_risk = "value_at_risk"
+
+
 class Engine(StrEnum):
     """Where ``score`` runs: a str Enum, so a bad --engine is a usage error at parse time."""
 
@@ -73,7 +81,9 @@ MODEL = "Model bundle folder or models:/NAME@ALIAS (default: the registry champi
 SEGMENTS = "Segments bundle or models:/ URI; 'auto' (beside the model) or 'none'."
 VALUE = "Value bundle or models:/ URI; 'auto' (beside the model) or 'none'."
 POLICY = "Action policy YAML (default: the shipped configs/actions.yaml)."
-MAX_CONTACTS = "Contact at most N customers, highest value at risk first."
+UPLIFT = "Uplift bundle or models:/ URI; 'auto' (beside the model) or 'none'."
+RANK_BY = "Order of the budget and priorities; auto: incremental value with an uplift model."
+MAX_CONTACTS = "Contact at most N customers, first in the --rank-by order."
 CONTROL_SHARE = "Share of each contact action's customers kept as a control group."
 ENGINE = "'duckdb' (this machine) or 'spark' (needs churnlens\\[spark])."
 MASTER = "Spark master with --engine spark, e.g. local[2] or yarn."

@@ -253,6 +253,20 @@ class ExperimentSettings(_Frozen):
         return value
 
 
+class UpliftSettings(_Frozen):
+    """The uplift models learned from past campaigns' control groups (``train-uplift``)."""
+
+    learner: Literal["dr", "t"] = Field("dr", description="DR-learner or T-learner")
+    folds: int = Field(3, ge=2, le=10, description="cross-fitting folds")
+    min_treated: int = Field(200, ge=1, description="an action needs this many treated")
+    min_control: int = Field(50, ge=1, description="... and this many controls")
+    n_estimators: int = Field(200, ge=1)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(15, ge=2)
+    min_child_samples: int = Field(40, ge=1)
+    seed: int = 7
+
+
 class ReportSettings(_Frozen):
     """The analysts' report."""
 
@@ -269,6 +283,7 @@ class TrackingSettings(_Frozen):
     churn_model_name: str = "churnlens-churn"
     segment_model_name: str = "churnlens-segments"
     value_model_name: str = "churnlens-value"
+    uplift_model_name: str = "churnlens-uplift"
 
 
 class Settings(_Frozen):
@@ -282,6 +297,7 @@ class Settings(_Frozen):
     lifecycle: LifecycleSettings = LifecycleSettings()
     value: ValueSettings = ValueSettings()
     experiment: ExperimentSettings = ExperimentSettings()
+    uplift: UpliftSettings = UpliftSettings()
     report: ReportSettings = ReportSettings()
     engine: EngineSettings = EngineSettings()
     tracking: TrackingSettings = TrackingSettings()

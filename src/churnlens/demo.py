@@ -1,5 +1,6 @@
 """The end-to-end demo: sample log -> train -> segment -> score -> report, all tracked,
-then two campaign cycles measured against their control groups.
+then three campaign cycles measured against their control groups, uplift learned from
+each.
 
 What ``make demo`` and ``churnlens demo`` run. Everything lands in one work folder
 (``data/events.parquet``, ``models/``, ``scores.parquet`` with its manifest and
@@ -12,9 +13,13 @@ Each cycle: the scores (with their control groups) go to the campaign simulator
 horizon, the contacted ones receiving their action with known effects; the log grows by
 the window's events (``data/events-cycle-N.parquet``) and ``churnlens outcomes`` measures
 each action (``outcomes-N.csv``, ``outcomes-N.html``), shown beside the true average
-effect on the experiment's customers. The second cycle scores the same models on the
-grown log on the day the first window ends (customers keep their groups: same
-experiment name), and its campaign continues the world the first one left.
+effect on the experiment's customers. Then ``train-uplift`` learns from every campaign
+so far, and the next cycle scores the same models with that uplift model on the grown
+log on the day the window ends (ranked by incremental value; customers keep their
+groups: same experiment name); its campaign continues the world the last one left.
+Each cycle also reports, from the simulator's true effects, the incremental customers
+per 1,000 contacts of contacting the top 20% of the contactable customers by value at
+risk, by predicted incremental value (from cycle 2), at random and by the true effect.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from churnlens.actions import Policy
 from churnlens.campaigns import OutcomesResult, outcomes_job
 from churnlens.config import Settings
 from churnlens.jobs import score_job
@@ -63,6 +70,7 @@ class Cycle:
     scored: ScoreResult
     outcomes: OutcomesResult
     truth: dict[str, float]  # action (and "all") -> true mean effect on retention
+    per_thousand: dict[str, float] = field(default_factory=dict)  # ranking -> customers
 
 
 def true_effects(scores: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
@@ -121,7 +129,7 @@ def run_demo(
     segments = segment(events, as_of, settings, models_dir, track=True)
     say("Scoring every customer into a stage and an action")
     assert trained.bundle is not None and segments.bundle is not None
-    models = load_models(trained.bundle, segments.bundle, settings)
+    models = load_models(trained.bundle, segments.bundle, settings, uplift=None)
     report = workdir / "report.html"
     scored = score_job(
         events, as_of.isoformat(), workdir / "scores.parquet", models, report=report, track=True
@@ -131,6 +139,31 @@ def run_demo(
     return result
 
 
+def per_thousand(
+    scores: pd.DataFrame, truth: pd.DataFrame, budget: float = 0.2, seed: int = 0
+) -> dict[str, float]:
+    """True incremental customers per 1,000 contacts when contacting the top ``budget``
+    share of the contactable customers (a contact action) by each ranking: predicted
+    incremental value (when the scores have it), value at risk, random, and the oracle
+    (the simulator's true effect of each customer's action)."""
+    contactable = scores[scores["action"].isin(Policy().contact_actions())]
+    effect = truth["effect"].reindex(contactable["customer_id"].astype(str)).to_numpy()
+    n = max(1, round(budget * len(contactable)))
+    rng = np.random.default_rng(seed)
+    keys = {
+        "value_at_risk": contactable["value_at_risk"].to_numpy(dtype=float),
+        "random": rng.random(len(contactable)),
+        "oracle": effect,
+    }
+    if contactable["incremental_value"].notna().any():
+        keys["incremental_value"] = contactable["incremental_value"].fillna(-np.inf).to_numpy()
+    out = {}
+    for name, key in keys.items():
+        top = np.argsort(-np.nan_to_num(key, nan=-np.inf), kind="stable")[:n]
+        out[name] = 1000 * float(np.nansum(effect[top])) / n
+    return out
+
+
 def _cycles(
     result: DemoResult,
     models: ScoringModels,
@@ -138,15 +171,16 @@ def _cycles(
     settings: Settings,
     say: Step,
 ) -> list[Cycle]:
-    """Two campaign cycles (see the module docstring)."""
+    """Three campaign cycles (see the module docstring)."""
     from churnlens.sample.campaign import simulate_campaign
+    from churnlens.uplifting import track_uplift, train_uplift, write_uplift_bundle
 
     horizon = settings.training.horizon_days
     workdir, events, scored = result.workdir, result.events, result.scored
     cycles: list[Cycle] = []
     campaign = None
     frame = pd.read_parquet(events)
-    for number in (1, 2):
+    for number in (1, 2, 3):
         scores = pd.read_parquet(scored.path)
         say(f"Cycle {number}: simulating the campaign of {scored.manifest['as_of']}")
         campaign = simulate_campaign(*log, START, scores, horizon, after=campaign)
@@ -158,11 +192,20 @@ def _cycles(
             scored.path, grown, workdir / f"outcomes-{number}.csv", settings,
             horizon_days=horizon, report=workdir / f"outcomes-{number}.html", track=True,
         )  # fmt: skip
-        cycles.append(Cycle(number, scored, measured, true_effects(scores, campaign.truth)))
-        if number == 1:
-            day = campaign.as_of + dt.timedelta(days=horizon)
-            say(f"Cycle 2: scoring every customer as of {day}")
-            scored = score_job(
-                grown, day.isoformat(), workdir / "scores-2.parquet", models, track=True
-            )
+        truth = true_effects(scores, campaign.truth)
+        ranked = per_thousand(scores, campaign.truth, seed=number)
+        cycles.append(Cycle(number, scored, measured, truth, ranked))
+        if number == 3:
+            break
+        say(f"Cycle {number}: learning uplift from the campaigns so far")
+        past = [c.scored.path for c in cycles]
+        learned = train_uplift(past, grown, settings)
+        bundle = write_uplift_bundle(learned, workdir / "models", settings)
+        track_uplift(learned, settings)
+        models = load_models(result.trained.bundle, result.segments.bundle, settings, uplift=bundle)
+        day = campaign.as_of + dt.timedelta(days=horizon)
+        say(f"Cycle {number + 1}: scoring every customer as of {day}, by incremental value")
+        scored = score_job(
+            grown, day.isoformat(), workdir / f"scores-{number + 1}.parquet", models, track=True
+        )
     return cycles

@@ -12,7 +12,7 @@ a customer keeps their group night after night until ``experiment.name`` changes
   action: a second hash (of the id and the name plus ":global") below that share puts the
   customer in ``control`` whatever their contact action;
 - the contact budget (``--max-contacts``) is counted on treated customers only and cuts
-  both groups at the same priority rank (see :func:`churnlens.actions.rank_sql`), so the
+  both groups at the same priority rank (see :func:`churnlens.ranking.rank_sql`), so the
   controls are exactly the customers who would have been contacted;
 - ``contact`` is true for treated customers of a contact action within the budget: who
   is to be contacted now.

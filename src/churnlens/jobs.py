@@ -22,6 +22,7 @@ from churnlens.events import EventSource, EventTable, load_events, parse_as_of
 from churnlens.features.population import PopulationStats, resolve_population
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.outputs import check_output_path, read_paired_manifest
+from churnlens.ranking import with_ranking
 from churnlens.report import build_report, write_report
 from churnlens.retention import cohort_matrix, monthly_kpis
 from churnlens.scoring import SCORE_COLUMNS, Progress, ScoreResult, score
@@ -86,6 +87,8 @@ class ScoringRequest:
     model: str | None = None  # bundle folder or models:/ URI; None: the registry champion
     segments: str | None = "auto"  # bundle, URI, "auto" or None
     value: str | None = "auto"  # bundle, URI, "auto" or None
+    uplift: str | None = "auto"  # bundle, URI, "auto" or None
+    rank_by: str = "auto"  # auto, incremental_value or value_at_risk
     policy: str | Path | None = None
     config: str | Path | None = None
     population: str | Path | None = None
@@ -104,13 +107,14 @@ def score_command(
     inputs, the population manifest, the policy, the models), then the job on the chosen
     engine. Returns the :class:`ScoreResult` (DuckDB) or the manifest (Spark)."""
     r = request
-    inputs = [r.events, r.model, r.segments, r.value, r.policy, r.config, r.population]
+    inputs = [r.events, r.model, r.segments, r.value, r.uplift, r.policy, r.config]
+    inputs.append(r.population)
     check_output_path(r.out, inputs=inputs)
     if r.report is not None:
         check_output_path(r.report, (".html",), inputs=[*inputs, r.out])
     population = resolve_population(r.population)
-    rules = load_policy(r.policy)
-    models = load_models(r.model, r.segments, settings, r.value)
+    models = load_models(r.model, r.segments, settings, r.value, r.uplift)
+    rules = with_ranking(load_policy(r.policy), models.uplift is not None, r.rank_by)
     if r.engine == "spark":
         from churnlens.spark import score_to_file
 

@@ -77,6 +77,16 @@ class ScoringModels:
         found = self.loaded.get("value")
         return found.version if found else None
 
+    @property
+    def uplift(self) -> ChurnlensModel | None:
+        found = self.loaded.get("uplift")
+        return found.model if found else None
+
+    @property
+    def uplift_version(self) -> str | None:
+        found = self.loaded.get("uplift")
+        return found.version if found else None
+
 
 def _check_version(found: str | None, where: str) -> None:
     if found is not None and found != __version__:
@@ -143,6 +153,7 @@ def load_models(
     segments: str | Path | None = AUTO,
     settings: Settings | None = None,
     value: str | Path | None = AUTO,
+    uplift: str | Path | None = AUTO,
 ) -> ScoringModels:
     """Load and check the models a scoring job uses: churn, and segments and value.
 
@@ -150,7 +161,7 @@ def load_models(
     ----------
     model
         A bundle directory or a ``models:/`` URI; ``None``: the registry champion.
-    segments, value
+    segments, value, uplift
         A bundle directory, a ``models:/`` URI, ``"auto"`` (beside the churn model: the
         newest bundle of that kind in its folder, or the registry's champion) or ``None``
         (without).
@@ -173,8 +184,9 @@ def load_models(
     names = {
         "segments": trained.tracking.segment_model_name,
         "value": trained.tracking.value_model_name,
+        "uplift": trained.tracking.uplift_model_name,
     }
-    for kind, given in (("segments", segments), ("value", value)):
+    for kind, given in (("segments", segments), ("value", value), ("uplift", uplift)):
         companion = _companion_ref(given, ref, kind, names[kind])
         if companion is None:
             continue

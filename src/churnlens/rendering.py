@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from churnlens.scoring import ScoreResult
     from churnlens.segmenting import SegmentResult
     from churnlens.training import BacktestResult, TrainResult
+    from churnlens.uplifting import UpliftResult
 
 console = Console()
 err_console = Console(stderr=True)
@@ -323,6 +324,27 @@ def show_outcomes(result: OutcomesResult) -> None:
         console.print(f"Report: [bold]{result.report}[/]")
 
 
+def show_uplift(result: UpliftResult) -> None:
+    campaigns = ", ".join(c["as_of"] for c in result.campaigns)
+    title = f"Uplift from the campaigns of {campaigns}: out-of-fold Qini (random = 0)"
+    out = Table(title=title)
+    for c in ("action", "customers", "uplift model", "value at risk"):
+        out.add_column(c, justify="left" if c == "action" else "right")
+    frame = result.evaluation
+    for action, rows in frame.groupby("action", sort=True):
+        by = rows.set_index("ranking")["qini"]
+        out.add_row(
+            escape(str(action)), f"{int(rows['customers'].iloc[0]):,}",
+            f"{by.get('model', float('nan')):.4f}", f"{by.get('value_at_risk', float('nan')):.4f}",
+        )  # fmt: skip
+    console.print(out)
+    for action, reason in sorted(result.model.skipped_.items()):
+        console.print(f"  {escape(action)} skipped: {escape(reason)}")
+    console.print(f"Bundle: [bold]{result.bundle}[/]")
+    if result.model_version:
+        console.print(f"Registered version {result.model_version} (champion {result.champion})")
+
+
 def show_spark_scores(manifest: dict[str, Any], out: Path, master: str) -> None:
     console.print(scores_summary(manifest))
     console.print(f"Scores: [bold]{out}[/] (Spark, {master}; not tracked in MLflow)")
@@ -341,8 +363,23 @@ def show_demo(result: DemoResult, settings: Settings) -> None:
     for cycle in result.cycles:
         console.print(outcomes_table(cycle.outcomes, cycle.truth))
         console.print(f"Outcomes report: [bold]{cycle.outcomes.report}[/]")
+    if result.cycles:
+        console.print(targeting_table(result))
     uri = tracking_uri(settings)
     console.print(f"Browse the runs: [bold]mlflow ui --backend-store-uri {uri}[/]")
+
+
+def targeting_table(result: DemoResult) -> Table:
+    """Per cycle, true incremental customers per 1,000 contacts of each ranking."""
+    names = ("value_at_risk", "incremental_value", "random", "oracle")
+    out = Table(title="True incremental customers per 1,000 contacts, top 20% contacted")
+    out.add_column("cycle")
+    for name in names:
+        out.add_column(name.replace("_", " "), justify="right")
+    for cycle in result.cycles:
+        got = cycle.per_thousand
+        out.add_row(str(cycle.number), *(f"{got[n]:.1f}" if n in got else "–" for n in names))
+    return out
 
 
 def show_models(frame: pd.DataFrame, uri: str) -> None:

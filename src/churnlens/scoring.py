@@ -14,7 +14,7 @@
    one given with ``population=``), churn probability and reasons, segment, lifecycle
    stage, reachability and the policy's action, written as a Parquet part (two worker
    threads, one core each); then DuckDB applies the contact budget and ranks
-   ``priority`` within each action over all parts (:func:`churnlens.actions.rank_sql`)
+   ``priority`` within each action over all parts (:func:`churnlens.ranking.rank_sql`)
    and the scores file and its manifest replace the earlier pair as one step.
 
 Memory is bounded by the largest partition (plus DuckDB's own, which spills to disk);
@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churnlens import __version__
-from churnlens.actions import Policy, decide, rank_sql, value_cuts
+from churnlens.actions import Policy, decide, value_cuts
 from churnlens.config import Settings
 from churnlens.contacts import finish_contacts
 from churnlens.events import EventSource, EventTable, connect_for, parse_as_of
@@ -61,12 +61,14 @@ from churnlens.outputs import (
     remove_stale_work,
     replace_with_manifest,
 )
+from churnlens.ranking import rank_sql, with_ranking
 from churnlens.stakes import add_stakes
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "customer_id", "as_of", "churn_probability", "risk_band", "lifecycle_stage",
     "cycle_days", "days_since_purchase", "segment_id", "segment_name", "expected_value",
-    "value_if_retained", "value_at_risk", "winback_value", "clv", "action", "action_channel",
+    "value_if_retained", "value_at_risk", "winback_value", "clv", "uplift", "incremental_value",
+    "action", "action_channel",
     "group", "contact", "priority", "reasons", "model_version",
 )  # fmt: skip
 EXTRA_COLUMNS: tuple[str, ...] = ("silent_on", "lost_on", "value_tier", "rule")
@@ -220,7 +222,9 @@ def score(
     models
         From :func:`churnlens.model_source.load_models`.
     max_contacts
-        Keep only this many contacting actions (highest value at risk first).
+        Contact only this many treated customers, in the policy's ``rank_by`` order
+        (incremental value with an uplift model, else value at risk; see
+        :func:`churnlens.ranking.rank_sql`).
     partitions
         How many hash partitions; by default one per ``engine.partition_events`` (20M).
     population, population_source
@@ -238,7 +242,7 @@ def score(
         Also when another job holds the output's lock (``<out>.lock``).
     """
     out = check_output_path(out, inputs=[events, models.uri])
-    policy = policy or Policy()
+    policy = with_ranking(policy or Policy(), models.uplift is not None)
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
     as_of = parse_as_of(as_of)
@@ -405,6 +409,8 @@ def manifest_of(
         "segments_version": models.segments_version,
         "value_version": models.value_version,
         "value_method": None if models.value is None else models.value.method_,
+        "uplift_version": models.uplift_version,
+        "rank_by": policy.rank_by,
         "input_fingerprint": plan.fingerprint,
         "events_scored": plan.events,
         "events_after_as_of_ignored": plan.events_after,

@@ -16,7 +16,7 @@ events are all in one bucket, so every per-customer aggregate is that of the who
    (:func:`churnlens.scoring.plan_from`).
 3. **Finishing** (``mapInPandas`` over the kept aggregates, no shuffle): features, or
    scores with the models as a broadcast variable, per batch of customers; the contact
-   budget and ``priority`` are ranked by :func:`churnlens.actions.rank_sql` in Spark SQL.
+   budget and ``priority`` are ranked by :func:`churnlens.ranking.rank_sql` in Spark SQL.
 
 Traps handled:
 
@@ -48,7 +48,7 @@ import pandas as pd
 import pyarrow as pa
 
 from churnlens import events as ev
-from churnlens.actions import Policy, rank_sql
+from churnlens.actions import Policy
 from churnlens.config import Settings
 from churnlens.contacts import RAW_COLUMNS as CONTACT_RAW_COLUMNS
 from churnlens.contacts import FatigueRules
@@ -71,6 +71,7 @@ from churnlens.outputs import (
     remove_stale_work,
     replace_with_manifest,
 )
+from churnlens.ranking import rank_sql, with_ranking
 from churnlens.scoring import (
     EXTRA_COLUMNS,
     SCORE_COLUMNS,
@@ -98,7 +99,8 @@ SCORED_SCHEMA = (
     "customer_id string, as_of date, churn_probability double, risk_band string, "
     "lifecycle_stage string, cycle_days double, days_since_purchase double, "
     "segment_id long, segment_name string, expected_value double, value_if_retained double, "
-    "value_at_risk double, winback_value double, clv double, "
+    "value_at_risk double, winback_value double, clv double, uplift double, "
+    "incremental_value double, "
     "action string, action_channel string, `group` string, reasons array<string>, "
     "model_version string, "
     "silent_on date, lost_on date, value_tier string, rule string"
@@ -323,7 +325,8 @@ def _score(
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
     models = models if isinstance(models, ScoringModels) else load_models(models)
-    policy, day = policy or Policy(), ev.parse_as_of(as_of)
+    policy = with_ranking(policy or Policy(), models.uplift is not None)
+    day = ev.parse_as_of(as_of)
     found = _aggregate(df, day, models.settings, buckets, contacts=policy.fatigue)
     plan = plan_from(
         day,
@@ -426,7 +429,7 @@ def score_to_file(
     out = check_output_path(out, inputs=[events_path])
     if not isinstance(models, ScoringModels):
         models = load_models(models)  # a bad model fails before Spark starts
-    policy = policy or Policy()
+    policy = with_ranking(policy or Policy(), models.uplift is not None)
     spark = spark_session(master, ui=ui)
     events = read_events(spark, events_path)
     with output_lock(out):  # one job per output, as on one machine

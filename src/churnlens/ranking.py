@@ -1,0 +1,106 @@
+"""The order of the contact list: the budget, who is contacted, and ``priority``.
+
+:func:`rank_sql` is the one definition of the contact budget and the priorities, in
+DuckDB's or Spark's SQL, for whichever engine scores; :func:`with_ranking` resolves the
+policy's ``rank_by`` (``auto``: incremental value when an uplift model scores, else
+value at risk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from churnlens.actions import BUDGET_RULE, Policy
+from churnlens.errors import ConfigError
+from churnlens.events.sql import ident, literal
+
+RANKINGS: tuple[str, ...] = ("incremental_value", "value_at_risk")
+
+
+def with_ranking(policy: Policy, uplift: bool, rank_by: str | None = None) -> Policy:
+    """The policy with a concrete ``rank_by``: ``rank_by`` when given, else the policy's;
+    ``auto`` is ``incremental_value`` with an uplift model (``uplift``), else
+    ``value_at_risk``. Ranking by incremental value needs an uplift model."""
+    chosen = rank_by or policy.rank_by
+    if chosen == "auto":
+        chosen = "incremental_value" if uplift else "value_at_risk"
+    if chosen not in RANKINGS:
+        raise ConfigError(f"rank_by must be one of auto, {', '.join(RANKINGS)}; got {chosen!r}")
+    if chosen == "incremental_value" and not uplift:
+        raise ConfigError(
+            "ranking by incremental value needs an uplift model: train one with "
+            "`churnlens train-uplift`, give --uplift-model, or rank by value_at_risk"
+        )
+    return policy.model_copy(update={"rank_by": chosen})
+
+
+def rank_sql(
+    relation: str,
+    columns: Sequence[str],
+    policy: Policy,
+    max_contacts: int | None,
+    dialect: str = "duckdb",
+) -> str:
+    """SQL over a relation of decided rows (with ``columns``, among them ``customer_id``,
+    ``action``, ``action_channel``, ``rule``, ``reasons``, ``group``, ``value_at_risk``
+    and ``churn_probability``) that applies the contact budget, says who is contacted
+    and ranks ``priority`` (1 = first) in the same order within each action: the one
+    definition of all three, in DuckDB's or Spark's dialect (``dialect``), for whichever
+    engine scores.
+
+    The contacting rows are ordered by the policy's ``rank_by`` (``value_at_risk``, or
+    ``incremental_value`` with an uplift model: ``auto`` chooses; see
+    :func:`with_ranking`; ties: higher value at risk, higher churn
+    probability, then customer id). The budget counts treated customers only: a row is
+    within it when fewer than ``max_contacts`` treated rows come before it, so treatment and control
+    are cut at the same rank and the controls are exactly the customers who would have
+    been contacted (:mod:`churnlens.experiments`). Rows over the budget get the fallback
+    action, no channel, group ``none``, the rule ``budget`` and a reason saying so.
+    ``contact`` is true for the treated rows of a contact action within the budget.
+    Every action name and text reaches the SQL quoted (:mod:`churnlens.events.sql`).
+    """
+
+    def lit(value: str) -> str:
+        return literal(value, dialect)
+
+    group = ident("group", dialect)
+    contact = ", ".join(lit(a) for a in policy.contact_actions()) or "NULL"
+    treated = f"CASE WHEN {group} = 'treatment' THEN 1 ELSE 0 END"
+    rank_by = "value_at_risk" if policy.rank_by == "auto" else policy.rank_by
+    order = "value_at_risk DESC NULLS LAST, churn_probability DESC NULLS LAST, customer_id"
+    if rank_by != "value_at_risk":
+        order = f"{rank_by} DESC NULLS LAST, {order}"
+    over = "false"
+    if max_contacts is not None:
+        over = f"(action IN ({contact}) AND treated_before >= {int(max_contacts)})"
+    note = lit(f"over the contact budget of {max_contacts}")
+    replaced = {
+        "action": f"CASE WHEN {over} THEN {lit(policy.fallback)} ELSE action END",
+        "action_channel": f"CASE WHEN {over} THEN NULL ELSE action_channel END",
+        "group": f"CASE WHEN {over} THEN 'none' ELSE {group} END",
+        "rule": f"CASE WHEN {over} THEN {lit(BUDGET_RULE)} ELSE rule END",
+        "reasons": f"CASE WHEN {over} THEN array_append(reasons, {note}) ELSE reasons END",
+    }
+    columns = [c for c in columns if c not in ("priority", "contact")]
+    budgeted = ", ".join(
+        f"{replaced.get(c, ident(c, dialect))} AS {ident(c, dialect)}" for c in columns
+    )
+    kept = ", ".join(ident(c, dialect) for c in columns)
+    return f"""
+        SELECT {kept},
+               (action IN ({contact}) AND {group} = 'treatment') AS contact,
+               CAST(row_number() OVER (PARTITION BY action ORDER BY {order} NULLS LAST)
+                    AS BIGINT) AS priority
+        FROM (
+            SELECT {budgeted}
+            FROM (SELECT *,
+                         CASE WHEN action IN ({contact})
+                              THEN sum({treated}) OVER (
+                                  PARTITION BY action IN ({contact}) ORDER BY {order} NULLS LAST
+                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) - {treated}
+                         END AS treated_before
+                  FROM {relation}) AS decided) AS budgeted
+    """
+
+
+__all__ = ["RANKINGS", "rank_sql", "with_ranking"]
