@@ -164,6 +164,8 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
             "value_at_risk": rng.choice([10.0, 20.0, 30.0], n),  # many ties
             "winback_value": float("nan"),
             "clv": 300.0,
+            "uplift": np.nan,
+            "incremental_value": np.nan,
             "action": rng.choice(actions, n),
             "action_channel": "email",
             "group": "none",
@@ -237,3 +239,39 @@ def test_without_pyspark_the_error_says_how_to_install(monkeypatch) -> None:
     spec.loader.exec_module(module)
     with pytest.raises(ChurnlensError, match=r'pip install "churnlens\[spark\]"'):
         module.build_features(None, AS_OF)
+
+
+@pytest.mark.slow
+def test_scores_with_an_uplift_model_equal_the_single_machine_scores(
+    spark, events_path, trained_bundles, tmp_path
+) -> None:
+    """An uplift bundle beside the churn model: uplift, incremental value, the negative
+    uplift rule and the ranking by incremental value agree on both engines."""
+    from churnlens.bundle import write_bundle
+    from churnlens.features import build_features
+    from churnlens.models.uplift import UpliftModel
+
+    folder = tmp_path / "models"
+    shutil.copytree(trained_bundles[0].parent, folder)
+    X = build_features(events_path, AS_OF, models_settings := load_models(
+        folder / trained_bundles[0].name).settings)  # fmt: skip
+    rng = np.random.default_rng(3)
+    treated = rng.random(len(X)) < 0.5
+    # the effect depends on recency: positive for recent buyers, negative for the others
+    recent = (X["rfm_recency_days"].fillna(999) < 60).to_numpy()
+    outcome = rng.random(len(X)) < np.where(treated, np.where(recent, 0.7, 0.2), 0.4)
+    model = UpliftModel(min_treated=20, min_control=20, n_estimators=20, min_child_samples=10)
+    model.fit(X, np.array(["nurture"] * len(X)), treated, outcome.astype(int), 0.5)
+    manifest = {"kind": "uplift", "as_of": AS_OF, "created": "2099-01-01T00:00:00+00:00",
+                "feature_names": list(X.columns), "versions": {},
+                "settings": models_settings.model_dump(mode="json")}  # fmt: skip
+    write_bundle(folder / "uplift-20990101", model, manifest)
+    models = load_models(folder / trained_bundles[0].name)
+    assert models.uplift is not None
+    local = score(events_path, AS_OF, tmp_path / "s.parquet", models, max_contacts=30)
+    expected = _normalise(pd.read_parquet(local.path))
+    assert local.manifest["rank_by"] == "incremental_value"
+    assert expected["uplift"].notna().any()
+    events = spark.read.parquet(str(events_path))
+    got = _normalise(cs.score(events, AS_OF, models, max_contacts=30, buckets=3).toPandas())
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)

@@ -256,14 +256,15 @@ class ExperimentSettings(_Frozen):
 class UpliftSettings(_Frozen):
     """The uplift models learned from past campaigns' control groups (``train-uplift``)."""
 
-    learner: Literal["dr", "t"] = Field("dr", description="DR-learner or T-learner")
+    learner: Literal["dr", "t"] = Field("t", description="T-learner or DR-learner")
     folds: int = Field(3, ge=2, le=10, description="cross-fitting folds")
     min_treated: int = Field(200, ge=1, description="an action needs this many treated")
     min_control: int = Field(50, ge=1, description="... and this many controls")
-    n_estimators: int = Field(200, ge=1)
+    # uplift is a small difference of two noisy rates: few, shallow, well-populated trees
+    n_estimators: int = Field(60, ge=1)
     learning_rate: float = Field(0.05, gt=0, le=1)
-    num_leaves: int = Field(15, ge=2)
-    min_child_samples: int = Field(40, ge=1)
+    num_leaves: int = Field(4, ge=2)
+    min_child_samples: int = Field(400, ge=1)
     seed: int = 7
 
 
