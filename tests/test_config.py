@@ -77,3 +77,28 @@ def test_yaml_is_read_safely_and_paths_are_resolved(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="not valid YAML") as info:
             load(write(tmp_path, evil))
         assert str(tmp_path.resolve()) in str(info.value)  # the resolved path is reported
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_built(tmp_path) -> None:
+    """340 bytes, 6 levels of 9 aliases: 9^6 values once expanded."""
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for prev, name in zip("abcde", "bcdef", strict=True):
+        lines.append(f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(bomb)
+    assert "aliases expand to more than 100,000 values" in str(caught.value)
+    assert len(str(caught.value)) < 500
+
+
+def test_a_long_bad_value_is_echoed_shortened(tmp_path) -> None:
+    lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += ["b: &b [" + ",".join(["*a"] * 9) + "]", "c: &c [" + ",".join(["*b"] * 9) + "]"]
+    lines.append("training: {horizon_days: *c}")  # 729 values: allowed, but wrong
+    config = tmp_path / "wide.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    text = str(caught.value)
+    assert "training.horizon_days" in text and "characters)" in text and len(text) < 2_000
