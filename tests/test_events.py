@@ -187,6 +187,28 @@ def test_numeric_timestamps_are_refused() -> None:
     assert "timestamp has type BIGINT" in problems_of(frame)
 
 
+@pytest.mark.parametrize("word", ["epoch", "infinity", "-infinity", " Infinity", "now"])
+def test_timestamp_words_are_refused_with_their_row(tmp_path: Path, word: str) -> None:
+    """DuckDB reads 'epoch' as 1970-01-01 and 'infinity' as no date at all."""
+    path = write_csv(tmp_path, f"a,2024-01-01,web,visit,,,\nb,{word},web,visit,,,\n")
+    with pytest.raises(InputError) as caught:
+        load_events(path)
+    text = str(caught.value)
+    assert "timestamp cannot be parsed; 1 row" in text and f"row 2: '{word}'" in text
+
+
+def test_an_infinite_stored_timestamp_is_refused() -> None:
+    import duckdb
+
+    table = duckdb.sql(
+        "SELECT * FROM (VALUES ('a', TIMESTAMP '2024-01-01', 'web', 'visit'), "
+        "('b', TIMESTAMP 'infinity', 'web', 'visit')) t(customer_id, timestamp, channel, "
+        "event_type)"
+    ).to_arrow_table()
+    with pytest.raises(InputError, match="timestamp is infinite; 1 row"):
+        load_events(table)
+
+
 # a folder of Parquet files: read by column name, never by the first file's schema
 
 

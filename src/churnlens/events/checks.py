@@ -46,11 +46,15 @@ def _number(col: str, dtype: str) -> str:
 
 
 def _timestamp(col: str, dtype: str) -> str:
-    if TIME_TYPE.match(dtype):
-        return f"CAST({ident(col)} AS TIMESTAMP)"
+    if TIME_TYPE.match(dtype):  # infinite stored values become NULL: refused below
+        return f"CASE WHEN isfinite({ident(col)}) THEN CAST({ident(col)} AS TIMESTAMP) END"
     if dtype == "VARCHAR":
         # Session time zone is UTC: offsets are converted, naive values taken as UTC.
-        return f"CAST(TRY_CAST({_text(col)} AS TIMESTAMPTZ) AS TIMESTAMP)"
+        # Only text that starts with a digit is a date: DuckDB also reads the words
+        # 'epoch' (1970-01-01) and '[-]infinity', which no event log means.
+        text = _text(col)
+        cast = f"CAST(TRY_CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP)"
+        return f"CASE WHEN left(ltrim({text}), 1) BETWEEN '0' AND '9' THEN {cast} END"
     return "CAST(NULL AS TIMESTAMP)"
 
 
@@ -128,7 +132,16 @@ def checks_for(types: dict[str, str], trim: bool) -> list[Check]:
                 "use ISO 8601: YYYY-MM-DD, YYYY-MM-DD HH:MM:SS or with an offset (+02:00 or Z)",
             )
         )
-    elif not TIME_TYPE.match(ts_type):
+    elif TIME_TYPE.match(ts_type):
+        checks.append(
+            Check(
+                "timestamp",
+                "r_timestamp IS NOT NULL AND timestamp IS NULL",
+                "timestamp is infinite",
+                "give each event the real date and time it happened",
+            )
+        )
+    else:
         checks.append(
             Check(
                 "timestamp",
