@@ -147,6 +147,9 @@ class Lifetimes:
         return {k: getattr(self, k).to_dict() for k in ("pnbd", "bgnbd", "spend")}
 
 
+MAX_LOG_SPEND = 30.0  # e^30: far above any customer's spend, below float overflow
+
+
 def _try(fit: Any, *columns: np.ndarray) -> Any:
     try:
         return fit(*columns)
@@ -163,7 +166,7 @@ def naive_rate(X: pd.DataFrame, days: float) -> np.ndarray:
 
 def _blend(btyd: np.ndarray, spend: np.ndarray, buy: np.ndarray, w: float, c: float) -> np.ndarray:
     log = (1 - w) * np.log(np.clip(btyd, 1e-3, None)) + w * np.log(np.clip(spend, 1e-3, None))
-    return np.exp(log + c * np.log(np.clip(buy, 1e-6, None)))
+    return np.exp(np.clip(log + c * np.log(np.clip(buy, 1e-6, None)), None, MAX_LOG_SPEND))
 
 
 def _score(y: np.ndarray, p: np.ndarray) -> float:
@@ -182,9 +185,6 @@ def _bootstrap_low(y: np.ndarray, model: np.ndarray, base: np.ndarray, seed: int
         pick = rng.integers(0, len(y), n)
         gains.append(_score(y[pick], model[pick]) - _score(y[pick], base[pick]))
     return float(np.percentile(gains, 5))
-
-
-MAX_LOG_SPEND = 30.0  # e^30: far above any customer's spend, below float overflow
 
 
 class ValueModel(ChurnlensModel):
