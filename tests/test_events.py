@@ -251,3 +251,26 @@ def test_a_parquet_folder_whose_files_lack_a_required_column_is_refused_naming_t
     text = str(caught.value)
     assert "column 'channel'" in text and "missing from 1 of the folder's 2" in text
     assert "b.parquet" in text
+
+
+@pytest.mark.parametrize("width", [1_001, 200_000])
+def test_an_absurdly_wide_csv_is_refused_before_it_is_read(tmp_path: Path, width: int) -> None:
+    names = ["customer_id", "timestamp", "channel", "event_type"]
+    names += [f"x{i}" for i in range(width - 4)]
+    path = tmp_path / "wide.csv.gz"
+    with gzip.open(path, "wt") as out:
+        out.write(",".join(names) + "\n" + ",".join(["a", "2024-01-01", "web", "visit"]) + "\n")
+    wanted = r"the header line (has 1,001 columns|is longer than 1 MB)"
+    with pytest.raises(InputError, match=wanted):
+        load_events(path)
+
+
+def test_a_header_of_a_thousand_columns_passes_the_width_check(tmp_path: Path) -> None:
+    from churnlens.events.sources import check_width, file_type
+
+    path = tmp_path / "wide.csv"
+    path.write_text(";".join(f"c{i}" for i in range(1_000)) + "\n1\n")
+    check_width(path, file_type(path), str(path))  # no error: 1,000 is the limit
+    path.write_text(";".join(f"c{i}" for i in range(1_001)) + "\n1\n")
+    with pytest.raises(InputError, match="has 1,001 columns"):
+        check_width(path, file_type(path), str(path))

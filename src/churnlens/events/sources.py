@@ -75,7 +75,32 @@ def check_path(path: Path, label: str) -> FileType | None:
         raise _problem(label, f"unknown file type '{path.suffix}'", f"use {SUPPORTED}")
     if kind.format == "csv" and path.stat().st_size == 0:
         raise _problem(label, "the file is empty", "write a header line and at least one event")
+    if kind.format == "csv":
+        check_width(path, kind, label)
     return kind
+
+
+MAX_COLUMNS = 1_000  # an event log has 7 columns; extra ones are ignored, up to this many
+HEADER_BYTES = 1 << 20
+
+
+def check_width(path: Path, kind: FileType, label: str) -> None:
+    """Refuse a CSV whose header line holds more than :data:`MAX_COLUMNS` columns (by its
+    most frequent delimiter) or is not found in the first MB, before DuckDB sniffs it
+    (a 200,000-column header takes it minutes)."""
+    with pa.input_stream(str(path), compression=kind.compression) as stream:
+        head = stream.read(HEADER_BYTES)
+    line, newline, _ = head.partition(b"\n")
+    columns = 1 + max(line.count(d) for d in (b",", b";", b"\t", b"|"))
+    if columns > MAX_COLUMNS or (not newline and len(head) == HEADER_BYTES):
+        seen = f"has {columns:,} columns" if newline else "is longer than 1 MB"
+        raise _problem(
+            label,
+            f"the header line {seen}; an event log has 7 columns (at most "
+            f"{MAX_COLUMNS:,} are read)",
+            "keep the contract's columns (customer_id, timestamp, channel, event_type, "
+            "amount, direction, duration_s) and drop the others",
+        )
 
 
 def parquet_files(folder: Path, label: str) -> tuple[str, ...]:
