@@ -259,3 +259,24 @@ def test_every_customer_gets_reasons_in_plain_words(backtested, sample_events) -
     assert len(reasons) == 50
     assert all(0 < len(r) <= 3 for r in reasons)
     assert all(isinstance(t, str) and "=" not in t for r in reasons for t in r)
+
+
+@pytest.mark.parametrize("customers", [1, 3, 5])
+def test_train_on_a_tiny_log_says_how_much_data_it_needs(tmp_path: Path, customers: int) -> None:
+    """Valid logs of 1, 3 and 5 customers (some buying every 20 days, some every 90):
+    one clear error, exit 1, no scikit-learn traceback, no bundle."""
+    rows = ["customer_id,timestamp,channel,event_type,amount"]
+    for c in range(customers):
+        step, last = (20, 300) if c % 2 == 0 else (90, 150)
+        days = pd.Timestamp("2024-01-01") + pd.to_timedelta(range(0, last, step), unit="D")
+        rows += [f"c{c},{day.date()},web,purchase,{10 + c}" for day in days]
+    log = tmp_path / "tiny.csv"
+    log.write_text("\n".join(rows) + "\n")
+    models = tmp_path / "models"
+    args = ["train", str(log), "--as-of", "2024-10-01", "--models-dir", str(models)]
+    result = runner.invoke(app, [*args, "--no-track"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "too little data to train" in text or "one class only" in text
+    assert "Traceback" not in result.output
+    assert not models.exists() or not any(models.iterdir())

@@ -108,6 +108,9 @@ class RecencyBaseline(ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - p, p])
 
 
+MIN_TRAINING_ROWS = 20  # customer snapshots before the validation snapshot
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -265,6 +268,16 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
                 "rows): every customer churned or none did; use a longer log or horizon"
             )
         train, valid = time_split(X, self.horizon_days)
+        fit_rows, fit_churned = int(train.sum()), int(y[train].sum())
+        if fit_rows < MIN_TRAINING_ROWS or fit_churned in (0, fit_rows) or not valid.any():
+            raise ModelError(
+                f"too little data to train: the snapshots before the validation one hold "
+                f"{fit_rows:,} customer rows ({fit_churned:,} churned) and the validation "
+                f"snapshot {int(valid.sum()):,}; training needs at least "
+                f"{MIN_TRAINING_ROWS} rows with churners and stayers before a validation "
+                "snapshot: use a log with more customers or more history, or a shorter "
+                "--horizon-days"
+            )
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         staged = self._booster().fit(X[train], y[train])
         raw_valid = staged.predict_proba(X[valid])[:, 1]
