@@ -1,6 +1,6 @@
 """Names that reach SQL from data, configuration or paths are text, never SQL.
 
-A folder called ``it's data``, a spill folder with a quote, an action called ``o'brien``
+A folder called ``it's data``, a spill folder with a quote, an action called ``o'brien`` (refused)
 and event values with quotes all work end to end (before: DuckDB parser errors, the
 action's only after every partition had been scored).
 """
@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from churnlens.actions import DEFAULT_RULES, Policy
+from churnlens.actions import ActionSpec, Policy
 from churnlens.cli import app
 from churnlens.events import load_events
 from churnlens.features import build_features
+from churnlens.ranking import rank_sql
 from churnlens.training import train
 from tests.conftest import AS_OF, SETTINGS
 
@@ -63,27 +65,57 @@ def test_a_folder_named_its_data_works_end_to_end(quoted: Path) -> None:
         pd.testing.assert_frame_equal(features.sort_index(), expected, atol=1e-12)
 
 
-def test_an_action_named_obrien_works_end_to_end_with_a_budget(quoted: Path) -> None:
+INJECTION = "budget_out' || (SELECT content FROM read_text('/etc/hostname')) || '"
+
+
+@pytest.mark.parametrize("name", ["o'brien", INJECTION, "Nurture", "send-flowers"])
+def test_an_action_name_outside_the_rule_name_pattern_is_refused_before_any_work(
+    quoted: Path, name: str
+) -> None:
+    """Action names are lower-case letters, digits and _: the policy is refused at load,
+    with the name, before the log is read; nothing is written."""
     policy = Policy().model_dump(mode="json")
-    policy["actions"]["o'brien"] = {"contact": True, "description": "a name with a quote"}
-    for rule in policy["rules"]:
-        if rule["action"] == "nurture":
-            rule["action"] = "o'brien"
+    policy["actions"][name] = {"contact": False, "description": "a name from outside"}
+    policy["fallback"] = name
     path = quoted / "it's policy.yaml"
     path.write_text(yaml.safe_dump(policy), encoding="utf-8")
     bundle = next((quoted / "it's models").glob("churn-*"))
-    out = quoted / "o'brien.parquet"
-    cli("score", quoted / "it's log", "--as-of", AS_OF, "--out", out, "--model", bundle,
-        "--policy", path, "--max-contacts", "40", "--no-track")  # fmt: skip
-    scores = pd.read_parquet(out)
-    obrien = scores[scores["action"] == "o'brien"]
-    assert len(obrien) > 0
-    assert sorted(obrien["priority"]) == list(range(1, len(obrien) + 1))
-    contacting = scores["action"].isin(["o'brien", *Policy().contact_actions()])
-    assert (contacting & scores["contact"]).sum() == 40  # o'brien counted among the contacts
-    assert scores.loc[scores["contact"], "action"].eq("o'brien").any()
-    assert (scores.loc[contacting, "group"] != "none").all()  # controls of o'brien too
-    assert any(r.action == "nurture" for r in DEFAULT_RULES)  # the rule that was renamed
+    out = quoted / "scores.parquet"
+    args = ["score", str(quoted / "it's log"), "--as-of", AS_OF, "--out", str(out),
+            "--model", str(bundle), "--policy", str(path), "--no-track"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.output.split())
+    assert "names are lower-case letters, digits and _" in text and "Traceback" not in text
+    assert not out.exists()
+
+
+def test_rank_sql_quotes_action_names_even_past_validation() -> None:
+    """Defence in depth: a policy built without validation (model_construct) still
+    reaches SQL only as quoted text."""
+    actions = {**Policy().actions, "o'brien": ActionSpec(contact=True)}
+    actions[INJECTION] = ActionSpec(contact=False)
+    policy = Policy.model_construct(**{**dict(Policy()), "actions": actions,
+                                       "fallback": INJECTION})  # fmt: skip
+    decided = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "action": ["o'brien", "o'brien", "nurture"],
+            "action_channel": ["email"] * 3,
+            "rule": "r",
+            "reasons": [["x"]] * 3,
+            "group": "treatment",
+            "value_at_risk": [3.0, 2.0, 1.0],
+            "churn_probability": 0.5,
+        }
+    )
+    con = duckdb.connect()
+    con.register("d", decided)
+    ranked = con.execute(rank_sql("d", list(decided.columns), policy, 1)).df()
+    by = ranked.set_index("customer_id")
+    assert by.loc["a", "action"] == "o'brien" and by.loc["a", "contact"]
+    assert by.loc["b", "action"] == INJECTION  # the text itself, not the host name
+    assert by.loc["c", "action"] == INJECTION
 
 
 def test_event_values_with_quotes_are_plain_values(tmp_path: Path) -> None:

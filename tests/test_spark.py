@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from churnlens import ChurnlensError, InputError, build_features
 from churnlens import spark as cs
-from churnlens.actions import Policy
+from churnlens.actions import ActionSpec, Policy
 from churnlens.config import ExperimentSettings
 from churnlens.experiments import assign_groups
 from churnlens.model_source import ScoringModels, load_models
@@ -193,9 +193,10 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     # names with quotes are text in Spark SQL too (there '' would glue two strings)
     assert {"treatment", "control"} <= set(got["group"])
     quoted = decided.assign(action=decided["action"].replace("nurture", "o'brien"))
-    actions = {**Policy().model_dump()["actions"], "o'brien": {"contact": True}}
-    actions["it's nothing"] = {"contact": False}
-    policy = Policy(actions=actions, fallback="it's nothing", no_channel_action="no_action")
+    actions = {**Policy().actions, "o'brien": ActionSpec(contact=True)}
+    actions["it's nothing"] = ActionSpec(contact=False)  # past validation: defence in depth
+    policy = Policy.model_construct(**{**dict(Policy()), "actions": actions,
+                                       "fallback": "it's nothing"})  # fmt: skip
     con.register("_quoted", pa.Table.from_pandas(quoted))
     frame = spark.createDataFrame(quoted, schema=cs.SCORED_SCHEMA)
     query = rank_sql("_quoted", list(quoted.columns), policy, 7)

@@ -20,6 +20,7 @@ contacting actions and gives the rest ``fallback`` with the rule ``budget``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -38,6 +39,7 @@ Band = Literal["low", "medium", "high"]
 BANDS: tuple[str, ...] = ("low", "medium", "high")
 BUDGET_RULE = "budget"
 UPLIFT_RULE = "negative_uplift"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"  # rule and action names: never SQL, never markup
 UPLIFT = "uplift"
 
 
@@ -83,7 +85,7 @@ class Conditions(_Frozen):
 class Rule(_Frozen):
     """If ``when`` holds: ``action`` on ``channel`` ("preferred" or a channel name)."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     when: Conditions = Conditions()
     action: str
     channel: str = "preferred"
@@ -115,6 +117,12 @@ class Policy(_Frozen):
     @model_validator(mode="after")
     def _known_actions(self) -> Policy:
         declared = sorted(self.actions)
+        odd = [name for name in declared if not re.match(NAME_PATTERN, name)]
+        if odd:
+            raise ValueError(
+                f"actions: names are lower-case letters, digits and _ (as rule names); "
+                f"got {', '.join(repr(n[:60]) for n in odd)}"
+            )
         for where, action in [
             *((f"rules[{i}] ({r.name}).action", r.action) for i, r in enumerate(self.rules)),
             ("fallback", self.fallback),
