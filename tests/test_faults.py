@@ -176,3 +176,48 @@ def test_events_after_as_of_are_ignored_and_counted(events_path, bundle, tmp_pat
 
     features = write_features(events_path, AS_OF, tmp_path / "f.parquet")
     assert features.events_after_as_of == 5
+
+
+def _dead_pid() -> int:
+    """A process id no process has now: a child that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_during_score_leaves_no_work_folder(
+    events_path: Path, bundle: Path, tmp_path: Path, number: int
+) -> None:
+    out = tmp_path / "2025-02-03.parquet"  # date-named: no later run on this output
+    proc = _cli("score", str(events_path), "--as-of", AS_OF, "--out", str(out), "--model",
+                str(bundle), "--partitions", "6", "--no-track")  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".2025-02-03.parquet.work.*")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(number)
+    code = proc.wait(timeout=60)
+    if code != 0:  # it was stopped mid-run, not finished before the signal landed
+        assert not out.exists()
+    assert not list(tmp_path.glob(".2025-02-03.parquet.*"))  # work and temporary files
+
+
+def test_work_left_by_dead_processes_is_swept_and_live_work_kept(
+    events_path: Path, bundle: Path, tmp_path: Path
+) -> None:
+    dead, alive = _dead_pid(), os.getpid()
+    stale = tmp_path / f".2025-01-01.parquet.work.{dead}.abc123"
+    kept = tmp_path / f".2025-01-02.parquet.work.{alive}.def456"
+    partial = tmp_path / "models" / f".churn-20250101-x.bundle.{dead}.ghi789"
+    for folder in (stale, kept, partial):
+        folder.mkdir(parents=True)
+        (folder / "part-0.parquet").write_bytes(b"partial")
+    score(events_path, AS_OF, tmp_path / "2025-02-03.parquet", load_models(bundle))
+    assert not stale.exists() and kept.exists()
+    from churnlens.bundle import write_bundle
+
+    model = load_bundle(bundle, "churn")[0]
+    write_bundle(tmp_path / "models" / "churn-new", model, {"as_of": AS_OF})
+    assert not partial.exists()

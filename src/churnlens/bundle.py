@@ -21,7 +21,7 @@ from typing import Any
 from churnlens import __version__
 from churnlens.errors import ModelError, OutputError
 from churnlens.models.base import ChurnlensModel, model_class
-from churnlens.outputs import sha256_file
+from churnlens.outputs import sha256_file, sweep_dead_work, work_prefix
 
 MANIFEST = "manifest.json"
 
@@ -52,7 +52,9 @@ def write_bundle(directory: str | Path, model: ChurnlensModel, manifest: dict[st
         raise ModelError(f"{directory}: a bundle already exists there; choose another name")
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        sweep_dead_work(directory.parent)  # partial bundles of killed trainings
+        prefix = work_prefix(directory.name, "bundle")
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=directory.parent))
     except OSError as exc:
         where = directory.parent
         raise OutputError(f"{where}: cannot write a model bundle there ({exc.strerror})") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -63,6 +64,10 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+def _stop(number: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {number}")
+
+
 @app.callback()
 def main(
     version: Annotated[
@@ -70,6 +75,11 @@ def main(
     ] = False,
 ) -> None:
     """Churn risk, customer segments and a next action for every customer."""
+    # SIGTERM and SIGHUP stop a command as Ctrl-C does: temporary work is removed and a
+    # tracked run is marked FAILED on the way out (SIGKILL cannot be caught: the next job
+    # on the same folder sweeps what a dead process left, see outputs.sweep_dead_work)
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _stop)
     # MLflow narrates every schema migration and registration; the CLI reports outcomes.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     logging.getLogger("mlflow").setLevel(logging.ERROR)

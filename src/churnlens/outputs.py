@@ -321,6 +321,7 @@ def remove_stale_work(path: str | Path) -> int:
 
     path = Path(path)
     recover_interrupted(path)
+    sweep_dead_work(path.parent)
     stale = [p for p in path.parent.glob(f".{path.name}.work.*") if p.is_dir()]
     stale += [p for p in path.parent.glob(f".{path.name}.*.tmp") if p.is_file()]
     for p in stale:
@@ -329,6 +330,40 @@ def remove_stale_work(path: str | Path) -> int:
         else:
             p.unlink(missing_ok=True)
     return len(stale)
+
+
+def work_prefix(name: str, kind: str = "work") -> str:
+    """The prefix of a hidden work folder for ``name`` owned by this process:
+    ``.<name>.<kind>.<pid>.`` (:func:`sweep_dead_work` removes those of dead processes)."""
+    return f".{name}.{kind}.{os.getpid()}."
+
+
+def sweep_dead_work(folder: str | Path) -> int:
+    """Remove the hidden work folders (:func:`work_prefix`) in ``folder`` whose process
+    is gone: what a job killed with SIGKILL left, whatever output it was writing.
+    Returns how many were removed."""
+    import shutil
+
+    removed = 0
+    for p in Path(folder).glob(".*.*.*.*"):
+        match = re.search(r"\.(work|bundle)\.(\d+)\.[^.]*$", p.name)
+        if not match or not p.is_dir() or _alive(int(match.group(2))):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive, not ours to sweep
+        return True
+    return True
 
 
 def write_table(frame: pd.DataFrame, path: str | Path, *, index: bool = False) -> Path:

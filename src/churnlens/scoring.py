@@ -60,6 +60,7 @@ from churnlens.outputs import (
     output_lock,
     remove_stale_work,
     replace_with_manifest,
+    work_prefix,
 )
 from churnlens.ranking import rank_sql, with_ranking
 from churnlens.stakes import add_stakes
@@ -276,7 +277,7 @@ def _score_locked(
 ) -> ScoreResult:
     started = time.perf_counter()
     settings = models.settings
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work.", dir=out.parent.resolve()))
+    work = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), dir=out.parent.resolve()))
     try:
         con = connect_for(settings, temp_dir=work / "duckdb")
         stages = _TwoPasses(progress)
