@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -217,3 +218,45 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     kept = frame.merge(second, on="customer_id")
     both = kept[(kept["group_x"] != "none") & (kept["group_y"] != "none")]
     assert len(both) > 0 and (both["group_x"] == both["group_y"]).all()  # same experiment
+
+
+def test_a_segments_bundle_built_on_other_features_is_refused_before_any_work(
+    trained_bundles, tmp_path: Path
+) -> None:
+    """The newest segments bundle beside the model was built with another configuration:
+    refused when the models load (no data read), suggesting --segments none; a leftover
+    segments folder with a broken manifest is passed over."""
+    from churnlens.bundle import load_bundle, write_bundle
+    from churnlens.errors import ModelError
+    from churnlens.model_source import load_models
+
+    folder = tmp_path / "models"
+    shutil.copytree(trained_bundles[0].parent, folder)
+    broken = folder / "segments-29990101-leftover"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{not json")
+    assert load_models(folder / trained_bundles[0].name).segments is not None  # passed over
+    model, manifest = load_bundle(trained_bundles[1], "segments")
+    model.feature_names_in_ = np.array([*model.feature_names_in_, "rfm_x_other"], dtype=object)
+    manifest = {**manifest, "created": "2999-01-01T00:00:00+00:00"}
+    write_bundle(folder / "segments-29990102-other", model, manifest)
+    with pytest.raises(ModelError, match="--segments none"):
+        load_models(folder / trained_bundles[0].name)
+
+
+def test_score_says_which_configured_sections_come_from_the_model(
+    events_path: Path, bundles, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("lifecycle: {lost_after_cycles: 5.0}\nevents: {purchase_types: [buy]}\n")
+    out = tmp_path / "scores.parquet"
+    args = ["score", str(events_path), "--as-of", AS_OF, "--out", str(out), "--model",
+            str(bundles[0]), "--config", str(config), "--no-track"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "note: the configuration's events, lifecycle section(s) differ from the model's" in text
+    manifest = json.loads(out.with_name("scores.parquet.manifest.json").read_text())
+    assert manifest["notes"] and "not used" in manifest["notes"][0]
+    plain = runner.invoke(app, [a for a in args if a not in ("--config", str(config))])
+    assert plain.exit_code == 0 and "note:" not in plain.output

@@ -40,6 +40,7 @@ class ScoringModels:
 
     settings: Settings
     loaded: dict[str, LoadedModel] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what the caller should know (say, ignored settings)
 
     @property
     def churn(self) -> ChurnlensModel:
@@ -198,7 +199,30 @@ def load_models(
             continue
         _check_companion(loaded[kind].model, trained, companion, kind)
     order = {kind: i for i, kind in enumerate(model_kinds())}
-    return ScoringModels(trained, dict(sorted(loaded.items(), key=lambda kv: order[kv[0]])))
+    ordered = dict(sorted(loaded.items(), key=lambda kv: order[kv[0]]))
+    return ScoringModels(trained, ordered, tuple(setting_conflicts(settings, trained)))
+
+
+FROM_MODEL = ("events", "features", "training", "lifecycle", "model", "segments", "value")
+
+
+def setting_conflicts(given: Settings, trained: Settings) -> list[str]:
+    """What a scoring run's configuration sets, differently from the model, in the
+    sections scoring takes from the model (they shape its features and stages)."""
+    default = Settings()
+    differ = [
+        section
+        for section in FROM_MODEL
+        if getattr(given, section) != getattr(trained, section)
+        and getattr(given, section) != getattr(default, section)
+    ]
+    if not differ:
+        return []
+    return [
+        f"the configuration's {', '.join(differ)} section(s) differ from the model's and "
+        "are not used: scoring takes them from the model it scores with (they shape its "
+        "features and stages); retrain with this configuration to use them"
+    ]
 
 
 def _check_companion(model: ChurnlensModel, settings: Settings, where: str, kind: str) -> None:

@@ -270,6 +270,8 @@ def show_segments(result: SegmentResult, settings: Settings) -> None:
 
 def show_scores(result: ScoreResult, report: Path | None) -> None:
     manifest = result.manifest
+    for text in manifest.get("notes") or ():
+        err_console.print(f"note: {escape(text)}")
     console.print(scores_summary(manifest))
     rate = manifest["rows"] / max(result.seconds, 1e-9)
     console.print(
