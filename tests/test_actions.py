@@ -219,6 +219,16 @@ def test_value_cuts_are_quantiles_of_positive_values() -> None:
         ("risk_band: {medium: 0.2}\n", "allowed keys here"),
         ("risk_bands: {medium: 0.7, high: 0.6}\n", "must not exceed"),
         ("fallback: nurture\n", "contact: false"),
+        (
+            "rules:\n  - {name: a, when: {min_churn_probability: 0.8, max_churn_probability: 0.2},"
+            " action: nurture}\n",
+            "can never match",
+        ),
+        (
+            "rules:\n  - {name: everyone, action: nurture}\n"
+            "  - {name: lost, when: {stage: [lost]}, action: let_go}\n",
+            "the rules after it never apply",
+        ),
     ],
 )
 def test_bad_policies_get_clear_errors(tmp_path: Path, document: str, message: str) -> None:

@@ -138,6 +138,19 @@ class Policy(_Frozen):
             if self.actions[name].contact:
                 raise ValueError(f"action {name!r} is a fallback and must have contact: false")
         names = [r.name for r in self.rules]
+        for i, rule in enumerate(self.rules):
+            low, high = rule.when.min_churn_probability, rule.when.max_churn_probability
+            if low is not None and high is not None and low > high:
+                raise ValueError(
+                    f"rules[{i}] ({rule.name}): min_churn_probability {low} is above "
+                    f"max_churn_probability {high}: the rule can never match"
+                )
+            if rule.when == Conditions() and i < len(self.rules) - 1:
+                later = ", ".join(r.name for r in self.rules[i + 1 :])
+                raise ValueError(
+                    f"rules[{i}] ({rule.name}) has no conditions, so it matches every "
+                    f"customer and the rules after it never apply ({later}); move it last"
+                )
         reserved = {BUDGET_RULE, UPLIFT_RULE}
         twice = sorted({n for n in names if names.count(n) > 1} | (reserved & set(names)))
         if twice:
