@@ -248,7 +248,7 @@ def test_cli_scores_simulates_and_measures_end_to_end(
 # -- coverage over seeds of the campaign simulator ------------------------------------------
 
 COVERAGE_SEEDS = range(20)
-SIM_CUSTOMERS, SIM_DAYS, SIM_HORIZON = 1500, 300, 60
+SIM_CUSTOMERS, SIM_DAYS, SIM_HORIZON = 1000, 300, 60
 SIM_START = date(2024, 1, 1)
 
 
