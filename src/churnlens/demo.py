@@ -158,8 +158,10 @@ def per_thousand(
     if contactable["incremental_value"].notna().any():
         keys["incremental_value"] = contactable["incremental_value"].fillna(-np.inf).to_numpy()
     out = {}
+    at_risk = -keys["value_at_risk"]
     for name, key in keys.items():
-        top = np.argsort(-np.nan_to_num(key, nan=-np.inf), kind="stable")[:n]
+        # as scoring orders them: the key (missing last), then value at risk
+        top = np.lexsort((at_risk, -np.nan_to_num(key, nan=-np.inf)))[:n]
         out[name] = 1000 * float(np.nansum(effect[top])) / n
     return out
 
