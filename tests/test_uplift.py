@@ -222,23 +222,3 @@ def test_cli_train_uplift_then_score_by_incremental_value(
     negative = second["rule"] == "negative_uplift"
     assert (second.loc[negative, "uplift"] < -0.02).all()
     assert not second.loc[negative, "contact"].any()
-
-
-def test_an_action_model_not_beating_value_at_risk_is_withdrawn_with_the_reason() -> None:
-    from churnlens.models.uplift import UpliftModel
-    from churnlens.uplifting import UpliftResult, withdraw_weaker
-
-    model = UpliftModel()
-    model.models_ = {"nurture": {}, "vip_care": {}, "onboarding_guide": {}}
-    model.skipped_ = {}
-    evaluation = pd.DataFrame(
-        {
-            "action": ["nurture"] * 2 + ["vip_care"] * 2 + ["onboarding_guide"] * 2,
-            "ranking": ["model", "value_at_risk"] * 3,
-            "qini": [5.0, 2.0, 1.0, 3.0, 2.0, 2.0],  # beats; loses; ties (not better)
-        }
-    )
-    result = UpliftResult(model, date(2024, 1, 1), [], evaluation, pd.DataFrame(), pd.DataFrame())
-    assert withdraw_weaker(result) == ["onboarding_guide", "vip_care"]
-    assert list(model.models_) == ["nurture"]
-    assert "does not beat ranking by value at risk (3.0)" in model.skipped_["vip_care"]

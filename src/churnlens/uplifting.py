@@ -12,9 +12,7 @@ a hash of the customer id, with a known probability of treatment (the manifest's
 
 then the campaigns are stacked and :class:`~churnlens.models.uplift.UpliftModel` fits one
 uplift model per action with enough treated and control customers (cross-fitted: every
-customer's evaluation uplift comes from models that never saw them). An action model
-whose out-of-fold Qini does not beat ranking by value at risk is withdrawn with the
-reason (:func:`withdraw_weaker`). The run records, per
+customer's evaluation uplift comes from models that never saw them). The run records, per
 action, the Qini coefficient and the area under the uplift curve of the model's
 out-of-fold ranking, of a random ranking and of ranking by value at risk (what churnlens
 ranked by before), the curves as plots; the model is saved as a bundle
@@ -140,27 +138,7 @@ def train_uplift(
     latest = max(parse_as_of(p[2]["as_of"]) for p in parts)
     result = UpliftResult(model, latest, [p[2] for p in parts], pd.DataFrame(), frame, X)
     result.evaluation = evaluate(result)
-    withdraw_weaker(result)
     return result
-
-
-def withdraw_weaker(result: UpliftResult) -> list[str]:
-    """Withdraw the action models whose out-of-fold Qini coefficient does not beat the
-    ranking by value at risk on the same customers (the baseline churnlens ranks by
-    without uplift): an uplift estimate that ranks worse than the baseline is noise, and
-    its action's customers are ranked by value at risk instead. Returns their names."""
-    withdrawn = []
-    for action, rows in result.evaluation.groupby("action", sort=True):
-        by = rows.set_index("ranking")["qini"]
-        model, baseline = float(by.get("model", np.nan)), float(by.get("value_at_risk", np.nan))
-        if not model > baseline:
-            result.model.withdraw(
-                str(action),
-                f"its out-of-fold Qini ({model:.1f}) does not beat ranking by value at risk "
-                f"({baseline:.1f}); its customers are ranked by value at risk",
-            )
-            withdrawn.append(str(action))
-    return withdrawn
 
 
 def oof_uplift(model: UpliftModel, frame: pd.DataFrame) -> np.ndarray:

@@ -262,12 +262,6 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         """No columns: without a model there is no action to name one after."""
         return pd.DataFrame(index=index)
 
-    def withdraw(self, action: str, reason: str) -> None:
-        """Stop predicting for ``action`` (its evaluation is kept, the reason recorded in
-        ``skipped_``): scoring then ranks its customers as if there were no model."""
-        self.models_.pop(action, None)
-        self.skipped_[action] = reason
-
     # ------------------------------------------------------------------------- records
 
     def metadata(self) -> dict[str, Any]:
