@@ -274,3 +274,28 @@ def test_a_header_of_a_thousand_columns_passes_the_width_check(tmp_path: Path) -
     path.write_text(";".join(f"c{i}" for i in range(1_001)) + "\n1\n")
     with pytest.raises(InputError, match="has 1,001 columns"):
         check_width(path, file_type(path), str(path))
+
+
+def test_csv_and_parquet_of_the_same_padded_data_agree(tmp_path: Path) -> None:
+    """One rule for every format: text is trimmed, so ' web' is 'web' in both."""
+    frame = pd.DataFrame(
+        {
+            "customer_id": [" c1", "c1 ", "c2"],
+            "timestamp": ["2024-01-01", "2024-02-01", "2024-01-05"],
+            "channel": [" web", "web", "app "],
+            "event_type": ["purchase ", "purchase", " visit"],
+            "amount": [10.0, 20.0, 0.0],
+        }
+    )
+    frame.to_csv(tmp_path / "e.csv", index=False)
+    typed = frame.assign(timestamp=pd.to_datetime(frame["timestamp"]))
+    typed.to_parquet(tmp_path / "e.parquet")
+    from_csv = load_events(tmp_path / "e.csv").to_pandas()
+    from_parquet = load_events(tmp_path / "e.parquet").to_pandas()
+    columns = ["customer_id", "channel", "event_type", "amount"]
+    pd.testing.assert_frame_equal(
+        from_csv[columns].sort_values(columns).reset_index(drop=True),
+        from_parquet[columns].sort_values(columns).reset_index(drop=True),
+    )
+    assert set(from_parquet["customer_id"]) == {"c1", "c2"}
+    assert set(from_parquet["channel"]) == {"web", "app"}

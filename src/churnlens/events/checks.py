@@ -1,9 +1,10 @@
 """The contract's rules as SQL: each column typed, each row checked, every problem listed.
 
 :func:`typed_columns` gives each canonical column its contract type from whatever the
-source holds (text from CSV is trimmed and parsed; typed Parquet or Arrow columns are
-cast). :func:`checks_for` lists the row checks as a declarative table of (column,
-condition, message, fix), leaving out those the source's types make impossible;
+source holds (text is trimmed in every format, so a CSV and a Parquet file of the same
+data agree; text from CSV is parsed; typed Parquet or Arrow columns are cast).
+:func:`checks_for` lists the row checks as a declarative table of (column, condition,
+message, fix), leaving out those the source's types make impossible;
 :func:`raise_on_problems` runs them all in one scan and raises one
 :class:`~churnlens.errors.InputError` naming every problem with its rows and examples.
 """

@@ -270,7 +270,8 @@ def stage_events(
 
     raw_view, staged = next_name("_raw"), next_name("_staged")
     text_source = all(t == "VARCHAR" for t in types.values())
-    typed = typed_columns(types, trim=text_source)
+    # one rule for every format: text values are trimmed (CSV and Parquet agree)
+    typed = typed_columns(types, trim=True)
     raw_cols = ", ".join(f"{ident(c)} AS r_{c}" for c in CANONICAL_COLUMNS if c in types)
     renamed = ", ".join(
         f"{ident(o)} AS {ident(c)}" for o, c in zip(raw.columns, present, strict=True)
@@ -284,7 +285,7 @@ def stage_events(
         else:
             raw.create_view(raw_view)
         con.execute(f"CREATE TEMP VIEW {staged} AS {select}")
-    checks = checks_for(types, trim=text_source)
+    checks = checks_for(types, trim=True)
     raw_id = raw.columns[present.index("customer_id")]
     return StagedLog(
         con, staged, label, settings, checks, select, typed["customer_id"], files, raw_id
