@@ -100,9 +100,8 @@ SCORED_SCHEMA = (
     "lifecycle_stage string, cycle_days double, days_since_purchase double, "
     "segment_id long, segment_name string, expected_value double, value_if_retained double, "
     "value_at_risk double, winback_value double, clv double, uplift double, "
-    "incremental_value double, "
-    "action string, action_channel string, `group` string, reasons array<string>, "
-    "model_version string, "
+    "incremental_value double, action string, action_channel string, `group` string, "
+    "reasons array<string>, model_version string, "
     "silent_on date, lost_on date, value_tier string, rule string"
 )
 
