@@ -260,3 +260,19 @@ def test_score_says_which_configured_sections_come_from_the_model(
     assert manifest["notes"] and "not used" in manifest["notes"][0]
     plain = runner.invoke(app, [a for a in args if a not in ("--config", str(config))])
     assert plain.exit_code == 0 and "note:" not in plain.output
+
+
+def test_an_as_of_day_years_after_the_log_is_noted(
+    events_path: Path, bundles, tmp_path: Path
+) -> None:
+    """--as-of 9999-12-31 scores (nothing forbids a late day) but says what it did."""
+    out = tmp_path / "far.parquet"
+    args = ["score", str(events_path), "--as-of", "9999-12-31", "--out", str(out), "--model",
+            str(bundles[0]), "--no-track"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "note: the log's newest purchase is" in text and "check --as-of" in text
+    assert (pd.read_parquet(out)["lifecycle_stage"] == "lost").all()
+    near = score(events_path, AS_OF, tmp_path / "near.parquet", load_models(bundles[0]))
+    assert near.manifest["notes"] == []

@@ -126,3 +126,19 @@ def assign_stages(
         },
         index=features.index,
     )
+
+
+STALE_DAYS = 366
+
+
+def stale_as_of(as_of: date, buyers: pd.DataFrame) -> tuple[str, ...]:
+    """A note when the log's newest purchase is over a year before the as-of day: every
+    customer is then scored as long gone, which is rarely what was meant."""
+    recency = buyers["rfm_recency_days"] if "rfm_recency_days" in buyers else pd.Series([])
+    newest = float(recency.min()) if len(recency) else float("nan")
+    if not newest > STALE_DAYS:
+        return ()
+    return (
+        f"the log's newest purchase is {newest:,.0f} days before the as-of day {as_of}: "
+        "every customer is scored as long gone; check --as-of",
+    )

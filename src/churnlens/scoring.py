@@ -51,7 +51,13 @@ from churnlens.experiments import assign_groups, design, design_sql
 from churnlens.features.aggregation import LogAggregates, aggregate_log
 from churnlens.features.engine import finish_features
 from churnlens.features.population import PopulationStats
-from churnlens.lifecycle import STAGES, StageThresholds, assign_stages, stage_thresholds
+from churnlens.lifecycle import (
+    STAGES,
+    StageThresholds,
+    assign_stages,
+    stage_thresholds,
+    stale_as_of,
+)
 from churnlens.model_source import ScoringModels
 from churnlens.models.base import model_class, model_kinds
 from churnlens.outputs import (
@@ -101,6 +107,7 @@ class ScoringPlan:
     fingerprint: str
     events: int
     events_after: int  # after the as-of day: ignored, reported
+    notes: tuple[str, ...] = ()  # what the manifest and the CLI should say
 
 
 def plan_from(
@@ -129,6 +136,7 @@ def plan_from(
         fingerprint=fingerprint,
         events=events,
         events_after=later,
+        notes=stale_as_of(as_of, buyers),
     )
 
 
@@ -417,7 +425,7 @@ def manifest_of(
         "events_after_as_of_ignored": plan.events_after,
         "partitions": partitions,
         "max_contacts": max_contacts,
-        "notes": list(models.notes),
+        "notes": [*models.notes, *plan.notes],
         "experiment": design(con.execute(design_sql("_ranked")).df(), models.settings.experiment),
         "horizon_days": models.settings.training.horizon_days,
         "stages": {s: stages.get(s, 0) for s in STAGES},
