@@ -482,7 +482,7 @@ def test_optimiser_failure_raises_model_error(
 
     def to_bound(fun: object, x0: np.ndarray, **kwargs: object) -> OptimizeResult:
         x = np.asarray(x0, dtype=float).copy()
-        x[-1] = btyd._LOG_BOUND
+        x[-1] = btyd.LOG_BOUND
         return OptimizeResult(x=x, fun=1.0, jac=np.zeros_like(x), success=True, message="ok")
 
     monkeypatch.setattr(btyd, "minimize", to_bound)

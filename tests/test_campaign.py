@@ -20,7 +20,7 @@ from churnlens.sample.campaign import (
     FORMAT_STREAM,
     Campaign,
     Effects,
-    _streams,
+    random_stream,
     simulate_campaign,
 )
 from churnlens.sample.output import customer_ids, to_frame
@@ -400,9 +400,9 @@ def test_each_cycle_has_random_streams_of_its_own(monkeypatch: pytest.MonkeyPatc
 
     def spy(seed: int, stream: int, campaign_seed: int, *key: int) -> np.random.Generator:
         keys.append((stream, campaign_seed, *key))
-        return _streams(seed, stream, campaign_seed, *key)
+        return random_stream(seed, stream, campaign_seed, *key)
 
-    monkeypatch.setattr(campaign_module, "_streams", spy)
+    monkeypatch.setattr(campaign_module, "random_stream", spy)
     one = simulate_campaign(400, 200, 3, START, NOBODY, 14, replicates=2)
     first, keys[:] = list(keys), []
     simulate_campaign(400, 200, 3, START, NOBODY, 14, replicates=2, after=one)

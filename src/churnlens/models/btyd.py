@@ -27,7 +27,7 @@ from scipy.special import betaln, digamma, expit, gammaln, hyp2f1, logsumexp
 from churnlens.errors import InputError, ModelError
 
 FloatArray = NDArray[np.float64]
-_LOG_BOUND = 18.0  # parameters stay within [e^-18, e^18] ~ [1.5e-8, 6.6e7]
+LOG_BOUND = 18.0  # parameters stay within [e^-18, e^18] ~ [1.5e-8, 6.6e7]
 # scipy's hyp2f1 matched mpmath to 1e-12 for z <= 0.8 (x <= 1e4, parameters in [0.02, 50]); above
 # it can be nan, inf or wrong: those go to the quadratures below, in blocks of <= _BLOCK floats.
 _Z_SCIPY, _BLOCK, _GL96 = 0.8, 1 << 22, np.polynomial.legendre.leggauss(96)
@@ -122,10 +122,10 @@ def maximise(
     objective: Callable[[FloatArray], Any], start: list[float], names: tuple[str, ...], grad: bool
 ) -> tuple[list[float], float]:
     """Minimise a mean negative log-likelihood over log-parameters; raise if it fails."""
-    kw = {"method": "L-BFGS-B", "bounds": [(-_LOG_BOUND, _LOG_BOUND)] * len(start)}
+    kw = {"method": "L-BFGS-B", "bounds": [(-LOG_BOUND, LOG_BOUND)] * len(start)}
     opts = {"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-8 if grad else 1e-6}
     res = minimize(objective, np.log(start), jac=grad, options=opts, **kw)
-    at_bound = [n for n, v in zip(names, res.x, strict=True) if abs(v) > _LOG_BOUND - 1e-3]
+    at_bound = [n for n, v in zip(names, res.x, strict=True) if abs(v) > LOG_BOUND - 1e-3]
     if at_bound:
         raise ModelError(f"fit failed: {at_bound} ran to a bound; the data do not identify them")
     if not np.isfinite(res.fun):

@@ -138,7 +138,7 @@ from churnlens.sample.output import customer_ids
 from churnlens.sample.weeks import History, run_history
 from churnlens.sample.worlds import Outcome, Window, continue_worlds, next_history, window_frame
 
-__all__ = ["CONTACT_ACTIONS", "Campaign", "Effects", "simulate_campaign"]
+__all__ = ["CONTACT_ACTIONS", "Campaign", "Effects", "random_stream", "simulate_campaign"]
 
 CAMPAIGN_STREAM = 0xCA58  # spawn keys: (CAMPAIGN_STREAM, campaign_seed, replicate[, cycle])
 FORMAT_STREAM = 0xCA59  # times of day and browsing visits of the window's event frame
@@ -171,7 +171,7 @@ class Campaign:
         return 1 if self.continuation is None else self.continuation.cycle
 
 
-def _streams(seed: int, stream: int, campaign_seed: int, *key: int) -> np.random.Generator:
+def random_stream(seed: int, stream: int, campaign_seed: int, *key: int) -> np.random.Generator:
     """A generator of its own: ``(stream, campaign_seed, *key)`` spawned from ``seed``."""
     seq = np.random.SeedSequence(seed, spawn_key=(stream, campaign_seed, *key))
     return np.random.default_rng(seq)
@@ -282,7 +282,7 @@ def simulate_campaign(
     chosen = treated.astype(np.intp)
 
     def replicate(r: int, chosen: np.ndarray | None = None) -> tuple[Outcome, Window]:
-        rng = _streams(seed, CAMPAIGN_STREAM, campaign_seed, r, *key)
+        rng = random_stream(seed, CAMPAIGN_STREAM, campaign_seed, r, *key)
         return continue_worlds(history, stacked, rng, horizon_days, chosen)
 
     first, window = replicate(0, chosen)  # the world that happened
@@ -291,7 +291,7 @@ def simulate_campaign(
         outcome, _ = replicate(r)
         hits += outcome.retained
         spend += outcome.spend
-    fmt = _streams(seed, FORMAT_STREAM, campaign_seed, *key)
+    fmt = random_stream(seed, FORMAT_STREAM, campaign_seed, *key)
     events = window_frame(fmt, window, ids, start)
 
     p, mean_spend = hits / replicates, spend / replicates
