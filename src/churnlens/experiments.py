@@ -54,9 +54,9 @@ def assign_groups(
     """``treatment`` / ``control`` for customers of a contact action, ``none`` otherwise
     (see the module docstring)."""
     actions = np.asarray(actions, dtype=object)
-    share = np.array(
-        [settings.control_shares.get(a, settings.control_share) for a in actions], dtype=float
-    )
+    share = (  # per action, never per customer: scoring calls this for millions
+        pd.Series(actions).map(settings.control_shares).fillna(settings.control_share)
+    ).to_numpy(dtype=float)
     held = uniform(ids, settings.name + ":global") < settings.global_control_share
     control = (uniform(ids, settings.name) < share) | held
     contacting = np.isin(actions, contact_actions)
