@@ -26,6 +26,7 @@ from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
 from churnlens.events.sql import date_literal
 from churnlens.jobs import read_scores
+from churnlens.labels import log_span
 from churnlens.outcomes import DETAIL_COLUMNS, OUTCOME_COLUMNS, measure
 from churnlens.outputs import atomic_path, check_output_path, replace_with_manifest
 
@@ -74,7 +75,7 @@ def window_outcomes(
 def check_window(table: EventTable, source: str, as_of: date, horizon_days: int) -> date:
     """The window's last day; :class:`InputError` when the log ends before it."""
     end = as_of + timedelta(days=horizon_days)
-    (last,) = table.con.execute(f"SELECT max(day) FROM {table.name}").fetchone()  # type: ignore[misc]
+    _, last = log_span(table)
     if last is None or last < end:
         ends = "has no events" if last is None else f"ends on {last}"
         raise InputError(
@@ -111,7 +112,7 @@ def outcomes_job(
         report = check_output_path(report, suffixes=(".html",), inputs=[*inputs, out])
     scores, scored = read_scores(scores_path, NEEDED)
     scored = scored or {}
-    as_of = _as_of(scores, str(scores_path))
+    as_of = scoring_day(scores, str(scores_path))
     horizon = int(horizon_days or scored.get("horizon_days") or settings.training.horizon_days)
     table = load_events(events, settings)
     end = check_window(table, str(events), as_of, horizon)
@@ -159,7 +160,8 @@ def outcomes_job(
     return result
 
 
-def _as_of(scores: pd.DataFrame, source: str) -> date:
+def scoring_day(scores: pd.DataFrame, source: str) -> date:
+    """The one scoring day of a scores file; :class:`InputError` when it holds several."""
     days = pd.Series(scores["as_of"].astype(str).unique())
     if len(days) != 1:
         shown = ", ".join(days.head(3))
@@ -205,4 +207,4 @@ def _track(result: OutcomesResult, settings: Settings, html: str) -> None:
     record_run(settings, f"outcomes-{m['as_of']}", params, tags, content, kept=kept)
 
 
-__all__ = ["DETAIL_COLUMNS", "OUTCOME_COLUMNS", "OutcomesResult", "outcomes_job"]
+__all__ = ["DETAIL_COLUMNS", "OUTCOME_COLUMNS", "OutcomesResult", "outcomes_job", "scoring_day"]

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.outcomes import ALL
-from churnlens.report_html import CSS, cards, e, figure, img, money, note, table
+from churnlens.report_html import cards, e, figure, img, money, note, page, table
 
 if TYPE_CHECKING:
     from churnlens.campaigns import OutcomesResult
@@ -135,12 +135,7 @@ def build_outcomes_report(result: OutcomesResult, currency: str = "") -> str:
         body.append("<h2>Per lifecycle stage within each action</h2>")
         body.append(table(_shown(stages, currency)))
     body.append(f'<p class="note">Methods: {e("; ".join(m["methods"].values()))}.</p>')
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>churnlens outcomes {e(m['as_of'])}</title><style>{CSS}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
-    )
+    return page(f"churnlens outcomes {m['as_of']}", body)
 
 
 __all__ = ["build_outcomes_report", "forest", "points"]

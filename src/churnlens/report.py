@@ -27,7 +27,6 @@ from churnlens.errors import InputError, Problem
 from churnlens.lifecycle import STAGES
 from churnlens.outputs import atomic_path, check_output_path
 from churnlens.report_html import (
-    CSS,
     RISK_COLOURS,
     bars,
     cards,
@@ -40,6 +39,7 @@ from churnlens.report_html import (
     missing,
     money,
     note,
+    page,
     reasons_list,
     table,
 )
@@ -377,12 +377,7 @@ def build_report(
     if cohorts is not None and not cohorts.empty:
         body.append(cohorts_section(cohorts))
     body.append(_top(frame, currency))
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>churnlens report</title><style>{CSS}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
-    )
+    return page("churnlens report", body)
 
 
 def write_report(html: str, path: str | Path) -> Path:

@@ -43,6 +43,16 @@ img{max-width:100%;height:auto}.note{color:#666;font-size:.9rem}
 """
 
 
+def page(title: str, body: list[str]) -> str:
+    """One self-contained HTML page: the title (escaped), the shared style, the body."""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)}</title><style>{CSS}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+
+
 def e(value: object) -> str:
     """``value`` as escaped HTML text (quotes too)."""
     return escape(str(value), quote=True)

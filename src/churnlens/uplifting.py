@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.bundle import versions, write_bundle
-from churnlens.campaigns import ARMS, NEEDED, check_window, window_outcomes
+from churnlens.campaigns import ARMS, NEEDED, check_window, scoring_day, window_outcomes
 from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
@@ -76,11 +76,7 @@ def campaign_frame(
     and control groups, action, treated, outcome, propensity and value at risk."""
     scores, manifest = read_scores(path, (*NEEDED, "value_at_risk"))
     manifest = manifest or {}
-    days = scores["as_of"].astype(str).str[:10].unique()
-    if len(days) != 1:
-        problem = Problem("as_of", f"{len(days)} scoring days", fix="give one scoring run")
-        raise InputError(str(path), [problem])
-    as_of = parse_as_of(str(days[0]))
+    as_of = scoring_day(scores, str(path))
     horizon = int(horizon_days or manifest.get("horizon_days") or settings.training.horizon_days)
     check_window(table, "the event log", as_of, horizon)
     arms = scores[scores["group"].isin(ARMS)]
@@ -90,7 +86,8 @@ def campaign_frame(
     design = manifest.get("experiment")
     rows["treated"] = rows["group"] == "treatment"
     rows["outcome"] = rows["retained"].astype(int)
-    rows["propensity"] = [1 - control_probability(a, design) for a in rows["action"]]
+    treated_share = {a: 1 - control_probability(a, design) for a in rows["action"].unique()}
+    rows["propensity"] = rows["action"].map(treated_share).astype(float)
     rows["campaign"] = as_of.isoformat()
     X = build_features(table, as_of, settings)
     X.index = X.index.astype(str)
