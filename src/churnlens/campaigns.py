@@ -46,6 +46,11 @@ class OutcomesResult:
     customers: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
 
 
+def experiment_rows(scores: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a campaign's experiment: the contacted (treatment) and the controls."""
+    return scores[(scores["group"] == "control") | scores["contact"].astype(bool)]
+
+
 def window_outcomes(
     table: EventTable, scores: pd.DataFrame, as_of: date, horizon_days: int
 ) -> pd.DataFrame:
@@ -116,8 +121,7 @@ def outcomes_job(
     horizon = int(horizon_days or scored.get("horizon_days") or settings.training.horizon_days)
     table = load_events(events, settings)
     end = check_window(table, str(events), as_of, horizon)
-    arms = scores[scores["group"].isin(ARMS)][list(NEEDED)]
-    arms = arms[(arms["group"] == "control") | arms["contact"].astype(bool)]
+    arms = experiment_rows(scores)[list(NEEDED)]
     customers = window_outcomes(table, arms, as_of, horizon)
     costs = settings.experiment.costs
     result_table, stages = measure(customers, costs)
@@ -207,4 +211,11 @@ def _track(result: OutcomesResult, settings: Settings, html: str) -> None:
     record_run(settings, f"outcomes-{m['as_of']}", params, tags, content, kept=kept)
 
 
-__all__ = ["DETAIL_COLUMNS", "OUTCOME_COLUMNS", "OutcomesResult", "outcomes_job", "scoring_day"]
+__all__ = [
+    "DETAIL_COLUMNS",
+    "OUTCOME_COLUMNS",
+    "OutcomesResult",
+    "experiment_rows",
+    "outcomes_job",
+    "scoring_day",
+]

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from churnlens.actions import Policy
-from churnlens.campaigns import OutcomesResult, outcomes_job
+from churnlens.campaigns import OutcomesResult, experiment_rows, outcomes_job
 from churnlens.config import Settings
 from churnlens.jobs import score_job
 from churnlens.model_source import ScoringModels, load_models
@@ -77,7 +77,7 @@ def true_effects(scores: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:
     """Per action, the simulator's mean effect on P(purchase in the window) over the
     experiment's customers (contacted and controls): what the measured lift estimates;
     ``all`` weights the actions by contacted customers, as the outcomes table does."""
-    arms = scores[(scores["group"] == "control") | scores["contact"].astype(bool)]
+    arms = experiment_rows(scores)
     effect = truth["effect"].reindex(arms["customer_id"].astype(str)).to_numpy()
     frame = pd.DataFrame({"action": arms["action"].to_numpy(), "effect": effect})
     means = frame.groupby("action")["effect"].mean()

@@ -33,7 +33,13 @@ import numpy as np
 import pandas as pd
 
 from churnlens.bundle import versions, write_bundle
-from churnlens.campaigns import ARMS, NEEDED, check_window, scoring_day, window_outcomes
+from churnlens.campaigns import (
+    NEEDED,
+    check_window,
+    experiment_rows,
+    scoring_day,
+    window_outcomes,
+)
 from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
@@ -79,8 +85,7 @@ def campaign_frame(
     as_of = scoring_day(scores, str(path))
     horizon = int(horizon_days or manifest.get("horizon_days") or settings.training.horizon_days)
     check_window(table, "the event log", as_of, horizon)
-    arms = scores[scores["group"].isin(ARMS)]
-    arms = arms[(arms["group"] == "control") | arms["contact"].astype(bool)]
+    arms = experiment_rows(scores)
     kept = [*NEEDED, "value_at_risk"]
     rows = window_outcomes(table, arms[kept], as_of, horizon)
     design = manifest.get("experiment")
