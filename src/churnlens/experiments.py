@@ -54,9 +54,9 @@ def assign_groups(
     """``treatment`` / ``control`` for customers of a contact action, ``none`` otherwise
     (see the module docstring)."""
     actions = np.asarray(actions, dtype=object)
-    share = (  # per action, never per customer: scoring calls this for millions
-        pd.Series(actions).map(settings.control_shares).fillna(settings.control_share)
-    ).to_numpy(dtype=float)
+    share = np.full(len(actions), settings.control_share)  # per action, never per customer
+    for action, value in settings.control_shares.items():
+        share[actions == action] = value
     held = uniform(ids, settings.name + ":global") < settings.global_control_share
     control = (uniform(ids, settings.name) < share) | held
     contacting = np.isin(actions, contact_actions)
