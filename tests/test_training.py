@@ -121,8 +121,8 @@ def test_bundle_round_trip_and_tamper_refusal(backtested, tmp_path: Path) -> Non
     import shutil
 
     shutil.copytree(bundle, copy)
-    with (copy / "model.joblib").open("ab") as fh:
-        fh.write(b"tampered")
+    with (copy / "model.json").open("ab") as fh:
+        fh.write(b" ")
     with pytest.raises(ModelError, match="does not match the SHA-256"):
         load_bundle(copy)
 

@@ -2,14 +2,23 @@
 
 A bundle is a directory written to a temporary name and renamed when complete, so a
 killed run never leaves half a bundle. The model writes its files through the model
-protocol (:meth:`~churnlens.models.base.ChurnlensModel.save`); the manifest records its
-``kind``, metadata and every file's hash. Loading checks every file's hash against the
-manifest before anything is read, refuses a modified bundle, and rebuilds the model
-through its kind's :meth:`~churnlens.models.base.ChurnlensModel.load`.
+protocol (:meth:`~churnlens.models.base.ChurnlensModel.save`), without pickle (see
+:mod:`churnlens.models.state`); the manifest records its ``kind``, metadata, format and
+every file's hash. Loading checks every file's hash against the manifest before anything
+is read, refuses a modified bundle, and rebuilds the model through its kind's
+:meth:`~churnlens.models.base.ChurnlensModel.load`.
+
+**Authenticity.** Hashes beside the files stop corruption, not someone who can write the
+folder: they can rewrite the manifest too. With ``CHURNLENS_SIGNING_KEY`` set, bundles are
+signed (HMAC-SHA-256 of the manifest's bytes, in ``manifest.sig``) and a bundle whose
+signature does not verify with that key, or that has none, is refused before its manifest
+is parsed. Without a key, bundles are written and read unsigned and say so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import platform
@@ -20,10 +29,32 @@ from typing import Any
 
 from churnlens import __version__
 from churnlens.errors import ModelError, OutputError
-from churnlens.models.base import ChurnlensModel, model_class
+from churnlens.models.base import PICKLED, ChurnlensModel, model_class
+from churnlens.models.state import FORMAT
 from churnlens.outputs import sha256_file, sweep_dead_work, work_prefix
 
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+KEY_VARIABLE = "CHURNLENS_SIGNING_KEY"
+MIN_KEY_BYTES = 16
+
+
+def signing_key() -> bytes | None:
+    """The bundle signing key from ``CHURNLENS_SIGNING_KEY`` (None when unset)."""
+    text = os.environ.get(KEY_VARIABLE, "")
+    if not text:
+        return None
+    key = text.encode("utf-8")
+    if len(key) < MIN_KEY_BYTES:
+        raise ModelError(
+            f"{KEY_VARIABLE} holds {len(key)} bytes; use a secret of at least "
+            f"{MIN_KEY_BYTES} (e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+        )
+    return key
+
+
+def _signature(key: bytes, manifest: bytes) -> str:
+    return "hmac-sha256:" + hmac.new(key, manifest, hashlib.sha256).hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -59,11 +90,21 @@ def write_bundle(directory: str | Path, model: ChurnlensModel, manifest: dict[st
         where = directory.parent
         raise OutputError(f"{where}: cannot write a model bundle there ({exc.strerror})") from None
     try:
+        key = signing_key()
         written = model.save(tmp)
         files = {name: sha256_file(tmp / name) for name in written}
-        described = {**manifest, "kind": model.kind, "model": model.metadata(), "files": files}
-        text = json.dumps(described, indent=2, sort_keys=True, default=str)
-        (tmp / MANIFEST).write_text(text + "\n", encoding="utf-8")
+        described = {
+            **manifest,
+            "kind": model.kind,
+            "model": model.metadata(),
+            "files": files,
+            "format": FORMAT,
+            "signed": key is not None,
+        }
+        text = json.dumps(described, indent=2, sort_keys=True, default=str) + "\n"
+        (tmp / MANIFEST).write_bytes(text.encode("utf-8"))
+        if key is not None:
+            (tmp / SIGNATURE).write_text(_signature(key, text.encode("utf-8")) + "\n")
         os.chmod(tmp, 0o755 & ~_umask())
         os.replace(tmp, directory)
     except OSError as exc:
@@ -82,13 +123,17 @@ def _umask() -> int:
     return mask
 
 
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest of a bundle, without loading the model."""
+def read_manifest(directory: str | Path, verify: bool = False) -> dict[str, Any]:
+    """The manifest of a bundle, without loading the model; with ``verify``, only after
+    its signature verified when a signing key is set."""
     path = Path(directory) / MANIFEST
     if not path.is_file():
         raise ModelError(f"{directory}: not a churnlens model bundle (no {MANIFEST})")
+    raw = path.read_bytes()
+    if verify and (key := signing_key()) is not None:
+        _verify(Path(directory), key, raw)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict):
@@ -96,24 +141,80 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_bundle(
-    directory: str | Path, kind: str | None = None
-) -> tuple[ChurnlensModel, dict[str, Any]]:
-    """The model and manifest of a bundle, after checking every file's SHA-256 (and,
-    with ``kind``, that it holds that kind of model)."""
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    found = manifest.get("kind")
-    if kind is not None and found != kind:
-        raise ModelError(f"{directory}: a {found or 'unknown'} bundle, not a {kind} bundle")
+def _verify(directory: Path, key: bytes, raw: bytes) -> None:
+    sig = directory / SIGNATURE
+    if not sig.is_file():
+        raise ModelError(
+            f"{directory}: the bundle is not signed, and {KEY_VARIABLE} is set, so only signed "
+            "bundles are loaded. Retrain with the key set, or unset it to accept unsigned ones"
+        )
+    found = sig.read_text(encoding="utf-8", errors="replace").strip()
+    if not hmac.compare_digest(found.encode(), _signature(key, raw).encode()):
+        raise ModelError(
+            f"{directory}: the bundle's signature does not verify with {KEY_VARIABLE}: it was "
+            "changed after training or signed with another key, so it is not loaded"
+        )
+
+
+def check_files(directory: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a bundle of the old pickle format, or whose files do not match its hashes."""
     files = manifest.get("files") or {}
     if not files:
         raise ModelError(f"{directory}: the manifest lists no model files")
+    if PICKLED in files or manifest.get("format") != FORMAT:
+        raise ModelError(
+            f"{directory}: a bundle of the old pickle format, which churnlens no longer loads "
+            "(unpickling a file runs whatever code it holds). Retrain it with `churnlens "
+            "train`, or, if you trust its origin, convert it once with `churnlens models "
+            f"convert --trust-pickle {directory}`"
+        )
     for name, expected in files.items():
         path = directory / name
-        if not path.is_file() or sha256_file(path) != expected:
+        if Path(name).name != name or not path.is_file() or sha256_file(path) != expected:
             raise ModelError(
                 f"{path}: does not match the SHA-256 in its manifest; the bundle was "
                 "modified or is incomplete, so it is not loaded. Retrain or restore it"
             )
+
+
+def load_bundle(
+    directory: str | Path, kind: str | None = None
+) -> tuple[ChurnlensModel, dict[str, Any]]:
+    """The model and manifest of a bundle, after checking its signature (when
+    ``CHURNLENS_SIGNING_KEY`` is set) and every file's SHA-256 (and, with ``kind``, that it
+    holds that kind of model)."""
+    directory = Path(directory)
+    manifest = read_manifest(directory, verify=True)
+    found = manifest.get("kind")
+    if kind is not None and found != kind:
+        raise ModelError(f"{directory}: a {found or 'unknown'} bundle, not a {kind} bundle")
+    check_files(directory, manifest)
     return model_class(str(found)).load(directory, manifest.get("model") or {}), manifest
+
+
+def convert_pickled(directory: str | Path) -> Path:
+    """Rewrite a bundle of the old pickle format in today's format, in place (trusting
+    its pickle: the one explicit exception, ``churnlens models convert --trust-pickle``).
+    The old bundle is kept beside it until the new one is in place."""
+    import joblib
+
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    files = manifest.get("files") or {}
+    if PICKLED not in files:
+        raise ModelError(f"{directory}: not a bundle of the old pickle format; nothing to do")
+    for name, expected in files.items():
+        if sha256_file(directory / name) != expected:
+            raise ModelError(f"{directory / name}: does not match its manifest; not converted")
+    model = joblib.load(directory / PICKLED)
+    kind = manifest.get("kind")
+    if not isinstance(model, ChurnlensModel) or model.kind != kind:
+        raise ModelError(f"{directory}: its pickle holds no {kind} model; not converted")
+    kept = {k: v for k, v in manifest.items() if k not in ("files", "kind", "model", "format")}
+    staged = directory.with_name(f".{directory.name}.converted-{os.getpid()}")
+    backup = directory.with_name(f".{directory.name}.pickled-{os.getpid()}")
+    write_bundle(staged, model, {**kept, "converted_from": "pickle"})
+    os.replace(directory, backup)
+    os.replace(staged, directory)
+    shutil.rmtree(backup, ignore_errors=True)
+    return directory

@@ -54,7 +54,7 @@ from churnlens.cli_options import settings_from as _settings
 app = typer.Typer(name="churnlens", add_completion=False, pretty_exceptions_enable=False, **GROUP)
 datasets_app = typer.Typer(help="Convert public data sets to the event-log contract.", **GROUP)
 app.add_typer(datasets_app, name="datasets")
-models_app = typer.Typer(help="Registered models in the MLflow store.", **GROUP)
+models_app = typer.Typer(help="Registered models in the MLflow store; model bundles.", **GROUP)
 app.add_typer(models_app, name="models")
 
 
@@ -312,6 +312,25 @@ def models_promote(
 
     promote(_settings(config), name, version)
     rendering.console.print(f"{name} version {version} is now the champion")
+
+
+@models_app.command("convert")
+def models_convert(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder of the old pickle format.")],
+    trust_pickle: Annotated[
+        bool, opt("Required: you trust this bundle's origin (unpickling runs its code).")
+    ] = False,
+) -> None:
+    """Rewrite a bundle of the old pickle format in today's pickle-free format, in place."""
+    from churnlens.bundle import convert_pickled
+    from churnlens.errors import ModelError
+
+    if not trust_pickle:
+        raise ModelError(
+            f"{bundle}: converting reads its pickle, which runs any code the file holds; "
+            "pass --trust-pickle only for a bundle whose origin you trust (or retrain it)"
+        )
+    rendering.console.print(f"{convert_pickled(bundle)}: converted; it loads without pickle")
 
 
 @datasets_app.command("cdnow")

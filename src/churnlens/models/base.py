@@ -32,7 +32,7 @@ import pandas as pd
 from churnlens.errors import ModelError
 
 _KINDS: dict[str, type[ChurnlensModel]] = {}
-PAYLOAD = "model.joblib"
+PICKLED = "model.joblib"  # the pickle format of churnlens 0.1, no longer loaded
 
 
 class ChurnlensModel(ABC):
@@ -72,20 +72,20 @@ class ChurnlensModel(ABC):
         return None
 
     def save(self, folder: Path) -> list[str]:
-        """Write the fitted model into ``folder``; returns the files written."""
-        import joblib
+        """Write the fitted model into ``folder`` (no pickle: see
+        :mod:`churnlens.models.state`); returns the files written."""
+        from churnlens.models.state import save_state
 
-        joblib.dump(self, folder / PAYLOAD, compress=3)
-        return [PAYLOAD]
+        return save_state(self, folder)
 
     @classmethod
     def load(cls, folder: Path, metadata: dict[str, Any]) -> ChurnlensModel:
         """The model :meth:`save` wrote (files already verified by the caller)."""
-        import joblib
+        from churnlens.models.state import load_state
 
-        model = joblib.load(folder / PAYLOAD)
-        if getattr(model, "kind", None) != cls.kind:
-            found = getattr(model, "kind", "?")
+        model = load_state(folder)
+        if not isinstance(model, cls):
+            found = getattr(model, "kind", type(model).__name__)
             raise ModelError(f"{folder}: holds a {found} model, not a {cls.kind} model")
         return model
 

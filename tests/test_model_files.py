@@ -1,0 +1,215 @@
+"""Model files without pickle: every kind round-trips bit for bit, nothing in a bundle runs
+code, old pickled bundles are refused (and convert only on request), signatures verify."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from churnlens import Settings, build_features
+from churnlens.bundle import (
+    MANIFEST,
+    SIGNATURE,
+    convert_pickled,
+    load_bundle,
+    read_manifest,
+    write_bundle,
+)
+from churnlens.errors import ModelError
+from churnlens.events import load_events
+from churnlens.models.churn import ChurnModel
+from churnlens.models.segments import SegmentModel
+from churnlens.models.state import load_state, save_state
+from churnlens.valuing import fit_value
+from tests.conftest import AS_OF, SETTINGS
+from tests.test_uplift_model import _customers, _fit
+
+KEY = "a-test-signing-key-0123456789"
+
+
+def _snapshots(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    from churnlens.training import make_snapshots
+
+    snaps = make_snapshots(events, [date(2024, 7, 1), date(2024, 8, 30)], SETTINGS)
+    return snaps.X, snaps.y
+
+
+@pytest.fixture(scope="module")
+def fitted(sample_events: pd.DataFrame, sample_log_path: Path) -> dict[str, tuple]:
+    """One fitted model of every kind (both calibrations of churn, both uplift learners,
+    the value model's supervised blend), with a frame to predict on."""
+    X, y = _snapshots(sample_events)
+    churn = ChurnModel(n_estimators=40, calibration="sigmoid").fit(X, y)
+    isotonic = ChurnModel(n_estimators=40, calibration="isotonic").fit(X, y)
+    today = build_features(sample_events, AS_OF, SETTINGS)
+    segments = SegmentModel(k=3).fit(today)
+    settings = SETTINGS.with_overrides(value={"horizon_days": 60})
+    value = fit_value(load_events(sample_log_path, settings), date(2025, 2, 3), settings).model
+    assert value.method_ == "blend", value.reason_  # the learners are part of what is saved
+    uplift_X = _customers(400, 11)[0]
+    return {
+        "churn": (churn, today),
+        "churn-isotonic": (isotonic, today),
+        "segments": (segments, today),
+        "value": (value, today),
+        "uplift-dr": (_fit("dr"), uplift_X),
+        "uplift-t": (_fit("t"), uplift_X),
+    }
+
+
+KINDS = ["churn", "churn-isotonic", "segments", "value", "uplift-dr", "uplift-t"]
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_every_model_kind_round_trips_bit_for_bit(fitted, name: str, tmp_path: Path) -> None:
+    model, X = fitted[name]
+    bundle = write_bundle(tmp_path / "b", model, {"settings": SETTINGS.model_dump(mode="json")})
+    assert not any(p.suffix in (".joblib", ".pkl", ".pickle") for p in bundle.iterdir())
+    loaded, manifest = load_bundle(bundle, model.kind)
+    assert type(loaded) is type(model) and manifest["format"] == "churnlens-state/1"
+    before, after = model.predict_columns(X), loaded.predict_columns(X)
+    pd.testing.assert_frame_equal(after, before, check_exact=False, rtol=0, atol=1e-12)
+    numeric = before.select_dtypes("number")
+    assert np.array_equal(after[numeric.columns].to_numpy(), numeric.to_numpy(), equal_nan=True)
+
+
+def test_isotonic_calibration_is_rebuilt_from_its_thresholds(fitted, tmp_path: Path) -> None:
+    model = fitted["churn-isotonic"][0]
+    save_state(model, tmp_path)
+    loaded = load_state(tmp_path)
+    assert type(loaded.calibrator_).__name__ == "IsotonicRegression"
+    grid = np.linspace(-0.5, 1.5, 101)
+    assert np.array_equal(loaded.calibrator_.predict(grid), model.calibrator_.predict(grid))
+
+
+def _rewrite_hashes(bundle: Path, drop_format: bool = False) -> None:
+    """What an attacker with write access does: make the manifest match the files."""
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["files"] = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in bundle.iterdir()
+        if p.name not in (MANIFEST, SIGNATURE)
+    }
+    if drop_format:
+        manifest.pop("format", None)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+
+
+class Payload:
+    """Unpickling this touches a marker file: the planted code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_planted_pickle_with_a_matching_manifest_is_refused_unrun(
+    fitted, tmp_path: Path
+) -> None:
+    bundle = write_bundle(tmp_path / "b", fitted["churn"][0], {"settings": {}})
+    marker = tmp_path / "payload-ran"
+    for p in list(bundle.iterdir()):
+        if p.name != MANIFEST:
+            p.unlink()
+    joblib.dump(Payload(marker), bundle / "model.joblib")
+    _rewrite_hashes(bundle, drop_format=True)
+    with pytest.raises(ModelError, match="old pickle format.*models convert --trust-pickle"):
+        load_bundle(bundle)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "node",
+    [
+        {"function": "os.system"},
+        {"object": "subprocess.Popen", "state": {"items": []}},
+        {"object": "builtins.eval", "state": {"items": []}},
+        {"function": "builtins.exec"},
+    ],
+)
+def test_a_model_file_naming_anything_outside_the_allow_list_is_refused(
+    fitted, tmp_path: Path, node: dict
+) -> None:
+    bundle = write_bundle(tmp_path / "b", fitted["segments"][0], {"settings": {}})
+    tree = json.loads((bundle / "model.json").read_text())
+    tree["model"]["state"]["items"].append(["extra_", node])
+    (bundle / "model.json").write_text(json.dumps(tree))
+    _rewrite_hashes(bundle)
+    with pytest.raises(ModelError, match="does not load"):
+        load_bundle(bundle)
+
+
+def test_a_pickled_bundle_converts_only_on_request_and_then_scores_the_same(
+    fitted, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from churnlens.cli import app
+
+    model, X = fitted["churn"]
+    bundle = write_bundle(tmp_path / "b", model, {"settings": {}, "as_of": AS_OF})
+    for p in list(bundle.iterdir()):
+        if p.name != MANIFEST:
+            p.unlink()
+    joblib.dump(model, bundle / "model.joblib")
+    _rewrite_hashes(bundle, drop_format=True)
+    runner = CliRunner()
+    refused = runner.invoke(app, ["models", "convert", str(bundle)])
+    assert refused.exit_code != 0 and "--trust-pickle" in refused.output
+    assert (bundle / "model.joblib").exists()
+    done = runner.invoke(app, ["models", "convert", "--trust-pickle", str(bundle)])
+    assert done.exit_code == 0, done.output
+    loaded, manifest = load_bundle(bundle, "churn")
+    assert manifest["converted_from"] == "pickle" and manifest["as_of"] == AS_OF
+    assert not (bundle / "model.joblib").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+    pd.testing.assert_frame_equal(loaded.predict_columns(X), model.predict_columns(X))
+    with pytest.raises(ModelError, match="nothing to do"):
+        convert_pickled(bundle)
+
+
+def test_signed_bundles_load_and_tampered_or_unsigned_ones_are_refused(
+    fitted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = fitted["segments"][0]
+    unsigned = write_bundle(tmp_path / "unsigned", model, {"settings": {}})
+    assert read_manifest(unsigned)["signed"] is False and not (unsigned / SIGNATURE).exists()
+    monkeypatch.setenv("CHURNLENS_SIGNING_KEY", KEY)
+    signed = write_bundle(tmp_path / "signed", model, {"settings": {}})
+    assert read_manifest(signed)["signed"] is True
+    load_bundle(signed, "segments")
+    with pytest.raises(ModelError, match="not signed"):
+        load_bundle(unsigned)
+    tampered = shutil.copytree(signed, tmp_path / "tampered")
+    tree = json.loads((tampered / "model.json").read_text())
+    (tampered / "model.json").write_text(json.dumps(tree).replace('"k_":3', '"k_":4'))
+    _rewrite_hashes(tampered)
+    with pytest.raises(ModelError, match="signature does not verify"):
+        load_bundle(tampered)
+    monkeypatch.setenv("CHURNLENS_SIGNING_KEY", KEY[::-1])
+    with pytest.raises(ModelError, match="signature does not verify"):
+        load_bundle(signed)
+    monkeypatch.setenv("CHURNLENS_SIGNING_KEY", "short")
+    with pytest.raises(ModelError, match="at least 16"):
+        load_bundle(signed)
+    monkeypatch.delenv("CHURNLENS_SIGNING_KEY")
+    load_bundle(signed)  # no key: read unsigned (the scoring run says so)
+
+
+def test_a_changed_file_is_still_refused_by_its_hash(fitted, tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "b", fitted["churn"][0], {"settings": {}})
+    with (bundle / "booster-0.txt").open("a") as fh:
+        fh.write("\n")
+    with pytest.raises(ModelError, match="does not match the SHA-256"):
+        load_bundle(bundle)
+
