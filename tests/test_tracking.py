@@ -97,11 +97,14 @@ def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
     version = c.get_model_version_by_alias("churnlens-churn", "champion")
     assert str(version.version) == "1"
     assert version.run_id == run.info.run_id
-    # the registered model loads and scores like the bundle
+    # the registered model is churnlens's pyfunc around the bundle (see tests/test_pyfunc.py)
     import mlflow
 
-    model = mlflow.sklearn.load_model("models:/churnlens-churn@champion")
-    assert list(model.feature_names_in_)[:2] == ["freq_contacts_7d", "freq_contacts_30d"]
+    model = mlflow.pyfunc.load_model("models:/churnlens-churn@champion")
+    assert model.metadata.get_output_schema().input_names()[:2] == [
+        "customer_id",
+        "churn_probability",
+    ]
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from churnlens import __version__
-from churnlens.bundle import load_bundle, read_manifest
+from churnlens.bundle import KEY_VARIABLE, load_bundle, read_manifest, signing_key
 from churnlens.config import Settings, settings_from_dict
 from churnlens.errors import ModelError
 from churnlens.features import feature_names
@@ -31,6 +31,7 @@ class LoadedModel:
     version: str  # bundle:NAME or NAME/VERSION
     uri: str
     trained_as_of: str | None = None
+    signed: bool = False  # its bundle's signature verified with CHURNLENS_SIGNING_KEY
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,11 @@ class ScoringModels:
     settings: Settings
     loaded: dict[str, LoadedModel] = field(default_factory=dict)
     notes: tuple[str, ...] = ()  # what the caller should know (say, ignored settings)
+
+    @property
+    def signed(self) -> bool:
+        """Whether every model's bundle was signed and verified."""
+        return all(found.signed for found in self.loaded.values())
 
     @property
     def churn(self) -> ChurnlensModel:
@@ -111,28 +117,37 @@ def _check_features(model: ChurnlensModel, settings: Settings, where: str) -> No
 
 
 def _load(ref: str, kind: str, settings: Settings) -> tuple[LoadedModel, Settings]:
-    """A model of ``kind`` from a bundle folder or a ``models:/`` URI, with the settings
-    it was trained with."""
+    """A model of ``kind`` from a bundle folder or a ``models:/`` URI (whose bundle is
+    downloaded and checked exactly like a local one), with the settings it was trained
+    with."""
     if ref.startswith("models:/"):
-        from churnlens.tracking import load_registered
+        from churnlens.tracking import find_version, registered_bundle
 
-        found = load_registered(ref, settings)
-        if getattr(found.model, "kind", None) != kind:
-            actual = getattr(found.model, "kind", type(found.model).__name__)
-            raise ModelError(f"{ref}: not a churnlens {kind} model ({actual})")
-        _check_version(found.churnlens_version, f"{ref} ({found.version})")
-        return LoadedModel(found.model, found.version, ref, found.as_of), found.settings
+        found = find_version(ref, settings)
+        with registered_bundle(found.name, found.number) as path:
+            return _from_bundle(path, kind, found.label, ref, f"{ref} ({found.label})")
     path = Path(ref)
     if not path.is_dir():
         raise ModelError(
             f"{path}: no such model bundle directory; give one written by `churnlens "
             "train` (under models/) or a models:/NAME@champion URI"
         )
-    model, manifest = load_bundle(path, kind)
-    _check_version(manifest.get("versions", {}).get("churnlens"), f"the bundle {path}")
-    trained = settings_from_dict(manifest["settings"], source=f"{path}/manifest.json")
-    version = f"bundle:{path.name}"
-    return LoadedModel(model, version, str(path.resolve()), manifest.get("as_of")), trained
+    return _from_bundle(
+        path, kind, f"bundle:{path.name}", str(path.resolve()), f"the bundle {path}"
+    )
+
+
+def _from_bundle(
+    path: Path, kind: str, version: str, uri: str, where: str
+) -> tuple[LoadedModel, Settings]:
+    try:
+        model, manifest = load_bundle(path, kind)
+    except ModelError as exc:
+        raise ModelError(str(exc).replace(str(path), where)) from None
+    _check_version(manifest.get("versions", {}).get("churnlens"), where)
+    trained = settings_from_dict(manifest["settings"], source=f"{where}: manifest.json")
+    signed = signing_key() is not None  # load_bundle verified the signature then
+    return LoadedModel(model, version, uri, manifest.get("as_of"), signed), trained
 
 
 def _newest_bundle(folder: Path, kind: str) -> Path | None:
@@ -200,7 +215,13 @@ def load_models(
         _check_companion(loaded[kind].model, trained, companion, kind)
     order = {kind: i for i, kind in enumerate(model_kinds())}
     ordered = dict(sorted(loaded.items(), key=lambda kv: order[kv[0]]))
-    return ScoringModels(trained, ordered, tuple(setting_conflicts(settings, trained)))
+    notes = setting_conflicts(settings, trained)
+    if signing_key() is None:
+        notes.append(
+            f"the model bundles are unsigned ({KEY_VARIABLE} is not set): their hashes catch "
+            "corruption, not a deliberate change; set the key when training and scoring"
+        )
+    return ScoringModels(trained, ordered, tuple(notes))
 
 
 FROM_MODEL = ("events", "features", "training", "lifecycle", "model", "segments", "value")

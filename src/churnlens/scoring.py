@@ -419,6 +419,7 @@ def manifest_of(
         "value_version": models.value_version,
         "value_method": None if models.value is None else models.value.method_,
         "uplift_version": models.uplift_version,
+        "models_signed": models.signed,
         "rank_by": policy.rank_by,
         "input_fingerprint": plan.fingerprint,
         "events_scored": plan.events,

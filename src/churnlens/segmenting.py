@@ -137,7 +137,7 @@ def _track_segments(
         registered_name=settings.tracking.segment_model_name,
         score=own if own is not None else -1.0,
         champion_score=silhouette,
-        predict="predict",
+        bundle=result.bundle,
     )
     record = record_run(
         settings,

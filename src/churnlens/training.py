@@ -212,6 +212,7 @@ def _track(
         registered_name=settings.tracking.churn_model_name,
         score=float(result.validation.loc["model", "roc_auc"]),
         champion_score=_champion_score(result, settings.training.horizon_days),
+        bundle=result.bundle,
         force=force,
     )
     kept = f"the model bundle was saved at {result.bundle}"

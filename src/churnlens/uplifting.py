@@ -231,7 +231,7 @@ def track_uplift(
         registered_name=settings.tracking.uplift_model_name,
         score=-np.inf if score is None else score,
         champion_score=champion_score,
-        predict="predict_columns",
+        bundle=result.bundle,
     )
     record = record_run(
         settings,

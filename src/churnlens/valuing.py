@@ -127,7 +127,7 @@ def track_value(
         registered_name=settings.tracking.value_model_name,
         score=score,
         champion_score=_champion_score(result),
-        predict="predict_columns",
+        bundle=result.bundle,
         force=force,
     )
     record = record_run(

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from churnlens import __version__
-from churnlens.config import Settings, load_settings
+from churnlens.config import Settings
 from churnlens.errors import ModelError, TrackingError
 from churnlens.events.sql import literal
 from churnlens.tracking.store import failures, first_line, retry, tracking_uri, use_store
@@ -31,36 +30,72 @@ ChampionScore = Callable[[Any, dict[str, str], dict[str, float]], float | None]
 
 
 def log_model(
-    model: Any,
-    name: str,
-    example: pd.DataFrame,
-    registered_name: str,
-    predict: str = "predict_proba",
+    model: Any, name: str, example: pd.DataFrame, registered_name: str, bundle: Path
 ) -> str:
-    """Log and register ``model`` with a signature and an input example; its version."""
+    """Log and register ``model`` as churnlens's pyfunc around its ``bundle`` (see
+    :mod:`churnlens.tracking.pyfunc`), with a signature and an input example; its version."""
     import mlflow
-    from mlflow.models import infer_signature
 
-    output = getattr(model, predict)(example)
-    output = output[:, 1] if predict == "predict_proba" else np.asarray(output)
-    signature = infer_signature(example, output)
-    requirements = [f"churnlens=={__version__}", "lightgbm", "scikit-learn", "pandas"]
-    # MLflow prints "Successfully registered model ..." straight to stderr; the CLI
-    # reports the registered version itself.
-    with contextlib.redirect_stderr(io.StringIO()):
-        info = retry(
-            lambda: mlflow.sklearn.log_model(
-                model,
-                name=name,
-                signature=signature,
-                input_example=example,
-                registered_model_name=registered_name,
-                pip_requirements=requirements,
-                pyfunc_predict_fn=predict,
-                serialization_format="cloudpickle",
+    from churnlens.bundle import read_manifest
+    from churnlens.tracking import pyfunc
+
+    manifest = read_manifest(bundle)
+    signature = pyfunc.signature_for(model, manifest, example)
+    entry = Path(pyfunc.__file__).with_name("pyfunc_entry.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        code = shutil.copytree(
+            pyfunc.code_folder(),
+            Path(tmp) / "churnlens",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+        # MLflow prints "Successfully registered model ..." straight to stderr; the CLI
+        # reports the registered version itself.
+        with contextlib.redirect_stderr(io.StringIO()):
+            info = retry(
+                lambda: mlflow.pyfunc.log_model(
+                    name=name,
+                    python_model=str(entry),
+                    artifacts={pyfunc.BUNDLE: str(bundle)},
+                    code_paths=[str(code)],
+                    signature=signature,
+                    input_example=example.reset_index().head(5),
+                    registered_model_name=registered_name,
+                    pip_requirements=pyfunc.requirements(),
+                )
+            )
+    return str(info.registered_model_version)
+
+
+@contextlib.contextmanager
+def registered_bundle(name: str, version: str) -> Iterator[Path]:
+    """The bundle of a registered version, downloaded into a temporary folder (removed
+    afterwards); the caller loads it with :func:`~churnlens.bundle.load_bundle`."""
+    import mlflow
+
+    from churnlens.bundle import MANIFEST
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{name}/{version}", dst_path=tmp
             )
         )
-    return str(info.registered_model_version)
+        found = sorted(p for p in (folder / "artifacts").glob("*") if p.is_dir())
+        if len(found) != 1 or not (found[0] / MANIFEST).is_file():
+            raise ModelError(
+                f"models:/{name}/{version} was registered in the old pickle format, which "
+                "churnlens no longer loads; retrain to register a new version"
+            )
+        bundle = found[0]
+        yield bundle
+
+
+def load_version(name: str, version: str, kind: str | None = None) -> Any:
+    """The model of a registered version, loaded and checked like a local bundle."""
+    from churnlens.bundle import load_bundle
+
+    with registered_bundle(name, version) as bundle:
+        return load_bundle(bundle, kind)[0]
 
 
 @dataclass(frozen=True)
@@ -105,7 +140,6 @@ def update_champion(
     metrics, and returns its score on the new run's validation data (higher is better),
     or None when no fair comparison exists.
     """
-    import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
@@ -116,7 +150,7 @@ def update_champion(
         retry(lambda: client.set_registered_model_alias(registered_name, CHAMPION, version))
         return AliasDecision(True, "forced" if force else "first registered version")
     try:
-        champion = mlflow.sklearn.load_model(f"models:/{registered_name}@{CHAMPION}")
+        champion = load_version(registered_name, str(current.version))
         run = retry(lambda: client.get_run(current.run_id)) if current.run_id else None
     except Exception as exc:
         raise TrackingError(
@@ -187,21 +221,21 @@ def _list_models(settings: Settings) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
-class RegisteredModel:
-    """A registered version, loaded: the model, the settings its run logged, its label."""
+class RegisteredVersion:
+    """A registered version: its label and what its run recorded."""
 
-    model: Any
-    settings: Settings
-    version: str  # NAME/VERSION
+    name: str
+    number: str
     as_of: str | None
-    churnlens_version: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.number}"
 
 
-def load_registered(uri: str, settings: Settings) -> RegisteredModel:
-    """The model behind a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI, with
-    the settings its run logged; raises :class:`ModelError` saying how to fix a miss."""
-    import mlflow
-
+def find_version(uri: str, settings: Settings) -> RegisteredVersion:
+    """The version behind a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI; raises
+    :class:`ModelError` saying how to fix a miss."""
     client = use_store(settings)
     ref = uri.removeprefix("models:/")
     try:
@@ -212,43 +246,21 @@ def load_registered(uri: str, settings: Settings) -> RegisteredModel:
             name, number = ref.rsplit("/", 1)
             version = client.get_model_version(name, number)
         run = client.get_run(version.run_id)
-        model = mlflow.sklearn.load_model(f"models:/{name}/{version.version}")
     except Exception as exc:
         raise ModelError(
             f"{uri}: cannot load from the MLflow store {tracking_uri(settings)} "
             f"({first_line(exc)}); train a model first, check `churnlens models list`, or "
             "pass --model models/BUNDLE_DIR"
         ) from None
-    trained = _run_settings(client, version.run_id, uri)
-    return RegisteredModel(
-        model,
-        trained,
-        f"{name}/{version.version}",
-        run.data.params.get("as_of"),
-        run.data.tags.get("churnlens_version"),
-    )
-
-
-def _run_settings(client: Any, run_id: str, uri: str) -> Settings:
-    """The settings a registered model was trained with: its run's logged config file."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            folder = Path(client.download_artifacts(run_id, "config", tmp))
-        except Exception:
-            raise ModelError(f"{uri}: its run logged no configuration; retrain it") from None
-        files = sorted(folder.glob("*.y*ml"))
-        if not files:
-            raise ModelError(f"{uri}: its run logged no configuration; retrain it")
-        return load_settings(files[0])
+    return RegisteredVersion(name, str(version.version), run.data.params.get("as_of"))
 
 
 def load_champion(settings: Settings, registered_name: str) -> Any | None:
     """The champion model of a registered name, or None when there is none (or the store
     cannot give it: the caller then starts afresh)."""
-    import mlflow
-
     try:
-        use_store(settings)
-        return mlflow.sklearn.load_model(f"models:/{registered_name}@{CHAMPION}")
+        client = use_store(settings)
+        current = current_champion(client, registered_name)
+        return None if current is None else load_version(registered_name, str(current.version))
     except Exception:
         return None

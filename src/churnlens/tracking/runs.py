@@ -10,6 +10,7 @@ the store becomes one :class:`~churnlens.errors.TrackingError` naming what was k
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ class ModelToRegister:
     registered_name: str
     score: float  # the new version's validation score (higher is better)
     champion_score: ChampionScore
-    predict: str = "predict_proba"
+    bundle: Path | None = None  # the bundle written for it (None: a temporary one is)
     force: bool = False
 
 
@@ -79,13 +80,7 @@ def record_run(
         log_config_file(config_path, settings)
         if register is None:
             return RunRecord(run.info.run_id)
-        version = log_model(
-            register.model,
-            register.artifact,
-            register.example,
-            register.registered_name,
-            register.predict,
-        )
+        version = _register(settings, register)
         decision = update_champion(
             register.registered_name,
             version,
@@ -95,6 +90,23 @@ def record_run(
         )
         retry(lambda: mlflow.set_tag("champion_decision", decision.reason))
         return RunRecord(run.info.run_id, version, decision.reason)
+
+
+def _register(settings: Settings, register: ModelToRegister) -> str:
+    """Log and register the model around its bundle (a temporary one when none was kept)."""
+    if register.bundle is not None:
+        return log_model(
+            register.model, register.artifact, register.example, register.registered_name,
+            register.bundle,
+        )  # fmt: skip
+    from churnlens.bundle import versions, write_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = {"settings": settings.model_dump(mode="json"), "versions": versions()}
+        bundle = write_bundle(Path(tmp) / register.model.kind, register.model, manifest)
+        return log_model(
+            register.model, register.artifact, register.example, register.registered_name, bundle
+        )
 
 
 def add_to_run(

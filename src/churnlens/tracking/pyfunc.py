@@ -1,0 +1,138 @@
+"""The MLflow model churnlens registers: a pyfunc that scores with a verified bundle.
+
+Every registered version holds the model's bundle (``artifacts/bundle``, exactly the files
+``train`` wrote, with their manifest and signature), churnlens's own code (``code/``) and
+requirements pinned to the versions the model was trained with. Nothing in it is pickled:
+the model is logged "from code" (:mod:`churnlens.tracking.pyfunc_entry`), and loading it,
+with ``mlflow.pyfunc.load_model`` in a notebook or by churnlens from the registry, goes
+through :func:`~churnlens.bundle.load_bundle`, so the registry copy is verified exactly like
+a local bundle (hashes, and the signature when ``CHURNLENS_SIGNING_KEY`` is set).
+
+``predict`` takes either
+
+- **a feature frame**: the model's feature columns (integers are accepted where a float
+  is meant) and ``customer_id`` as a column or the index; or
+- **an event log** (the event-log contract's columns) with ``params={"as_of": "YYYY-MM-DD"}``:
+  features are built as ``churnlens score`` builds them, so the churn probabilities equal
+  that command's;
+
+and returns one row per customer: ``customer_id`` and the model kind's columns
+(``churn_probability`` and ``reasons``; ``expected_value`` and ``value_if_retained``;
+``segment_id`` and ``segment_name``; the uplift columns). The signature states exactly these.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churnlens.errors import ModelError
+
+BUNDLE = "bundle"
+EVENT_COLUMNS = ("timestamp", "channel", "event_type", "amount", "direction", "duration_s")
+# what the pyfunc imports at run time (the CLI's typer, plots and statistics are not needed)
+RUNTIME = (
+    "numpy", "pandas", "pyarrow", "duckdb", "pydantic", "pyyaml", "rich", "scikit-learn",
+    "scipy", "lightgbm", "joblib", "mlflow-skinny",
+)  # fmt: skip
+
+
+def requirements() -> list[str]:
+    """The pyfunc's requirements, pinned to the installed (training) versions."""
+    pinned = []
+    for name in RUNTIME:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name != "mlflow-skinny":
+                raise
+            name, version = "mlflow-skinny", metadata.version("mlflow")
+        pinned.append(f"{name}=={version}")
+    return pinned
+
+
+def features_of(
+    model: Any, manifest: dict[str, Any], data: pd.DataFrame, params: dict[str, Any] | None
+) -> pd.DataFrame:
+    """The feature frame (indexed by customer id) to score, from either kind of input."""
+    names = list(model.feature_names_in_)
+    as_of = (params or {}).get("as_of")
+    if as_of is not None or ("timestamp" in data.columns and "event_type" in data.columns):
+        if as_of is None:
+            raise ModelError("an event log needs params={'as_of': 'YYYY-MM-DD'}")
+        from churnlens.config import settings_from_dict
+        from churnlens.features import build_features
+
+        settings = settings_from_dict(manifest["settings"], source="the model's manifest")
+        return build_features(data, str(as_of), settings)[names]
+    frame = data.set_index("customer_id") if "customer_id" in data.columns else data
+    missing = [c for c in names if c not in frame.columns]
+    if missing:
+        raise ModelError(
+            f"the input lacks {len(missing)} of the model's {len(names)} feature columns "
+            f"(e.g. {missing[:3]}); pass the feature frame `churnlens features` writes, or an "
+            "event log with params={'as_of': ...}"
+        )
+    out = frame[names].apply(pd.to_numeric, errors="raise").astype(float)
+    out.index = out.index.astype(str).rename("customer_id")
+    return out
+
+
+def predict_frame(
+    model: Any, manifest: dict[str, Any], data: pd.DataFrame, params: dict[str, Any] | None
+) -> pd.DataFrame:
+    """The pyfunc's output for ``data`` (see the module docstring)."""
+    X = features_of(model, manifest, data, params)
+    columns = model.predict_columns(X)
+    out = columns.reset_index(names="customer_id")
+    for name in out.columns:
+        if out[name].dtype.kind in "iu":
+            out[name] = out[name].astype(np.int64)
+    return out
+
+
+class BundleModel:
+    """The pyfunc's model (the base class comes from MLflow when it is logged or loaded)."""
+
+    def load_context(self, context: Any) -> None:
+        from churnlens.bundle import load_bundle
+
+        self.model, self.manifest = load_bundle(Path(context.artifacts[BUNDLE]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        return predict_frame(self.model, self.manifest, model_input, params)
+
+
+def pyfunc_class() -> type:
+    """:class:`BundleModel` as an ``mlflow.pyfunc.PythonModel``."""
+    import mlflow.pyfunc
+
+    return type("ChurnlensBundleModel", (BundleModel, mlflow.pyfunc.PythonModel), {})
+
+
+def signature_for(model: Any, manifest: dict[str, Any], example: pd.DataFrame) -> Any:
+    """Input: the feature columns (any number type) or the event log's, all optional, and
+    an optional ``as_of`` param; output: exactly what :func:`predict_frame` returns."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
+    names = ["customer_id", *model.feature_names_in_, *EVENT_COLUMNS]
+    inputs = Schema([ColSpec(AnyType(), name, required=False) for name in names])
+    output = predict_frame(model, manifest, example, None)
+    kinds = {"f": "double", "i": "long", "b": "boolean"}
+    outputs = Schema(
+        [ColSpec(kinds.get(output[c].dtype.kind, "string"), c) for c in output.columns]
+    )
+    params = ParamSchema([ParamSpec("as_of", "string", None)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def code_folder() -> Path:
+    """churnlens's package folder (logged with the model as its code)."""
+    import churnlens
+
+    return Path(churnlens.__file__).parent
