@@ -123,12 +123,19 @@ def signature_for(model: Any, manifest: dict[str, Any], example: pd.DataFrame) -
     names = ["customer_id", *model.feature_names_in_, *EVENT_COLUMNS]
     inputs = Schema([ColSpec(AnyType(), name, required=False) for name in names])
     output = predict_frame(model, manifest, example, None)
-    kinds = {"f": "double", "i": "long", "b": "boolean"}
-    outputs = Schema(
-        [ColSpec(kinds.get(output[c].dtype.kind, "string"), c) for c in output.columns]
-    )
+    outputs = Schema([ColSpec(_column_type(output[c]), c) for c in output.columns])
     params = ParamSchema([ParamSpec("as_of", "string", None)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def _column_type(values: pd.Series) -> Any:
+    from mlflow.types.schema import Array
+
+    kind = values.dtype.kind
+    if kind in "fiub":
+        return {"f": "double", "i": "long", "u": "long", "b": "boolean"}[kind]
+    first = values.dropna().iloc[0] if values.notna().any() else ""
+    return Array("string") if isinstance(first, (list, tuple, np.ndarray)) else "string"
 
 
 def code_folder() -> Path:
