@@ -276,3 +276,35 @@ def test_contact_profile_counts_touches_and_finds_fatigued_channels() -> None:
     assert out.loc["c", "preferred_channel"] == "store"
     assert out.loc["d", "preferred_channel"] == "app"
     assert out.loc["z", "touches"] == 0 and out.loc["z", "preferred_channel"] is None
+
+
+def test_policy_notes_name_unknown_channels_and_segments() -> None:
+    from types import SimpleNamespace
+
+    policy = Policy.model_validate(
+        {
+            "default_channel": "fax",
+            "rules": [
+                {"name": "vip", "when": {"segment": ["Big spenders", 9, 1]}, "action": "nurture"},
+                {
+                    "name": "post",
+                    "when": {"stage": ["silent"]},
+                    "action": "nurture",
+                    "channel": "pigeon",
+                },
+                {"name": "web", "when": {"stage": ["new"]}, "action": "nurture", "channel": "web"},
+            ],
+        }
+    )
+    channels = ("web", "app", "email")
+    segments = SimpleNamespace(segment_ids_=[0, 1], segment_names_={0: "Loyal", 1: "Big spenders"})
+    notes = policy.notes(channels, segments)
+    assert len(notes) == 3
+    assert notes[0].startswith("default_channel names channel 'fax'")
+    assert notes[1].startswith("rule post names channel 'pigeon'")
+    assert "rule vip names segments [9]" in notes[2] and "'Loyal'" in notes[2]
+    without = policy.notes(channels, None)
+    assert without[-1] == (
+        "rule vip needs segments, but no segments model is loaded: it never matches"
+    )
+    assert Policy().notes(channels, segments) == []  # the shipped policy: nothing to say

@@ -21,8 +21,9 @@ contacting actions and gives the rest ``fallback`` with the rule ``budget``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -156,6 +157,35 @@ class Policy(_Frozen):
         if twice:
             raise ValueError(f"rule names must be unique and not {sorted(reserved)}: {twice}")
         return self
+
+    def notes(self, channels: Sequence[str], segments: Any = None) -> list[str]:
+        """What a scoring run should say about this policy on this data: channels the
+        features do not know, segments the segments model (``None``: none loaded) lacks."""
+        known = {*channels, "other"}
+        out = [
+            f"{where} names channel {channel!r}, which is not among the feature channels "
+            f"({', '.join(channels)}); every other channel is counted as 'other'"
+            for where, channel in [
+                ("default_channel", self.default_channel),
+                *((f"rule {r.name}", r.channel) for r in self.rules),
+            ]
+            if channel not in ("preferred", "none", *known)
+        ]
+        for rule in (r for r in self.rules if r.when.segment is not None):
+            if segments is None:
+                out.append(
+                    f"rule {rule.name} needs segments, but no segments model is loaded: "
+                    "it never matches"
+                )
+                continue
+            have = {*segments.segment_ids_, *segments.segment_names_.values()}
+            odd = [s for s in rule.when.segment if s not in have]
+            if odd:
+                out.append(
+                    f"rule {rule.name} names segments {odd} that the segments model does not "
+                    f"have (it has {sorted(map(str, segments.segment_names_.values()))})"
+                )
+        return out
 
     def contact_actions(self) -> list[str]:
         return sorted(name for name, spec in self.actions.items() if spec.contact)

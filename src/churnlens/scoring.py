@@ -426,7 +426,11 @@ def manifest_of(
         "events_after_as_of_ignored": plan.events_after,
         "partitions": partitions,
         "max_contacts": max_contacts,
-        "notes": [*models.notes, *plan.notes],
+        "notes": [
+            *models.notes,
+            *plan.notes,
+            *policy.notes(models.settings.features.channels, models.segments),
+        ],
         "experiment": design(con.execute(design_sql("_ranked")).df(), models.settings.experiment),
         "horizon_days": models.settings.training.horizon_days,
         "stages": {s: stages.get(s, 0) for s in STAGES},
