@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnlens import Settings, build_features
+from churnlens import build_features
 from churnlens.bundle import (
     MANIFEST,
     SIGNATURE,
@@ -113,9 +113,7 @@ class Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_a_planted_pickle_with_a_matching_manifest_is_refused_unrun(
-    fitted, tmp_path: Path
-) -> None:
+def test_a_planted_pickle_with_a_matching_manifest_is_refused_unrun(fitted, tmp_path: Path) -> None:
     bundle = write_bundle(tmp_path / "b", fitted["churn"][0], {"settings": {}})
     marker = tmp_path / "payload-ran"
     for p in list(bundle.iterdir()):
@@ -123,7 +121,7 @@ def test_a_planted_pickle_with_a_matching_manifest_is_refused_unrun(
             p.unlink()
     joblib.dump(Payload(marker), bundle / "model.joblib")
     _rewrite_hashes(bundle, drop_format=True)
-    with pytest.raises(ModelError, match="old pickle format.*models convert --trust-pickle"):
+    with pytest.raises(ModelError, match=r"old pickle format.*models convert --trust-pickle"):
         load_bundle(bundle)
     assert not marker.exists()
 
@@ -214,3 +212,24 @@ def test_a_changed_file_is_still_refused_by_its_hash(fitted, tmp_path: Path) -> 
     with pytest.raises(ModelError, match="does not match the SHA-256"):
         load_bundle(bundle)
 
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda text: text.replace('"format":"churnlens-state/1"', '"format":"other"'),
+        lambda text: "[" * 100_000 + "]" * 100_000,  # nesting deeper than any parser stack
+        lambda text: text.replace('{"lightgbm_booster":"booster-0.txt"}', '{"array":"zz"}'),
+    ],
+)
+def test_a_broken_model_file_gives_one_clear_error(fitted, tmp_path: Path, change) -> None:
+    bundle = write_bundle(tmp_path / "b", fitted["churn"][0], {"settings": {}})
+    text = (bundle / "model.json").read_text()
+    (bundle / "model.json").write_text(change(text))
+    _rewrite_hashes(bundle)
+    with pytest.raises(ModelError, match="model file"):
+        load_bundle(bundle)
+    (bundle / "model.json").write_text(text)
+    (bundle / "booster-0.txt").write_text("tree\nnot a model\n")
+    _rewrite_hashes(bundle)
+    with pytest.raises(ModelError, match="unreadable model files"):
+        load_bundle(bundle)

@@ -61,10 +61,14 @@ def test_the_signature_says_exactly_what_predict_returns(registered) -> None:
     model = _load(registered["folder"])
     signature = model.metadata.signature
     out = model.predict(registered["features"].reset_index())
-    assert list(out.columns) == ["customer_id", "churn_probability", "reasons"]
+    # the value model trained with the churn model is served with it
+    assert list(out.columns) == [
+        "customer_id", "churn_probability", "reasons", "expected_value", "value_if_retained"
+    ]  # fmt: skip
     assert signature.outputs.input_names() == list(out.columns)
     types = {c.name: str(c.type).removeprefix("DataType.") for c in signature.outputs.inputs}
     assert types["churn_probability"] == "double" and types["customer_id"] == "string"
+    assert types["expected_value"] == types["value_if_retained"] == "double"
     assert "string" in types["reasons"] and types["reasons"] != "string"
     assert isinstance(out["reasons"].iloc[0], list | np.ndarray)
     assert out["churn_probability"].dtype == np.float64
@@ -107,6 +111,9 @@ def test_an_event_log_scores_exactly_as_churnlens_score(
     got = out.set_index("customer_id")["churn_probability"]
     assert set(got.index) == set(scores.index)
     np.testing.assert_allclose(got, scores.loc[got.index, "churn_probability"], atol=1e-12)
+    for column in ("expected_value", "value_if_retained"):
+        values = out.set_index("customer_id")[column]
+        np.testing.assert_allclose(values, scores.loc[values.index, column], rtol=1e-12)
 
 
 def test_the_input_example_read_back_with_plain_pandas_predicts(registered) -> None:

@@ -18,8 +18,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -330,6 +332,20 @@ def remove_stale_work(path: str | Path) -> int:
         else:
             p.unlink(missing_ok=True)
     return len(stale)
+
+
+def remove_work(folder: Path, con: Any = None) -> None:
+    """Remove a job's work folder, even while it is being stopped: ``con`` (its DuckDB
+    connection, which may still spill into the folder) is closed first, and removal is
+    retried while threads finishing their part files add to it."""
+    if con is not None:
+        with contextlib.suppress(Exception):
+            con.close()
+    for _ in range(50):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            return
+        time.sleep(0.1)
 
 
 def work_prefix(name: str, kind: str = "work") -> str:

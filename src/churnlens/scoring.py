@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,6 +64,7 @@ from churnlens.outputs import (
     output_failure,
     output_lock,
     remove_stale_work,
+    remove_work,
     replace_with_manifest,
     work_prefix,
 )
@@ -286,6 +286,7 @@ def _score_locked(
     started = time.perf_counter()
     settings = models.settings
     work = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), dir=out.parent.resolve()))
+    con = finished = None
     try:
         con = connect_for(settings, temp_dir=work / "duckdb")
         stages = _TwoPasses(progress)
@@ -330,8 +331,9 @@ def _score_locked(
         if keep_scores:
             ranked = con.sql("SELECT * FROM _ranked ORDER BY customer_id").to_arrow_table()
             frame = ranked.to_pandas()  # dates stay dates, as in the file
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        finished = True
+    finally:  # the connection stays open for the kept event table of a finished run
+        remove_work(work, None if finished and keep_scores else con)
     seconds = time.perf_counter() - started
     return ScoreResult(out, manifest_path, manifest, seconds, table, frame)
 

@@ -201,6 +201,7 @@ def _track(
     if result.bundle is not None:
         tags["bundle"] = str(result.bundle)
     importance = importance_plot(result.model.feature_importance())
+    value_bundle = None if result.value is None else result.value.bundle
     content = RunContent(
         metric_tables={"val_": result.validation},
         figures={"plots": {**churn_plots(y, scores), "feature_importance.png": importance}},
@@ -213,6 +214,8 @@ def _track(
         score=float(result.validation.loc["model", "roc_auc"]),
         champion_score=_champion_score(result, settings.training.horizon_days),
         bundle=result.bundle,
+        # served with the churn model by its pyfunc (expected_value, value_if_retained)
+        companions={} if value_bundle is None else {"value": value_bundle},
         force=force,
     )
     kept = f"the model bundle was saved at {result.bundle}"

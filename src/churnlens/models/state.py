@@ -320,7 +320,10 @@ def load_state(folder: Path) -> Any:
         with np.load(folder / ARRAYS, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
         return _Reader(folder, arrays).decode(tree["model"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (
+        OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError,
+        lgb.basic.LightGBMError,
+    ) as exc:  # fmt: skip
         raise ModelError(
             f"{folder}: unreadable model files ({type(exc).__name__}: {exc})"
         ) from None

@@ -17,8 +17,10 @@ a local bundle (hashes, and the signature when ``CHURNLENS_SIGNING_KEY`` is set)
   that command's;
 
 and returns one row per customer: ``customer_id`` and the model kind's columns
-(``churn_probability`` and ``reasons``; ``expected_value`` and ``value_if_retained``;
-``segment_id`` and ``segment_name``; the uplift columns). The signature states exactly these.
+(``churn_probability`` and ``reasons``, then ``expected_value`` and ``value_if_retained``
+when the value model was trained with it; the value model's pyfunc: those two;
+segments: ``segment_id`` and ``segment_name``; the uplift columns). The signature states
+exactly these.
 """
 
 from __future__ import annotations
@@ -56,10 +58,11 @@ def requirements() -> list[str]:
 
 
 def features_of(
-    model: Any, manifest: dict[str, Any], data: pd.DataFrame, params: dict[str, Any] | None
+    models: list[Any], manifest: dict[str, Any], data: pd.DataFrame, params: dict[str, Any] | None
 ) -> pd.DataFrame:
-    """The feature frame (indexed by customer id) to score, from either kind of input."""
-    names = list(model.feature_names_in_)
+    """The feature frame (indexed by customer id) the ``models`` score, from either kind of
+    input."""
+    names = list(dict.fromkeys(n for m in models for n in m.feature_names_in_))
     as_of = (params or {}).get("as_of")
     if as_of is not None or ("timestamp" in data.columns and "event_type" in data.columns):
         if as_of is None:
@@ -83,12 +86,20 @@ def features_of(
 
 
 def predict_frame(
-    model: Any, manifest: dict[str, Any], data: pd.DataFrame, params: dict[str, Any] | None
+    model: Any,
+    manifest: dict[str, Any],
+    data: pd.DataFrame,
+    params: dict[str, Any] | None,
+    companions: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """The pyfunc's output for ``data`` (see the module docstring)."""
-    X = features_of(model, manifest, data, params)
-    columns = model.predict_columns(X)
-    out = columns.reset_index(names="customer_id")
+    """The pyfunc's output for ``data`` (see the module docstring): the model's columns,
+    then each companion model's (the value model registered with the churn model)."""
+    companions = companions or {}
+    X = features_of([model, *companions.values()], manifest, data, params)
+    parts = [model.predict_columns(X[list(model.feature_names_in_)])]
+    for other in companions.values():
+        parts.append(other.predict_columns(X[list(other.feature_names_in_)]))
+    out = pd.concat(parts, axis=1).reset_index(names="customer_id")
     for name in out.columns:
         if out[name].dtype.kind in "iu":
             out[name] = out[name].astype(np.int64)
@@ -102,9 +113,14 @@ class BundleModel:
         from churnlens.bundle import load_bundle
 
         self.model, self.manifest = load_bundle(Path(context.artifacts[BUNDLE]))
+        self.companions = {
+            name: load_bundle(Path(path), name)[0]
+            for name, path in sorted(context.artifacts.items())
+            if name != BUNDLE
+        }
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        return predict_frame(self.model, self.manifest, model_input, params)
+        return predict_frame(self.model, self.manifest, model_input, params, self.companions)
 
 
 def pyfunc_class() -> type:
@@ -114,15 +130,19 @@ def pyfunc_class() -> type:
     return type("ChurnlensBundleModel", (BundleModel, mlflow.pyfunc.PythonModel), {})
 
 
-def signature_for(model: Any, manifest: dict[str, Any], example: pd.DataFrame) -> Any:
+def signature_for(
+    model: Any, manifest: dict[str, Any], example: pd.DataFrame, companions: dict[str, Any]
+) -> Any:
     """Input: the feature columns (any number type) or the event log's, all optional, and
     an optional ``as_of`` param; output: exactly what :func:`predict_frame` returns."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
-    names = ["customer_id", *model.feature_names_in_, *EVENT_COLUMNS]
+    models = [model, *companions.values()]
+    features = dict.fromkeys(n for m in models for n in m.feature_names_in_)
+    names = ["customer_id", *features, *EVENT_COLUMNS]
     inputs = Schema([ColSpec(AnyType(), name, required=False) for name in names])
-    output = predict_frame(model, manifest, example, None)
+    output = predict_frame(model, manifest, example, None, companions)
     outputs = Schema([ColSpec(_column_type(output[c]), c) for c in output.columns])
     params = ParamSchema([ParamSpec("as_of", "string", None)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)

@@ -30,18 +30,27 @@ ChampionScore = Callable[[Any, dict[str, str], dict[str, float]], float | None]
 
 
 def log_model(
-    model: Any, name: str, example: pd.DataFrame, registered_name: str, bundle: Path
+    model: Any,
+    name: str,
+    example: pd.DataFrame,
+    registered_name: str,
+    bundle: Path,
+    companions: dict[str, Path] | None = None,
 ) -> str:
-    """Log and register ``model`` as churnlens's pyfunc around its ``bundle`` (see
+    """Log and register ``model`` as churnlens's pyfunc around its ``bundle`` and the
+    ``companions`` (kind -> bundle, e.g. the value model trained with a churn model; see
     :mod:`churnlens.tracking.pyfunc`), with a signature and an input example; its version."""
     import mlflow
 
-    from churnlens.bundle import read_manifest
+    from churnlens.bundle import load_bundle, read_manifest
     from churnlens.tracking import pyfunc
 
+    companions = companions or {}
     manifest = read_manifest(bundle)
-    signature = pyfunc.signature_for(model, manifest, example)
+    loaded = {kind: load_bundle(path, kind)[0] for kind, path in companions.items()}
+    signature = pyfunc.signature_for(model, manifest, example, loaded)
     entry = Path(pyfunc.__file__).with_name("pyfunc_entry.py")
+    artifacts = {pyfunc.BUNDLE: str(bundle), **{k: str(p) for k, p in companions.items()}}
     with tempfile.TemporaryDirectory() as tmp:
         code = shutil.copytree(
             pyfunc.code_folder(),
@@ -55,7 +64,7 @@ def log_model(
                 lambda: mlflow.pyfunc.log_model(
                     name=name,
                     python_model=str(entry),
-                    artifacts={pyfunc.BUNDLE: str(bundle)},
+                    artifacts=artifacts,
                     code_paths=[str(code)],
                     signature=signature,
                     input_example=example.reset_index().head(5),
@@ -73,6 +82,7 @@ def registered_bundle(name: str, version: str) -> Iterator[Path]:
     import mlflow
 
     from churnlens.bundle import MANIFEST
+    from churnlens.tracking.pyfunc import BUNDLE
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(
@@ -80,14 +90,29 @@ def registered_bundle(name: str, version: str) -> Iterator[Path]:
                 artifact_uri=f"models:/{name}/{version}", dst_path=tmp
             )
         )
-        found = sorted(p for p in (folder / "artifacts").glob("*") if p.is_dir())
-        if len(found) != 1 or not (found[0] / MANIFEST).is_file():
+        bundle = _artifact(folder, BUNDLE)
+        if bundle is None or not (bundle / MANIFEST).is_file():
             raise ModelError(
                 f"models:/{name}/{version} was registered in the old pickle format, which "
                 "churnlens no longer loads; retrain to register a new version"
             )
-        bundle = found[0]
         yield bundle
+
+
+def _artifact(folder: Path, name: str) -> Path | None:
+    """The local folder of the pyfunc artifact ``name`` in a downloaded model (MLmodel is
+    read as plain YAML)."""
+    import yaml
+
+    mlmodel = folder / "MLmodel"
+    if not mlmodel.is_file():
+        return None
+    described = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
+    flavor = (described.get("flavors") or {}).get("python_function") or {}
+    relative = ((flavor.get("artifacts") or {}).get(name) or {}).get("path")
+    if not isinstance(relative, str) or ".." in Path(relative).parts:
+        return None
+    return folder / relative
 
 
 def load_version(name: str, version: str, kind: str | None = None) -> Any:

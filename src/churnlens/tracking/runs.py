@@ -36,6 +36,7 @@ class ModelToRegister:
     score: float  # the new version's validation score (higher is better)
     champion_score: ChampionScore
     bundle: Path | None = None  # the bundle written for it (None: a temporary one is)
+    companions: dict[str, Path] = field(default_factory=dict)  # served with it, by kind
     force: bool = False
 
 
@@ -97,7 +98,7 @@ def _register(settings: Settings, register: ModelToRegister) -> str:
     if register.bundle is not None:
         return log_model(
             register.model, register.artifact, register.example, register.registered_name,
-            register.bundle,
+            register.bundle, register.companions,
         )  # fmt: skip
     from churnlens.bundle import versions, write_bundle
 
@@ -105,8 +106,9 @@ def _register(settings: Settings, register: ModelToRegister) -> str:
         manifest = {"settings": settings.model_dump(mode="json"), "versions": versions()}
         bundle = write_bundle(Path(tmp) / register.model.kind, register.model, manifest)
         return log_model(
-            register.model, register.artifact, register.example, register.registered_name, bundle
-        )
+            register.model, register.artifact, register.example, register.registered_name,
+            bundle, register.companions,
+        )  # fmt: skip
 
 
 def add_to_run(
