@@ -162,11 +162,12 @@ def check_files(directory: Path, manifest: dict[str, Any]) -> None:
     if not files:
         raise ModelError(f"{directory}: the manifest lists no model files")
     if PICKLED in files or manifest.get("format") != FORMAT:
+        as_of = manifest.get("as_of") or "AS_OF"
         raise ModelError(
             f"{directory}: a bundle of the old pickle format, which churnlens no longer loads "
-            "(unpickling a file runs whatever code it holds). Retrain it with `churnlens "
-            "train`, or, if you trust its origin, convert it once with `churnlens models "
-            f"convert --trust-pickle {directory}`"
+            "(unpickling a file runs whatever code it holds). Retrain it (`churnlens train "
+            f"EVENTS --as-of {as_of} --models-dir {directory.parent}`), or, if you trust its "
+            f"origin, convert it once: `churnlens models convert --trust-pickle {directory}`"
         )
     for name, expected in files.items():
         path = directory / name
