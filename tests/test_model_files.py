@@ -18,6 +18,7 @@ from churnlens import build_features
 from churnlens.bundle import (
     MANIFEST,
     SIGNATURE,
+    check_files,
     convert_pickled,
     load_bundle,
     read_manifest,
@@ -84,7 +85,7 @@ def test_every_model_kind_round_trips_bit_for_bit(fitted, name: str, tmp_path: P
 def test_isotonic_calibration_is_rebuilt_from_its_thresholds(fitted, tmp_path: Path) -> None:
     model = fitted["churn-isotonic"][0]
     save_state(model, tmp_path)
-    loaded = load_state(tmp_path)
+    loaded = load_state({p.name: p.read_bytes() for p in tmp_path.iterdir()})
     assert type(loaded.calibrator_).__name__ == "IsotonicRegression"
     grid = np.linspace(-0.5, 1.5, 101)
     assert np.array_equal(loaded.calibrator_.predict(grid), model.calibrator_.predict(grid))
@@ -231,5 +232,130 @@ def test_a_broken_model_file_gives_one_clear_error(fitted, tmp_path: Path, chang
     (bundle / "model.json").write_text(text)
     (bundle / "booster-0.txt").write_text("tree\nnot a model\n")
     _rewrite_hashes(bundle)
-    with pytest.raises(ModelError, match="unreadable model files"):
+    with pytest.raises(ModelError, match="unreadable model file"):
         load_bundle(bundle)
+
+
+def test_the_model_is_parsed_from_the_bytes_that_were_hashed(fitted, tmp_path: Path) -> None:
+    """A file swapped after its hash was checked changes nothing (no check-then-read race)."""
+    model, X = fitted["churn"]
+    bundle = write_bundle(tmp_path / "b", model, {"settings": {}})
+    manifest = read_manifest(bundle)
+    contents = check_files(bundle, manifest)
+    (bundle / "booster-0.txt").write_text("swapped after the check")
+    loaded = ChurnModel.load(contents, manifest["model"])
+    pd.testing.assert_frame_equal(loaded.predict_columns(X), model.predict_columns(X))
+
+
+def _tree_line(text: str, tree: int, key: str, value: str) -> str:
+    start = text.index(f"Tree={tree}\n")
+    line_start = text.index(f"\n{key}=", start) + 1
+    line_end = text.index("\n", line_start)
+    return text[:line_start] + f"{key}={value}" + text[line_end:]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("split_feature", "100000000", "a split on feature"),
+        ("left_child", "1000000", "not a later internal node"),
+        ("left_child", "0", "not a later internal node"),
+        ("right_child", "-100", "beyond num_leaves"),
+        ("num_leaves", "99999999", "leaves"),
+        ("num_cat", "1", "categorical"),
+    ],
+)
+def test_a_crafted_booster_is_refused_before_lightgbm_reads_it(
+    fitted, tmp_path: Path, key: str, value: str, message: str
+) -> None:
+    """LightGBM trusts its trees' indices (a crafted one made prediction segfault)."""
+    bundle = write_bundle(tmp_path / "b", fitted["churn"][0], {"settings": {}})
+    text = (bundle / "booster-0.txt").read_text()
+    if key in ("split_feature", "left_child", "right_child"):  # the first of several values
+        start = text.index(f"\n{key}=", text.index("Tree=1\n")) + len(key) + 2
+        rest = text[start : text.index("\n", start)].split()
+        changed = _tree_line(text, 1, key, " ".join([value, *rest[1:]]))
+    else:
+        changed = _tree_line(text, 1, key, value)
+    (bundle / "booster-0.txt").write_text(changed)
+    _rewrite_hashes(bundle)
+    with pytest.raises(ModelError, match=message):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("model.json", lambda t: t.replace('{"range":[', '{"range":[1' + "0" * 30 + ",", 1)),
+        ("arrays.npz", lambda t: "PK\x03\x04 not a zip"),
+        ("manifest.json", lambda t: "[" * 100_000 + "]" * 100_000),
+        ("manifest.json", lambda t: t.replace('"files": {', '"files": [{', 1)),
+    ],
+)
+def test_hostile_files_give_a_model_error_never_a_traceback(fitted, tmp_path: Path, change) -> None:
+    bundle = write_bundle(tmp_path / "b", fitted["value"][0], {"settings": {}})
+    name, edit = change
+    target = bundle / name
+    target.write_bytes(edit(target.read_bytes().decode("latin-1")).encode("latin-1"))
+    if name != "manifest.json":
+        _rewrite_hashes(bundle)
+    with pytest.raises(ModelError):
+        load_bundle(bundle)
+
+
+def test_compressed_or_oversized_arrays_are_refused(fitted, tmp_path: Path) -> None:
+    """A zip bomb, or a .npy header claiming more than it holds, is never inflated."""
+    import zipfile
+
+    bundle = write_bundle(tmp_path / "b", fitted["segments"][0], {"settings": {}})
+    with zipfile.ZipFile(bundle / "arrays.npz") as archive:
+        members = {i.filename: archive.read(i) for i in archive.infolist()}
+    with zipfile.ZipFile(bundle / "arrays.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    _rewrite_hashes(bundle)
+    with pytest.raises(ModelError, match="compressed"):
+        load_bundle(bundle)
+    first = sorted(members)[0]
+    header_end = members[first].index(b"\n") + 1
+    header = members[first][:header_end].decode("latin-1")
+    shape = header[header.index("'shape': (") : header.index(")", header.index("'shape'")) + 1]
+    big = header.replace(shape, "'shape': (1000000000000,)".ljust(len(shape)))
+    members[first] = big.encode("latin-1") + members[first][header_end:]
+    with zipfile.ZipFile(bundle / "arrays.npz", "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    _rewrite_hashes(bundle)
+    with pytest.raises(ModelError, match="not the size it says"):
+        load_bundle(bundle)
+
+
+def test_with_a_key_an_unsigned_bundle_planted_beside_is_passed_over_and_never_signed(
+    fitted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from churnlens.model_source import load_models
+
+    monkeypatch.setenv("CHURNLENS_SIGNING_KEY", KEY)
+    churn, _ = fitted["churn"]
+    settings = SETTINGS.model_dump(mode="json")
+    versions = {"churnlens": __import__("churnlens").__version__}
+    folder = tmp_path / "models"
+    bundle = write_bundle(folder / "churn-1", churn, {"settings": settings, "versions": versions})
+    write_bundle(folder / "segments-1", fitted["segments"][0],
+                 {"settings": settings, "versions": versions, "created": "2000"})  # fmt: skip
+    planted = folder / "segments-zzz"
+    planted.mkdir()
+    (planted / MANIFEST).write_text('{"kind": "segments", "created": "9999"}')
+    loaded = load_models(bundle, value=None, uplift=None)
+    assert loaded.segments_version == "bundle:segments-1" and loaded.signed
+    # an old pickled bundle converts under a key only when the operator vouches for it
+    old = write_bundle(tmp_path / "old", churn, {"settings": {}})
+    for p in list(old.iterdir()):
+        if p.name != MANIFEST:
+            p.unlink()
+    joblib.dump(churn, old / "model.joblib")
+    _rewrite_hashes(old, drop_format=True)
+    with pytest.raises(ModelError, match="not signed"):
+        convert_pickled(old)
+    convert_pickled(old, sign=True)
+    assert read_manifest(old)["signed"] is True

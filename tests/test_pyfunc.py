@@ -133,7 +133,7 @@ def test_a_tampered_registry_copy_is_refused_like_a_local_bundle(
     version = mlflow.MlflowClient().get_model_version("churnlens-churn", "1")
     logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
     stored = Path(logged.artifact_location.removeprefix("file://"))
-    target = next(stored.glob("artifacts/*/model.json"))
+    target = stored / "artifacts" / registered["bundle"].name / "model.json"  # not the value's
     original = target.read_bytes()
     try:
         target.write_bytes(original + b" ")
@@ -146,6 +146,18 @@ def test_a_tampered_registry_copy_is_refused_like_a_local_bundle(
         assert not (tmp_path / "s.csv").exists()
     finally:
         target.write_bytes(original)
+    # an MLmodel pointing the bundle outside the downloaded model is refused too
+    mlmodel = stored / "MLmodel"
+    described = mlmodel.read_text()
+    elsewhere = registered["bundle"].resolve()
+    relative = target.parent.relative_to(stored)
+    try:
+        mlmodel.write_text(described.replace(f"path: {relative}", f"path: {elsewhere}"))
+        assert str(elsewhere) in mlmodel.read_text()
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "holds no churnlens bundle" in result.output, result.output
+    finally:
+        mlmodel.write_text(described)
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ import hmac
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -134,10 +135,16 @@ def read_manifest(directory: str | Path, verify: bool = False) -> dict[str, Any]
         _verify(Path(directory), key, raw)
     try:
         manifest = json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise ModelError(f"{path}: unreadable manifest (not a JSON object)")
+    except (ValueError, RecursionError) as exc:
+        raise ModelError(f"{path}: unreadable manifest ({str(exc)[:200]})") from None
+    files = manifest.get("files", {}) if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in files.values()
+    ):
+        raise ModelError(f"{path}: unreadable manifest (not a JSON object with file hashes)")
+    for key in ("settings", "versions", "model"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise ModelError(f"{path}: unreadable manifest ({key!r} is not an object)")
     return manifest
 
 
@@ -156,8 +163,10 @@ def _verify(directory: Path, key: bytes, raw: bytes) -> None:
         )
 
 
-def check_files(directory: Path, manifest: dict[str, Any]) -> None:
-    """Refuse a bundle of the old pickle format, or whose files do not match its hashes."""
+def check_files(directory: Path, manifest: dict[str, Any]) -> dict[str, bytes]:
+    """Each model file's bytes, after refusing a bundle of the old pickle format or whose
+    files do not match their hashes. The bytes returned are the bytes hashed: the model is
+    parsed from them, so no file can be swapped between the check and the load."""
     files = manifest.get("files") or {}
     if not files:
         raise ModelError(f"{directory}: the manifest lists no model files")
@@ -169,13 +178,17 @@ def check_files(directory: Path, manifest: dict[str, Any]) -> None:
             f"EVENTS --as-of {as_of} --models-dir {directory.parent}`), or, if you trust its "
             f"origin, convert it once: `churnlens models convert --trust-pickle {directory}`"
         )
+    contents = {}
     for name, expected in files.items():
         path = directory / name
-        if Path(name).name != name or not path.is_file() or sha256_file(path) != expected:
+        data = path.read_bytes() if Path(name).name == name and path.is_file() else None
+        if data is None or hashlib.sha256(data).hexdigest() != expected:
             raise ModelError(
                 f"{path}: does not match the SHA-256 in its manifest; the bundle was "
                 "modified or is incomplete, so it is not loaded. Retrain or restore it"
             )
+        contents[name] = data
+    return contents
 
 
 def load_bundle(
@@ -189,17 +202,25 @@ def load_bundle(
     found = manifest.get("kind")
     if kind is not None and found != kind:
         raise ModelError(f"{directory}: a {found or 'unknown'} bundle, not a {kind} bundle")
-    check_files(directory, manifest)
-    return model_class(str(found)).load(directory, manifest.get("model") or {}), manifest
+    contents = check_files(directory, manifest)
+    try:
+        model = model_class(str(found)).load(contents, manifest.get("model") or {})
+    except ModelError as exc:
+        raise ModelError(f"{directory}: {exc}") from None
+    return model, manifest
 
 
-def convert_pickled(directory: str | Path) -> Path:
+def convert_pickled(directory: str | Path, sign: bool = False) -> Path:
     """Rewrite a bundle of the old pickle format in today's format, in place (trusting
     its pickle: the one explicit exception, ``churnlens models convert --trust-pickle``).
-    The old bundle is kept beside it until the new one is in place."""
+    The old bundle is kept beside it until the new one is in place. With a signing key
+    set, the old bundle's signature must verify, or ``sign`` must say that the operator
+    vouches for it: converting never turns a planted bundle into a signed one unasked."""
     import joblib
 
     directory = Path(directory)
+    if signing_key() is not None and not sign:
+        read_manifest(directory, verify=True)  # refuses an unsigned or changed bundle
     manifest = read_manifest(directory)
     files = manifest.get("files") or {}
     if PICKLED not in files:

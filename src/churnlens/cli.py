@@ -320,6 +320,9 @@ def models_convert(
     trust_pickle: Annotated[
         bool, opt("Required: you trust this bundle's origin (unpickling runs its code).")
     ] = False,
+    sign: Annotated[
+        bool, opt("With CHURNLENS_SIGNING_KEY set: sign the result though the old bundle is not.")
+    ] = False,
 ) -> None:
     """Rewrite a bundle of the old pickle format in today's pickle-free format, in place."""
     from churnlens.bundle import convert_pickled
@@ -330,7 +333,7 @@ def models_convert(
             f"{bundle}: converting reads its pickle, which runs any code the file holds; "
             "pass --trust-pickle only for a bundle whose origin you trust (or retrain it)"
         )
-    rendering.console.print(f"{convert_pickled(bundle)}: converted; it loads without pickle")
+    rendering.console.print(f"{convert_pickled(bundle, sign)}: converted; it loads without pickle")
 
 
 @datasets_app.command("cdnow")

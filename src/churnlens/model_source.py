@@ -145,6 +145,8 @@ def _from_bundle(
     except ModelError as exc:
         raise ModelError(str(exc).replace(str(path), where)) from None
     _check_version(manifest.get("versions", {}).get("churnlens"), where)
+    if not manifest.get("settings"):
+        raise ModelError(f"{where}: its manifest records no settings; retrain it")
     trained = settings_from_dict(manifest["settings"], source=f"{where}: manifest.json")
     signed = signing_key() is not None  # load_bundle verified the signature then
     return LoadedModel(model, version, uri, manifest.get("as_of"), signed), trained
@@ -155,8 +157,8 @@ def _newest_bundle(folder: Path, kind: str) -> Path | None:
     broken manifest are passed over)."""
     found: list[tuple[str, Path]] = []
     for path in folder.glob(f"{kind}-*"):
-        try:
-            manifest = read_manifest(path)
+        try:  # with a signing key, only a bundle whose signature verifies is considered
+            manifest = read_manifest(path, verify=True)
         except ModelError:
             continue
         if manifest.get("kind") == kind:

@@ -43,7 +43,7 @@ def _previous_segments(settings: Settings) -> SegmentModel | None:
     """The champion segment model of the registry, to keep segment ids stable."""
     from churnlens.tracking import load_champion
 
-    model = load_champion(settings, settings.tracking.segment_model_name)
+    model = load_champion(settings, settings.tracking.segment_model_name, "segments")
     return model if getattr(model, "kind", None) == "segments" else None
 
 

@@ -23,6 +23,7 @@ Training and scoring go through the protocol and the registry :func:`model_class
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -79,14 +80,21 @@ class ChurnlensModel(ABC):
         return save_state(self, folder)
 
     @classmethod
-    def load(cls, folder: Path, metadata: dict[str, Any]) -> ChurnlensModel:
-        """The model :meth:`save` wrote (files already verified by the caller)."""
+    def load(cls, files: Mapping[str, bytes], metadata: dict[str, Any]) -> ChurnlensModel:
+        """The model :meth:`save` wrote, from its files' bytes (verified by the caller)."""
         from churnlens.models.state import load_state
 
-        model = load_state(folder)
+        model = load_state(files)
         if not isinstance(model, cls):
             found = getattr(model, "kind", type(model).__name__)
-            raise ModelError(f"{folder}: holds a {found} model, not a {cls.kind} model")
+            raise ModelError(f"the bundle holds a {found} model, not a {cls.kind} model")
+        names = getattr(model, "feature_names_in_", None)
+        if (
+            not isinstance(names, np.ndarray)
+            or names.ndim != 1
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise ModelError(f"unreadable model file: the {cls.kind} model's feature names")
         return model
 
 

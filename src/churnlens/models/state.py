@@ -22,8 +22,12 @@ hashes and signature are there for that), never run code.
 from __future__ import annotations
 
 import collections
+import io
 import json
 import math
+import re
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, LabelEncoder, StandardScaler
 
 from churnlens.errors import ModelError
+from churnlens.models.booster_text import checked_booster
 
 TREE = "model.json"
 ARRAYS = "arrays.npz"
@@ -79,6 +84,9 @@ def allowed(name: str) -> Any:
 
 
 _FACTORIES = {"dict": dict, "list": list, "int": int, "float": float, "OrderedDict": dict}
+_COLUMN_DTYPES = (
+    r"(u?int|float)(8|16|32|64)|bool|object|str|string|(datetime|timedelta)64\[(s|ms|us|ns)\]"
+)
 _TYPES = {t.__name__: t for t in (float, int, bool, str, np.float64, np.float32, np.int64)}
 
 
@@ -194,8 +202,10 @@ def save_state(model: Any, folder: Path) -> list[str]:
 
 
 class _Reader:
-    def __init__(self, folder: Path, arrays: Any) -> None:
-        self.folder, self.arrays = folder, arrays
+    def __init__(self, files: Mapping[str, bytes]) -> None:
+        self.files = files
+        self.members = _npz_members(files.get(ARRAYS, b""))
+        self.arrays: dict[str, np.ndarray] = {}
 
     def decode(self, node: Any) -> Any:
         if node is None or isinstance(node, (bool, int, float, str)):
@@ -212,8 +222,10 @@ class _Reader:
 
     def read_array(self, node: dict[str, Any]) -> np.ndarray:
         key = node["array"]
-        if not isinstance(key, str) or key not in self.arrays:
+        if not isinstance(key, str) or f"{key}.npy" not in self.members:
             raise ModelError(f"unreadable model file: no array {str(key)[:40]!r}")
+        if key not in self.arrays:
+            self.arrays[key] = _npy(self.members[f"{key}.npy"], key)
         return self.arrays[key]
 
     def read_objects(self, node: dict[str, Any]) -> np.ndarray:
@@ -260,7 +272,10 @@ class _Reader:
 
     def read_column(self, node: dict[str, Any]) -> Any:
         data = self.decode(node["data"])
-        return pd.array(data, dtype=pd.api.types.pandas_dtype(str(node["dtype"])))
+        dtype = str(node["dtype"])
+        if not re.fullmatch(_COLUMN_DTYPES, dtype):  # e.g. no time zones read from files
+            raise ModelError(f"unreadable model file: column dtype {dtype[:40]!r}")
+        return pd.array(data, dtype=pd.api.types.pandas_dtype(dtype))
 
     def read_frame(self, node: dict[str, Any]) -> pd.DataFrame:
         columns = self.read_index(node["columns"])
@@ -284,9 +299,9 @@ class _Reader:
 
     def read_lightgbm_booster(self, node: dict[str, Any]) -> lgb.Booster:
         name = str(node["lightgbm_booster"])
-        if "/" in name or "\\" in name or not name.startswith("booster-"):
+        if name not in self.files or not re.fullmatch(r"booster-\d+\.txt", name):
             raise ModelError(f"unreadable model file: booster file {name[:40]!r}")
-        return lgb.Booster(model_str=(self.folder / name).read_text(encoding="utf-8"))
+        return checked_booster(self.files[name].decode("utf-8"), name)
 
     def read_type(self, node: dict[str, Any]) -> type:
         if node["type"] not in _TYPES:
@@ -311,19 +326,48 @@ class _Reader:
         return instance
 
 
-def load_state(folder: Path) -> Any:
-    """The model :func:`save_state` wrote into ``folder`` (files verified by the caller)."""
+def _npz_members(data: bytes) -> dict[str, bytes]:
+    """The members of an ``.npz`` written by :func:`save_state`: stored, not compressed
+    (no zip bomb), read only when the tree names them."""
+    if not data:
+        return {}
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        infos = archive.infolist()
+        if any(i.compress_type != zipfile.ZIP_STORED for i in infos):
+            raise ModelError("unreadable model file: arrays.npz holds compressed members")
+        return {i.filename: archive.read(i) for i in infos}
+
+
+def _npy(data: bytes, key: str) -> np.ndarray:
+    """One ``.npy`` member, after checking that its header's size is its data's."""
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    read = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    if version not in read:
+        raise ModelError(f"unreadable model file: array {key!r} in .npy format {version}")
+    shape, _, dtype = read[version](stream)
+    if dtype.hasobject or dtype.kind not in "biufcmM" or dtype.fields is not None:
+        raise ModelError(f"unreadable model file: array {key!r} of dtype {dtype}")
+    if math.prod(shape) * dtype.itemsize != len(data) - stream.tell():
+        raise ModelError(f"unreadable model file: array {key!r} is not the size it says")
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def load_state(files: Mapping[str, bytes]) -> Any:
+    """The model :func:`save_state` wrote, from its files' bytes (already checked against
+    the manifest by the caller: the same bytes are hashed and parsed, so nothing can be
+    swapped in between)."""
     try:
-        tree = json.loads((folder / TREE).read_text(encoding="utf-8"))
+        tree = json.loads(files[TREE].decode("utf-8"))
         if not isinstance(tree, dict) or tree.get("format") != FORMAT:
-            raise ModelError(f"{folder / TREE}: not a {FORMAT} model file")
-        with np.load(folder / ARRAYS, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-        return _Reader(folder, arrays).decode(tree["model"])
-    except (
-        OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError,
-        lgb.basic.LightGBMError,
-    ) as exc:  # fmt: skip
+            raise ModelError(f"{TREE}: not a {FORMAT} model file")
+        return _Reader(files).decode(tree["model"])
+    except ModelError:
+        raise
+    except Exception as exc:  # anything else a changed file can provoke
         raise ModelError(
-            f"{folder}: unreadable model files ({type(exc).__name__}: {exc})"
+            f"unreadable model files ({type(exc).__name__}: {str(exc)[:200]})"
         ) from None

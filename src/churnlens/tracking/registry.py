@@ -93,26 +93,31 @@ def registered_bundle(name: str, version: str) -> Iterator[Path]:
         bundle = _artifact(folder, BUNDLE)
         if bundle is None or not (bundle / MANIFEST).is_file():
             raise ModelError(
-                f"models:/{name}/{version} was registered in the old pickle format, which "
-                "churnlens no longer loads; retrain to register a new version"
+                f"models:/{name}/{version} holds no churnlens bundle where its MLmodel says "
+                "(registered in the old pickle format, or changed since); retrain to register "
+                "a new version"
             )
         yield bundle
 
 
 def _artifact(folder: Path, name: str) -> Path | None:
     """The local folder of the pyfunc artifact ``name`` in a downloaded model (MLmodel is
-    read as plain YAML)."""
+    read as plain YAML); None unless it is a folder inside the downloaded model."""
     import yaml
 
     mlmodel = folder / "MLmodel"
     if not mlmodel.is_file():
         return None
-    described = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
-    flavor = (described.get("flavors") or {}).get("python_function") or {}
-    relative = ((flavor.get("artifacts") or {}).get(name) or {}).get("path")
-    if not isinstance(relative, str) or ".." in Path(relative).parts:
+    try:
+        described = yaml.safe_load(mlmodel.read_text(encoding="utf-8"))
+        relative = described["flavors"]["python_function"]["artifacts"][name]["path"]
+    except (yaml.YAMLError, UnicodeDecodeError, KeyError, TypeError):
         return None
-    return folder / relative
+    if not isinstance(relative, str) or Path(relative).is_absolute():
+        return None
+    found = (folder / relative).resolve()
+    inside = found.is_relative_to(folder.resolve()) and found != folder.resolve()
+    return found if inside and found.is_dir() and not (folder / relative).is_symlink() else None
 
 
 def load_version(name: str, version: str, kind: str | None = None) -> Any:
@@ -158,6 +163,7 @@ def update_champion(
     new_score: float,
     score_champion: ChampionScore,
     force: bool = False,
+    kind: str | None = None,
 ) -> AliasDecision:
     """Move the ``champion`` alias to ``version`` when it scores better (or is forced).
 
@@ -175,7 +181,7 @@ def update_champion(
         retry(lambda: client.set_registered_model_alias(registered_name, CHAMPION, version))
         return AliasDecision(True, "forced" if force else "first registered version")
     try:
-        champion = load_version(registered_name, str(current.version))
+        champion = load_version(registered_name, str(current.version), kind)
         run = retry(lambda: client.get_run(current.run_id)) if current.run_id else None
     except Exception as exc:
         raise TrackingError(
@@ -280,12 +286,14 @@ def find_version(uri: str, settings: Settings) -> RegisteredVersion:
     return RegisteredVersion(name, str(version.version), run.data.params.get("as_of"))
 
 
-def load_champion(settings: Settings, registered_name: str) -> Any | None:
+def load_champion(settings: Settings, registered_name: str, kind: str) -> Any | None:
     """The champion model of a registered name, or None when there is none (or the store
     cannot give it: the caller then starts afresh)."""
     try:
         client = use_store(settings)
         current = current_champion(client, registered_name)
-        return None if current is None else load_version(registered_name, str(current.version))
+        if current is None:
+            return None
+        return load_version(registered_name, str(current.version), kind)
     except Exception:
         return None

@@ -88,6 +88,7 @@ def record_run(
             register.score,
             register.champion_score,
             register.force,
+            register.model.kind,
         )
         retry(lambda: mlflow.set_tag("champion_decision", decision.reason))
         return RunRecord(run.info.run_id, version, decision.reason)
