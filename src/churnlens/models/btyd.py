@@ -233,12 +233,13 @@ class BGNBD(Serialisable):
         return expit(alive - dead)
 
     def conditional_expected_purchases(
-        self, t: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike
+        self, t: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, alive: Any = None
     ) -> FloatArray:
-        """E[repeat purchases in (T, T+t] | x, t_x, T], eq. 10 of [1]_."""
+        """E[repeat purchases in (T, T+t] | x, t_x, T], eq. 10 of [1]_ (``alive``: the
+        customers' :meth:`probability_alive` when already computed)."""
         t, x, t_x, T = as_floats(t, x, t_x, T)
         bracket = _bracket(t, x, T, self.r, self.alpha, self.a, self.b)
-        return bracket * self.probability_alive(x, t_x, T)
+        return bracket * (self.probability_alive(x, t_x, T) if alive is None else alive)
 
     def expected_purchases_new(self, t: ArrayLike) -> FloatArray:
         """E[X(t)]: repeat purchases in (0, t] of a new customer, eq. 9 of [1]_."""
@@ -381,12 +382,14 @@ class ParetoNBD(Serialisable):
         return -np.expm1(-k * lq) / k if abs(k) > 1e-12 else lq
 
     def conditional_expected_purchases(
-        self, t: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike
+        self, t: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, alive: Any = None
     ) -> FloatArray:
-        """E[repeat purchases in (T, T+t] | x, t_x, T], eq. 41 of [3]_."""
+        """E[repeat purchases in (T, T+t] | x, t_x, T], eq. 41 of [3]_ (``alive`` as in
+        :meth:`BGNBD.conditional_expected_purchases`)."""
         t, x, t_x, T = as_floats(t, x, t_x, T)
         rate = (self.r + x) * (self.beta + T) / (self.alpha + T)
-        return rate * self._growth(t, T) * self.probability_alive(x, t_x, T)
+        alive = self.probability_alive(x, t_x, T) if alive is None else alive
+        return rate * self._growth(t, T) * alive
 
     def expected_purchases_new(self, t: ArrayLike) -> FloatArray:
         """E[X(t)]: repeat purchases in (0, t] of a new customer, eq. 27 of [3]_."""

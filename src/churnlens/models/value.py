@@ -126,19 +126,21 @@ class Lifetimes:
         return rate * days / WEEK * spend
 
     def columns(self, X: pd.DataFrame, days: float) -> pd.DataFrame:
-        """The features the supervised part learns from (:data:`LIFETIME_COLUMNS`)."""
+        """The features the supervised part learns from (:data:`LIFETIME_COLUMNS`) and,
+        as ``value_expected``, :meth:`expected` (P(alive) computed once for both)."""
         p = Purchases.of(X)
         T = np.maximum(p.T, HALF_DAY)
-        alive = np.where(p.buyer, self.pnbd.probability_alive(p.x, p.t_x, T), 0.0)
-        purchases = self.pnbd.conditional_expected_purchases(days / WEEK, p.x, p.t_x, T)
+        alive = self.pnbd.probability_alive(p.x, p.t_x, T)
+        purchases = self.pnbd.conditional_expected_purchases(days / WEEK, p.x, p.t_x, T, alive)
         spend = self._per_purchase(p)
         value = np.where(p.buyer, purchases * spend, 0.0)
         return pd.DataFrame(
             {
-                "value_p_alive": alive,
+                "value_p_alive": np.where(p.buyer, alive, 0.0),
                 "value_expected_purchases": np.where(p.buyer, purchases, 0.0),
                 "value_spend": np.where(p.buyer, spend, 0.0),
                 "value_btyd_log": np.log(np.clip(value, 1e-3, None)),
+                "value_expected": value,
             },
             index=X.index,
         )
@@ -227,10 +229,12 @@ class ValueModel(ChurnlensModel):
             verbose=-1,
         )
 
-    def _design(self, X: pd.DataFrame, lifetimes: Lifetimes) -> pd.DataFrame:
-        return pd.concat(
-            [X[list(self.feature_names_in_)], lifetimes.columns(X, self.horizon_days)], axis=1
-        )
+    def _design(self, X: pd.DataFrame, lifetimes: Lifetimes) -> tuple[pd.DataFrame, np.ndarray]:
+        """The learners' input (the features and :data:`LIFETIME_COLUMNS`) and the
+        buy-till-you-die expected spend (:meth:`Lifetimes.expected`)."""
+        columns = lifetimes.columns(X, self.horizon_days)
+        base = columns.pop("value_expected").to_numpy()
+        return pd.concat([X[list(self.feature_names_in_)], columns], axis=1), base
 
     def fit(
         self, X: pd.DataFrame, snapshots: tuple[pd.DataFrame, pd.Series] | None = None
@@ -266,8 +270,9 @@ class ValueModel(ChurnlensModel):
             except ModelError:  # too few repeat buyers that early: the snapshot is left out
                 continue
             days.append(day)
-            parts.append(self._design(X_d, fitted))
-            btyd.append(fitted.expected(X_d, self.horizon_days))
+            design, expected = self._design(X_d, fitted)
+            parts.append(design)
+            btyd.append(expected)
             fits.append(fitted)
             naive.append(naive_rate(X_d, self.horizon_days))
         if not days:
@@ -347,8 +352,8 @@ class ValueModel(ChurnlensModel):
         return spend, buy
 
     def _supervised(self, X: pd.DataFrame, lifetimes: Lifetimes) -> np.ndarray:
-        base = lifetimes.expected(X, self.horizon_days)
-        spend, buy = self._spend(self._design(X, lifetimes), base)
+        design, base = self._design(X, lifetimes)
+        spend, buy = self._spend(design, base)
         return _blend(base, spend, buy, *self.weights_)
 
     def _check(self, X: pd.DataFrame) -> pd.DataFrame:
