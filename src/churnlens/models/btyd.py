@@ -309,10 +309,9 @@ def _quad(
     eta = (nodes[:, None] + 1) * 0.5 * top
     w = np.expm1(eta) / kappa
     log_v = np.log(eps + z * -np.expm1(-w / p))  # log(1 - zu)
-    f = -w - k * log_v + eta - np.log(kappa)
+    f = -w - k * log_v + eta - np.log(kappa) + np.log(weights[:, None] * 0.5 * top)
     if not means:
-        return logsumexp(f + np.log(weights[:, None] * 0.5 * top), axis=0)
-    f += np.log(weights[:, None] * 0.5 * top)
+        return logsumexp(f, axis=0)
     prob = np.exp(f - (peak := f.max(axis=0)))
     prob /= (total := prob.sum(axis=0))
     u = np.exp(-(w := w / p))
@@ -405,7 +404,7 @@ def _pnbd_tails(
     log(α+τ), 1/(α+τ), log(β+τ), 1/(β+τ) over τ > t with density g/G: shape (5, n). With
     u = (M+t)/(M+τ), α+τ and β+τ are (M+t)/u and (M+t)(1-zu)/u (or the other way round)."""
     big, small, out = max(alpha, beta), min(alpha, beta), np.empty((5, x.size))
-    for part in np.array_split(np.arange(x.size), -(-x.size * 32 // _BLOCK)):
+    for part in np.array_split(np.arange(x.size), max(1, -(-x.size * 32 // _BLOCK))):
         rsx, tp, c = r + s + x[part], t[part], big + t[part]
         k = s + 1 + 0 * rsx if alpha >= beta else r + x[part]
         z, eps = (big - small) / c, (small + tp) / c
