@@ -157,3 +157,21 @@ def test_train_registers_the_value_model_and_the_registry_copy_scores_the_same(
     pd.testing.assert_frame_equal(
         registry.value.predict_columns(X), local.value.predict_columns(X), atol=1e-12
     )
+
+
+def test_the_learners_train_on_a_sample_of_whole_customers_beyond_max_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import churnlens.models.value as value
+
+    ids = np.repeat(np.array([f"c{i}" for i in range(3000)], dtype=object), 3)  # 3 snapshots
+    rows = np.arange(ids.size) % 7 != 0  # some rows already left out
+    assert (value.cap_rows(rows, ids, 7) == rows).all()  # 7,714 rows: within the default
+    monkeypatch.setattr(value, "MAX_ROWS", 600)
+    kept = value.cap_rows(rows, ids, 7)
+    assert not (kept & ~rows).any()
+    assert 400 <= kept.sum() <= 800  # 600 expected: whole customers, so it varies
+    per_customer = pd.Series(kept[rows]).groupby(ids[rows]).agg(["min", "max"])
+    assert (per_customer["min"] == per_customer["max"]).all()  # all of a customer or none
+    assert (value.cap_rows(rows, ids, 7) == kept).all()  # seeded
+    assert (value.cap_rows(rows, ids, 8) != kept).any()
