@@ -46,6 +46,7 @@ def _snapshots(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
 # one worker builds the module's fixture once (with --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("model-files")
 
+
 @pytest.fixture(scope="module")
 def fitted(sample_events: pd.DataFrame, sample_log_path: Path) -> dict[str, tuple]:
     """One fitted model of every kind (both calibrations of churn, both uplift learners,

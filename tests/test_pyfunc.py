@@ -29,6 +29,7 @@ runner = CliRunner()
 # one worker builds the module's fixture once (with --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("pyfunc")
 
+
 @pytest.fixture(scope="module")
 def registered(sample_log_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Train with tracking into a store of this module's own; the churn model's folder as

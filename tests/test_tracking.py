@@ -80,8 +80,24 @@ def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
     assert len(tags["data_fingerprint"]) == 16
     assert tags["churnlens_version"]
     for score in ("model", "model_raw", "logistic_rfm", "recency"):
-        for metric in ("roc_auc", "brier", "log_loss", "pr_auc_stayers", "top_decile_lift"):
+        for metric in ("roc_auc", "pr_auc", "brier", "log_loss", "capture_at_rate"):
             assert f"val_{score}_{metric}" in metrics
+    for baseline in ("logistic_rfm", "recency"):
+        assert metrics[f"gain_roc_auc_over_{baseline}"] == pytest.approx(
+            metrics["val_model_roc_auc"] - metrics[f"val_{baseline}_roc_auc"]
+        )
+    # each score as a child run with the same metric keys, for MLflow's compare view
+    children = c.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    by_score = {child.data.tags["score"]: child.data.metrics for child in children}
+    assert set(by_score) == {"model", "model_raw", "logistic_rfm", "recency"}
+    for score, child_metrics in by_score.items():
+        assert set(child_metrics) == {"roc_auc", "pr_auc", "brier", "log_loss"}
+        assert child_metrics["roc_auc"] == pytest.approx(metrics[f"val_{score}_roc_auc"])
+    assert run.data.params["validation_date"] == run.data.params["snapshot_dates"].split(",")[-1]
+    assert 0 < float(run.data.params["validation_churn_rate"]) < 1
+    assert "comparison.json" in {a.path for a in c.list_artifacts(run.info.run_id)}
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "plots")}
     assert {
         f"plots/{n}.png"

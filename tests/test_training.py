@@ -14,7 +14,12 @@ from churnlens import ModelError, Settings
 from churnlens.bundle import load_bundle
 from churnlens.cli import app
 from churnlens.config import ModelSettings, TrainingSettings
-from churnlens.evaluation import churn_metrics, top_decile_lift
+from churnlens.evaluation import (
+    capture_at_rate,
+    churn_metrics,
+    stayer_lift_top_decile,
+    top_decile_lift,
+)
 from churnlens.labels import make_snapshots
 from churnlens.models.churn import ChurnModel, time_split
 from churnlens.training import backtest
@@ -131,6 +136,21 @@ def test_top_decile_lift_by_hand() -> None:
     y = np.array([1, 1, 0, 0, 0, 0, 0, 0, 0, 0] * 2)  # churn rate 0.2
     p = np.linspace(1, 0, 20)  # the two highest scores are churners
     assert top_decile_lift(y, p) == pytest.approx(1.0 / 0.2)
+
+
+def test_capture_at_rate_and_the_stayers_lift_by_hand() -> None:
+    y = np.array([1, 1, 0, 0, 1, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.3])
+    assert capture_at_rate(y, p) == pytest.approx(2 / 3)  # top 3: churner, churner, stayer
+    assert capture_at_rate(y, y.astype(float)) == 1.0
+    # 20 customers, 4 stayers (rate 0.2); the 2 lowest scores: one stayer, one churner
+    y = np.array([0, 1] + [0] * 3 + [1] * 15)
+    p = np.r_[0.01, 0.02, np.linspace(0.5, 0.9, 18)]
+    assert stayer_lift_top_decile(y, p) == pytest.approx(0.5 / 0.2)
+    m = churn_metrics(y, p)
+    assert set(m) == {"roc_auc", "pr_auc", "pr_auc_stayers", "brier", "log_loss",
+                      "capture_at_rate", "stayer_lift_top_decile"}  # fmt: skip
+    assert m["pr_auc"] > y.mean()  # better than the prevalence line
 
 
 def test_cli_train_and_backtest_on_sample_data(tmp_path: Path, sample_events) -> None:

@@ -8,11 +8,18 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
-METRICS = ("roc_auc", "pr_auc_stayers", "brier", "log_loss", "top_decile_lift")
+METRICS = (
+    "roc_auc", "pr_auc", "pr_auc_stayers", "brier", "log_loss", "capture_at_rate",
+    "stayer_lift_top_decile",
+)  # fmt: skip
+# what every candidate and baseline logs under the same key (MLflow's compare view)
+COMPARED = ("roc_auc", "pr_auc", "brier", "log_loss")
 
 
 def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
-    """Churn rate among the 10% highest scores divided by the overall churn rate."""
+    """Churn rate among the 10% highest scores divided by the overall churn rate. At its
+    ceiling (1 / churn rate) for any fair model once more than 10% churn, so churnlens
+    does not report it; see :func:`capture_at_rate` and :func:`stayer_lift_top_decile`."""
     y = np.asarray(y, dtype=float)
     n = max(1, int(np.ceil(0.1 * len(y))))
     top = np.argsort(-np.asarray(p, dtype=float), kind="stable")[:n]
@@ -20,28 +27,63 @@ def top_decile_lift(y: np.ndarray, p: np.ndarray) -> float:
     return float(y[top].mean() / base) if base > 0 else float("nan")
 
 
-def churn_metrics(y: pd.Series | np.ndarray, p: pd.Series | np.ndarray) -> dict[str, float]:
-    """ROC AUC, PR AUC of the stayers, Brier score, log loss and top-decile lift.
+def capture_at_rate(y: np.ndarray, p: np.ndarray) -> float:
+    """The share of churners among as many highest scores as there are churners (1 for a
+    perfect ranking, the churn rate for a random one): a budget the size of the churn
+    problem, never saturated short of perfection."""
+    y = np.asarray(y, dtype=float)
+    k = int(y.sum())
+    if k == 0:
+        return float("nan")
+    top = np.argsort(-np.asarray(p, dtype=float), kind="stable")[:k]
+    return float(y[top].mean())
 
-    ``y`` is 1 for churners; ``p`` the predicted churn probability. The PR AUC is taken
-    for the stayers (label 0, score 1 - p), the minority class in most churn logs.
-    Ranking metrics are NaN when only one class is present.
+
+def stayer_lift_top_decile(y: np.ndarray, p: np.ndarray) -> float:
+    """Stayer rate among the 10% lowest churn scores over the overall stayer rate: how
+    well a score finds the customers who stay, the minority in most churn logs (ceiling
+    1 / stayer rate)."""
+    return top_decile_lift(1 - np.asarray(y, dtype=float), -np.asarray(p, dtype=float))
+
+
+def churn_metrics(y: pd.Series | np.ndarray, p: pd.Series | np.ndarray) -> dict[str, float]:
+    """ROC AUC, PR AUC of the churners and of the stayers, Brier score, log loss, capture
+    at the churn rate and the stayers' top-decile lift.
+
+    ``y`` is 1 for churners; ``p`` the predicted churn probability. The stayers' PR AUC
+    ranks by 1 - p. Ranking metrics are NaN when only one class is present.
     """
     y = np.asarray(y, dtype=int)
     p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
     both = 0 < y.sum() < len(y)
+    nan = float("nan")
     return {
-        "roc_auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "pr_auc_stayers": float(average_precision_score(1 - y, 1 - p)) if both else float("nan"),
+        "roc_auc": float(roc_auc_score(y, p)) if both else nan,
+        "pr_auc": float(average_precision_score(y, p)) if both else nan,
+        "pr_auc_stayers": float(average_precision_score(1 - y, 1 - p)) if both else nan,
         "brier": float(brier_score_loss(y, p)),
         "log_loss": float(log_loss(y, p, labels=[0, 1])),
-        "top_decile_lift": top_decile_lift(y, p),
+        "capture_at_rate": capture_at_rate(y, p) if both else nan,
+        "stayer_lift_top_decile": stayer_lift_top_decile(y, p) if both else nan,
     }
 
 
 def metrics_table(y: pd.Series, scores: dict[str, pd.Series | np.ndarray]) -> pd.DataFrame:
     """One row of :func:`churn_metrics` per named score."""
     return pd.DataFrame({name: churn_metrics(y, p) for name, p in scores.items()}).T[list(METRICS)]
+
+
+def comparison_metrics(table: pd.DataFrame, model: str = "model") -> dict[str, float]:
+    """The model's gain over each other row of a :func:`metrics_table` on the compared
+    metrics (``gain_roc_auc_over_recency``; for Brier and log loss the gain is the
+    baseline's minus the model's, so positive always means the model is better)."""
+    out = {}
+    lower_better = {"brier", "log_loss"}
+    for other in table.index.drop(model):
+        for metric in COMPARED:
+            gain = table.loc[model, metric] - table.loc[other, metric]
+            out[f"gain_{metric}_over_{other}"] = float(-gain if metric in lower_better else gain)
+    return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
 VALUE_METRICS = ("total_error", "mae", "spearman", "gini", "top_decile_capture")

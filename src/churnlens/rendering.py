@@ -127,9 +127,9 @@ def feature_summary(summary: pd.DataFrame) -> Table:
 
 def metrics_table(title: str, frame: pd.DataFrame) -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column("score")
-    for col in frame.columns:
-        table.add_column(col, justify="right")
+    table.add_column("score", no_wrap=True)
+    for col in frame.columns:  # long names break at _ (pr_auc_ / stayers)
+        table.add_column(col.replace("_", "_\u200b"), justify="right")
     for name, row in frame.iterrows():
         table.add_row(str(name), *(f"{v:.4f}" for v in row))
     return table

@@ -176,7 +176,7 @@ def _track(
     force: bool,
 ) -> None:
     """Record the run in MLflow, register the model and move the alias if it wins."""
-    from churnlens.evaluation import churn_plots, importance_plot
+    from churnlens.evaluation import COMPARED, churn_plots, comparison_metrics, importance_plot
     from churnlens.tracking import ModelToRegister, RunContent, record_run
 
     y = result.valid_scores["churned"].to_numpy()
@@ -187,6 +187,8 @@ def _track(
         "snapshot_dates": ",".join(d.isoformat() for d in result.snapshots),
         "training_rows": result.rows,
         "validation_rows": len(y),
+        "validation_date": result.snapshots[-1].isoformat(),
+        "validation_churn_rate": round(float(y.mean()), 6),
         "calibration_method": result.model.calibration_method_,
     }
     if result.sample is not None:
@@ -203,8 +205,13 @@ def _track(
     importance = importance_plot(result.model.feature_importance())
     value_bundle = None if result.value is None else result.value.bundle
     content = RunContent(
+        metrics=comparison_metrics(result.validation),
         metric_tables={"val_": result.validation},
         figures={"plots": {**churn_plots(y, scores), "feature_importance.png": importance}},
+        tables={"comparison.json": result.validation.rename_axis("score").reset_index()},
+        children={
+            name: {k: row[k] for k in COMPARED} for name, row in result.validation.iterrows()
+        },
     )
     register = ModelToRegister(
         model=result.model,

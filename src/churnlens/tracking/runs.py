@@ -59,6 +59,8 @@ class RunContent:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # artifact -> table
     dicts: dict[str, dict[str, Any]] = field(default_factory=dict)  # artifact -> dict
     texts: dict[str, str] = field(default_factory=dict)  # artifact -> text
+    # child runs: name -> metrics under the same keys (MLflow's compare view lines them up)
+    children: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def record_run(
@@ -78,6 +80,7 @@ def record_run(
     with failures(kept), tracked_run(settings, run_name) as run:
         log_common(settings, params, tags)
         _log_content(content)
+        _log_children(run_name, content.children)
         log_config_file(config_path, settings)
         if register is None:
             return RunRecord(run.info.run_id)
@@ -128,6 +131,17 @@ def add_to_run(
         with mlflow.start_run(run_id=run_id):
             _log_content(content)
             retry(lambda: mlflow.set_tags(dict(tags)))
+
+
+def _log_children(run_name: str, children: Mapping[str, Mapping[str, float]]) -> None:
+    """One nested run per child (a candidate or baseline) with its metrics."""
+    import mlflow
+
+    for name, metrics in children.items():
+        finite = {k: float(v) for k, v in metrics.items() if np.isfinite(v)}
+        with mlflow.start_run(run_name=f"{run_name}/{name}", nested=True):
+            retry(lambda finite=finite: mlflow.log_metrics(finite))
+            retry(lambda name=name: mlflow.set_tags({"score": name, "kind": "comparison"}))
 
 
 def _log_content(content: RunContent) -> None:
