@@ -98,6 +98,17 @@ def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
     assert run.data.params["validation_date"] == run.data.params["snapshot_dates"].split(",")[-1]
     assert 0 < float(run.data.params["validation_churn_rate"]) < 1
     assert "comparison.json" in {a.path for a in c.list_artifacts(run.info.run_id)}
+    # the registered version says what it is and why it is (or is not) the champion
+    registered = c.get_model_version("churnlens-churn", "1")
+    assert registered.tags["as_of"] == "2024-11-30"
+    assert float(registered.tags["val_roc_auc"]) == pytest.approx(
+        metrics["val_model_roc_auc"], abs=1e-4
+    )
+    assert registered.tags["champion_decision"] == "first registered version"
+    assert registered.tags["data_fingerprint"] == tags["data_fingerprint"]
+    assert "Out-of-time validation" in registered.description
+    kind = c.get_experiment(experiment).tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development"
     artifacts = {a.path for a in c.list_artifacts(run.info.run_id, "plots")}
     assert {
         f"plots/{n}.png"
@@ -136,6 +147,7 @@ def test_a_worse_model_does_not_take_the_champion_alias(workspace: Path) -> None
     assert str(c.get_model_version_by_alias("churnlens-churn", "champion").version) == "2"
     listing = runner.invoke(app, ["models", "list"])
     assert "champion" in listing.output
+    assert "val AUC" in listing.output and "2024-11-30" in listing.output
     missing = runner.invoke(app, ["models", "promote", "churnlens-churn", "9"])
     assert missing.exit_code == 1
     assert "no version 9" in missing.output

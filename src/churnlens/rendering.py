@@ -128,8 +128,8 @@ def feature_summary(summary: pd.DataFrame) -> Table:
 def metrics_table(title: str, frame: pd.DataFrame) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("score", no_wrap=True)
-    for col in frame.columns:  # long names break at _ (pr_auc_ / stayers)
-        table.add_column(col.replace("_", "_\u200b"), justify="right")
+    for col in frame.columns:  # spaces, so that long names wrap instead of being cut
+        table.add_column(col.replace("_", " "), justify="right")
     for name, row in frame.iterrows():
         table.add_row(str(name), *(f"{v:.4f}" for v in row))
     return table
@@ -384,13 +384,22 @@ def targeting_table(result: DemoResult) -> Table:
     return out
 
 
+# the `models list` columns and their headers
+MODEL_LIST = {
+    "name": "name", "version": "ver", "aliases": "alias", "as_of": "as of",
+    "val_roc_auc": "val AUC", "val_brier": "val Brier", "created": "created",
+}  # fmt: skip
+
+
 def show_models(frame: pd.DataFrame, uri: str) -> None:
-    table = Table(title=f"Registered models at {uri}", title_justify="left")
-    for col in frame.columns:
-        table.add_column(col)
-    for row in frame.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
-    console.print(table if len(frame) else "No registered models yet: run `churnlens train`.")
+    if not len(frame):
+        console.print("No registered models yet: run `churnlens train`.")
+        return
+    shown = frame.assign(created=frame["created"].dt.strftime("%Y-%m-%d %H:%M"))
+    shown = shown[list(MODEL_LIST)].rename(columns=MODEL_LIST)
+    console.print(f"Registered models at {escape(uri)}")
+    # plain aligned text: never cut to the terminal's width (the run ids are in MLflow)
+    console.print(shown.to_string(index=False), markup=False, highlight=False, soft_wrap=True)
 
 
 def show_cdnow(events: pd.DataFrame, out: Path) -> None:

@@ -204,6 +204,7 @@ def _track(
         tags["bundle"] = str(result.bundle)
     importance = importance_plot(result.model.feature_importance())
     value_bundle = None if result.value is None else result.value.bundle
+    model_row, baselines = result.validation.loc["model"], result.validation.loc["logistic_rfm"]
     content = RunContent(
         metrics=comparison_metrics(result.validation),
         metric_tables={"val_": result.validation},
@@ -223,6 +224,20 @@ def _track(
         bundle=result.bundle,
         # served with the churn model by its pyfunc (expected_value, value_if_retained)
         companions={} if value_bundle is None else {"value": value_bundle},
+        tags={
+            "as_of": str(as_of),
+            "val_roc_auc": f"{model_row['roc_auc']:.4f}",
+            "val_brier": f"{model_row['brier']:.4f}",
+            "validation_date": result.snapshots[-1].isoformat(),
+            "data_fingerprint": result.fingerprint,
+        },
+        description=(
+            f"Churn model on data up to {as_of}, horizon {settings.training.horizon_days} "
+            f"days. Out-of-time validation on the {result.snapshots[-1]} snapshot "
+            f"({len(y):,} customers, churn rate {y.mean():.3f}): ROC AUC "
+            f"{model_row['roc_auc']:.4f} (logistic RFM {baselines['roc_auc']:.4f}), Brier "
+            f"{model_row['brier']:.4f} (logistic RFM {baselines['brier']:.4f})."
+        ),
         force=force,
     )
     kept = f"the model bundle was saved at {result.bundle}"

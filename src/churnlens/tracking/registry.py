@@ -75,6 +75,18 @@ def log_model(
     return str(info.registered_model_version)
 
 
+def describe_version(name: str, version: str, description: str, tags: dict[str, str]) -> None:
+    """A registered version's description and tags (as-of, validation scores, data
+    fingerprint, the champion decision and why)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if description:
+        retry(lambda: client.update_model_version(name, version, description=description))
+    for key, value in tags.items():
+        retry(lambda k=key, v=value: client.set_model_version_tag(name, version, k, str(v)))
+
+
 @contextlib.contextmanager
 def registered_bundle(name: str, version: str) -> Iterator[Path]:
     """The bundle of a registered version, downloaded into a temporary folder (removed
@@ -238,16 +250,22 @@ def _list_models(settings: Settings) -> pd.DataFrame:
             aliases.setdefault(str(version), []).append(alias)
         where = f"name = {literal(model.name)}"
         for v in retry(lambda where=where: client.search_model_versions(where)):
+            tags = dict(v.tags or {})
             rows.append(
                 {
                     "name": v.name,
                     "version": int(v.version),
                     "aliases": ", ".join(aliases.get(str(v.version), [])),
+                    "as_of": tags.get("as_of", ""),
+                    "val_roc_auc": tags.get("val_roc_auc", ""),
+                    "val_brier": tags.get("val_brier", ""),
                     "run_id": v.run_id,
                     "created": pd.Timestamp(v.creation_timestamp, unit="ms"),
                 }
             )
-    columns = ["name", "version", "aliases", "run_id", "created"]
+    columns = [
+        "name", "version", "aliases", "as_of", "val_roc_auc", "val_brier", "run_id", "created",
+    ]  # fmt: skip
     return pd.DataFrame(rows, columns=columns).sort_values(["name", "version"], ignore_index=True)
 
 

@@ -21,7 +21,12 @@ import pandas as pd
 
 from churnlens import __version__
 from churnlens.config import Settings
-from churnlens.tracking.registry import ChampionScore, log_model, update_champion
+from churnlens.tracking.registry import (
+    ChampionScore,
+    describe_version,
+    log_model,
+    update_champion,
+)
 from churnlens.tracking.store import failures, flatten, git_commit, retry, tracked_run, use_store
 
 
@@ -37,6 +42,8 @@ class ModelToRegister:
     champion_score: ChampionScore
     bundle: Path | None = None  # the bundle written for it (None: a temporary one is)
     companions: dict[str, Path] = field(default_factory=dict)  # served with it, by kind
+    tags: dict[str, str] = field(default_factory=dict)  # on the registered version
+    description: str = ""  # of the registered version
     force: bool = False
 
 
@@ -94,6 +101,12 @@ def record_run(
             register.model.kind,
         )
         retry(lambda: mlflow.set_tag("champion_decision", decision.reason))
+        describe_version(
+            register.registered_name,
+            version,
+            register.description,
+            {**register.tags, "champion_decision": decision.reason},
+        )
         return RunRecord(run.info.run_id, version, decision.reason)
 
 

@@ -129,7 +129,10 @@ def _ensure_experiment(settings: Settings) -> None:
     if client.get_experiment_by_name(name) is None:
         try:
             client.create_experiment(
-                name, artifact_location=artifact_location(tracking_uri(settings))
+                name,
+                artifact_location=artifact_location(tracking_uri(settings)),
+                # the MLflow UI opens it as model training (not GenAI)
+                tags={"mlflow.experimentKind": "custom_model_development"},
             )
         except Exception as exc:
             if "already exists" not in str(exc).lower():
