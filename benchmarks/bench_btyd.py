@@ -44,7 +44,7 @@ def _run_one(method: str, customers: int, seed: int) -> dict[str, object]:
     """Runs in the child process: simulate, time one fit, report JSON on stdout."""
     import numpy as np
 
-    from churnlens.models import btyd, spend
+    from churnlens.models import btyd, pareto_nbd, spend
 
     rng = np.random.default_rng(seed)
     continuous = method.endswith("/continuous")
@@ -54,7 +54,7 @@ def _run_one(method: str, customers: int, seed: int) -> dict[str, object]:
         x, t_x = btyd.simulate_bgnbd(*BG.values(), T, rng)
         truth = BG
     else:
-        x, t_x = btyd.simulate_pareto_nbd(*PNBD.values(), T, rng)
+        x, t_x = pareto_nbd.simulate_pareto_nbd(*PNBD.values(), T, rng)
         truth = PNBD
     t_x = t_x if continuous else np.floor(t_x * 7) / 7
     m_x = spend.simulate_gamma_gamma(*GG.values(), x, rng) if method == "gamma_gamma" else None
@@ -66,7 +66,7 @@ def _run_one(method: str, customers: int, seed: int) -> dict[str, object]:
         model = spend.fit_gamma_gamma(x, m_x)
         truth = GG
     else:
-        fit = btyd.fit_bgnbd if method.startswith("bgnbd") else btyd.fit_pareto_nbd
+        fit = btyd.fit_bgnbd if method.startswith("bgnbd") else pareto_nbd.fit_pareto_nbd
         model = fit(x, t_x, T)
     seconds = time.perf_counter() - began
     _, traced = tracemalloc.get_traced_memory()

@@ -27,13 +27,15 @@ import churnlens.models.btyd as btyd
 from churnlens.errors import InputError, ModelError
 from churnlens.models.btyd import (
     BGNBD,
-    ParetoNBD,
     bgnbd_log_likelihood,
     compress,
     fit_bgnbd,
+    simulate_bgnbd,
+)
+from churnlens.models.pareto_nbd import (
+    ParetoNBD,
     fit_pareto_nbd,
     pareto_nbd_log_likelihood,
-    simulate_bgnbd,
     simulate_pareto_nbd,
 )
 from churnlens.models.spend import (

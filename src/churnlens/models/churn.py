@@ -65,7 +65,7 @@ def time_split(X: pd.DataFrame, horizon_days: int = 0) -> tuple[np.ndarray, np.n
     return ~valid, valid
 
 
-def _rfm_matrix(X: pd.DataFrame) -> np.ndarray:
+def rfm_matrix(X: pd.DataFrame) -> np.ndarray:
     recency = X["rfm_recency_days"].to_numpy(dtype=float)
     # no purchase yet: as if the last purchase were at the start of the customer's history
     recency = np.where(np.isnan(recency), X["freq_tenure_days"].to_numpy(dtype=float), recency)
@@ -82,7 +82,7 @@ def _rfm_matrix(X: pd.DataFrame) -> np.ndarray:
 def logistic_rfm_baseline() -> Pipeline:
     """Logistic regression on recency, tenure, log frequency and log monetary value."""
     return make_pipeline(
-        FunctionTransformer(_rfm_matrix),
+        FunctionTransformer(rfm_matrix),
         SimpleImputer(strategy="median"),
         StandardScaler(),
         LogisticRegression(max_iter=1000),

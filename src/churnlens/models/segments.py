@@ -62,7 +62,7 @@ MIN_FEATURES = 3
 LAPSING_OVERDUE = 2.0  # "lapsing": the median customer waited twice their usual cycle
 
 
-def _prepare(frame: pd.DataFrame) -> np.ndarray:
+def segment_matrix(frame: pd.DataFrame) -> np.ndarray:
     """The documented fill and the signed log1p of heavy-tailed columns."""
     X = frame.astype(float)
     if "rfm_recency_days" in X and "freq_tenure_days" in X:
@@ -199,7 +199,7 @@ class SegmentModel(ChurnlensModel, ClusterMixin, BaseEstimator):
     def _pipeline(self, k: int) -> Pipeline:
         return Pipeline(
             [
-                ("prepare", FunctionTransformer(_prepare)),
+                ("prepare", FunctionTransformer(segment_matrix)),
                 ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
                 ("scale", StandardScaler()),
                 ("kmeans", KMeans(n_clusters=k, n_init=10, random_state=self.seed)),

@@ -57,16 +57,16 @@ def _name(thing: Any) -> str:
 
 def _allowed() -> dict[str, Any]:
     """The classes and functions a model file may name: nothing else is rebuilt."""
-    from churnlens.models import btyd, churn, segments, spend, uplift, value
+    from churnlens.models import btyd, churn, pareto_nbd, segments, spend, uplift, value
 
     things: list[Any] = [
         churn.ChurnModel, churn.BoostedFromBaseline, churn.RecencyBaseline,
         segments.SegmentModel, value.ValueModel, value.Lifetimes, value.Purchases,
-        btyd.BGNBD, btyd.ParetoNBD, spend.GammaGamma, uplift.UpliftModel,
+        btyd.BGNBD, pareto_nbd.ParetoNBD, spend.GammaGamma, uplift.UpliftModel,
         lgb.LGBMClassifier, lgb.LGBMRegressor, LogisticRegression, StandardScaler,
         SimpleImputer, Pipeline, FunctionTransformer, KMeans, IsotonicRegression,
         _SigmoidCalibration, LabelEncoder,
-        churn._rfm_matrix, segments._prepare,  # the FunctionTransformer steps
+        churn.rfm_matrix, segments.segment_matrix,  # the FunctionTransformer steps
     ]  # fmt: skip
     return {_name(t): t for t in things}
 

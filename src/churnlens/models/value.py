@@ -46,7 +46,8 @@ import pandas as pd
 from churnlens.errors import ModelError
 from churnlens.evaluation import value_metrics
 from churnlens.models.base import ChurnlensModel
-from churnlens.models.btyd import BGNBD, ParetoNBD, fit_bgnbd, fit_pareto_nbd
+from churnlens.models.btyd import BGNBD, fit_bgnbd
+from churnlens.models.pareto_nbd import ParetoNBD, fit_pareto_nbd
 from churnlens.models.spend import GammaGamma, fit_gamma_gamma
 
 WEEK = 7.0
