@@ -307,6 +307,15 @@ def test_hostile_files_give_a_model_error_never_a_traceback(fitted, tmp_path: Pa
         load_bundle(bundle)
 
 
+def _rewrite_arrays(bundle: Path, members: dict[str, bytes], compression: int) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(bundle / "arrays.npz", "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    _rewrite_hashes(bundle)
+
+
 def test_compressed_or_oversized_arrays_are_refused(fitted, tmp_path: Path) -> None:
     """A zip bomb, or a .npy header claiming more than it holds, is never inflated."""
     import zipfile
@@ -314,10 +323,7 @@ def test_compressed_or_oversized_arrays_are_refused(fitted, tmp_path: Path) -> N
     bundle = write_bundle(tmp_path / "b", fitted["segments"][0], {"settings": {}})
     with zipfile.ZipFile(bundle / "arrays.npz") as archive:
         members = {i.filename: archive.read(i) for i in archive.infolist()}
-    with zipfile.ZipFile(bundle / "arrays.npz", "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    _rewrite_hashes(bundle)
+    _rewrite_arrays(bundle, members, zipfile.ZIP_DEFLATED)
     with pytest.raises(ModelError, match="compressed"):
         load_bundle(bundle)
     first = sorted(members)[0]
@@ -326,10 +332,7 @@ def test_compressed_or_oversized_arrays_are_refused(fitted, tmp_path: Path) -> N
     shape = header[header.index("'shape': (") : header.index(")", header.index("'shape'")) + 1]
     big = header.replace(shape, "'shape': (1000000000000,)".ljust(len(shape)))
     members[first] = big.encode("latin-1") + members[first][header_end:]
-    with zipfile.ZipFile(bundle / "arrays.npz", "w", zipfile.ZIP_STORED) as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    _rewrite_hashes(bundle)
+    _rewrite_arrays(bundle, members, zipfile.ZIP_STORED)
     with pytest.raises(ModelError, match="not the size it says"):
         load_bundle(bundle)
 
