@@ -121,9 +121,22 @@ class ModelSettings(_Frozen):
     )
     calibration: Literal["auto", "isotonic", "sigmoid", "none"] = "auto"
     isotonic_min_samples: int = Field(
-        5000, gt=0, description="'auto' calibrates isotonically from this many validation rows"
+        5000, gt=0, description="'auto' tries isotonic calibration from this many validation rows"
+    )
+    tree_weights: tuple[float, ...] = Field(
+        (0.0, 0.25, 0.5, 0.75, 1.0),
+        min_length=1,
+        description="blends of the trees with the logistic RFM part, chosen out of time "
+        "(0: the logistic baseline alone; [1.0]: the trees always in full)",
     )
     seed: int = 7
+
+    @field_validator("tree_weights")
+    @classmethod
+    def _weights_in_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 <= w <= 1 for w in value):
+            raise ValueError(f"tree weights lie in [0, 1], got {list(value)}")
+        return value
 
 
 class SegmentSettings(_Frozen):

@@ -190,6 +190,8 @@ def _track(
         "validation_date": result.snapshots[-1].isoformat(),
         "validation_churn_rate": round(float(y.mean()), 6),
         "calibration_method": result.model.calibration_method_,
+        "tree_weight": result.model.tree_weight_,
+        "guard_rows": result.model.validation_["guard_rows"],
     }
     if result.sample is not None:
         params |= {
@@ -209,7 +211,11 @@ def _track(
         metrics=comparison_metrics(result.validation),
         metric_tables={"val_": result.validation},
         figures={"plots": {**churn_plots(y, scores), "feature_importance.png": importance}},
-        tables={"comparison.json": result.validation.rename_axis("score").reset_index()},
+        tables={
+            "comparison.json": result.validation.rename_axis("score").reset_index(),
+            # the out-of-time choice of the trees' weight and the calibration
+            "selection.json": result.model.selection_,
+        },
         children={
             name: {k: row[k] for k in COMPARED} for name, row in result.validation.iterrows()
         },

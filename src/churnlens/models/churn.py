@@ -23,8 +23,6 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.frozen import FrozenEstimator
 from sklearn.impute import SimpleImputer
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
@@ -37,6 +35,14 @@ from churnlens.errors import ModelError
 from churnlens.evaluation import churn_metrics
 from churnlens.models.attribution import PathExplainer
 from churnlens.models.base import ChurnlensModel
+from churnlens.models.blending import (
+    METHODS,
+    Snapshot,
+    calibrated,
+    choose,
+    cross_fitted,
+    fit_calibrator,
+)
 from churnlens.reasons import top_reasons
 
 RFM_COLUMNS = ("rfm_recency_days", "freq_tenure_days", "rfm_frequency", "rfm_monetary_total")
@@ -141,10 +147,19 @@ class BoostedFromBaseline(ClassifierMixin, BaseEstimator):
             return None
         return _logit(self.logistic_.predict_proba(X)[:, 1])
 
-    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
-        raw = self.booster_.predict(X, raw_score=True)
+    def parts(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """The logistic part's log-odds (zeros without a baseline) and the trees'."""
         offset = self._offset(X)
-        return raw if offset is None else raw + offset
+        trees = self.booster_.predict(X, raw_score=True)
+        return (np.zeros(len(X)) if offset is None else offset), trees
+
+    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
+        offset, trees = self.parts(X)
+        return offset + self.weight() * trees
+
+    def weight(self) -> float:
+        """The trees' weight in the blend (chosen out of time by the churn model)."""
+        return float(getattr(self, "tree_weight_", 1.0))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
@@ -173,7 +188,8 @@ class BoostedFromBaseline(ClassifierMixin, BaseEstimator):
             values, raw = self.explainer_.explain(booster, X, num_threads)
         else:
             raise ModelError(f"unknown attribution method {method!r}; use 'path' or 'shap'")
-        frame = pd.DataFrame(values, index=X.index, columns=X.columns)
+        frame = pd.DataFrame(values * self.weight(), index=X.index, columns=X.columns)
+        raw = raw * self.weight()
         offset = self._offset(X)
         if offset is not None:
             *prep, model = self.logistic_.steps
@@ -212,6 +228,7 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
         boost_from_baseline: bool = True,
         calibration: str = "auto",
         isotonic_min_samples: int = 5000,
+        tree_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
         seed: int = 7,
         horizon_days: int = 0,
     ) -> None:
@@ -226,6 +243,7 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
         self.boost_from_baseline = boost_from_baseline
         self.calibration = calibration
         self.isotonic_min_samples = isotonic_min_samples
+        self.tree_weights = tree_weights
         self.seed = seed
         self.horizon_days = horizon_days
 
@@ -254,13 +272,18 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
             verbose=-1,
         )
 
-    def _method(self, n_valid: int) -> str:
-        if self.calibration == "auto":
-            return "isotonic" if n_valid >= self.isotonic_min_samples else "sigmoid"
-        return self.calibration
+    def _methods(self, n_valid: int) -> tuple[str, ...]:
+        if self.calibration != "auto":
+            return (self.calibration,)
+        return METHODS if n_valid >= self.isotonic_min_samples else ("none", "sigmoid")
+
+    def _weights(self) -> tuple[float, ...]:
+        return tuple(self.tree_weights) if self.boost_from_baseline else (1.0,)
 
     def fit(self, X: pd.DataFrame, y: pd.Series) -> ChurnModel:
-        """Fit on snapshots indexed by (as_of, customer_id); returns self."""
+        """Fit on snapshots indexed by (as_of, customer_id); returns self. The trees'
+        weight and the calibration are chosen out of time (:mod:`~churnlens.models.blending`)
+        on the validation snapshot and, when there is one, an earlier guard snapshot."""
         y = np.asarray(y, dtype=int)
         if len(np.unique(y)) < 2:
             raise ModelError(
@@ -280,23 +303,45 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
             )
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         staged = self._booster().fit(X[train], y[train])
-        raw_valid = staged.predict_proba(X[valid])[:, 1]
-        valid_scores = raw_valid
-        self.calibration_method_ = self._method(int(valid.sum()))
-        self.validation_ = {"rows": int(valid.sum()), "raw": churn_metrics(y[valid], raw_valid)}
-        self.calibrator_ = None
-        if self.calibration_method_ != "none" and len(np.unique(y[valid])) == 2:
-            calibrated = CalibratedClassifierCV(
-                FrozenEstimator(staged), method=self.calibration_method_
-            ).fit(X[valid], y[valid])
-            self.calibrator_ = calibrated.calibrated_classifiers_[0].calibrators[0]
-            valid_scores = calibrated.predict_proba(X[valid])[:, 1]
-            self.validation_["calibrated"] = churn_metrics(y[valid], valid_scores)
-        # out-of-time scores of the staged model on the validation snapshot
-        self.validation_scores_ = valid_scores
+        first = Snapshot(*staged.parts(X[valid]), y[valid])
+        snapshots = [first, *self._guard(X, y, valid)]
+        n_valid = int(valid.sum())
+        choice = choose(snapshots, self._weights(), self._methods(n_valid), self.seed)
+        self.tree_weight_, self.calibration_method_ = choice.weight, choice.method
+        self.selection_ = choice.table
+        log_odds = first.offset + choice.weight * first.trees
+        self.calibrator_ = fit_calibrator(choice.method, log_odds, first.y)
+        # out of sample: the staged model, its calibration cross-fitted on the snapshot
+        self.validation_scores_ = cross_fitted(choice.method, log_odds, first.y, self.seed)
+        self.validation_ = {
+            "rows": n_valid,
+            "guard_rows": len(snapshots[1].y) if len(snapshots) > 1 else 0,
+            "raw": churn_metrics(first.y, calibrated(None, first.offset + first.trees)),
+            "calibrated": churn_metrics(first.y, self.validation_scores_),
+        }
         self.booster_ = self._booster().fit(X, y)
+        self.booster_.tree_weight_ = self.tree_weight_
         self.classes_ = np.array([0, 1])
         return self
+
+    def _guard(self, X: pd.DataFrame, y: np.ndarray, valid: np.ndarray) -> list[Snapshot]:
+        """The snapshot before the validation one, scored by a model fitted on the
+        snapshots whose label windows end by it; none when the log is too short."""
+        if len(self._weights()) * len(self._methods(int(valid.sum()))) == 1:
+            return []  # nothing to choose
+        if "as_of" not in (X.index.names or []):
+            return []
+        earlier = ~valid
+        if len(set(X.index.get_level_values("as_of")[earlier])) < 2:
+            return []
+        X_early, y_early = X[earlier], y[earlier]
+        train, guard = time_split(X_early, self.horizon_days)
+        if train.sum() < MIN_TRAINING_ROWS or len(np.unique(y_early[train])) < 2:
+            return []
+        if len(np.unique(y_early[guard])) < 2:
+            return []
+        staged = self._booster().fit(X_early[train], y_early[train])
+        return [Snapshot(*staged.parts(X_early[guard]), y_early[guard])]
 
     def _check(self, X: pd.DataFrame) -> pd.DataFrame:
         expected = list(self.feature_names_in_)
@@ -317,12 +362,8 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
         return np.column_stack([1 - p, p])
 
     def _calibrate(self, raw_log_odds: np.ndarray) -> np.ndarray:
-        if self.calibrator_ is None:
-            p = 1.0 / (1.0 + np.exp(-raw_log_odds))
-        else:
-            # the calibrator maps the same response it was fitted on: the log-odds
-            p = self.calibrator_.predict(raw_log_odds)
-        return np.clip(np.asarray(p, dtype=float), 0.0, 1.0)
+        # the calibrator maps the same response it was fitted on: the blend's log-odds
+        return calibrated(self.calibrator_, raw_log_odds)
 
     def contributions(self, X: pd.DataFrame, method: str = "shap") -> pd.DataFrame:
         """Per-feature contributions to the uncalibrated log-odds."""

@@ -1,0 +1,110 @@
+"""Choosing the churn model's blend of trees and logistic RFM, and its calibration, out of
+time: the baseline's own log-odds at weight 0, the baseline picked (or a blend no worse)
+where it is truly best, the earlier guard snapshot in the choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss
+
+from churnlens.models.blending import Snapshot, choose, cross_fitted
+from churnlens.models.churn import RFM_COLUMNS, ChurnModel, logistic_rfm_baseline, time_split
+
+
+def _snapshots(days: int, n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Snapshots where churn is exactly logistic in log recency and log frequency (the
+    baseline's own form), plus five noise columns the trees can overfit."""
+    rng = np.random.default_rng(seed)
+    frames, labels = [], []
+    for d in range(days):
+        recency = rng.gamma(2.0, 60.0, n)
+        frequency = rng.poisson(3.0, n)
+        frame = pd.DataFrame(
+            {
+                "rfm_recency_days": recency,
+                "freq_tenure_days": recency + rng.gamma(2.0, 100.0, n),
+                "rfm_frequency": frequency.astype(float),
+                "rfm_monetary_total": frequency * rng.gamma(3.0, 20.0, n),
+                **{f"noise_{j}": rng.normal(size=n) for j in range(5)},
+            },
+            index=pd.MultiIndex.from_arrays(
+                [
+                    np.full(n, pd.Timestamp("2024-01-01") + pd.Timedelta(days=30 * d)),
+                    [f"c{d}-{i}" for i in range(n)],
+                ],
+                names=["as_of", "customer_id"],
+            ),
+        )
+        logit = 0.012 * (recency - 120) - 0.35 * (frequency - 3)
+        labels.append((rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int))
+        frames.append(frame)
+    return pd.concat(frames), np.concatenate(labels)
+
+
+def test_at_weight_zero_the_model_is_the_logistic_baseline_exactly() -> None:
+    X, y = _snapshots(3, 800, 1)
+    model = ChurnModel(n_estimators=30, min_child_samples=20, calibration="none",
+                       tree_weights=(0.0,)).fit(X, y)  # fmt: skip
+    assert model.tree_weight_ == 0.0
+    baseline = logistic_rfm_baseline().fit(X, y)
+    np.testing.assert_allclose(
+        model.predict_proba(X)[:, 1], baseline.predict_proba(X)[:, 1], rtol=1e-9, atol=1e-12
+    )
+    assert list(RFM_COLUMNS) == list(X.columns[:4])
+
+
+def test_where_logistic_is_truly_best_the_choice_never_loses_to_it() -> None:
+    """Deep trees on noise lose to the true (logistic) model; the chosen blend must not be
+    worse than the baseline on the validation snapshot, out of sample."""
+    X, y = _snapshots(4, 1500, 2)
+    model = ChurnModel(n_estimators=300, learning_rate=0.1, num_leaves=63,
+                       min_child_samples=5, reg_lambda=0.0).fit(X, y)  # fmt: skip
+    train, valid = time_split(X)
+    baseline = logistic_rfm_baseline().fit(X[train], y[train]).predict_proba(X[valid])[:, 1]
+    chosen = log_loss(y[valid], model.validation_scores_)
+    full_trees = model.selection_.query("weight == 1.0")["log_loss_validation"].min()
+    assert model.tree_weight_ <= 0.5
+    assert chosen <= log_loss(y[valid], baseline) + 0.002
+    assert chosen < full_trees
+    # the guard: an earlier snapshot scored by a model fitted before it
+    assert {"log_loss_validation", "log_loss_guard", "mean"} <= set(model.selection_.columns)
+    assert model.validation_["guard_rows"] == 1500
+
+
+def test_the_choice_minimises_the_mean_over_both_snapshots_by_hand() -> None:
+    rng = np.random.default_rng(3)
+    y = (rng.random(400) < 0.4).astype(int)
+    offset = np.where(y == 1, 0.5, -0.5) + rng.normal(0, 1, 400)
+    noise = rng.normal(0, 3, 400)  # trees that only add noise
+    first = Snapshot(offset, noise, y)
+    second = Snapshot(offset[::-1].copy(), noise, y[::-1].copy())
+    choice = choose([first, second], (0.0, 0.5, 1.0), ("none",), seed=0)
+    table = choice.table.set_index("weight")
+    for w in (0.0, 0.5, 1.0):
+        expected = np.mean(
+            [
+                log_loss(
+                    s.y,
+                    np.clip(cross_fitted("none", s.offset + w * s.trees, s.y, 0), 1e-6, 1 - 1e-6),
+                )
+                for s in (first, second)
+            ]
+        )
+        assert table.loc[w, "mean"] == pytest.approx(expected)
+    assert choice.weight == 0.0 and choice.method == "none"
+
+
+def test_cross_fitted_calibration_never_sees_the_row_it_scores() -> None:
+    y = np.array([0, 1] * 50)
+    log_odds = np.where(y == 1, 1.0, -1.0)
+    # isotonic on a perfectly separated score: each half is calibrated by the other half
+    p = cross_fitted("isotonic", log_odds, y, seed=0)
+    assert ((p > 0.5) == (y == 1)).all()
+    flipped = y.copy()
+    flipped[0] = 1 - flipped[0]  # one label changed moves only the other half's scores
+    q = cross_fitted("isotonic", log_odds, flipped, seed=0)
+    half = np.random.default_rng(0).permutation(len(y)) % 2 == 0
+    same_half = half == half[0]
+    np.testing.assert_array_equal(p[same_half], q[same_half])
