@@ -171,7 +171,13 @@ def _models(train_customers: int, days: int, seed: int) -> tuple[Path, Path]:
 
 
 def _run_one(
-    events: Path, churn: Path, segments: Path, as_of: date, out: Path, partitions: int | None
+    events: Path,
+    churn: Path,
+    segments: Path,
+    as_of: date,
+    out: Path,
+    partitions: int | None,
+    value: bool = True,
 ) -> dict[str, object]:
     """Runs in the child process: time load_models + score, report JSON on stdout."""
     from churnlens.actions import Policy
@@ -185,7 +191,7 @@ def _run_one(
         marks.append((time.perf_counter(), done, total, customers))
 
     began = time.perf_counter()
-    models = load_models(churn, segments, Settings())
+    models = load_models(churn, segments, Settings(), value="auto" if value else None)
     loaded = time.perf_counter()
     result = score(events, as_of, out, models, Policy(), partitions=partitions, progress=progress)
     ended = time.perf_counter()
@@ -250,6 +256,9 @@ def main() -> None:
     parser.add_argument(
         "--work-dir", type=Path, default=BENCH, help="where the scores and work files go"
     )
+    parser.add_argument(
+        "--no-value", action="store_true", help="score without the value model (for an A/B)"
+    )
     parser.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--churn", type=Path, help=argparse.SUPPRESS)
@@ -260,8 +269,9 @@ def main() -> None:
 
     if args.run:
         result = _run_one(
-            args.path, args.churn, args.segments, args.as_of, args.out, args.partitions
-        )
+            args.path, args.churn, args.segments, args.as_of, args.out, args.partitions,
+            not args.no_value,
+        )  # fmt: skip
         print(json.dumps(result))
         return
     for name in ("customers", "days", "train_customers", "chunk_customers"):
@@ -294,6 +304,8 @@ def main() -> None:
         ]
         if args.partitions is not None:
             command += ["--partitions", str(args.partitions)]
+        if args.no_value:
+            command.append("--no-value")
         # stderr goes through, so a failure in the child shows its traceback
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True)
         if child.returncode != 0:
