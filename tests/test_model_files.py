@@ -366,3 +366,18 @@ def test_with_a_key_an_unsigned_bundle_planted_beside_is_passed_over_and_never_s
         convert_pickled(old)
     convert_pickled(old, sign=True)
     assert read_manifest(old)["signed"] is True
+
+
+def test_a_one_leaf_booster_passes_the_checks() -> None:
+    """LightGBM writes empty leaf weights and counts for a tree that never split."""
+    import lightgbm as lgb
+
+    from churnlens.models.booster_text import checked_booster
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((50, 3)), (np.arange(50) < 2).astype(float)
+    params = {"objective": "binary", "verbose": -1, "min_data_in_leaf": 40}
+    booster = lgb.train(params, lgb.Dataset(X, y), 3)
+    text = booster.model_to_string()
+    assert "num_leaves=1" in text
+    np.testing.assert_array_equal(checked_booster(text).predict(X), booster.predict(X))

@@ -64,8 +64,10 @@ def _check_tree(tree: dict[str, str], features: int, where: str) -> None:
         raise _refuse(where, "num_leaves, num_cat or is_linear is not an integer") from None
     if not 1 <= leaves <= MAX_LEAVES or categorical != 0 or linear != 0:
         raise _refuse(where, f"{leaves} leaves, {categorical} categorical splits, linear={linear}")
-    for key in ("leaf_value", "leaf_weight", "leaf_count"):
-        if (key in tree or key == "leaf_value") and len(tree.get(key, "").split()) != leaves:
+    if len(tree.get("leaf_value", "").split()) != leaves:
+        raise _refuse(where, f"leaf_value does not have {leaves} values")
+    for key in ("leaf_weight", "leaf_count"):  # empty in a one-leaf tree
+        if len(tree.get(key, "").split()) not in (0, leaves):
             raise _refuse(where, f"{key} does not have {leaves} values")
     if leaves == 1:
         return
