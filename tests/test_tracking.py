@@ -75,6 +75,7 @@ def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
     assert params["as_of"] == "2024-11-30"
     assert params["horizon_days"] == "60"
     assert params["training.snapshot_step_days"] == "60"
+    assert not [k for k in params if k.startswith(("engine.", "tracking."))]  # no noise
     assert len(params["snapshot_dates"].split(",")) >= 3
     assert int(params["training_rows"]) > int(params["validation_rows"]) > 0
     assert len(tags["data_fingerprint"]) == 16

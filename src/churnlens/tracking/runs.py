@@ -178,8 +178,11 @@ def log_common(settings: Settings, params: Mapping[str, Any], tags: Mapping[str,
     """Flattened settings and run params, and the tags every run carries."""
     import mlflow
 
+    # where the run was tracked and how DuckDB ran say nothing about the model: not params
+    machine = ("engine.", "tracking.")
+    flat = flatten(settings.model_dump(mode="json"))
     all_params = {
-        **flatten(settings.model_dump(mode="json")),
+        **{k: v for k, v in flat.items() if not k.startswith(machine)},
         **{k: str(v) for k, v in params.items()},
     }
     items = list(all_params.items())
