@@ -119,6 +119,7 @@ def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
             "calibration",
             "cumulative_gains",
             "feature_importance",
+            "precision_recall_stayers",
         )
     } <= artifacts
     assert [a.path for a in c.list_artifacts(run.info.run_id, "config")] == ["config/config.yaml"]

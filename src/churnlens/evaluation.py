@@ -142,14 +142,18 @@ def _figure(title: str) -> tuple[Any, Any]:
     return fig, ax
 
 
-def churn_plots(y: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, object]:
-    """ROC, precision-recall (stayers), calibration and cumulative-gains figures."""
+def churn_plots(y: np.ndarray, scores: dict[str, np.ndarray], where: str = "") -> dict[str, object]:
+    """ROC, precision-recall (churners and stayers, each with its prevalence line),
+    calibration (with the customers per bin) and cumulative-gains (with the perfect
+    model's line) figures; every title says which customers (``where``) and how many."""
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     y = np.asarray(y, dtype=int)
+    n, rate = len(y), float(y.mean()) if len(y) else 0.0
+    on = f"\n{where}, n = {n:,}" if where else f"\nn = {n:,}"
     figures = {}
-    fig, ax = _figure("ROC curve")
+    fig, ax = _figure("ROC curve" + on)
     for name, p in scores.items():
         fpr, tpr, _ = roc_curve(y, p)
         ax.plot(fpr, tpr, label=f"{name} (AUC {roc_auc_score(y, p):.3f})")
@@ -158,15 +162,21 @@ def churn_plots(y: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, objec
     ax.legend(loc="lower right")
     figures["roc.png"] = fig
 
-    fig, ax = _figure("Precision-recall of the stayers")
-    for name, p in scores.items():
-        precision, recall, _ = precision_recall_curve(1 - y, 1 - np.asarray(p))
-        ax.plot(recall, precision, label=name)
-    ax.set(xlabel="recall", ylabel="precision")
-    ax.legend()
-    figures["precision_recall.png"] = fig
+    for key, label, target, prevalence in (
+        ("precision_recall.png", "churners", y, rate),
+        ("precision_recall_stayers.png", "stayers", 1 - y, 1 - rate),
+    ):
+        fig, ax = _figure(f"Precision-recall of the {label}" + on)
+        for name, p in scores.items():
+            ranked = np.asarray(p) if label == "churners" else 1 - np.asarray(p)
+            precision, recall, _ = precision_recall_curve(target, ranked)
+            ax.plot(recall, precision, label=name)
+        ax.axhline(prevalence, color="k", ls=":", lw=1, label=f"prevalence {prevalence:.3f}")
+        ax.set(xlabel="recall", ylabel="precision")
+        ax.legend()
+        figures[key] = fig
 
-    fig, ax = _figure("Calibration")
+    fig, ax = _figure(f"Calibration: 10 bins of about {n // 10:,} customers" + on)
     for name, p in scores.items():
         observed, predicted = calibration_curve(y, np.clip(p, 0, 1), n_bins=10, strategy="quantile")
         ax.plot(predicted, observed, marker="o", label=name)
@@ -175,8 +185,9 @@ def churn_plots(y: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, objec
     ax.legend()
     figures["calibration.png"] = fig
 
-    fig, ax = _figure("Cumulative gains (churners found)")
-    share = np.arange(1, len(y) + 1) / len(y)
+    fig, ax = _figure("Cumulative gains (churners found)" + on)
+    share = np.arange(1, n + 1) / max(n, 1)
+    ax.plot(share, np.minimum(share / max(rate, 1e-12), 1.0), "k--", lw=1, label="perfect model")
     for name, p in scores.items():
         order = np.argsort(-np.asarray(p), kind="stable")
         ax.plot(share, np.cumsum(y[order]) / max(y.sum(), 1), label=name)

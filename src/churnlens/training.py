@@ -210,7 +210,12 @@ def _track(
     content = RunContent(
         metrics=comparison_metrics(result.validation),
         metric_tables={"val_": result.validation},
-        figures={"plots": {**churn_plots(y, scores), "feature_importance.png": importance}},
+        figures={
+            "plots": {
+                **churn_plots(y, scores, f"validation snapshot {result.snapshots[-1]}"),
+                "feature_importance.png": importance,
+            }
+        },
         tables={
             "comparison.json": result.validation.rename_axis("score").reset_index(),
             # the out-of-time choice of the trees' weight and the calibration
@@ -380,7 +385,7 @@ def _track_backtest(
     assert result.train.run_id is not None
     content = RunContent(
         metric_tables={"backtest_": result.metrics},
-        figures={"backtest_plots": churn_plots(y, scores)},
+        figures={"backtest_plots": churn_plots(y, scores, f"backtest as of {result.as_of}")},
     )
     if result.value_metrics is not None and result.realized_spend is not None:
         content.metric_tables["backtest_value_"] = result.value_metrics
