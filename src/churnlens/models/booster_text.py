@@ -55,13 +55,16 @@ def _ints(tree: dict[str, str], key: str, size: int, where: str) -> np.ndarray:
     return values
 
 
-def _check_tree(tree: dict[str, str], features: int, where: str) -> None:
+def _integers(block: dict[str, str], where: str, **defaults: str) -> list[int]:
+    """The integer values of ``block``'s keys (a default of "" means required)."""
     try:
-        leaves = int(tree.get("num_leaves", ""))
-        categorical = int(tree.get("num_cat", "0"))
-        linear = int(tree.get("is_linear", "0"))
+        return [int(block.get(key, default)) for key, default in defaults.items()]
     except ValueError:
-        raise _refuse(where, "num_leaves, num_cat or is_linear is not an integer") from None
+        raise _refuse(where, f"{', '.join(defaults)}: not all integers") from None
+
+
+def _check_tree(tree: dict[str, str], features: int, where: str) -> None:
+    leaves, categorical, linear = _integers(tree, where, num_leaves="", num_cat="0", is_linear="0")
     if not 1 <= leaves <= MAX_LEAVES or categorical != 0 or linear != 0:
         raise _refuse(where, f"{leaves} leaves, {categorical} categorical splits, linear={linear}")
     if len(tree.get("leaf_value", "").split()) != leaves:
@@ -97,12 +100,10 @@ def _check_tree(tree: dict[str, str], features: int, where: str) -> None:
 def checked_booster(text: str, name: str = "booster") -> lgb.Booster:
     """A LightGBM booster from its text format, after the checks of the module docstring."""
     header, trees = _blocks(text)
-    try:
-        features = int(header.get("max_feature_idx", "")) + 1
-        classes = int(header.get("num_class", "1"))
-        per_iteration = int(header.get("num_tree_per_iteration", "1"))
-    except ValueError:
-        raise _refuse(name, "max_feature_idx, num_class or its trees per iteration") from None
+    last, classes, per_iteration = _integers(
+        header, name, max_feature_idx="", num_class="1", num_tree_per_iteration="1"
+    )
+    features = last + 1
     if not 1 <= features <= MAX_FEATURES or classes != 1 or per_iteration != 1:
         raise _refuse(name, f"{features} features, {classes} classes, {per_iteration} trees")
     if len(header.get("feature_names", "").split()) != features:

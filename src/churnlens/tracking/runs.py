@@ -112,16 +112,14 @@ def record_run(
 
 def _register(settings: Settings, register: ModelToRegister) -> str:
     """Log and register the model around its bundle (a temporary one when none was kept)."""
-    if register.bundle is not None:
-        return log_model(
-            register.model, register.artifact, register.example, register.registered_name,
-            register.bundle, register.companions,
-        )  # fmt: skip
     from churnlens.bundle import versions, write_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = {"settings": settings.model_dump(mode="json"), "versions": versions()}
-        bundle = write_bundle(Path(tmp) / register.model.kind, register.model, manifest)
+        bundle = register.bundle or write_bundle(
+            Path(tmp) / register.model.kind,
+            register.model,
+            {"settings": settings.model_dump(mode="json"), "versions": versions()},
+        )
         return log_model(
             register.model, register.artifact, register.example, register.registered_name,
             bundle, register.companions,
