@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.calibration import _SigmoidCalibration
 from sklearn.metrics import log_loss
 
-from churnlens.models.blending import Snapshot, choose, cross_fitted
+from churnlens.models.blending import Snapshot, choose, cross_fitted, fit_sigmoid
 from churnlens.models.churn import RFM_COLUMNS, ChurnModel, logistic_rfm_baseline, time_split
 
 
@@ -108,3 +109,23 @@ def test_cross_fitted_calibration_never_sees_the_row_it_scores() -> None:
     half = np.random.default_rng(0).permutation(len(y)) % 2 == 0
     same_half = half == half[0]
     np.testing.assert_array_equal(p[same_half], q[same_half])
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_sigmoid_fit_is_scikit_learns_platt_fit(seed: int) -> None:
+    """Oracle: scikit-learn's own Platt fit (L-BFGS on the same prior-smoothed targets);
+    Newton's method reaches the same optimum, on easy, skewed, separable and huge scores."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 30_000))
+    f = rng.normal(rng.normal(0, 2), rng.uniform(0.1, 8), n)
+    if seed == 0:  # separable, and far beyond sklearn's rescaling threshold of 30
+        f = np.sign(f) * (np.abs(f) + 1) * 40
+    y = (rng.random(n) < 1 / (1 + np.exp(-(rng.normal() * f + rng.normal())))).astype(int)
+    if seed == 1:
+        y = (f > np.median(f)).astype(int)
+    if seed == 2:
+        f = np.full(n, 1.5)  # one score for everybody: only the intercept can move
+    ours, theirs = fit_sigmoid(f, y), _SigmoidCalibration().fit(f, y)
+    # (with one score, only the probability at that score is identified)
+    grid = np.linspace(f.min() - 1, f.max() + 1, 101) if seed != 2 else f[:1]
+    assert np.abs(ours.predict(grid) - theirs.predict(grid)).max() < 1e-6
