@@ -233,7 +233,7 @@ def test_cli_scores_simulates_and_measures_end_to_end(
     assert page.startswith("<!DOCTYPE html>") and "Retention lift per action" in page
     import mlflow
 
-    runs = mlflow.search_runs(experiment_names=["churnlens"])
+    runs = mlflow.search_runs(experiment_names=["churnlens-scoring"])
     run = runs[runs["tags.kind"] == "outcomes"].iloc[0]
     assert run["tags.mlflow.runName"] == f"outcomes-{AS_OF}"
     assert run["metrics.all.n_treatment"] == len(contacted)

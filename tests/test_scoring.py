@@ -135,8 +135,13 @@ def test_cli_score_and_report_end_to_end(events_path: Path, bundles, tmp_path: P
     # the scoring run is in MLflow with the report
     import mlflow
 
-    runs = mlflow.search_runs(experiment_names=["churnlens"])
+    runs = mlflow.search_runs(experiment_names=["churnlens-scoring"])
     run = runs[runs["tags.kind"] == "score"].iloc[0]
+    # scoring runs have an experiment of their own, beside the training runs'
+    assert len(runs) == 1
+    assert not mlflow.search_runs(
+        experiment_names=["churnlens-training"], filter_string="tags.kind = 'score'"
+    ).shape[0]
     assert run["metrics.customers_active"] == (frame["lifecycle_stage"] == "active").sum()
     files = mlflow.artifacts.list_artifacts(run_id=run["run_id"], artifact_path="report")
     assert [f.path for f in files] == ["report/report.html"]

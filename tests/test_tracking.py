@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -66,7 +68,7 @@ def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
         " ".join(out.split())
     )
     c = client()
-    experiment = c.get_experiment_by_name("churnlens").experiment_id
+    experiment = c.get_experiment_by_name("churnlens-training").experiment_id
     (run,) = c.search_runs([experiment], filter_string=CHURN_RUNS)
     (value,) = c.search_runs([experiment], filter_string="tags.model_kind = 'value'")
     assert value.data.params["method"] in ("btyd", "blend")
@@ -123,6 +125,34 @@ def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
         )
     } <= artifacts
     assert [a.path for a in c.list_artifacts(run.info.run_id, "config")] == ["config/config.yaml"]
+    # the datasets it used, by digest: the training snapshots and the validation snapshot
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"training-snapshots", "validation-snapshot"}
+    for name, context, rows in [
+        ("training-snapshots", "training", params["training_rows"]),
+        ("validation-snapshot", "validation", params["validation_rows"]),
+    ]:
+        used = inputs[name]
+        used_tags = {t.key: t.value for t in used.tags}
+        assert used_tags["mlflow.data.context"] == context
+        assert len(used.dataset.digest) == 16
+        assert json.loads(used.dataset.source)["uri"].endswith("events.parquet")
+        assert "churned" in used.dataset.schema and "rfm_recency_days" in used.dataset.schema
+        assert used_tags["rows"] == rows
+    assert (
+        inputs["training-snapshots"].dataset.digest != inputs["validation-snapshot"].dataset.digest
+    )
+    # the run's duration covers the training, not only the logging after it
+    manifest = json.loads((Path(tags["bundle"]) / "manifest.json").read_text())
+    created = datetime.fromisoformat(manifest["created"]).timestamp() * 1000
+    assert run.info.start_time < created < run.info.end_time
+    # feature importance of the whole blend: the logistic part's RFM inputs count too
+    path = c.download_artifacts(run.info.run_id, "feature_importance.json", str(workspace))
+    importance = json.loads(Path(path).read_text())
+    assert importance["columns"] == ["feature", "mean_abs_contribution"]
+    by_feature = dict(importance["data"])
+    assert by_feature["rfm_recency_days"] > 0 and by_feature["rfm_frequency"] > 0
+    assert list(by_feature.values()) == sorted(by_feature.values(), reverse=True)
     version = c.get_model_version_by_alias("churnlens-churn", "champion")
     assert str(version.version) == "1"
     assert version.run_id == run.info.run_id
@@ -183,7 +213,7 @@ def test_a_better_model_takes_the_champion_alias(workspace: Path) -> None:
     c = client()
     assert str(c.get_model_version_by_alias("churnlens-churn", "champion").version) == "2"
     runs = c.search_runs(
-        [c.get_experiment_by_name("churnlens").experiment_id],
+        [c.get_experiment_by_name("churnlens-training").experiment_id],
         filter_string=CHURN_RUNS,
         order_by=["attributes.start_time ASC"],
     )
@@ -224,7 +254,7 @@ def test_concurrent_trainings_are_both_recorded(workspace: Path) -> None:
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     c = client()
-    runs = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id], CHURN_RUNS)
+    runs = c.search_runs([c.get_experiment_by_name("churnlens-training").experiment_id], CHURN_RUNS)
     assert len(runs) == 2
     assert all(r.info.status == "FINISHED" for r in runs)
     versions = c.search_model_versions("name='churnlens-churn'")
@@ -272,7 +302,9 @@ def test_backtest_adds_realised_metrics_to_the_run(workspace: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     c = client()
-    (run,) = c.search_runs([c.get_experiment_by_name("churnlens").experiment_id], CHURN_RUNS)
+    (run,) = c.search_runs(
+        [c.get_experiment_by_name("churnlens-training").experiment_id], CHURN_RUNS
+    )
     assert run.data.tags["kind"] == "backtest"
     assert "backtest_model_roc_auc" in run.data.metrics
     assert "backtest_recency_brier" in run.data.metrics
@@ -299,7 +331,7 @@ def test_segments_are_profiled_registered_and_keep_their_ids(workspace: Path) ->
     assert second.exit_code == 0, second.output
     c = client()
     runs = c.search_runs(
-        [c.get_experiment_by_name("churnlens").experiment_id],
+        [c.get_experiment_by_name("churnlens-training").experiment_id],
         filter_string="tags.model_kind = 'segments'",
         order_by=["attributes.start_time ASC"],
     )

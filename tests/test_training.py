@@ -260,7 +260,7 @@ def test_cdnow_backtest_through_the_cli_beats_every_baseline(
     assert m["model"]["brier"] < m["logistic_rfm"]["brier"]
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     client = MlflowClient()
-    experiment = client.get_experiment_by_name("churnlens").experiment_id
+    experiment = client.get_experiment_by_name("churnlens-training").experiment_id
     (run,) = client.search_runs([experiment], "tags.model_kind = 'churn'")
     assert run.data.metrics["backtest_model_roc_auc"] == pytest.approx(m["model"]["roc_auc"])
     assert run.data.params["horizon_days"] == "91"

@@ -208,7 +208,9 @@ def _track(result: OutcomesResult, settings: Settings, html: str) -> None:
         texts={"outcomes/report.html": html},
     )
     kept = f"the outcomes were written to {result.path}"
-    record_run(settings, f"outcomes-{m['as_of']}", params, tags, content, kept=kept)
+    record_run(
+        settings, f"outcomes-{m['as_of']}", params, tags, content, kept=kept, stage="scoring"
+    )
 
 
 __all__ = [

@@ -293,7 +293,11 @@ class TrackingSettings(_Frozen):
     uri: str | None = Field(
         None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db"
     )
-    experiment: str = "churnlens"
+    experiment: str = Field(
+        "churnlens",
+        min_length=1,
+        description="experiment name prefix: runs go to <prefix>-training and <prefix>-scoring",
+    )
     churn_model_name: str = "churnlens-churn"
     segment_model_name: str = "churnlens-segments"
     value_model_name: str = "churnlens-value"

@@ -227,11 +227,14 @@ def value_plots(y: np.ndarray, scores: dict[str, np.ndarray]) -> dict[str, objec
     return figures
 
 
-def importance_plot(importance: pd.Series, top: int = 20) -> object:
+def importance_plot(
+    importance: pd.Series, top: int = 20, title: str = "gain", xlabel: str = "total gain"
+) -> object:
     """Horizontal bar chart of the largest feature importances."""
-    fig, ax = _figure(f"Feature importance (gain, top {top})")
+    fig, ax = _figure(f"Feature importance ({title}, top {top})")
     head = importance.head(top)[::-1]
     ax.barh(list(head.index), head.to_numpy())
+    ax.set(xlabel=xlabel)
     fig.tight_layout()
     return fig
 

@@ -189,7 +189,9 @@ def _track(result: ScoreResult, settings: Settings, html: str) -> None:
         texts={"report/report.html": html},
     )
     kept = f"the scores were written to {result.path}"
-    record_run(settings, f"score-{manifest['as_of']}", params, tags, content, kept=kept)
+    record_run(
+        settings, f"score-{manifest['as_of']}", params, tags, content, kept=kept, stage="scoring"
+    )
 
 
 def read_scores(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
+import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,9 +39,6 @@ from churnlens.outputs import check_output_path, write_table
 from churnlens.sampling import CustomerSample, sample_customers
 from churnlens.valuing import ValueResult, fit_value, track_value, write_value_bundle
 
-if TYPE_CHECKING:
-    from churnlens.tracking import ChampionScore
-
 BASELINES = {"logistic_rfm": logistic_rfm_baseline, "recency": RecencyBaseline}
 
 
@@ -64,6 +61,8 @@ class TrainResult:
     champion: str | None = None
     sample: CustomerSample | None = None
     value: ValueResult | None = None
+    source: str = ""  # the events' path (or how a frame was named)
+    started: float = field(default_factory=time.time)  # when train began (epoch seconds)
 
 
 @dataclass
@@ -114,6 +113,7 @@ def train(
     records their runs in MLflow and registers the models. Tracking comes after the bundle:
     when the store fails, :class:`TrackingError` is raised and the bundle is kept.
     """
+    started = time.time()
     table = load_events(events, settings)
     settings = settings or table.settings  # a loaded table keeps the settings it was loaded with
     as_of = parse_as_of(as_of)
@@ -135,134 +135,19 @@ def train(
         valid_X=valid_X,
         valid_scores=valid_scores,
         sample=sample,
+        source=table.source,
+        started=started,
     )
     result.value = fit_value(sampled, as_of, settings)
     if models_dir is not None:
         _write(result, table, as_of, Path(models_dir))
         write_value_bundle(result.value, table, Path(models_dir), settings)
     if track:
-        _track(result, settings, as_of, config_path, force_champion)
+        from churnlens.training_runs import track_training
+
+        track_training(result, settings, as_of, config_path, force_champion)
         track_value(result.value, settings, config_path, force_champion)
     return result
-
-
-def _champion_score(result: TrainResult, horizon: int) -> ChampionScore:
-    """How the churn champion is scored against a new run, so that it never saw the
-    labels: on the same validation snapshot, its own out-of-time score as recorded; when
-    it was trained only on labels that end by the new validation day, its score on the
-    new validation rows; otherwise no comparison (anything else would favour one side)."""
-    validation_day = result.snapshots[-1]
-    y = result.valid_scores["churned"]
-    X_valid = result.valid_X.droplevel("as_of")
-
-    def score(champion: Any, params: dict[str, str], metrics: dict[str, float]) -> float | None:
-        if getattr(champion, "kind", None) != "churn":
-            return None
-        days = [date.fromisoformat(d) for d in params.get("snapshot_dates", "").split(",") if d]
-        if days and days[-1] == validation_day and "val_model_roc_auc" in metrics:
-            return float(metrics["val_model_roc_auc"])
-        if not days or days[-1] + timedelta(days=horizon) > validation_day:
-            return None
-        return champion.validation_score(X_valid, y)
-
-    return score
-
-
-def _track(
-    result: TrainResult,
-    settings: Settings,
-    as_of: date,
-    config_path: str | Path | None,
-    force: bool,
-) -> None:
-    """Record the run in MLflow, register the model and move the alias if it wins."""
-    from churnlens.evaluation import COMPARED, churn_plots, comparison_metrics, importance_plot
-    from churnlens.tracking import ModelToRegister, RunContent, record_run
-
-    y = result.valid_scores["churned"].to_numpy()
-    scores = {k: result.valid_scores[k].to_numpy() for k in result.valid_scores if k != "churned"}
-    params = {
-        "as_of": as_of,
-        "horizon_days": settings.training.horizon_days,
-        "snapshot_dates": ",".join(d.isoformat() for d in result.snapshots),
-        "training_rows": result.rows,
-        "validation_rows": len(y),
-        "validation_date": result.snapshots[-1].isoformat(),
-        "validation_churn_rate": round(float(y.mean()), 6),
-        "calibration_method": result.model.calibration_method_,
-        "tree_weight": result.model.tree_weight_,
-        "guard_rows": result.model.validation_["guard_rows"],
-    }
-    if result.sample is not None:
-        params |= {
-            "sample_customers": result.sample.customers,
-            "sample_of_customers": result.sample.of,
-            "sample_rate": round(result.sample.rate, 6),
-            "sample_seed": result.sample.seed,
-            "sample_strata": json.dumps(result.sample.strata),
-        }
-    tags = {"data_fingerprint": result.fingerprint, "kind": "train", "model_kind": "churn"}
-    if result.bundle is not None:
-        tags["bundle"] = str(result.bundle)
-    importance = importance_plot(result.model.feature_importance())
-    value_bundle = None if result.value is None else result.value.bundle
-    model_row, baselines = result.validation.loc["model"], result.validation.loc["logistic_rfm"]
-    content = RunContent(
-        metrics=comparison_metrics(result.validation),
-        metric_tables={"val_": result.validation},
-        figures={
-            "plots": {
-                **churn_plots(y, scores, f"validation snapshot {result.snapshots[-1]}"),
-                "feature_importance.png": importance,
-            }
-        },
-        tables={
-            "comparison.json": result.validation.rename_axis("score").reset_index(),
-            # the out-of-time choice of the trees' weight and the calibration
-            "selection.json": result.model.selection_,
-        },
-        children={
-            name: {k: row[k] for k in COMPARED} for name, row in result.validation.iterrows()
-        },
-    )
-    register = ModelToRegister(
-        model=result.model,
-        artifact="churn_model",
-        example=result.valid_X.droplevel("as_of").head(5),
-        registered_name=settings.tracking.churn_model_name,
-        score=float(result.validation.loc["model", "roc_auc"]),
-        champion_score=_champion_score(result, settings.training.horizon_days),
-        bundle=result.bundle,
-        # served with the churn model by its pyfunc (expected_value, value_if_retained)
-        companions={} if value_bundle is None else {"value": value_bundle},
-        tags={
-            "as_of": str(as_of),
-            "val_roc_auc": f"{model_row['roc_auc']:.4f}",
-            "val_brier": f"{model_row['brier']:.4f}",
-            "validation_date": result.snapshots[-1].isoformat(),
-            "data_fingerprint": result.fingerprint,
-        },
-        description=(
-            f"Churn model on data up to {as_of}, horizon {settings.training.horizon_days} "
-            f"days. Out-of-time validation on the {result.snapshots[-1]} snapshot "
-            f"({len(y):,} customers, churn rate {y.mean():.3f}): ROC AUC "
-            f"{model_row['roc_auc']:.4f} (logistic RFM {baselines['roc_auc']:.4f}), Brier "
-            f"{model_row['brier']:.4f} (logistic RFM {baselines['brier']:.4f})."
-        ),
-        force=force,
-    )
-    kept = f"the model bundle was saved at {result.bundle}"
-    record = record_run(
-        settings,
-        f"train-{as_of}",
-        params,
-        tags,
-        content,
-        kept=kept,
-        config_path=config_path,
-        register=register,
-    )
-    result.run_id, result.model_version, result.champion = dataclasses.astuple(record)
 
 
 def _write(result: TrainResult, table: EventTable, as_of: date, models_dir: Path) -> None:

@@ -408,7 +408,11 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
             return None
         return float(roc_auc_score(y, self.predict_proba(X)[:, 1]))
 
-    def feature_importance(self) -> pd.Series:
-        """Total gain per feature, largest first."""
-        gain = self.booster_.feature_importances()
-        return pd.Series(gain, index=self.feature_names_in_).sort_values(ascending=False)
+    def feature_importance(self, X: pd.DataFrame | None = None) -> pd.Series:
+        """Mean absolute contribution of each feature to the log-odds over ``X`` (the
+        logistic part and the weighted trees together, exact SHAP for the trees), largest
+        first; without ``X``, the trees' total gain."""
+        if X is None:
+            gain = self.booster_.feature_importances()
+            return pd.Series(gain, index=self.feature_names_in_).sort_values(ascending=False)
+        return self.contributions(X).abs().mean().sort_values(ascending=False)

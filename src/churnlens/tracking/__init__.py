@@ -21,10 +21,12 @@ from churnlens.tracking.registry import (
     update_champion,
 )
 from churnlens.tracking.runs import (
+    DatasetRecord,
     ModelToRegister,
     RunContent,
     RunRecord,
     add_to_run,
+    dataset_digest,
     record_run,
 )
 from churnlens.tracking.store import DEFAULT_URI, failures, retry, tracking_uri
@@ -34,11 +36,13 @@ __all__ = [
     "DEFAULT_URI",
     "AliasDecision",
     "ChampionScore",
+    "DatasetRecord",
     "ModelToRegister",
     "RegisteredVersion",
     "RunContent",
     "RunRecord",
     "add_to_run",
+    "dataset_digest",
     "failures",
     "find_version",
     "list_models",

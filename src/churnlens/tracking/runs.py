@@ -48,6 +48,26 @@ class ModelToRegister:
 
 
 @dataclass(frozen=True)
+class DatasetRecord:
+    """A dataset a run used, logged as an MLflow dataset input (metadata only: the name,
+    where it came from, its digest, its columns; never the data)."""
+
+    name: str
+    source: str  # the events path, or how an in-memory frame was named
+    digest: str
+    context: str  # training | validation | scoring
+    columns: Mapping[str, str]  # name -> dtype
+    tags: Mapping[str, str] = field(default_factory=dict)  # rows, dates, churn rate
+
+
+def dataset_digest(*parts: object) -> str:
+    """A short, stable digest of what defines a dataset (data fingerprint, dates, rows)."""
+    import hashlib
+
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """Where a run was recorded, and what the registry decided."""
 
@@ -68,6 +88,7 @@ class RunContent:
     texts: dict[str, str] = field(default_factory=dict)  # artifact -> text
     # child runs: name -> metrics under the same keys (MLflow's compare view lines them up)
     children: dict[str, dict[str, float]] = field(default_factory=dict)
+    datasets: list[DatasetRecord] = field(default_factory=list)
 
 
 def record_run(
@@ -78,13 +99,17 @@ def record_run(
     content: RunContent,
     *,
     kept: str,
+    stage: str = "training",
+    started: float | None = None,
     config_path: str | Path | None = None,
     register: ModelToRegister | None = None,
 ) -> RunRecord:
-    """Record a run (see the module docstring); ``kept`` says what survives a failure."""
+    """Record a run (see the module docstring) in the ``stage``'s experiment (training or
+    scoring), started at ``started`` (epoch seconds: when the command began, so that the
+    run's duration covers the whole command); ``kept`` says what survives a failure."""
     import mlflow
 
-    with failures(kept), tracked_run(settings, run_name) as run:
+    with failures(kept), tracked_run(settings, run_name, stage, started) as run:
         log_common(settings, params, tags)
         _log_content(content)
         _log_children(run_name, content.children)
@@ -170,6 +195,38 @@ def _log_content(content: RunContent) -> None:
         retry(lambda data=data, artifact=artifact: mlflow.log_dict(data, artifact))
     for artifact, text in content.texts.items():
         retry(lambda text=text, artifact=artifact: mlflow.log_text(text, artifact))
+    for dataset in content.datasets:
+        log_dataset(dataset)
+
+
+def log_dataset(dataset: DatasetRecord) -> None:
+    """One dataset input of the active run. MLflow's ``from_pandas`` would read every
+    cell of the frame for its schema and digest (minutes on millions of rows); the
+    schema here comes from the dtypes and the digest from what defines the data."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    kinds = {"b": "boolean", "i": "long", "u": "long", "f": "double", "M": "datetime"}
+    schema = Schema(
+        [
+            ColSpec(kinds.get(np.dtype(t).kind, "string"), name)
+            for name, t in dataset.columns.items()
+        ]
+    )
+    if Path(dataset.source).exists():
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": all local
+            warnings.simplefilter("ignore")
+            source: Any = resolve_dataset_source(str(Path(dataset.source).resolve()))
+    else:
+        source = CodeDatasetSource({"source": dataset.source})
+    meta = MetaDataset(source, name=dataset.name, digest=dataset.digest, schema=schema)
+    tags = {k: str(v) for k, v in dataset.tags.items()}
+    retry(lambda: mlflow.log_input(meta, context=dataset.context, tags=tags))
 
 
 def log_common(settings: Settings, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:

@@ -121,10 +121,21 @@ def use_store(settings: Settings) -> Any:
     return MlflowClient()
 
 
-def _ensure_experiment(settings: Settings) -> None:
+STAGES = ("training", "scoring")
+
+
+def experiment_name(settings: Settings, stage: str) -> str:
+    """The experiment of a stage's runs: ``<tracking.experiment>-training`` (train,
+    backtest, segment, the value and uplift models) or ``-scoring`` (score, outcomes)."""
+    if stage not in STAGES:
+        raise ValueError(f"stage {stage!r} is not one of {STAGES}")
+    return f"{settings.tracking.experiment}-{stage}"
+
+
+def _ensure_experiment(settings: Settings, stage: str) -> str:
     import mlflow
 
-    name = settings.tracking.experiment
+    name = experiment_name(settings, stage)
     client = use_store(settings)
     if client.get_experiment_by_name(name) is None:
         try:
@@ -132,25 +143,40 @@ def _ensure_experiment(settings: Settings) -> None:
                 name,
                 artifact_location=artifact_location(tracking_uri(settings)),
                 # the MLflow UI opens it as model training (not GenAI)
-                tags={"mlflow.experimentKind": "custom_model_development"},
+                tags={
+                    "mlflow.experimentKind": "custom_model_development",
+                    "mlflow.note.content": f"churnlens {stage} runs",
+                },
             )
         except Exception as exc:
             if "already exists" not in str(exc).lower():
                 raise
-    mlflow.set_experiment(name)
+    return str(mlflow.set_experiment(name).experiment_id)
 
 
 @contextmanager
-def tracked_run(settings: Settings, run_name: str) -> Iterator[Any]:
-    """An active MLflow run in the configured store and experiment; ended FAILED when
-    the block raises."""
+def tracked_run(
+    settings: Settings, run_name: str, stage: str, started: float | None = None
+) -> Iterator[Any]:
+    """An active MLflow run in the configured store and the ``stage``'s experiment (see
+    :func:`experiment_name`), started at ``started`` (seconds since the epoch; default
+    now) so that its duration covers the work before the logging; ended FAILED when the
+    block raises."""
     import mlflow
+
+    def start(experiment: str) -> Any:
+        if started is None:
+            return mlflow.start_run(run_name=run_name)
+        made = mlflow.MlflowClient().create_run(
+            experiment, start_time=int(started * 1000), run_name=run_name
+        )
+        return mlflow.start_run(run_id=made.info.run_id)
 
     try:
         mlflow.set_tracking_uri(tracking_uri(settings))
         with _store_lock(tracking_uri(settings)):  # the client makes the schema: serialised
-            retry(lambda: _ensure_experiment(settings))
-        run = retry(lambda: mlflow.start_run(run_name=run_name))
+            experiment = retry(lambda: _ensure_experiment(settings, stage))
+        run = retry(lambda: start(experiment))
     except Exception as exc:
         raise TrackingError(
             f"MLflow tracking at {tracking_uri(settings)} failed: {first_line(exc)}"
