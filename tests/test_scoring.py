@@ -139,6 +139,10 @@ def test_cli_score_and_report_end_to_end(events_path: Path, bundles, tmp_path: P
     run = runs[runs["tags.kind"] == "score"].iloc[0]
     # scoring runs have an experiment of their own, beside the training runs'
     assert len(runs) == 1
+    # and a duration that covers the scoring, not only the logging after it
+    manifest = json.loads(out.with_name(out.name + ".manifest.json").read_text())
+    created = pd.Timestamp(manifest["created"])
+    assert run["start_time"] < created < run["end_time"]
     assert not mlflow.search_runs(
         experiment_names=["churnlens-training"], filter_string="tags.kind = 'score'"
     ).shape[0]

@@ -9,6 +9,7 @@ scores file written earlier.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ def score_job(
     tracking store (:class:`~churnlens.errors.TrackingError`) never costs the scores.
     ``population`` may be statistics or a features / scores manifest path.
     """
+    started = time.time()
     population, population_source = resolve_population(population, population_source)
     if report is not None:
         report = check_output_path(report, suffixes=(".html",), inputs=[events, out, models.uri])
@@ -73,7 +75,7 @@ def score_job(
         if report is not None:
             write_report(html, report)
         if track:
-            _track(result, models.settings, html)
+            _track(result, models.settings, html, started)
     return result
 
 
@@ -172,7 +174,7 @@ def report_from_file(
     return write_report(build_scores_report(scores, table, manifest, currency), out)
 
 
-def _track(result: ScoreResult, settings: Settings, html: str) -> None:
+def _track(result: ScoreResult, settings: Settings, html: str, started: float) -> None:
     """An MLflow run for the scoring job: params, counts, manifest and report."""
     from churnlens.tracking import RunContent, record_run
 
@@ -189,9 +191,8 @@ def _track(result: ScoreResult, settings: Settings, html: str) -> None:
         texts={"report/report.html": html},
     )
     kept = f"the scores were written to {result.path}"
-    record_run(
-        settings, f"score-{manifest['as_of']}", params, tags, content, kept=kept, stage="scoring"
-    )
+    name = f"score-{manifest['as_of']}"
+    record_run(settings, name, params, tags, content, kept=kept, stage="scoring", started=started)
 
 
 def read_scores(
