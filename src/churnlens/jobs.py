@@ -77,7 +77,7 @@ def score_job(
             result.scores, result.events, result.manifest, models.settings.report.currency
         )
         if report is not None:
-            write_report(html, report)
+            write_report(html, report, like=result.path)
         if track:
             _track(result, models.settings, html)
     return result
@@ -184,7 +184,8 @@ def report_from_file(
     scores, manifest = read_scores(scores_path, earlier)
     table = load_events(events, settings)
     currency = (settings or Settings()).report.currency
-    return write_report(build_scores_report(scores, table, manifest, currency), out)
+    html = build_scores_report(scores, table, manifest, currency)
+    return write_report(html, out, like=scores_path)
 
 
 def _track(result: ScoreResult, settings: Settings, html: str) -> None:
