@@ -126,7 +126,7 @@ def previous_at(
     except InputError as exc:
         why = exc.problems[0].message if exc.problems else str(exc)
         return None, (f"the scores being replaced were not compared: {why}",)
-    if found.as_of == day:
+    if found.as_of == day or not found.customers:
         return None, (f"the scores being replaced are of the same day {day} and hold no earlier "
                       "run: nothing to compare with",)  # fmt: skip
     return found, ()
@@ -230,13 +230,13 @@ def history_manifest(con: Any, relation: str, previous: Previous | None) -> dict
         "previous": previous.path,
         "previous_as_of": previous.as_of,
         "previous_customers": previous.customers,
-        "matched": int(matched),
-        "new": int(total) - int(matched),
-        "gone": previous.customers - int(matched),
-        "stage_changed": int(changed),
-        "action_changed": int(acted),
-        f"risk_rose_{round(100 * MOVED_POINTS)}_points": int(rose),
-        f"risk_fell_{round(100 * MOVED_POINTS)}_points": int(fell),
+        "matched": int(matched or 0),
+        "new": int(total) - int(matched or 0),
+        "gone": previous.customers - int(matched or 0),
+        "stage_changed": int(changed or 0),
+        "action_changed": int(acted or 0),
+        f"risk_rose_{round(100 * MOVED_POINTS)}_points": int(rose or 0),
+        f"risk_fell_{round(100 * MOVED_POINTS)}_points": int(fell or 0),
         "mean_change": None if mean is None else round(float(mean), 6),
         "transitions": transitions,
     }

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from churnlens.rendering_progress import err_console
+from churnlens.rendering_progress import err_console, line, partition_progress, step
 from churnlens.rendering_progress import status as progress_status
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from churnlens.uplifting import UpliftResult
 
 console = Console()
+__all__ = ["console", "err_console", "error", "line", "partition_progress", "status", "step"]
 
 FEATURE_PICKS = (
     "freq_contacts_90d",
