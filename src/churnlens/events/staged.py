@@ -315,6 +315,8 @@ def raise_with_other_problems(
     selected = ", ".join(f"{expr} AS {name}" for name, expr in typed.items())
     view, checked = next_name("_raw"), next_name("_checked")
     checks = [c for c in checks_for(filled, trim=True) if c.column not in absent]
+    if not checks:  # no column of the contract to check
+        raise InputError(label, missing)
     try:
         with read_errors(label):
             raw.create_view(view)
