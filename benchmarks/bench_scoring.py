@@ -189,7 +189,8 @@ def _run_one(
     marks: list[tuple[float, int, int, int]] = []
 
     def progress(done: int, total: int, customers: int) -> None:
-        marks.append((time.perf_counter(), done, total, customers))
+        if done:  # not the first call, which only gives the count (nothing done yet)
+            marks.append((time.perf_counter(), done, total, customers))
 
     began = time.perf_counter()
     models = load_models(churn, segments, Settings(), value="auto" if value else None)

@@ -180,3 +180,28 @@ def test_an_old_bundle_without_a_reference_scores_and_says_drift_was_not_checked
     result = score(sample_log_path, AS_OF, tmp_path / "s.parquet", models, fail_on_drift=True)
     assert result.manifest["drift"]["checked"] is False
     assert "not checked" in result.manifest["drift"]["reason"]
+
+
+def test_the_tracked_run_holds_drift_and_history_metrics(
+    churn_bundle: Path, sample_log_path: Path, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    from churnlens.jobs import score_job
+
+    out = tmp_path / "scores.parquet"
+    models = load_models(churn_bundle, None)
+    score(sample_log_path, "2025-01-04", out, models)
+    result = score_job(sample_log_path, AS_OF, out, models, track=True)
+    client = MlflowClient()
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string="tags.kind = 'score'",
+    )
+    metrics = run.data.metrics
+    drift = result.manifest["drift"]
+    assert metrics["drift_level"] == 0 and metrics["drift_score_psi"] == drift["score"]["psi"]
+    by_name = {f["name"]: f["psi"] for f in drift["features"]}
+    assert metrics["drift_psi_fatigue_touches_30d"] == by_name["fatigue_touches_30d"]
+    assert len([k for k in metrics if k.startswith("drift_psi_")]) == len(by_name)
+    assert metrics["history_matched"] == result.manifest["history"]["matched"] > 0
