@@ -178,6 +178,7 @@ def _run_one(
     out: Path,
     partitions: int | None,
     value: bool = True,
+    previous: Path | None = None,
 ) -> dict[str, object]:
     """Runs in the child process: time load_models + score, report JSON on stdout."""
     from churnlens.actions import Policy
@@ -188,12 +189,16 @@ def _run_one(
     marks: list[tuple[float, int, int, int]] = []
 
     def progress(done: int, total: int, customers: int) -> None:
-        marks.append((time.perf_counter(), done, total, customers))
+        if done:  # not the first call, which only gives the count (nothing done yet)
+            marks.append((time.perf_counter(), done, total, customers))
 
     began = time.perf_counter()
     models = load_models(churn, segments, Settings(), value="auto" if value else None)
     loaded = time.perf_counter()
-    result = score(events, as_of, out, models, Policy(), partitions=partitions, progress=progress)
+    history = {} if previous is None else {"previous": previous}  # the changes since it
+    result = score(
+        events, as_of, out, models, Policy(), partitions=partitions, progress=progress, **history
+    )
     ended = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     first = marks[0][0] if marks else ended
@@ -259,6 +264,9 @@ def main() -> None:
     parser.add_argument(
         "--no-value", action="store_true", help="score without the value model (for an A/B)"
     )
+    parser.add_argument(
+        "--previous", type=Path, default=None, help="a scores file to compare with (history)"
+    )
     parser.add_argument("--run", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--churn", type=Path, help=argparse.SUPPRESS)
@@ -270,7 +278,7 @@ def main() -> None:
     if args.run:
         result = _run_one(
             args.path, args.churn, args.segments, args.as_of, args.out, args.partitions,
-            not args.no_value,
+            not args.no_value, args.previous,
         )  # fmt: skip
         print(json.dumps(result))
         return
@@ -306,6 +314,8 @@ def main() -> None:
             command += ["--partitions", str(args.partitions)]
         if args.no_value:
             command.append("--no-value")
+        if args.previous is not None:
+            command += ["--previous", str(args.previous)]
         # stderr goes through, so a failure in the child shows its traceback
         child = subprocess.run(command, stdout=subprocess.PIPE, text=True)
         if child.returncode != 0:

@@ -32,7 +32,7 @@ def test_shipped_configs_load_and_equal_the_defaults() -> None:
         ("features: {windowz: [7]}\n", "features.windowz: unknown key; allowed keys here:"),
         (
             "feature: {}\n",
-            "feature: unknown key; allowed keys here: engine, events, experiment, features",
+            "feature: unknown key; allowed keys here: drift, engine, events, experiment, features",
         ),
         ("features: {windows_days: [30, 7]}\n", "windows must be strictly increasing"),
         ("training: {horizon_days: -5}\n", "training.horizon_days: Input should be greater than 0"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -57,8 +58,11 @@ def cli(*args: str, fault: str | None = None, max_file_bytes: int | None = None)
 
 
 def one_clear_line(stderr: str) -> str:
+    """The error, after the timestamped progress lines a command prints off a terminal."""
     assert "Traceback" not in stderr, stderr
-    text = " ".join(stderr.split())
+    progress = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d ")
+    rest = [line for line in stderr.splitlines() if not progress.match(line)]
+    text = " ".join(" ".join(rest).split())
     assert text.startswith("error:"), stderr
     return text
 

@@ -20,6 +20,7 @@ from churnlens import ModelError
 from churnlens.bundle import load_bundle, write_bundle
 from churnlens.cli import app
 from churnlens.features import build_features
+from churnlens.history import HISTORY_COLUMNS
 from churnlens.model_source import load_models
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
 from tests.conftest import AS_OF
@@ -43,7 +44,9 @@ def test_scores_file_has_every_contract_column_and_one_row_per_customer(
     scored, sample_events: pd.DataFrame
 ) -> None:
     frame = pd.read_parquet(scored.path)
-    assert list(frame.columns) == [*SCORE_COLUMNS, *EXTRA_COLUMNS]
+    # the history columns (null on a first run: the same columns every night)
+    assert list(frame.columns) == [*SCORE_COLUMNS, *EXTRA_COLUMNS, *HISTORY_COLUMNS]
+    assert frame[list(HISTORY_COLUMNS)].isna().all().all()
     assert frame["customer_id"].is_unique
     assert set(frame["customer_id"]) == set(sample_events["customer_id"])
     assert frame["churn_probability"].between(0, 1).all()

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from churnlens.config import format_validation_error, read_yaml
 from churnlens.contacts import FatigueRules
 from churnlens.errors import ConfigError
+from churnlens.history import change_reasons, risk_change
 from churnlens.lifecycle import STAGES
 from churnlens.reasons import append_reason
 
@@ -42,6 +43,7 @@ BUDGET_RULE = "budget"
 UPLIFT_RULE = "negative_uplift"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"  # rule and action names: never SQL, never markup
 UPLIFT = "uplift"
+RISE = 0.05  # the shipped rising_risk rule: risk rose by at least 5 points since the last run
 
 
 class _Frozen(BaseModel):
@@ -80,6 +82,13 @@ class Conditions(_Frozen):
     over_contacted: bool | None = None
     uplift_min: float | None = Field(
         None, ge=-1, le=1, description="predicted uplift of the rule's action at least this"
+    )
+    risk_change_min: float | None = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="churn probability rose at least this since the last "
+        "run; where a customer has no earlier score, risk_band stands in for it",
     )
 
 
@@ -232,7 +241,9 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     ),
     Rule(
         name="rising_risk",
-        when=Conditions(stage=("active", "silent"), risk_band=("medium", "high")),
+        when=Conditions(
+            stage=("active", "silent"), risk_band=("medium", "high"), risk_change_min=RISE
+        ),
         action="nurture",
         reason="risk rising while still engaged",
     ),
@@ -289,7 +300,14 @@ def _matches(rule: Rule, frame: pd.DataFrame) -> np.ndarray:
         allowed = getattr(when, column)
         if allowed is not None:
             name = "lifecycle_stage" if column == "stage" else column
-            ok &= frame[name].astype(object).isin(allowed).to_numpy()
+            holds = frame[name].astype(object).isin(allowed).to_numpy()
+            if column == "risk_band" and when.risk_change_min is not None:
+                known, _ = risk_change(frame, when.risk_change_min)
+                holds = holds | known  # with history, the change decides instead of the band
+            ok &= holds
+    if when.risk_change_min is not None:
+        known, rose = risk_change(frame, when.risk_change_min)
+        ok &= ~known | rose
     if when.segment is not None:
         ids = [s for s in when.segment if isinstance(s, int)]
         names = [s for s in when.segment if isinstance(s, str)]
@@ -378,6 +396,8 @@ def decide(frame: pd.DataFrame, policy: Policy, value_cuts: tuple[float, float])
     stuck = contact & (channels == None)  # noqa: E711
     actions = np.array([r.action for r in rules], dtype=object)[chosen]
     texts = np.array([r.text() for r in rules], dtype=object)[chosen]
+    by_change = np.array([r.when.risk_change_min is not None for r in rules], dtype=bool)
+    texts = change_reasons(out, by_change[chosen], texts)
     actions[stuck] = policy.no_channel_action
     texts[stuck] = "every channel is fatigued"
     names = np.array([r.name for r in rules], dtype=object)[chosen]

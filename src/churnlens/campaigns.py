@@ -28,7 +28,7 @@ from churnlens.events.sql import date_literal
 from churnlens.jobs import read_scores
 from churnlens.labels import log_span
 from churnlens.outcomes import DETAIL_COLUMNS, OUTCOME_COLUMNS, measure
-from churnlens.outputs import atomic_path, check_output_path, replace_with_manifest
+from churnlens.outputs import atomic_path, check_output_path, publish_mode, replace_with_manifest
 
 NEEDED = ("customer_id", "as_of", "action", "lifecycle_stage", "group", "contact")
 ARMS = ("treatment", "control")
@@ -156,7 +156,7 @@ def outcomes_job(
 
         html = build_outcomes_report(result, settings.report.currency)
     if report is not None:
-        with atomic_path(Path(report)) as tmp:
+        with atomic_path(Path(report), publish_mode(out)) as tmp:
             tmp.write_text(html or "", encoding="utf-8")
         result.report = Path(report)
     if track:

@@ -20,16 +20,21 @@ import typer
 from churnlens import __version__, cli_campaigns, rendering
 from churnlens.cli_options import (
     CONTROL_SHARE,
+    DAY,
     ENGINE,
+    FAIL_ON_DRIFT,
     GROUP,
     MASTER,
     MAX_CONTACTS,
     MODEL,
     POLICY,
     PREDICTIONS,
+    PREVIOUS,
     RANK_BY,
     SAMPLE_LOG,
     SEGMENTS,
+    SIGN,
+    TRUST_PICKLE,
     UPLIFT,
     VALUE,
     VALUE_HORIZON,
@@ -45,6 +50,8 @@ from churnlens.cli_options import (
     RankBy,
     TempDirOpt,
     TrackOpt,
+    check_spark_options,
+    given,
     opt,
     parse_k,
 )
@@ -138,7 +145,7 @@ def features(
 @app.command()
 def train(
     events: EventsArg,
-    as_of: Annotated[str, opt("Data is known up to this day.")],
+    as_of: Annotated[str, opt("Data is known up to this day (YYYY-MM-DD).", metavar=DAY)],
     horizon_days: HorizonOpt = None,
     config: ConfigOpt = None,
     memory_limit: MemoryOpt = None,
@@ -151,16 +158,18 @@ def train(
     from churnlens.training import train as fit
 
     settings = _settings(config, memory_limit, temp_dir, horizon_days)
-    with rendering.status("Training on snapshots..."):
+    with rendering.status("Training on snapshots...") as status:
         day = parse_as_of(as_of)
-        result = fit(events, day, settings, models_dir, track=track, config_path=config)
+        result = fit(
+            events, day, settings, models_dir, track=track, config_path=config, step=status.update
+        )
     rendering.show_training(result, settings)
 
 
 @app.command()
 def backtest(
     events: EventsArg,
-    as_of: Annotated[str, opt("Train as of this day, then check.")],
+    as_of: Annotated[str, opt("Train as of this day (YYYY-MM-DD), then check.", metavar=DAY)],
     horizon_days: HorizonOpt = None,
     config: ConfigOpt = None,
     memory_limit: MemoryOpt = None,
@@ -230,24 +239,20 @@ def score(
     track: Annotated[bool, opt("Record the scoring run in MLflow.")] = True,
     engine: Annotated[Engine, opt(ENGINE)] = Engine.duckdb,
     master: Annotated[str, opt(MASTER)] = "local[2]",
+    previous: Annotated[str, opt(PREVIOUS)] = "auto",
+    fail_on_drift: Annotated[bool, opt(FAIL_ON_DRIFT)] = False,
 ) -> None:
     """Score every customer: churn risk, lifecycle stage, segment and next action."""
     from churnlens.jobs import ScoringRequest, score_command
 
-    if engine is Engine.spark and report is not None:
-        why = "the report needs the local engine; run `churnlens report` on the scores"
-        raise typer.BadParameter(why, param_hint="--report")
-    if engine is Engine.spark and population is not None:
-        why = "Spark scores against the log's own population; use --engine duckdb"
-        raise typer.BadParameter(why, param_hint="--population")
+    began = time.perf_counter()
 
-    def given(ref: str) -> str | None:
-        return None if ref == "none" else ref
+    check_spark_options(engine, report, population)
 
     request = ScoringRequest(
         events, as_of, out, model, given(segments), given(value), given(uplift_model),
         rank_by.value, policy, config, population, report, max_contacts, partitions, track,
-        engine.value, master,
+        engine.value, master, given(previous), fail_on_drift,
     )  # fmt: skip
     settings = _settings(config, memory_limit, temp_dir, control_share=control_share)
     if engine is Engine.spark:
@@ -255,9 +260,10 @@ def score(
             manifest = score_command(request, settings)
         rendering.show_spark_scores(manifest, out, master)  # type: ignore[arg-type]
         return
+    rendering.step("score: checking the inputs, loading the models")
     with rendering.partition_progress("Scoring partitions") as progress:
         result = score_command(request, settings, progress)
-    rendering.show_scores(result, report)  # type: ignore[arg-type]
+    rendering.show_scores(result, report, time.perf_counter() - began)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -317,12 +323,8 @@ def models_promote(
 @models_app.command("convert")
 def models_convert(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder of the old pickle format.")],
-    trust_pickle: Annotated[
-        bool, opt("Required: you trust this bundle's origin (unpickling runs its code).")
-    ] = False,
-    sign: Annotated[
-        bool, opt("With CHURNLENS_SIGNING_KEY set: sign the result though the old bundle is not.")
-    ] = False,
+    trust_pickle: Annotated[bool, opt(TRUST_PICKLE)] = False,
+    sign: Annotated[bool, opt(SIGN)] = False,
 ) -> None:
     """Rewrite a bundle of the old pickle format in today's pickle-free format, in place."""
     from churnlens.bundle import convert_pickled

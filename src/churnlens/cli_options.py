@@ -15,18 +15,40 @@ import typer
 from typer.core import TyperGroup
 
 from churnlens import rendering
-from churnlens.errors import ChurnlensError
+from churnlens.errors import ChurnlensError, DriftError
 
 if TYPE_CHECKING:
     from churnlens.config import Settings
 
 
+def quiet_flags(params: list[Any]) -> list[Any]:
+    """On/off flags (``--track/--no-track``, ``--help``) take no value: no ``<bool>``
+    placeholder in the help."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
 class ReportingGroup(TyperGroup):
-    """Errors of any command below (subgroups too): one ``error:`` message, exit code 1."""
+    """Errors of any command below (subgroups too): one ``error:`` message, exit code 1
+    (3 for ``--fail-on-drift``); help without placeholders for flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return quiet_flags(super().get_params(ctx))
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            quiet_flags(command.get_params(ctx))
+        return command
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except DriftError as exc:  # --fail-on-drift: its own exit code, for the scheduler
+            rendering.error(str(exc))
+            raise typer.Exit(DRIFT_EXIT) from None
         except ChurnlensError as exc:
             rendering.error(str(exc))
         except OSError as exc:  # the operating system's word: a full disk, a missing folder
@@ -49,6 +71,7 @@ class Engine(StrEnum):
     spark = "spark"
 
 
+DRIFT_EXIT = 3
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 GROUP: dict[str, Any] = dict(cls=ReportingGroup, context_settings=CONTEXT, no_args_is_help=True)
 
@@ -67,12 +90,14 @@ POPULATION = (
     "scores manifest of the whole log), so a slice of customers gets exactly the features "
     "and churn probabilities it gets within the whole log; default: the log's own."
 )
+AS_OF = "Features see every event up to and including this day (YYYY-MM-DD)."
 EventsArg = Annotated[Path, typer.Argument(help=EVENTS)]
 ConfigOpt = Annotated[Path | None, opt(CONFIG, "--config", "-c")]
 MemoryOpt = Annotated[str | None, opt(MEMORY)]
 TempDirOpt = Annotated[Path | None, opt("Folder DuckDB spills to (default: its own).")]
 PartitionsOpt = Annotated[int | None, opt(PARTITIONS, min=1)]
-AsOfOpt = Annotated[str, opt("Features see every event up to and including this day.")]
+DAY = "YYYY-MM-DD"
+AsOfOpt = Annotated[str, opt(AS_OF, metavar=DAY)]
 PopulationOpt = Annotated[Path | None, opt(POPULATION)]
 HorizonOpt = Annotated[int | None, opt("Churn = no purchase in this many days.", min=1)]
 TrackOpt = Annotated[bool, opt("Record the run in MLflow and register the model.")]
@@ -87,12 +112,29 @@ MAX_CONTACTS = "Contact at most N customers, first in the --rank-by order."
 CONTROL_SHARE = "Share of each contact action's customers kept as a control group."
 ENGINE = "'duckdb' (this machine) or 'spark' (needs churnlens\\[spark])."
 MASTER = "Spark master with --engine spark, e.g. local[2] or yarn."
+PREVIOUS = (
+    "The last run's scores file, for the changes since (previous_* columns, the policy's "
+    "risk_change_min); 'auto': the scores file this run replaces at --out; 'none': no history."
+)
+FAIL_ON_DRIFT = (
+    "Exit with code 3 and write nothing when drift against the training population reaches "
+    "the alert level (drift.psi_alert, drift.ks_alert)."
+)
 PREDICTIONS = (
     "Write customer_id, churn_probability, churned, baselines, expected_value, "
     "value_if_retained and realized_spend here."
 )
 VALUE_HORIZON = "Value = spend over this many days (default: value.horizon_days, 365)."
 SAMPLE_LOG = Path("data/sample/events.parquet")
+
+
+TRUST_PICKLE = "Required: you trust this bundle's origin (unpickling runs its code)."
+SIGN = "With CHURNLENS_SIGNING_KEY set: sign the result though the old bundle is not."
+
+
+def given(ref: str) -> str | None:
+    """A model or file reference from the command line: 'none' is None."""
+    return None if ref == "none" else ref
 
 
 def parse_k(value: str) -> int | None:
@@ -102,6 +144,16 @@ def parse_k(value: str) -> int | None:
     if not value.isdigit() or int(value) < 2:
         raise typer.BadParameter("give 'auto' or a whole number of segments >= 2")
     return int(value)
+
+
+def check_spark_options(engine: Engine, report: Path | None, population: Path | None) -> None:
+    """``score --engine spark`` takes neither --report nor --population (usage errors)."""
+    if engine is Engine.spark and report is not None:
+        why = "the report needs the local engine; run `churnlens report` on the scores"
+        raise typer.BadParameter(why, param_hint="--report")
+    if engine is Engine.spark and population is not None:
+        why = "Spark scores against the log's own population; use --engine duckdb"
+        raise typer.BadParameter(why, param_hint="--population")
 
 
 def settings_from(

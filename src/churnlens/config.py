@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from churnlens.errors import ConfigError
 
@@ -287,6 +287,26 @@ class ReportSettings(_Frozen):
     currency: str = Field("", max_length=8, description="prefix of money amounts, e.g. $ or EUR")
 
 
+class DriftSettings(_Frozen):
+    """Drift against training (:mod:`churnlens.drift`): when scoring warns and alerts."""
+
+    psi_warn: float = Field(0.1, gt=0, description="PSI from which a feature or the score warns")
+    psi_alert: float = Field(0.25, gt=0, description="PSI from which it alerts")
+    ks_warn: float = Field(0.1, gt=0, le=1, description="KS of the score from which it warns")
+    ks_alert: float = Field(0.2, gt=0, le=1, description="KS of the score from which it alerts")
+    exclude: tuple[str, ...] = Field(
+        ("freq_tenure_days", "rfm_tenure_days"),
+        description="features that grow with time by construction: reported, never alerting",
+    )
+    top: int = Field(5, ge=1, description="the worst features listed in summaries")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftSettings:
+        if self.psi_warn > self.psi_alert or self.ks_warn > self.ks_alert:
+            raise ValueError("each warn threshold must not exceed its alert threshold")
+        return self
+
+
 class TrackingSettings(_Frozen):
     """Where MLflow runs and registered models go."""
 
@@ -317,6 +337,7 @@ class Settings(_Frozen):
     experiment: ExperimentSettings = ExperimentSettings()
     uplift: UpliftSettings = UpliftSettings()
     report: ReportSettings = ReportSettings()
+    drift: DriftSettings = DriftSettings()
     engine: EngineSettings = EngineSettings()
     tracking: TrackingSettings = TrackingSettings()
 

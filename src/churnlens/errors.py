@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class ChurnlensError(Exception):
@@ -20,7 +21,14 @@ class Problem:
     fix: str = ""
 
     def render(self) -> str:
-        parts = [f"column '{self.column}': {self.message}"]
+        # "-" or "": a problem of the input as a whole (a missing file), not of a column;
+        # a name starting with "-" is a command-line option (--out)
+        subject = {"": "", "-": ""}.get(self.column)
+        if subject is None:
+            subject = (
+                f"{self.column}: " if self.column.startswith("-") else f"column '{self.column}': "
+            )
+        parts = [f"{subject}{self.message}"]
         if self.rows:
             parts.append(f"{self.rows:,} row{'s' if self.rows != 1 else ''}")
         if self.examples:
@@ -63,3 +71,21 @@ class OutputError(ChurnlensError):
 
 class TrackingError(ChurnlensError):
     """The MLflow tracking store could not record a run (the model bundle is kept)."""
+
+
+class DriftError(ChurnlensError):
+    """Scoring found drift against the training population at the alert level and was
+    asked to fail on it (``--fail-on-drift``): nothing was written. Carries the report."""
+
+    def __init__(self, report: dict[str, Any], top: int = 5) -> None:
+        self.report = report
+        raised = ", ".join(report.get("raised_by", [])[:top]) or "?"
+        worst = [f for f in report.get("features", []) if not f.get("excluded")][:top]
+        listed = "; ".join(f"{f['name']} PSI {f['psi']:.3f}" for f in worst)
+        score = report.get("score", {})
+        super().__init__(
+            f"drift against the training population of {report.get('reference_as_of')} "
+            f"reached the alert level ({raised}); score PSI {score.get('psi', 0):.3f}, KS "
+            f"{score.get('ks', 0):.3f}; worst features: {listed}. No scores were written "
+            "and any earlier scores file is unchanged. Check the input, or retrain on it"
+        )

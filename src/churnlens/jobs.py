@@ -18,9 +18,11 @@ import pandas as pd
 
 from churnlens.actions import Policy, load_policy
 from churnlens.config import Settings
+from churnlens.drift import drift_metrics
 from churnlens.errors import InputError, Problem
-from churnlens.events import EventSource, EventTable, load_events, parse_as_of
+from churnlens.events import EventSource, EventTable, check_source, load_events, parse_as_of
 from churnlens.features.population import PopulationStats, resolve_population
+from churnlens.history import AUTO, Previous, history_metrics, read_previous
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.outputs import check_output_path, read_paired_manifest
 from churnlens.ranking import with_ranking
@@ -43,6 +45,8 @@ def score_job(
     report: str | Path | None = None,
     track: bool = False,
     progress: Progress | None = None,
+    previous: str | Path | Previous | None = AUTO,
+    fail_on_drift: bool = False,
 ) -> ScoreResult:
     """Score, then write the report (``report``) and record the run (``track``).
 
@@ -67,13 +71,15 @@ def score_job(
         population_source=population_source,
         progress=progress,
         keep_scores=publish,
+        previous=previous,
+        fail_on_drift=fail_on_drift,
     )
     if publish and result.scores is not None:
         html = build_scores_report(
             result.scores, result.events, result.manifest, models.settings.report.currency
         )
         if report is not None:
-            write_report(html, report)
+            write_report(html, report, like=result.path)
         if track:
             _track(result, models.settings, html, started)
     return result
@@ -100,6 +106,8 @@ class ScoringRequest:
     track: bool = True
     engine: str = "duckdb"
     master: str = "local[2]"
+    previous: str | Path | None = AUTO  # a scores file; "auto": the one at `out`; None: none
+    fail_on_drift: bool = False
 
 
 def score_command(
@@ -111,10 +119,15 @@ def score_command(
     r = request
     inputs = [r.events, r.model, r.segments, r.value, r.uplift, r.policy, r.config]
     inputs.append(r.population)
+    check_source(r.events)  # the paths and the day first: loading models takes seconds
+    day = parse_as_of(r.as_of)
     check_output_path(r.out, inputs=inputs)
     if r.report is not None:
         check_output_path(r.report, (".html",), inputs=[*inputs, r.out])
     population = resolve_population(r.population)
+    previous = r.previous
+    if previous is not None and str(previous) != AUTO and r.engine != "spark":
+        previous = read_previous(previous, day.isoformat())
     models = load_models(r.model, r.segments, settings, r.value, r.uplift)
     rules = with_ranking(load_policy(r.policy), models.uplift is not None, r.rank_by)
     if r.engine == "spark":
@@ -136,6 +149,8 @@ def score_command(
         report=r.report,
         track=r.track,
         progress=progress,
+        previous=previous,
+        fail_on_drift=r.fail_on_drift,
     )
 
 
@@ -171,7 +186,8 @@ def report_from_file(
     scores, manifest = read_scores(scores_path, earlier)
     table = load_events(events, settings)
     currency = (settings or Settings()).report.currency
-    return write_report(build_scores_report(scores, table, manifest, currency), out)
+    html = build_scores_report(scores, table, manifest, currency)
+    return write_report(html, out, like=scores_path)
 
 
 def _track(result: ScoreResult, settings: Settings, html: str, started: float) -> None:
@@ -185,6 +201,7 @@ def _track(result: ScoreResult, settings: Settings, html: str, started: float) -
     metrics = {f"customers_{k}": v for k, v in manifest["stages"].items()}
     metrics |= {f"action_{k}": v for k, v in manifest["actions"].items()}
     metrics |= {"value_at_risk": manifest["value_at_risk"], "seconds": result.seconds}
+    metrics |= drift_metrics(manifest.get("drift") or {}) | history_metrics(manifest)
     content = RunContent(
         metrics=metrics,
         dicts={"scores/manifest.json": manifest},

@@ -191,12 +191,13 @@ def load_models(
     ref = str(model) if model is not None else champion
     churn, trained = _load(ref, "churn", settings)
     _check_features(churn.model, trained, ref)
-    # where to track, how DuckDB runs and the experiment are the caller's; features
-    # follow the model
+    # where to track, how DuckDB runs, the experiment and the drift thresholds are the
+    # caller's; features follow the model
     trained = trained.with_overrides(
         tracking=settings.tracking.model_dump(),
         engine=settings.engine.model_dump(),
         experiment=settings.experiment.model_dump(),
+        drift=settings.drift.model_dump(),
     )
     loaded = {"churn": churn}
     names = {

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -121,16 +122,22 @@ def _temporary(path: Path) -> Path:
     return Path(tmp)
 
 
-def _publish_mode(path: Path) -> None:
-    """mkstemp makes files 0600: give a result the mode a plain open() would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+def publish_mode(destination: str | Path) -> int:
+    """The mode a result written to ``destination`` gets: the mode of the file it
+    replaces (an operator's ``chmod 640`` survives the nightly job), else the one a plain
+    ``open()`` gives under the umask. A result's manifest and report take the result's."""
+    try:
+        return stat.S_IMODE(os.stat(destination).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; renamed over ``path`` when the block succeeds.
+def atomic_path(path: str | Path, mode: int | None = None) -> Iterator[Path]:
+    """A temporary path beside ``path``; renamed over ``path`` when the block succeeds,
+    with ``mode`` (default: :func:`publish_mode`; mkstemp's own is 0600).
 
     An operating-system error (a full disk, a read-only folder) becomes one
     :class:`~churnlens.errors.OutputError`; the earlier file at ``path`` is untouched.
@@ -139,7 +146,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = _temporary(path)
     try:
         yield tmp
-        _publish_mode(tmp)
+        os.chmod(tmp, publish_mode(path) if mode is None else mode)
         os.replace(tmp, path)
     except OSError as exc:
         raise output_failure(path, exc) from None
@@ -204,8 +211,9 @@ def replace_with_manifest(
             text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
             tmp_manifest.write_text(text, encoding="utf-8")
             _fsync(tmp_manifest)
-            _publish_mode(tmp)
-            _publish_mode(tmp_manifest)
+            mode = publish_mode(out)  # the manifest takes the result's mode
+            os.chmod(tmp, mode)
+            os.chmod(tmp_manifest, mode)
             os.replace(tmp, pending)
             os.replace(tmp_manifest, target)
             committed = True

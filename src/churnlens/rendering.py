@@ -8,9 +8,6 @@ result types are only named for type checkers).
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from churnlens.rendering_progress import err_console, line, partition_progress, step
+from churnlens.rendering_progress import status as progress_status
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from churnlens.uplifting import UpliftResult
 
 console = Console()
-err_console = Console(stderr=True)
+__all__ = ["console", "err_console", "error", "line", "partition_progress", "status", "step"]
 
 FEATURE_PICKS = (
     "freq_contacts_90d",
@@ -71,31 +71,8 @@ def os_error_text(exc: OSError) -> str:
 
 
 def status(text: str) -> Status:
-    """A spinner with ``text`` while a step runs."""
-    return console.status(text)
-
-
-@contextlib.contextmanager
-def partition_progress(label: str) -> Iterator[Callable[[int, int, int], None]]:
-    """A rich progress bar over partitions, with customers per second."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    started = time.perf_counter()
-    with Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=None, rate="")
-
-        def advance(done: int, total: int, customers: int) -> None:
-            rate = customers / max(time.perf_counter() - started, 1e-9)
-            bar.update(task, completed=done, total=total, rate=f"{rate:,.0f} customers/s")
-
-        yield advance
+    """A spinner with ``text`` while a step runs (plain timestamped lines off a terminal)."""
+    return progress_status(console, text)  # type: ignore[no-any-return]
 
 
 # ------------------------------------------------------------------ tables
@@ -268,16 +245,23 @@ def show_segments(result: SegmentResult, settings: Settings) -> None:
         )
 
 
-def show_scores(result: ScoreResult, report: Path | None) -> None:
+def show_scores(result: ScoreResult, report: Path | None, seconds: float | None = None) -> None:
+    """The summary of a scoring run; ``seconds``: the whole command's time (checks, model
+    loading, report and tracking included), else the scoring's."""
     manifest = result.manifest
-    for text in manifest.get("notes") or ():
+    history = manifest.get("history") or {}
+    for text in [*(manifest.get("notes") or ()), *(history.get("notes") or ())]:
         err_console.print(f"note: {escape(text)}")
     console.print(scores_summary(manifest))
-    rate = manifest["rows"] / max(result.seconds, 1e-9)
+    total = result.seconds if seconds is None else seconds
+    rate = manifest["rows"] / max(total, 1e-9)
     console.print(
-        f"{manifest['rows']:,} customers in {result.seconds:.1f} s ({rate:,.0f}/s); "
-        f"value at risk {manifest['value_at_risk']:,.0f}; model {manifest['model_version']}"
+        f"{manifest['rows']:,} customers in {total:.1f} s ({rate:,.0f}/s; scoring "
+        f"{result.seconds:.1f} s); value at risk {manifest['value_at_risk']:,.0f}; model "
+        f"{manifest['model_version']}"
     )
+    show_drift(manifest.get("drift") or {})
+    show_history(history)
     console.print(f"Scores: [bold]{result.path}[/] (manifest {result.manifest_path.name})")
     if manifest.get("events_after_as_of_ignored"):
         later = manifest["events_after_as_of_ignored"]
@@ -406,4 +390,35 @@ def show_cdnow(events: pd.DataFrame, out: Path) -> None:
     console.print(
         f"Wrote {len(events):,} purchases of {events['customer_id'].nunique():,} customers "
         f"to [bold]{out}[/]"
+    )
+
+
+def show_drift(drift: dict[str, Any]) -> None:
+    """One line on drift against training, and the worst features when it warns."""
+    if not drift.get("checked"):
+        reason = drift.get("reason", "no reference")
+        console.print(f"Drift: [yellow]not checked[/] ({escape(reason)})")
+        return
+    level, score = drift["level"], drift["score"]
+    colour = {"ok": "green", "warn": "yellow", "alert": "bold red"}[level]
+    console.print(
+        f"Drift against training of {drift['reference_as_of']}: [{colour}]{level}[/] "
+        f"(score PSI {score['psi']:.3f}, KS {score['ks']:.3f}; stage mix PSI "
+        f"{drift['stages']['psi']:.3f})"
+    )
+    top = drift["thresholds"]["top"]
+    worst = [f for f in drift["features"] if not f["excluded"]][:top]
+    if level != "ok" or any(f["level"] != "ok" for f in worst):
+        listed = ", ".join(f"{f['name']} {f['psi']:.3f} ({f['level']})" for f in worst)
+        console.print(f"  worst features by PSI: {escape(listed)}")
+
+
+def show_history(history: dict[str, Any]) -> None:
+    """One line on the changes since the last run."""
+    if not history.get("compared"):
+        return
+    console.print(
+        f"Since {history['previous_as_of']}: {history['matched']:,} customers compared, "
+        f"{history['new']:,} new, {history['gone']:,} gone; {history['stage_changed']:,} "
+        f"changed stage, {history['action_changed']:,} changed action"
     )

@@ -25,7 +25,7 @@ import pandas as pd
 
 from churnlens.errors import InputError, Problem
 from churnlens.lifecycle import STAGES
-from churnlens.outputs import atomic_path, check_output_path
+from churnlens.outputs import atomic_path, check_output_path, publish_mode
 from churnlens.report_html import (
     RISK_COLOURS,
     bars,
@@ -43,6 +43,7 @@ from churnlens.report_html import (
     reasons_list,
     table,
 )
+from churnlens.report_watch import drift_section, history_section
 
 __all__ = ["REQUIRED", "TOP_N", "TOP_PER_ACTION", "build_report", "reasons_list", "write_report"]
 
@@ -369,7 +370,9 @@ def build_report(
     """
     frame = _check(scores)
     source = _winback_source(scores)
-    body = [_header(frame, manifest or {}, currency, source), _contacts(frame, currency)]
+    body = [_header(frame, manifest or {}, currency, source)]
+    body += [drift_section(manifest or {}), history_section(scores, manifest or {})]
+    body.append(_contacts(frame, currency))
     body += [_winback(frame, currency, source), _distribution(frame), _stages(frame, currency)]
     body += [_actions(frame, currency), _segments(frame, segments, currency)]
     if kpis is not None and not kpis.empty:
@@ -380,8 +383,9 @@ def build_report(
     return page("churnlens report", body)
 
 
-def write_report(html: str, path: str | Path) -> Path:
-    """Write the page to ``path`` (a ``.html`` file) atomically; returns the path.
+def write_report(html: str, path: str | Path, like: str | Path | None = None) -> Path:
+    """Write the page to ``path`` (a ``.html`` file) atomically, with the file mode of
+    ``like`` (the scores file it describes) when given; returns the path.
 
     Raises
     ------
@@ -390,6 +394,6 @@ def write_report(html: str, path: str | Path) -> Path:
         previous file, if any, is kept.
     """
     path = check_output_path(path, suffixes=(".html",))
-    with atomic_path(path) as tmp:
+    with atomic_path(path, None if like is None else publish_mode(like)) as tmp:
         tmp.write_text(html, encoding="utf-8")
     return path

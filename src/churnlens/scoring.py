@@ -24,8 +24,6 @@ and are removed at the end, whether the run succeeds or not.
 
 from __future__ import annotations
 
-import datetime as dt
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -40,23 +38,27 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from churnlens import __version__
 from churnlens.actions import Policy, decide, value_cuts
 from churnlens.config import Settings
 from churnlens.contacts import finish_contacts
+from churnlens.drift import DriftCounter, drift_report, model_reference, not_checked
+from churnlens.errors import DriftError
 from churnlens.events import EventSource, EventTable, connect_for, parse_as_of
 from churnlens.events.sql import literal, path_literal
-from churnlens.experiments import assign_groups, design, design_sql
+from churnlens.experiments import assign_groups
 from churnlens.features.aggregation import LogAggregates, aggregate_log
 from churnlens.features.engine import finish_features
 from churnlens.features.population import PopulationStats
-from churnlens.lifecycle import (
-    STAGES,
-    StageThresholds,
-    assign_stages,
-    stage_thresholds,
-    stale_as_of,
+from churnlens.history import (
+    AUTO,
+    HISTORY_COLUMNS,
+    Previous,
+    add_history,
+    history_manifest,
+    history_table,
+    previous_at,
 )
+from churnlens.lifecycle import StageThresholds, assign_stages, stage_thresholds, stale_as_of
 from churnlens.model_source import ScoringModels
 from churnlens.models.base import model_class, model_kinds
 from churnlens.outputs import (
@@ -69,6 +71,7 @@ from churnlens.outputs import (
     work_prefix,
 )
 from churnlens.ranking import rank_sql, with_ranking
+from churnlens.scores_manifest import manifest_of
 from churnlens.stakes import add_stakes
 
 SCORE_COLUMNS: tuple[str, ...] = (
@@ -81,6 +84,10 @@ SCORE_COLUMNS: tuple[str, ...] = (
 EXTRA_COLUMNS: tuple[str, ...] = ("silent_on", "lost_on", "value_tier", "rule")
 
 Progress = Callable[[int, int, int], None]  # (partitions done, total, customers so far)
+NO_REFERENCE = (
+    "the churn model was trained before churnlens kept a training reference: drift was "
+    "not checked (retrain to check it)"
+)
 
 
 @dataclass
@@ -146,9 +153,13 @@ def score_partition(
     models: ScoringModels,
     policy: Policy,
     num_threads: int = 1,
+    previous: Previous | None = None,
+    drift: DriftCounter | None = None,
 ) -> pd.DataFrame:
     """One partition's scores, stages, segments and actions (unranked) from its raw
-    aggregates (:meth:`~churnlens.features.aggregation.LogAggregates.raw`)."""
+    aggregates (:meth:`~churnlens.features.aggregation.LogAggregates.raw`); with
+    ``previous``, the history columns (:mod:`churnlens.history`) before the policy decides;
+    with ``drift``, the partition is counted into the training reference's bins."""
     X = finish_features(raw, plan.as_of, models.settings, plan.population)
     contacts = finish_contacts(raw, policy.fatigue)
     frame = assign_stages(X, plan.as_of, plan.thresholds, models.settings.lifecycle)
@@ -158,7 +169,11 @@ def score_partition(
             frame = frame.join(loaded.model.predict_columns(X, num_threads=num_threads))
         else:
             frame = frame.join(model_class(kind).empty_columns(X.index))
+    if drift is not None:
+        drift.add(X, frame["churn_probability"].to_numpy(), frame["lifecycle_stage"])
     frame = add_stakes(frame, models.settings)
+    if previous is not None:
+        frame = add_history(frame, previous)
     frame = decide(frame.join(contacts), policy, plan.value_cuts)
     experiment = models.settings.experiment
     frame["group"] = assign_groups(
@@ -168,14 +183,19 @@ def score_partition(
     return frame.reset_index()
 
 
-def part_table(frame: pd.DataFrame, plan: ScoringPlan, version: str) -> pa.Table:
-    """A scored partition as Arrow, in the scores file's columns (``priority`` comes later)."""
+def part_table(
+    frame: pd.DataFrame, plan: ScoringPlan, version: str, history: bool = False
+) -> pa.Table:
+    """A scored partition as Arrow, in the scores file's columns (``priority`` comes later);
+    with ``history``, the history columns too (null without a previous run)."""
     frame = frame.assign(as_of=plan.as_of, model_version=version, priority=0)
     columns = [c for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS) if c not in ("priority", "contact")]
+    columns += [c for c in HISTORY_COLUMNS if history and c in frame.columns]
     out = frame[columns].copy()
     for c in ("lifecycle_stage", "risk_band", "value_tier"):
         out[c] = out[c].astype(str)
-    return pa.Table.from_pandas(out, preserve_index=False)
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    return history_table(table) if history else table
 
 
 def write_output(con: Any, relation: str, tmp: Path, out: Path) -> None:
@@ -184,7 +204,9 @@ def write_output(con: Any, relation: str, tmp: Path, out: Path) -> None:
     ``tmp`` and the manifest replace ``out``)."""
     import duckdb
 
-    order = ", ".join(f'"{c}"' for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS))
+    have = con.table(relation).columns
+    extra = [c for c in HISTORY_COLUMNS if c in have]
+    order = ", ".join(f'"{c}"' for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS, *extra))
     ranked = f"SELECT {order} FROM {relation} ORDER BY action, priority"
     name = out.name.lower()
     if name.endswith(".parquet"):
@@ -200,11 +222,6 @@ def write_output(con: Any, relation: str, tmp: Path, out: Path) -> None:
         raise OSError(str(exc)) from None
 
 
-def _counts(con: Any, relation: str, column: str) -> dict[str, int]:
-    rows = con.execute(f"SELECT {column}, count(*) FROM {relation} GROUP BY 1").fetchall()
-    return {str(k): int(v) for k, v in sorted(rows, key=lambda r: str(r[0]))}
-
-
 def score(
     events: EventSource | EventTable,
     as_of: str | date,
@@ -218,6 +235,8 @@ def score(
     population_source: str | None = None,
     progress: Progress | None = None,
     keep_scores: bool = False,
+    previous: str | Path | Previous | None = AUTO,
+    fail_on_drift: bool = False,
 ) -> ScoreResult:
     """Score every customer seen up to ``as_of`` and write the scores file ``out``.
 
@@ -244,11 +263,20 @@ def score(
         Called after each partition with (done, total, customers scored so far).
     keep_scores
         Also return the scores as a DataFrame (for the Python API, reports, small logs).
+    previous
+        The last run's scores (a path, or read with :func:`churnlens.history.read_previous`)
+        for the history columns and the policy's ``risk_change_min``; ``"auto"``: the scores
+        file at ``out`` that this run replaces; ``None``: no history.
+    fail_on_drift
+        Write nothing and raise :class:`DriftError` when drift against the training
+        reference reaches an alert (:mod:`churnlens.drift`).
 
     Raises
     ------
     InputError
         Also when another job holds the output's lock (``<out>.lock``).
+    DriftError
+        With ``fail_on_drift``, on an alert; the earlier scores at ``out`` are unchanged.
     """
     out = check_output_path(out, inputs=[events, models.uri])
     policy = with_ranking(policy or Policy(), models.uplift is not None)
@@ -257,6 +285,8 @@ def score(
     as_of = parse_as_of(as_of)
     with output_lock(out):
         remove_stale_work(out)  # left by a killed run: nobody else holds the lock
+        # the file this run replaces is read now, before the new one is renamed over it
+        before, notes = previous_at(previous, out, as_of)
         return _score_locked(
             events,
             as_of,
@@ -268,6 +298,7 @@ def score(
             (population, population_source),
             progress,
             keep_scores,
+            (before, notes, fail_on_drift),
         )
 
 
@@ -282,8 +313,12 @@ def _score_locked(
     population: tuple[PopulationStats | None, str | None],
     progress: Progress | None,
     keep_scores: bool,
+    watch: tuple[Previous | None, tuple[str, ...], bool],
 ) -> ScoreResult:
     started = time.perf_counter()
+    previous, history_notes, fail_on_drift = watch
+    reference = model_reference(models.loaded["churn"].model)
+    drift = DriftCounter(reference) if reference is not None else None
     settings = models.settings
     work = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), dir=out.parent.resolve()))
     con = finished = None
@@ -316,14 +351,23 @@ def _score_locked(
             )
             scored = work / "scored"
             scored.mkdir()
-            _score_parts(log, plan, models, policy, scored, stages.second)
+            _score_parts(log, plan, models, policy, scored, stages.second, (previous, drift))
             table = log.event_table() if keep_scores else None
         parts = path_literal(f"{scored}/*.parquet")
         con.execute(f"CREATE TEMP VIEW _scores AS SELECT * FROM read_parquet({parts})")
         ranked = rank_sql("_scores", con.table("_scores").columns, policy, max_contacts)
         con.execute(f"CREATE TEMP TABLE _ranked AS {ranked}")
         count = len(log.partitions)
-        manifest = manifest_of(con, plan, models, policy, out, max_contacts, count, started)
+        sections = {
+            "drift": not_checked(NO_REFERENCE) if drift is None
+            else drift_report(drift, settings.drift),
+            "history": history_manifest(con, "_ranked", previous) | {"notes": list(history_notes)},
+        }  # fmt: skip
+        if fail_on_drift and sections["drift"]["level"] == "alert":
+            raise DriftError(sections["drift"], settings.drift.top)
+        manifest = manifest_of(
+            con, plan, models, policy, out, max_contacts, count, started, sections
+        )
         manifest_path, manifest = replace_with_manifest(
             out, lambda tmp: write_output(con, "_ranked", tmp, out), manifest
         )
@@ -362,15 +406,16 @@ def _score_parts(
     policy: Policy,
     scored: Path,
     progress: Callable[[int, int], None],
+    watch: tuple[Previous | None, DriftCounter | None],
 ) -> None:
     """The model pass: this thread fetches each partition's aggregates from DuckDB while
     two workers score the previous ones (LightGBM, numpy, pandas, one core each)."""
 
     def finish(i: int, raw: pd.DataFrame) -> int:
-        frame = score_partition(raw, plan, models, policy, num_threads=1)
+        frame = score_partition(raw, plan, models, policy, 1, *watch)
         part = scored / f"part-{i}.parquet"
         try:
-            pq.write_table(part_table(frame, plan, models.version), part)
+            pq.write_table(part_table(frame, plan, models.version, history=True), part)
         except OSError as exc:  # the work folder beside the output: a full disk, mostly
             raise output_failure(part, exc) from None
         return len(frame)
@@ -390,61 +435,3 @@ def _score_parts(
             customers += future.result()
             done += 1
             progress(done, customers)
-
-
-def manifest_of(
-    con: Any,
-    plan: ScoringPlan,
-    models: ScoringModels,
-    policy: Policy,
-    out: Path,
-    max_contacts: int | None,
-    partitions: int,
-    started: float,
-) -> dict[str, Any]:
-    """The scores manifest of a run, from its ranked scores (the relation ``_ranked``)."""
-    (rows, value_at_risk, winback) = con.execute(
-        "SELECT count(*), sum(value_at_risk), sum(winback_value) FROM _ranked"
-    ).fetchone()
-    stages = _counts(con, "_ranked", "lifecycle_stage")
-    return {
-        "kind": "scores",
-        "created": dt.datetime.now(dt.UTC).isoformat(),
-        "churnlens": __version__,
-        "as_of": plan.as_of.isoformat(),
-        "output": out.name,
-        "rows": int(rows),
-        "model_version": models.version,
-        "model_uri": models.uri,
-        "model_trained_as_of": models.trained_as_of,
-        "segments_version": models.segments_version,
-        "value_version": models.value_version,
-        "value_method": None if models.value is None else models.value.method_,
-        "uplift_version": models.uplift_version,
-        "models_signed": models.signed,
-        "rank_by": policy.rank_by,
-        "input_fingerprint": plan.fingerprint,
-        "events_scored": plan.events,
-        "events_after_as_of_ignored": plan.events_after,
-        "partitions": partitions,
-        "max_contacts": max_contacts,
-        "notes": [
-            *models.notes,
-            *plan.notes,
-            *policy.notes(models.settings.features.channels, models.segments),
-        ],
-        "experiment": design(con.execute(design_sql("_ranked")).df(), models.settings.experiment),
-        "horizon_days": models.settings.training.horizon_days,
-        "stages": {s: stages.get(s, 0) for s in STAGES},
-        "actions": _counts(con, "_ranked", "action"),
-        "value_at_risk": float(value_at_risk or 0.0),
-        "winback_value": float(winback or 0.0),
-        "value_tier_cuts": [v if math.isfinite(v) else None for v in plan.value_cuts],
-        "population": {
-            "source": plan.population_source,
-            "statistics": plan.population.to_dict(),
-        },
-        "stage_thresholds_days": list(plan.thresholds.days),
-        "policy": policy.model_dump(mode="json"),
-        "seconds": round(time.perf_counter() - started, 3),
-    }

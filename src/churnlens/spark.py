@@ -72,11 +72,11 @@ from churnlens.outputs import (
     replace_with_manifest,
 )
 from churnlens.ranking import rank_sql, with_ranking
+from churnlens.scores_manifest import manifest_of
 from churnlens.scoring import (
     EXTRA_COLUMNS,
     SCORE_COLUMNS,
     ScoringPlan,
-    manifest_of,
     part_table,
     plan_from,
     score_partition,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -22,6 +23,7 @@ import pandas as pd
 
 from churnlens.bundle import versions, write_bundle
 from churnlens.config import Settings
+from churnlens.drift import REFERENCE, training_reference
 from churnlens.errors import InputError, Problem
 from churnlens.evaluation import metrics_table, value_table
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
@@ -105,24 +107,32 @@ def train(
     track: bool = False,
     config_path: str | Path | None = None,
     force_champion: bool = False,
+    step: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Fit the churn model and its baselines on snapshots up to ``as_of``, and the value
-    model beside it (:mod:`churnlens.valuing`).
+    model beside it (:mod:`churnlens.valuing`); ``step`` is told each step as it starts.
 
     Writes a bundle of each to ``models_dir`` (``None`` skips them) and, with ``track``,
     records their runs in MLflow and registers the models. Tracking comes after the bundle:
     when the store fails, :class:`TrackingError` is raised and the bundle is kept.
     """
     started = time.time()
+    say = step or (lambda text: None)
+    say("train: reading and checking the log")
     table = load_events(events, settings)
     settings = settings or table.settings  # a loaded table keeps the settings it was loaded with
     as_of = parse_as_of(as_of)
     fingerprint = table.fingerprint()
     sampled, sample = sample_customers(table, settings.training.max_customers, settings.model.seed)
     dates = snapshot_dates(sampled, as_of, settings)
+    say(f"train: features and labels of {len(dates)} snapshots")
     snaps = make_snapshots(sampled, dates, settings)
     horizon = settings.training.horizon_days
+    say(f"train: fitting the churn model on {len(snaps.X):,} rows")
     model = ChurnModel.from_settings(settings.model, horizon).fit(snaps.X, snaps.y)
+    say("train: the training population's reference for drift checks")
+    # the training population as of the day, for drift checks when scoring (churnlens.drift)
+    setattr(model, REFERENCE, training_reference(sampled, as_of, settings, model))
     validation, valid_scores, valid_X = _validate(model, snaps, horizon)
     baselines = {name: make().fit(snaps.X, snaps.y) for name, make in BASELINES.items()}
     result = TrainResult(
@@ -138,13 +148,16 @@ def train(
         source=table.source,
         started=started,
     )
+    say("train: fitting the value model")
     result.value = fit_value(sampled, as_of, settings)
     if models_dir is not None:
+        say(f"train: writing the bundles to {models_dir}")
         _write(result, table, as_of, Path(models_dir))
         write_value_bundle(result.value, table, Path(models_dir), settings)
     if track:
         from churnlens.training_runs import track_training
 
+        say("train: recording the runs in MLflow")
         track_training(result, settings, as_of, config_path, force_champion)
         track_value(result.value, settings, config_path, force_champion)
     return result

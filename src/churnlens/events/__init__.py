@@ -22,7 +22,12 @@ from churnlens.events.contract import (
     role_sql,
 )
 from churnlens.events.fingerprint import FingerprintParts
-from churnlens.events.sources import FILE_TYPES, file_type, parquet_schemas_differ
+from churnlens.events.sources import (
+    FILE_TYPES,
+    check_source,
+    file_type,
+    parquet_schemas_differ,
+)
 from churnlens.events.staged import LogOverview, StagedLog, StagedPartition, stage_events
 from churnlens.events.table import EventTable, load_events, read_events
 
@@ -39,6 +44,7 @@ __all__ = [
     "LogOverview",
     "StagedLog",
     "StagedPartition",
+    "check_source",
     "connect",
     "connect_for",
     "file_type",

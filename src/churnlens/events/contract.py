@@ -99,9 +99,9 @@ def parse_as_of(value: str | date | datetime) -> date:
             "--as-of",
             [
                 Problem(
-                    column="as_of",
-                    message=f"not a date: {value!r}",
-                    fix="give the date as YYYY-MM-DD",
+                    column="",
+                    message=f"{str(value)!r} is not a date",
+                    fix="give the day as YYYY-MM-DD, e.g. 2025-12-31",
                 )
             ],
         ) from None

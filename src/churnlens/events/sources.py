@@ -63,6 +63,13 @@ def _problem(label: str, message: str, fix: str) -> InputError:
     return InputError(label, [Problem(column="-", message=message, fix=fix)])
 
 
+def check_source(source: object) -> None:
+    """Fail early, before any work, when an event-log path is missing or of an unknown
+    type (anything but a path, such as a DataFrame, is checked when it is read)."""
+    if isinstance(source, (str, Path)):
+        check_path(Path(source), str(source))
+
+
 def check_path(path: Path, label: str) -> FileType | None:
     """The file type of an input path (``None`` for a folder of Parquet files); raises
     :class:`InputError` for a missing path, an empty CSV or an unknown type."""

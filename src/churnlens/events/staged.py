@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from churnlens.config import Settings
-from churnlens.errors import InputError
+from churnlens.errors import InputError, Problem
 from churnlens.events.checks import Check, any_fails, checks_for, raise_on_problems, typed_columns
 from churnlens.events.connection import connect_for, query_arrow, read_errors, unordered
 from churnlens.events.contract import (
@@ -266,7 +266,7 @@ def stage_events(
     present = [c.strip() for c in raw.columns]
     problems = missing_column_problems(present)
     if problems:
-        raise InputError(label, problems)
+        raise_with_other_problems(con, raw, present, types, label, problems)
 
     raw_view, staged = next_name("_raw"), next_name("_staged")
     text_source = all(t == "VARCHAR" for t in types.values())
@@ -290,6 +290,44 @@ def stage_events(
     return StagedLog(
         con, staged, label, settings, checks, select, typed["customer_id"], files, raw_id
     )
+
+
+def raise_with_other_problems(
+    con: duckdb.DuckDBPyConnection,
+    raw: duckdb.DuckDBPyRelation,
+    present: list[str],
+    types: dict[str, str],
+    label: str,
+    missing: list[Problem],
+) -> None:
+    """Raise the missing columns' problems together with every problem of the columns
+    that are there (a renamed column must not hide a bad timestamp): the row checks run
+    with the missing columns as empty text, their own checks left out."""
+    absent = [p.column for p in missing]
+    filled = {**types, **dict.fromkeys(absent, "VARCHAR")}
+    columns = [*present, *absent]
+    renamed = ", ".join(
+        [f"{ident(o)} AS {ident(c)}" for o, c in zip(raw.columns, present, strict=True)]
+        + [f"CAST(NULL AS VARCHAR) AS {ident(c)}" for c in absent]
+    )
+    typed = typed_columns(filled, trim=True)
+    raw_cols = ", ".join(f"{ident(c)} AS r_{c}" for c in CANONICAL_COLUMNS if c in columns)
+    selected = ", ".join(f"{expr} AS {name}" for name, expr in typed.items())
+    view, checked = next_name("_raw"), next_name("_checked")
+    checks = [c for c in checks_for(filled, trim=True) if c.column not in absent]
+    if not checks:  # no column of the contract to check
+        raise InputError(label, missing)
+    try:
+        with read_errors(label):
+            raw.create_view(view)
+            con.execute(
+                f"CREATE TEMP VIEW {checked} AS SELECT {selected}, {raw_cols} "
+                f"FROM (SELECT {renamed} FROM {view})"
+            )
+            raise_on_problems(con, checked, label, checks)
+    except InputError as found:
+        raise InputError(label, [*missing, *found.problems]) from None
+    raise InputError(label, missing)
 
 
 def compact_columns(

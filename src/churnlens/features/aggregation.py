@@ -179,7 +179,8 @@ def aggregate_log(
     population
         Score RFM and cycles against this population instead of the log's own.
     progress
-        Called after each partition with (done, total, customers so far).
+        Called with (0, total, 0) first, then after each partition with (done, total,
+        customers so far).
     require_events
         Raise when no event is on or before ``as_of`` (a Spark bucket may have none).
 
@@ -199,6 +200,8 @@ def aggregate_log(
     ids = log.id_keys()  # None: two ids share a hash, the partitions keep the ids
     extra = None
     found: list[PartitionAggregates] = []
+    if progress:  # the count is known from the start
+        progress(0, count, 0)
     try:
         for i in range(count):
             table = f"{log.name}_raw_{i}"
