@@ -299,3 +299,23 @@ def test_csv_and_parquet_of_the_same_padded_data_agree(tmp_path: Path) -> None:
     )
     assert set(from_parquet["customer_id"]) == {"c1", "c2"}
     assert set(from_parquet["channel"]) == {"web", "app"}
+
+
+def test_a_materialised_log_is_the_same_log_read_once(sample_log_path: Path) -> None:
+    """Training copies the log into DuckDB once: the same rows, roles and fingerprint,
+    from a table rather than a view over the file; a table is kept as it is."""
+    view = load_events(sample_log_path)
+    table = view.materialised()
+    kinds = dict(
+        view.con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall()
+    )
+    assert kinds[view.name] == "VIEW" and kinds[table.name] != "VIEW"
+    assert table.materialised() is table
+    assert table.fingerprint() == view.fingerprint()
+    assert table.fingerprint(until=pd.Timestamp("2024-06-30").date()) == view.fingerprint(
+        until=pd.Timestamp("2024-06-30").date()
+    )
+    order = "ORDER BY customer_id, timestamp, channel, event_type, amount"
+    want = view.con.execute(f"SELECT * FROM {view.name} {order}").df()
+    got = table.con.execute(f"SELECT * FROM {table.name} {order}").df()
+    pd.testing.assert_frame_equal(got, want)

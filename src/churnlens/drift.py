@@ -218,13 +218,18 @@ def worst_features(report: dict[str, Any], top: int) -> list[dict[str, Any]]:
     return [f for f in report.get("features", []) if not f["excluded"]][:top]
 
 
-def training_reference(events: Any, as_of: date, settings: Settings, model: Any) -> dict[str, Any]:
+def training_reference(
+    events: Any, as_of: date, settings: Settings, model: Any, features: Any = None
+) -> dict[str, Any]:
     """The reference of a churn model trained on ``events`` as of ``as_of``: the features
-    of every customer seen by then (those a scoring run that day would see), the model's
-    scores and the stages, as :func:`make_reference` keeps them."""
+    of every customer seen by then (those a scoring run that day would see; ``features``
+    when they are built already), the model's scores and the stages, as
+    :func:`make_reference` keeps them."""
     from churnlens.features.aggregation import build_features
 
-    X = build_features(events, as_of, settings)[list(model.feature_names_in_)]
+    if features is None:
+        features = build_features(events, as_of, settings)
+    X = features[list(model.feature_names_in_)]
     scores = model.predict_proba(X)[:, 1]
     thresholds = stage_thresholds(X["cycle_own_days"], settings)
     stages = assign_stages(X, as_of, thresholds, settings.lifecycle)["lifecycle_stage"]

@@ -27,6 +27,7 @@ from churnlens.drift import REFERENCE, training_reference
 from churnlens.errors import InputError, Problem
 from churnlens.evaluation import metrics_table, value_table
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
+from churnlens.features import build_features
 from churnlens.labels import (
     Snapshots,
     log_span,
@@ -124,6 +125,9 @@ def train(
     as_of = parse_as_of(as_of)
     fingerprint = table.fingerprint()
     sampled, sample = sample_customers(table, settings.training.max_customers, settings.model.seed)
+    # snapshots, labels and the value model read the (sampled) log a dozen times: copy it
+    # into DuckDB once rather than decode the source (and filter the sample) each time
+    sampled = sampled.materialised()
     dates = snapshot_dates(sampled, as_of, settings)
     say(f"train: features and labels of {len(dates)} snapshots")
     snaps = make_snapshots(sampled, dates, settings)
@@ -131,8 +135,9 @@ def train(
     say(f"train: fitting the churn model on {len(snaps.X):,} rows")
     model = ChurnModel.from_settings(settings.model, horizon).fit(snaps.X, snaps.y)
     say("train: the training population's reference for drift checks")
+    current = build_features(sampled, as_of, settings)  # for the reference and the value model
     # the training population as of the day, for drift checks when scoring (churnlens.drift)
-    setattr(model, REFERENCE, training_reference(sampled, as_of, settings, model))
+    setattr(model, REFERENCE, training_reference(sampled, as_of, settings, model, current))
     validation, valid_scores, valid_X = _validate(model, snaps, horizon)
     baselines = {name: make().fit(snaps.X, snaps.y) for name, make in BASELINES.items()}
     result = TrainResult(
@@ -149,7 +154,7 @@ def train(
         started=started,
     )
     say("train: fitting the value model")
-    result.value = fit_value(sampled, as_of, settings)
+    result.value = fit_value(sampled, as_of, settings, current)
     if models_dir is not None:
         say(f"train: writing the bundles to {models_dir}")
         _write(result, table, as_of, Path(models_dir))

@@ -44,9 +44,12 @@ class ValueResult:
     champion: str | None = None
 
 
-def fit_value(table: EventTable, as_of: date, settings: Settings) -> ValueResult:
-    """Fit the value model on ``table`` as of ``as_of`` (see the module docstring)."""
-    X = build_features(table, as_of, settings)
+def fit_value(
+    table: EventTable, as_of: date, settings: Settings, features: pd.DataFrame | None = None
+) -> ValueResult:
+    """Fit the value model on ``table`` as of ``as_of`` (see the module docstring);
+    ``features`` are the features as of ``as_of`` when they are built already."""
+    X = build_features(table, as_of, settings) if features is None else features
     dates = value_snapshot_dates(table, as_of, settings)
     snapshots = make_value_snapshots(table, dates)
     v = settings.value

@@ -7,6 +7,7 @@ passing through pandas. Validation collects every problem before raising one
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from datetime import date
@@ -74,6 +75,21 @@ class EventTable:
             f"(SELECT {ROW_HASH} AS h FROM {self.name}{where})"
         ).fetchone()
         return FingerprintParts.of_row(row)
+
+    def materialised(self) -> EventTable:
+        """The same events copied into a DuckDB temporary table (spilled to disk beyond
+        ``engine.memory_limit``): for work that reads the log many times, such as training
+        on snapshots, where each read of a view would decode the source again (and filter
+        a sample again). A table is returned as is."""
+        (kind,) = self.con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [self.name]
+        ).fetchone() or ("VIEW",)
+        if kind != "VIEW":  # a (temporary) table already
+            return self
+        name = next_name("events_copy")
+        with read_errors(self.source):
+            self.con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {self.name}")
+        return dataclasses.replace(self, name=name)
 
     def summary(self) -> EventSummary:
         """Sizes, date range and counts per event type, channel and role."""
