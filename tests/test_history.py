@@ -168,3 +168,27 @@ def test_two_nights_on_the_same_output(churn_bundle, sample_log_path, tmp_path: 
     html = build_scores_report(second.scores, sample_log_path, second.manifest)
     assert "Since 2025-01-04" in html and "Biggest movers" in html
     assert "Drift against training" in html
+
+
+def test_every_command_reads_a_csv_scores_file_with_its_zero_padded_ids(tmp_path: Path) -> None:
+    """report, outcomes, train-uplift and --previous read scores through one reader: a
+    CSV's customer ids stay text ("00042" is not the customer 42), only the columns asked
+    for are read, and a file without the needed columns is refused naming them."""
+    from churnlens.scores_file import read_scores_file
+
+    path = tmp_path / "scores.csv"
+    pd.DataFrame(
+        {
+            "customer_id": ["00042", "7"],
+            "churn_probability": [0.2, 0.7],
+            "lifecycle_stage": ["active", "lost"],
+            "action": ["none", "winback"],
+            "reasons": ["a", "b"],
+        }
+    ).to_csv(path, index=False)
+    frame, manifest = read_scores_file(path, ("customer_id", "action"), ("lifecycle_stage",))
+    assert frame["customer_id"].tolist() == ["00042", "7"] and manifest is None
+    assert sorted(frame.columns) == ["action", "customer_id", "lifecycle_stage"]
+    assert read_previous(path).frame.index.tolist() == ["00042", "7"]
+    with pytest.raises(InputError, match=r"not a scores file: column\(s\) segment_id missing"):
+        read_scores_file(path, ("customer_id", "segment_id"))

@@ -25,10 +25,10 @@ from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
 from churnlens.events.sql import date_literal
-from churnlens.jobs import read_scores
 from churnlens.labels import log_span
 from churnlens.outcomes import DETAIL_COLUMNS, OUTCOME_COLUMNS, measure
 from churnlens.outputs import atomic_path, check_output_path, publish_mode, replace_with_manifest
+from churnlens.scores_file import read_scores_file
 
 NEEDED = ("customer_id", "as_of", "action", "lifecycle_stage", "group", "contact")
 ARMS = ("treatment", "control")
@@ -115,7 +115,7 @@ def outcomes_job(
     out = check_output_path(out, suffixes=(".csv", ".json"), inputs=inputs)
     if report is not None:
         report = check_output_path(report, suffixes=(".html",), inputs=[*inputs, out])
-    scores, scored = read_scores(scores_path, NEEDED)
+    scores, scored = read_scores_file(scores_path, NEEDED)
     scored = scored or {}
     as_of = scoring_day(scores, str(scores_path))
     horizon = int(horizon_days or scored.get("horizon_days") or settings.training.horizon_days)

@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from churnlens.errors import InputError, Problem
+from churnlens.errors import InputError
 from churnlens.lifecycle import STAGES
-from churnlens.outputs import read_paired_manifest
+from churnlens.scores_file import read_scores_file
 
 HISTORY_COLUMNS: tuple[str, ...] = (
     "previous_churn_probability",
@@ -50,6 +50,8 @@ HISTORY_TYPES = {
 UNSEEN = "unseen"  # previous_stage of a customer who was not in the last run
 AUTO = "auto"
 NEEDED = ("customer_id", "churn_probability", "lifecycle_stage", "action")
+# read too when present: the day, and a rerun's own history
+KEPT = ("as_of", "previous_churn_probability", "previous_stage", "previous_action")
 MOVED_POINTS = 0.05  # the manifest counts customers whose risk moved this much
 
 
@@ -71,22 +73,11 @@ def read_previous(path: str | Path, as_of: str | None = None) -> Previous:
     """The previous scores file ``path`` (Parquet or CSV, written by ``churnlens score``).
     With ``as_of`` (this run's day) and a file of that same day, its own history columns
     are taken (see the module docstring). Raises :class:`InputError` naming what is wrong."""
-    path = Path(path)
     fix = "give --previous a scores file written by `churnlens score`, or --previous none"
-    if not path.is_file():
-        raise InputError(str(path), [Problem("", "previous scores file not found", fix=fix)])
-    try:
-        frame = _read(path)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(
-            str(path), [Problem("", f"previous scores cannot be read ({first})", fix=fix)]
-        ) from None
-    missing = [c for c in NEEDED if c not in frame.columns]
-    if missing:
-        what = f"not a scores file: column(s) {', '.join(missing)} missing"
-        raise InputError(str(path), [Problem("", what, fix=fix)])
-    manifest = read_paired_manifest(path) or {}
+    frame, manifest = read_scores_file(
+        path, NEEDED, KEPT, label="", noun="previous scores file", fix=fix
+    )
+    manifest = manifest or {}
     day = str(manifest.get("as_of") or _day(frame))
     if as_of is not None and day == str(as_of) and "previous_stage" in frame.columns:
         day = (manifest.get("history") or {}).get("previous_as_of")
@@ -130,16 +121,6 @@ def previous_at(
         return None, (f"the scores being replaced are of the same day {day} and hold no earlier "
                       "run: nothing to compare with",)  # fmt: skip
     return found, ()
-
-
-def _read(path: Path) -> pd.DataFrame:
-    wanted = [*NEEDED, "as_of", "previous_churn_probability", "previous_stage", "previous_action"]
-    if path.name.lower().endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        names = pq.read_schema(path).names
-        return pq.read_table(path, columns=[c for c in wanted if c in names]).to_pandas()
-    return pd.read_csv(path, usecols=lambda c: c in wanted, dtype={"customer_id": str})
 
 
 def _day(frame: pd.DataFrame) -> str | None:

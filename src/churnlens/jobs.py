@@ -19,15 +19,15 @@ import pandas as pd
 from churnlens.actions import Policy, load_policy
 from churnlens.config import Settings
 from churnlens.drift import drift_metrics
-from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, check_source, load_events, parse_as_of
 from churnlens.features.population import PopulationStats, resolve_population
 from churnlens.history import AUTO, Previous, history_metrics, read_previous
 from churnlens.model_source import ScoringModels, load_models
-from churnlens.outputs import check_output_path, read_paired_manifest
+from churnlens.outputs import check_output_path
 from churnlens.ranking import with_ranking
 from churnlens.report import build_report, write_report
 from churnlens.retention import cohort_matrix, monthly_kpis
+from churnlens.scores_file import read_scores_file
 from churnlens.scoring import SCORE_COLUMNS, Progress, ScoreResult, score
 
 
@@ -183,7 +183,7 @@ def report_from_file(
     out = check_output_path(out, suffixes=(".html",), inputs=[scores_path, events])
     # files of earlier versions have no groups
     earlier = tuple(c for c in SCORE_COLUMNS if c not in ("group", "contact"))
-    scores, manifest = read_scores(scores_path, earlier)
+    scores, manifest = read_scores_file(scores_path, earlier)
     table = load_events(events, settings)
     currency = (settings or Settings()).report.currency
     html = build_scores_report(scores, table, manifest, currency)
@@ -210,29 +210,3 @@ def _track(result: ScoreResult, settings: Settings, html: str, started: float) -
     kept = f"the scores were written to {result.path}"
     name = f"score-{manifest['as_of']}"
     record_run(settings, name, params, tags, content, kept=kept, stage="scoring", started=started)
-
-
-def read_scores(
-    scores_path: str | Path, columns: tuple[str, ...] = SCORE_COLUMNS
-) -> tuple[pd.DataFrame, dict[str, Any] | None]:
-    """A scores file written by ``churnlens score`` (Parquet or CSV) with its manifest,
-    checked to hold ``columns``. Raises :class:`InputError` naming what is wrong."""
-    path = Path(scores_path)
-    fix = "give a scores file written by `churnlens score`"
-    if not path.is_file():
-        raise InputError(str(path), [Problem("SCORES", "file not found", fix=fix)])
-    try:
-        if path.name.lower().endswith(".parquet"):
-            scores = pd.read_parquet(path)
-        else:
-            scores = pd.read_csv(path)
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(
-            str(path), [Problem("SCORES", f"cannot be read ({first})", fix=fix)]
-        ) from None
-    missing = [c for c in columns if c not in scores.columns]
-    if missing:
-        what = f"{len(missing)} column(s) of the scores contract missing"
-        raise InputError(str(path), [Problem(", ".join(missing), what, fix=fix)])
-    return scores, read_paired_manifest(path)

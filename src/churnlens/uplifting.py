@@ -44,8 +44,8 @@ from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
 from churnlens.events import EventSource, EventTable, load_events, parse_as_of
 from churnlens.features import build_features
-from churnlens.jobs import read_scores
 from churnlens.models.uplift import UpliftModel
+from churnlens.scores_file import read_scores_file
 from churnlens.uplift_metrics import thin, uplift_curve, uplift_summary
 
 
@@ -80,7 +80,7 @@ def campaign_frame(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """One past campaign: the features as of its day and, per customer of its treatment
     and control groups, action, treated, outcome, propensity and value at risk."""
-    scores, manifest = read_scores(path, (*NEEDED, "value_at_risk"))
+    scores, manifest = read_scores_file(path, (*NEEDED, "value_at_risk"))
     manifest = manifest or {}
     as_of = scoring_day(scores, str(path))
     horizon = int(horizon_days or manifest.get("horizon_days") or settings.training.horizon_days)
