@@ -126,6 +126,8 @@ def train_uplift(
     if not scores:
         raise InputError("SCORES", [Problem("SCORES", "no scores file given", fix="give one")])
     table = load_events(events, settings)
+    if len(scores) > 1:  # each campaign reads the log twice (features, outcomes): copy it once
+        table = table.materialised()
     parts = [campaign_frame(p, table, settings, horizon_days) for p in scores]
     X = pd.concat([p[0] for p in parts], ignore_index=True)
     frame = pd.concat([p[1] for p in parts], ignore_index=True)
