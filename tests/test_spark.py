@@ -31,6 +31,7 @@ from churnlens.experiments import assign_groups
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.ranking import rank_sql
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
+from churnlens.spark_output import score_to_file
 from tests.conftest import AS_OF, make_log
 
 pytestmark = [
@@ -187,7 +188,7 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     for budget in (None, 0, 7, n):
         query = rank_sql("_scores", list(decided.columns), Policy(), budget)
         expected = _normalise(con.sql(query).df())
-        got = _normalise(cs.rank(df, Policy(), budget).toPandas())
+        got = _normalise(cs.rank(df, Policy(), budget, partitions=3).toPandas())
         pd.testing.assert_frame_equal(got, expected)
     assert (got["rule"] != "budget").all()  # a budget of n contacts nobody out
     # names with quotes are text in Spark SQL too (there '' would glue two strings)
@@ -201,9 +202,10 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     frame = spark.createDataFrame(quoted, schema=cs.SCORED_SCHEMA)
     query = rank_sql("_quoted", list(quoted.columns), policy, 7)
     expected = _normalise(con.sql(query).df())
-    pd.testing.assert_frame_equal(_normalise(cs.rank(frame, policy, 7).toPandas()), expected)
+    got = _normalise(cs.rank(frame, policy, 7, partitions=2).toPandas())
+    pd.testing.assert_frame_equal(got, expected)
     assert "o'brien" in set(expected["action"]) and "it's nothing" in set(expected["action"])
-    over = _normalise(cs.rank(df, Policy(), 7).toPandas()).query("rule == 'budget'")
+    over = _normalise(cs.rank(df, Policy(), 7, partitions=4).toPandas()).query("rule == 'budget'")
     assert len(over) > 0 and over["action_channel"].isna().all()
     assert all(r[-1] == "over the contact budget of 7" for r in over["reasons"])
 
@@ -214,15 +216,19 @@ def test_score_to_file_writes_what_single_machine_scoring_writes(
 ) -> None:
     local = score(events_path, AS_OF, tmp_path / "local" / "s.parquet", models, max_contacts=40)
     out = tmp_path / "spark" / "s.parquet"
-    manifest = cs.score_to_file(events_path, AS_OF, out, models, max_contacts=40, master="local[1]")
+    manifest = score_to_file(events_path, AS_OF, out, models, max_contacts=40, buckets=3)
+    assert out.is_dir() and len(list(out.glob("part-*.parquet"))) > 1  # from the executors
     expected, got = pd.read_parquet(local.path), pd.read_parquet(out)
     assert list(got.columns) == [*SCORE_COLUMNS, *EXTRA_COLUMNS]  # and in the same order:
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
     assert got["contact"].sum() == 40  # treated; their controls are cut at the same rank
     assert (got["group"] == "control").sum() > 0
     assert json.loads(out.with_name("s.parquet.manifest.json").read_text()) == manifest
-    assert manifest["engine"] == "spark" and manifest["partitions"] == 2
+    assert manifest["engine"] == "spark" and manifest["partitions"] == 3
+    assert manifest["output_format"] == "parquet-dataset"
+    assert manifest["output_files"] == {p.name: p.stat().st_size for p in out.glob("*.parquet")}
     differ = {"created", "seconds", "partitions", "engine", "spark_master", "value_at_risk"}
+    differ |= {"output_format", "output_files"}
     differ |= {"winback_value"}  # sums of floats: equal to the last bits, order may differ
     differ |= {"output_sha256"}  # the bytes: floats equal to 1e-9, not bit for bit
     assert {k: v for k, v in manifest.items() if k not in differ} == {
@@ -230,7 +236,7 @@ def test_score_to_file_writes_what_single_machine_scoring_writes(
     }  # the same fingerprint, counts, cuts, thresholds, stages and actions
     for key in ("value_at_risk", "winback_value"):
         assert np.isclose(manifest[key], local.manifest[key], rtol=1e-12)
-    assert sorted(os.listdir(out.parent)) == sorted(os.listdir(local.path.parent))  # no temp
+    assert sorted(os.listdir(out.parent)) == ["s.parquet", "s.parquet.manifest.json"]  # no lock
 
 
 def test_without_pyspark_the_error_says_how_to_install(monkeypatch) -> None:

@@ -17,12 +17,11 @@ from typing import Annotated
 
 import typer
 
-from churnlens import __version__, cli_campaigns, rendering
+from churnlens import __version__, cli_campaigns, rendering, spark_cli
 from churnlens.cli_options import (
     CONTROL_SHARE,
     ENGINE,
     GROUP,
-    MASTER,
     MAX_CONTACTS,
     MODEL,
     POLICY,
@@ -229,17 +228,13 @@ def score(
     temp_dir: TempDirOpt = None,
     track: Annotated[bool, opt("Record the scoring run in MLflow.")] = True,
     engine: Annotated[Engine, opt(ENGINE)] = Engine.duckdb,
-    master: Annotated[str, opt(MASTER)] = "local[2]",
+    master: spark_cli.MasterOpt = None,
+    spark_archive: spark_cli.ArchiveOpt = None,
 ) -> None:
     """Score every customer: churn risk, lifecycle stage, segment and next action."""
     from churnlens.jobs import ScoringRequest, score_command
 
-    if engine is Engine.spark and report is not None:
-        why = "the report needs the local engine; run `churnlens report` on the scores"
-        raise typer.BadParameter(why, param_hint="--report")
-    if engine is Engine.spark and population is not None:
-        why = "Spark scores against the log's own population; use --engine duckdb"
-        raise typer.BadParameter(why, param_hint="--population")
+    spark_cli.check_spark_options(engine is Engine.spark, report, population, spark_archive)
 
     def given(ref: str) -> str | None:
         return None if ref == "none" else ref
@@ -247,13 +242,13 @@ def score(
     request = ScoringRequest(
         events, as_of, out, model, given(segments), given(value), given(uplift_model),
         rank_by.value, policy, config, population, report, max_contacts, partitions, track,
-        engine.value, master,
+        engine.value, master, spark_archive,
     )  # fmt: skip
     settings = _settings(config, memory_limit, temp_dir, control_share=control_share)
     if engine is Engine.spark:
-        with rendering.status(f"Scoring on Spark ({master})..."):
+        with rendering.status(f"Scoring on Spark ({master or 'spark-submit/local[2]'})..."):
             manifest = score_command(request, settings)
-        rendering.show_spark_scores(manifest, out, master)  # type: ignore[arg-type]
+        rendering.show_spark_scores(manifest, out, manifest["spark_master"])  # type: ignore
         return
     with rendering.partition_progress("Scoring partitions") as progress:
         result = score_command(request, settings, progress)

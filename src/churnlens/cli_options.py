@@ -61,7 +61,11 @@ def opt(text: str, *names: str, **kwargs: Any) -> Any:
 EVENTS = "Event log: .csv, .csv.gz, .parquet or a folder of .parquet files."
 CONFIG = "YAML configuration (defaults: configs/default.yaml)."
 MEMORY = "DuckDB memory cap, e.g. 4GB; beyond it DuckDB spills to disk."
-PARTITIONS = "Customer-hash partitions (default: one per 40M events for features, 20M for score)."
+PARTITIONS = (
+    "Customer-hash partitions (default: one per 40M events for features, 20M for score); "
+    "with --engine spark, Spark buckets: one task each (default: one per 20M events, at "
+    "least one per core)."
+)
 POPULATION = (
     "Score RFM and cycles against the population statistics in this manifest (a features or "
     "scores manifest of the whole log), so a slice of customers gets exactly the features "

@@ -97,7 +97,8 @@ class ScoringRequest:
     partitions: int | None = None
     track: bool = True
     engine: str = "duckdb"
-    master: str = "local[2]"
+    master: str | None = None  # None: spark-submit's (or spark-defaults'), else local[2]
+    archive: str | Path | None = None  # an environment archive for Spark's executors
 
 
 def score_command(
@@ -109,18 +110,24 @@ def score_command(
     r = request
     inputs = [r.events, r.model, r.segments, r.value, r.uplift, r.policy, r.config]
     inputs.append(r.population)
-    check_output_path(r.out, inputs=inputs)
+    if r.engine == "spark":
+        from churnlens.spark_output import check_dataset_path
+
+        check_dataset_path(r.out, inputs)
+    else:
+        check_output_path(r.out, inputs=inputs)
     if r.report is not None:
         check_output_path(r.report, (".html",), inputs=[*inputs, r.out])
     population = resolve_population(r.population)
     models = load_models(r.model, r.segments, settings, r.value, r.uplift)
     rules = with_ranking(load_policy(r.policy), models.uplift is not None, r.rank_by)
     if r.engine == "spark":
-        from churnlens.spark import score_to_file
+        from churnlens.spark_output import score_to_file
 
         return score_to_file(
-            r.events, r.as_of, r.out, models, rules, r.max_contacts, r.master, r.partitions
-        )
+            r.events, r.as_of, r.out, models, rules, r.max_contacts, r.master, r.partitions,
+            archive=r.archive,
+        )  # fmt: skip
     return score_job(
         r.events,
         r.as_of,
