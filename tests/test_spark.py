@@ -123,7 +123,7 @@ def test_invalid_events_are_reported_once_for_the_whole_log(spark) -> None:
         cs.build_features(spark.createDataFrame(log.drop(columns="channel")), "2024-02-01")
 
 
-def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """Scores in a comparable form: by customer, dates and lists as text and tuples."""
     out = frame[[*SCORE_COLUMNS, *EXTRA_COLUMNS]].set_index("customer_id").sort_index()
     for c in ("as_of", "silent_on", "lost_on"):
@@ -137,9 +137,9 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.slow
 def test_scores_equal_the_single_machine_scores(spark, events_path, models, tmp_path) -> None:
     local = score(events_path, AS_OF, tmp_path / "s.parquet", models)
-    expected = _normalise(pd.read_parquet(local.path))
+    expected = normalise(pd.read_parquet(local.path))
     events = spark.read.parquet(str(events_path))  # timestamps: TIMESTAMP_NTZ
-    got = _normalise(cs.score(events, AS_OF, models, buckets=3).toPandas())
+    got = normalise(cs.score(events, AS_OF, models, buckets=3).toPandas())
     assert list(got.index) == list(expected.index)
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
 
@@ -187,8 +187,8 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     df = spark.createDataFrame(decided, schema=cs.SCORED_SCHEMA)
     for budget in (None, 0, 7, n):
         query = rank_sql("_scores", list(decided.columns), Policy(), budget)
-        expected = _normalise(con.sql(query).df())
-        got = _normalise(cs.rank(df, Policy(), budget, partitions=3).toPandas())
+        expected = normalise(con.sql(query).df())
+        got = normalise(cs.rank(df, Policy(), budget, partitions=3).toPandas())
         pd.testing.assert_frame_equal(got, expected)
     assert (got["rule"] != "budget").all()  # a budget of n contacts nobody out
     # names with quotes are text in Spark SQL too (there '' would glue two strings)
@@ -201,11 +201,11 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     con.register("_quoted", pa.Table.from_pandas(quoted))
     frame = spark.createDataFrame(quoted, schema=cs.SCORED_SCHEMA)
     query = rank_sql("_quoted", list(quoted.columns), policy, 7)
-    expected = _normalise(con.sql(query).df())
-    got = _normalise(cs.rank(frame, policy, 7, partitions=2).toPandas())
+    expected = normalise(con.sql(query).df())
+    got = normalise(cs.rank(frame, policy, 7, partitions=2).toPandas())
     pd.testing.assert_frame_equal(got, expected)
     assert "o'brien" in set(expected["action"]) and "it's nothing" in set(expected["action"])
-    over = _normalise(cs.rank(df, Policy(), 7, partitions=4).toPandas()).query("rule == 'budget'")
+    over = normalise(cs.rank(df, Policy(), 7, partitions=4).toPandas()).query("rule == 'budget'")
     assert len(over) > 0 and over["action_channel"].isna().all()
     assert all(r[-1] == "over the contact budget of 7" for r in over["reasons"])
 
@@ -278,9 +278,9 @@ def test_scores_with_an_uplift_model_equal_the_single_machine_scores(
     models = load_models(folder / trained_bundles[0].name)
     assert models.uplift is not None
     local = score(events_path, AS_OF, tmp_path / "s.parquet", models, max_contacts=30)
-    expected = _normalise(pd.read_parquet(local.path))
+    expected = normalise(pd.read_parquet(local.path))
     assert local.manifest["rank_by"] == "incremental_value"
     assert expected["uplift"].notna().any()
     events = spark.read.parquet(str(events_path))
-    got = _normalise(cs.score(events, AS_OF, models, max_contacts=30, buckets=3).toPandas())
+    got = normalise(cs.score(events, AS_OF, models, max_contacts=30, buckets=3).toPandas())
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)

@@ -154,7 +154,7 @@ def _prepare(df: DataFrame, buckets: int) -> _Events:
         if c in df.columns
     ]
     key = F.trim(F.col("customer_id").cast("string"))
-    keys = F.array(*[F.lit(k) for k in _partition_keys(df.sparkSession, buckets)])
+    keys = F.array(*[F.lit(k).cast("long") for k in _partition_keys(df.sparkSession, buckets)])
     bucket = F.element_at(keys, (F.pmod(F.xxhash64(key), F.lit(buckets)) + 1).cast("int"))
     bucket = bucket.alias(BUCKET)
     frame = df.select(*columns, bucket).repartition(buckets, BUCKET)
