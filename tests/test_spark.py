@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -27,11 +28,13 @@ from churnlens import ChurnlensError, InputError, build_features
 from churnlens import spark as cs
 from churnlens.actions import ActionSpec, Policy
 from churnlens.config import ExperimentSettings
+from churnlens.errors import SparkError
 from churnlens.experiments import assign_groups
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.ranking import rank_sql
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
 from churnlens.spark_output import score_to_file
+from churnlens.spark_session import TimeZoneWarning
 from tests.conftest import AS_OF, make_log
 
 pytestmark = [
@@ -237,6 +240,47 @@ def test_score_to_file_writes_what_single_machine_scoring_writes(
     for key in ("value_at_risk", "winback_value"):
         assert np.isclose(manifest[key], local.manifest[key], rtol=1e-12)
     assert sorted(os.listdir(out.parent)) == ["s.parquet", "s.parquet.manifest.json"]  # no lock
+    # a second run replaces the dataset and its manifest as one step
+    again = score_to_file(events_path, AS_OF, out, models, max_contacts=10, buckets=2)
+    assert again["max_contacts"] == 10 and pd.read_parquet(out)["contact"].sum() == 10
+    assert again["output_files"] == {p.name: p.stat().st_size for p in out.glob("*.parquet")}
+    assert sorted(os.listdir(out.parent)) == ["s.parquet", "s.parquet.manifest.json"]
+
+
+@pytest.mark.slow
+def test_a_spark_failure_is_one_error_and_leaves_no_lock(spark, models, tmp_path) -> None:
+    broken = tmp_path / "events.parquet"
+    broken.write_bytes(b"PAR1 not really a parquet file PAR1")
+    out = tmp_path / "out" / "s.parquet"
+    with pytest.raises(SparkError, match=r"^scoring failed on Spark: ") as caught:
+        score_to_file(broken, AS_OF, out, models)
+    assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
+    assert os.listdir(out.parent) == []  # no lock, no work folder, no partial dataset
+
+
+def test_each_bucket_is_one_partition(spark) -> None:
+    for n in (1, 2, 5, 16):
+        keys = cs.partition_keys(spark, n)
+        df = spark.createDataFrame([(k,) for k in keys], "k long").repartition(n, "k")
+        parts = df.select(F.spark_partition_id().alias("p"), "k").collect()
+        assert sorted((r["p"], r["k"]) for r in parts) == list(enumerate(keys))
+
+
+@pytest.mark.slow
+def test_timestamps_parsed_in_a_non_utc_session_are_warned_about(spark) -> None:
+    log = make_log([("a", "2024-01-10", "web", "purchase", 20)])
+    log["timestamp"] = log["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        parsed = spark.createDataFrame(log).withColumn("timestamp", F.to_timestamp("timestamp"))
+        with pytest.warns(TimeZoneWarning, match="America/New_York, not UTC"):
+            cs.build_features(parsed, "2024-03-01")
+        text = spark.createDataFrame(log)  # text: parsed by DuckDB, no warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TimeZoneWarning)
+            cs.build_features(text, "2024-03-01")
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
 
 
 def test_without_pyspark_the_error_says_how_to_install(monkeypatch) -> None:

@@ -112,8 +112,10 @@ def score_command(
     inputs.append(r.population)
     if r.engine == "spark":
         from churnlens.spark_output import check_dataset_path
+        from churnlens.spark_session import session_settings
 
         check_dataset_path(r.out, inputs)
+        session_settings(r.master, archive=r.archive)  # a bad master or archive: now
     else:
         check_output_path(r.out, inputs=inputs)
     if r.report is not None:

@@ -124,7 +124,7 @@ def bucket_count(df: DataFrame, per_bucket: int) -> int:
     return max(1, math.ceil(rows / per_bucket), cores)
 
 
-def _partition_keys(spark: SparkSession, buckets: int) -> list[int]:
+def partition_keys(spark: SparkSession, buckets: int) -> list[int]:
     """For each bucket b, a number whose Spark hash partition among ``buckets`` is b, so
     that ``repartition(buckets, key)`` puts one bucket in each partition (hashing the
     bucket numbers themselves would put some pairs together and leave tasks empty)."""
@@ -154,7 +154,7 @@ def _prepare(df: DataFrame, buckets: int) -> _Events:
         if c in df.columns
     ]
     key = F.trim(F.col("customer_id").cast("string"))
-    keys = F.array(*[F.lit(k).cast("long") for k in _partition_keys(df.sparkSession, buckets)])
+    keys = F.array(*[F.lit(k).cast("long") for k in partition_keys(df.sparkSession, buckets)])
     bucket = F.element_at(keys, (F.pmod(F.xxhash64(key), F.lit(buckets)) + 1).cast("int"))
     bucket = bucket.alias(BUCKET)
     frame = df.select(*columns, bucket).repartition(buckets, BUCKET)
@@ -423,6 +423,7 @@ def read_events(spark: SparkSession, path: str | Path) -> DataFrame:
 __all__ = [
     "bucket_count",
     "build_features",
+    "partition_keys",
     "rank",
     "ranked_scores",
     "read_events",

@@ -137,6 +137,10 @@ def session_settings(
     if master is not None:
         conf["spark.master"] = check_master(master)
     if archive is not None:
+        if (master or "").startswith("local"):
+            raise SparkError(
+                "--spark-archive is only on a cluster: local executors run this Python"
+            )
         path = Path(archive)
         if not path.is_file():
             raise SparkError(f"--spark-archive {archive}: no such file (a conda-pack .tar.gz)")
