@@ -182,15 +182,13 @@ def _compare(local: Path, spark: Path) -> dict[str, float]:
     con = duckdb.connect()
     a = f"read_parquet('{local}')"
     b = f"read_parquet('{spark}/*.parquet')"
-    (rows_a,), (rows_b,) = (
-        con.sql(f"SELECT count(*) FROM {a}").fetchall(),
-        con.sql(f"SELECT count(*) FROM {b}").fetchall(),
-    )
-    missing, diff, other = con.sql(
+    (rows_a,) = con.execute(f"SELECT count(*) FROM {a}").fetchone()  # type: ignore[misc]
+    (rows_b,) = con.execute(f"SELECT count(*) FROM {b}").fetchone()  # type: ignore[misc]
+    missing, diff, other = con.execute(
         f"""SELECT count(*) FILTER (WHERE a.customer_id IS NULL OR b.customer_id IS NULL),
                    max(abs(a.churn_probability - b.churn_probability)),
                    count(*) FILTER (WHERE a.action <> b.action OR a.priority <> b.priority)
-            FROM {a} AS a FULL JOIN {b} AS b USING (customer_id)"""
+            FROM {a} AS a FULL JOIN {b} AS b ON a.customer_id = b.customer_id"""
     ).fetchone()  # type: ignore[misc]
     return {
         "rows_local": rows_a,
@@ -241,8 +239,10 @@ def main() -> None:
                  "--no-track"]  # fmt: skip
         if args.partitions:
             spark += ["--partitions", str(args.partitions)]
+        print(f"one machine: {local_seconds:.1f} s, peak {local_peak / 2**30:.2f} GiB", flush=True)
         print(f"Spark on {cluster.url} ({args.workers} workers of 1 core) ...", flush=True)
         spark_seconds, spark_peak = _run_measured(spark, env)
+        print(f"Spark: {spark_seconds:.1f} s, driver peak {spark_peak / 2**30:.2f} GiB", flush=True)
         manifest = json.loads((work / "spark.parquet.manifest.json").read_text())
         same = _compare(local_out, spark_out)
     finally:
