@@ -292,7 +292,9 @@ def build_features(
     settings
         Feature settings; defaults when ``None``.
     buckets
-        Customer buckets (one Python call each); ``spark.sql.shuffle.partitions`` by default.
+        Customer buckets (one task and one Python call each); by default one per
+        ``engine.feature_partition_events`` events (``engine.partition_events`` when
+        scoring), at least one per core (:func:`bucket_count`).
 
     Returns
     -------
