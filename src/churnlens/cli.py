@@ -211,7 +211,7 @@ def segment(
 def score(
     events: EventsArg,
     as_of: AsOfOpt,
-    out: Annotated[Path, opt("Scores file: .parquet or .csv.", "--out", "-o")],
+    out: Annotated[Path, opt("Scores: .parquet or .csv (Spark: a .parquet dir).", "--out", "-o")],
     model: Annotated[str | None, opt(MODEL)] = None,
     segments: Annotated[str, opt(SEGMENTS)] = "auto",
     value: Annotated[str, opt(VALUE)] = "auto",
