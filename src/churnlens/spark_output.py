@@ -97,7 +97,7 @@ def spark_message(exc: BaseException) -> str:
     """The first line that says what went wrong in a Py4J or PySpark error."""
     java = getattr(exc, "java_exception", None)
     text = str(java) if java is not None else str(exc)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip().lstrip(": ") for line in text.splitlines() if line.strip(" :\t")]
     lines = [line for line in lines if not line.startswith("An error occurred while calling")]
     first = lines[0] if lines else type(exc).__name__
     return first if len(first) <= 400 else first[:400] + "..."
