@@ -226,6 +226,7 @@ class _Aggregated:
     rows: int  # all of them
     fingerprint: str
     buckets: int
+    kept: DataFrame | None = None  # the persisted aggregates behind ``frame``: unpersist it
 
 
 def _aggregate(
@@ -250,21 +251,27 @@ def _aggregate(
 
     kept = events.frame.groupBy(BUCKET).applyInPandas(aggregates, schema)
     kept = kept.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = kept.filter("customer_id IS NULL").select("summary").collect()
-    summaries = [json.loads(r[0]) for r in rows]
-    if not summaries:
-        raise _problem("-", "no events: the log has no rows", "check that the right log was given")
-    _raise_problems(summaries)
-    buyers = kept.filter("customer_id IS NOT NULL AND rfm_frequency > 0")
-    raw = _collect(buyers.select(*purchase_columns(settings))).to_pandas()
-    own, features = population_and_buyers(raw, as_of, settings, population)
-    parts = combine(FingerprintParts(s["n"], s["xor"], s["total"]) for s in summaries)
-    rows, up_to = sum(s["rows"] for s in summaries), sum(s["events"] for s in summaries)
-    if not up_to:
-        message = f"no event on or before the as-of day {as_of}: no customer to describe"
-        raise _problem("timestamp", message, "give a later --as-of")
+    try:
+        rows = kept.filter("customer_id IS NULL").select("summary").collect()
+        summaries = [json.loads(r[0]) for r in rows]
+        if not summaries:
+            fix = "check that the right log was given"
+            raise _problem("-", "no events: the log has no rows", fix)
+        _raise_problems(summaries)
+        buyers = kept.filter("customer_id IS NOT NULL AND rfm_frequency > 0")
+        raw = _collect(buyers.select(*purchase_columns(settings))).to_pandas()
+        own, features = population_and_buyers(raw, as_of, settings, population)
+        parts = combine(FingerprintParts(s["n"], s["xor"], s["total"]) for s in summaries)
+        rows, up_to = sum(s["rows"] for s in summaries), sum(s["events"] for s in summaries)
+        if not up_to:
+            message = f"no event on or before the as-of day {as_of}: no customer to describe"
+            raise _problem("timestamp", message, "give a later --as-of")
+    except BaseException:
+        kept.unpersist()
+        raise
     customers = kept.filter("customer_id IS NOT NULL").drop("summary")
-    return _Aggregated(customers, own, features, up_to, rows, parts.digest(), events.buckets)
+    digest = parts.digest()
+    return _Aggregated(customers, own, features, up_to, rows, digest, events.buckets, kept)
 
 
 def _collect(df: DataFrame) -> pa.Table:
@@ -359,7 +366,8 @@ def ranked_scores(
         ranked = rank_distributed(scored, policy, max_contacts, found.buckets)
     finally:  # the ranked scores are kept: what they came from is not needed any more
         scored.unpersist()
-        found.frame.unpersist()
+        if found.kept is not None:
+            found.kept.unpersist()
     return ranked, plan, found
 
 
