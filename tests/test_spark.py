@@ -214,6 +214,50 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
 
 
 @pytest.mark.slow
+def test_the_distributed_ranking_equals_rank_sql_with_nulls_ties_and_many_partitions(
+    spark,
+) -> None:
+    """Many partitions, null and tied ranking values, ranking by incremental value: every
+    budget (none, zero, inside one partition, across partitions, beyond the treated)
+    gives rank_sql's rows exactly."""
+    rng = np.random.default_rng(11)
+    n = 1500
+    values = rng.choice([10.0, 20.0, 30.0, np.nan], n)
+    decided = pd.DataFrame(
+        {
+            "customer_id": [f"k{i:05d}" for i in rng.permutation(n)],
+            "as_of": date(2025, 2, 3), "churn_probability": rng.choice([0.2, 0.9, np.nan], n),
+            "risk_band": "high", "lifecycle_stage": "active", "cycle_days": 30.0,
+            "days_since_purchase": 3.0, "segment_id": 1, "segment_name": "active",
+            "expected_value": 100.0, "value_if_retained": 120.0, "value_at_risk": values,
+            "winback_value": np.nan, "clv": 300.0,
+            "uplift": rng.choice([0.1, -0.1, np.nan], n),
+            "incremental_value": rng.choice([1.0, 2.0, np.nan], n),
+            "action": rng.choice(["nurture", "vip_care", "no_action", "let_go"], n),
+            "action_channel": "email", "group": "none",
+            "reasons": [["why"]] * n, "model_version": "v1",
+            "silent_on": date(2025, 3, 1), "lost_on": date(2025, 6, 1),
+            "value_tier": "low", "rule": "some_rule",
+        }
+    )  # fmt: skip
+    policy = Policy().model_copy(update={"rank_by": "incremental_value"})
+    design = ExperimentSettings(control_share=0.2)
+    decided["group"] = assign_groups(
+        decided["customer_id"], decided["action"], policy.contact_actions(), design
+    )
+    con = duckdb.connect()
+    con.register("_many", pa.Table.from_pandas(decided))
+    df = spark.createDataFrame(decided, schema=cs.SCORED_SCHEMA)
+    treated = int((decided["group"] == "treatment").sum())
+    for budget in (None, 0, 1, 37, treated - 1, treated, n):
+        query = rank_sql("_many", list(decided.columns), policy, budget)
+        expected = normalise(con.sql(query).df())
+        got = normalise(cs.rank(df, policy, budget, partitions=7).toPandas())
+        pd.testing.assert_frame_equal(got, expected)
+    spark.catalog.clearCache()
+
+
+@pytest.mark.slow
 def test_score_to_file_writes_what_single_machine_scoring_writes(
     spark, events_path, models, tmp_path
 ) -> None:
