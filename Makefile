@@ -43,8 +43,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks scripts
 	$(VENV)/bin/ruff check --fix src tests benchmarks scripts
 
+# pyspark's own bin/spark-submit and spark-class (the Spark cluster test) need SPARK_HOME
+SPARK_HOME_OF_VENV = $$($(PY) -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+
 test: $(STAMP) $(CDNOW) lint
-	$(PY) -m pytest -n 2 --dist loadgroup --nbmake tests notebooks
+	SPARK_HOME=$(SPARK_HOME_OF_VENV) $(PY) -m pytest -n 2 --dist loadgroup --nbmake tests notebooks
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_features.py --events 10000000

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -27,11 +28,14 @@ from churnlens import ChurnlensError, InputError, build_features
 from churnlens import spark as cs
 from churnlens.actions import ActionSpec, Policy
 from churnlens.config import ExperimentSettings
+from churnlens.errors import SparkError
 from churnlens.experiments import assign_groups
 from churnlens.history import HISTORY_COLUMNS
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.ranking import rank_sql
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
+from churnlens.spark_output import score_to_file
+from churnlens.spark_session import TimeZoneWarning
 from tests.conftest import AS_OF, make_log
 
 pytestmark = [
@@ -123,7 +127,7 @@ def test_invalid_events_are_reported_once_for_the_whole_log(spark) -> None:
         cs.build_features(spark.createDataFrame(log.drop(columns="channel")), "2024-02-01")
 
 
-def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
+def normalise(frame: pd.DataFrame) -> pd.DataFrame:
     """Scores in a comparable form: by customer, dates and lists as text and tuples."""
     out = frame[[*SCORE_COLUMNS, *EXTRA_COLUMNS]].set_index("customer_id").sort_index()
     for c in ("as_of", "silent_on", "lost_on"):
@@ -137,9 +141,9 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.slow
 def test_scores_equal_the_single_machine_scores(spark, events_path, models, tmp_path) -> None:
     local = score(events_path, AS_OF, tmp_path / "s.parquet", models)
-    expected = _normalise(pd.read_parquet(local.path))
+    expected = normalise(pd.read_parquet(local.path))
     events = spark.read.parquet(str(events_path))  # timestamps: TIMESTAMP_NTZ
-    got = _normalise(cs.score(events, AS_OF, models, buckets=3).toPandas())
+    got = normalise(cs.score(events, AS_OF, models, buckets=3).toPandas())
     assert list(got.index) == list(expected.index)
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
 
@@ -187,8 +191,8 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     df = spark.createDataFrame(decided, schema=cs.SCORED_SCHEMA)
     for budget in (None, 0, 7, n):
         query = rank_sql("_scores", list(decided.columns), Policy(), budget)
-        expected = _normalise(con.sql(query).df())
-        got = _normalise(cs.rank(df, Policy(), budget).toPandas())
+        expected = normalise(con.sql(query).df())
+        got = normalise(cs.rank(df, Policy(), budget, partitions=3).toPandas())
         pd.testing.assert_frame_equal(got, expected)
     assert (got["rule"] != "budget").all()  # a budget of n contacts nobody out
     # names with quotes are text in Spark SQL too (there '' would glue two strings)
@@ -201,12 +205,57 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     con.register("_quoted", pa.Table.from_pandas(quoted))
     frame = spark.createDataFrame(quoted, schema=cs.SCORED_SCHEMA)
     query = rank_sql("_quoted", list(quoted.columns), policy, 7)
-    expected = _normalise(con.sql(query).df())
-    pd.testing.assert_frame_equal(_normalise(cs.rank(frame, policy, 7).toPandas()), expected)
+    expected = normalise(con.sql(query).df())
+    got = normalise(cs.rank(frame, policy, 7, partitions=2).toPandas())
+    pd.testing.assert_frame_equal(got, expected)
     assert "o'brien" in set(expected["action"]) and "it's nothing" in set(expected["action"])
-    over = _normalise(cs.rank(df, Policy(), 7).toPandas()).query("rule == 'budget'")
+    over = normalise(cs.rank(df, Policy(), 7, partitions=4).toPandas()).query("rule == 'budget'")
     assert len(over) > 0 and over["action_channel"].isna().all()
     assert all(r[-1] == "over the contact budget of 7" for r in over["reasons"])
+
+
+@pytest.mark.slow
+def test_the_distributed_ranking_equals_rank_sql_with_nulls_ties_and_many_partitions(
+    spark,
+) -> None:
+    """Many partitions, null and tied ranking values, ranking by incremental value: every
+    budget (none, zero, inside one partition, across partitions, beyond the treated)
+    gives rank_sql's rows exactly."""
+    rng = np.random.default_rng(11)
+    n = 1500
+    values = rng.choice([10.0, 20.0, 30.0, np.nan], n)
+    decided = pd.DataFrame(
+        {
+            "customer_id": [f"k{i:05d}" for i in rng.permutation(n)],
+            "as_of": date(2025, 2, 3), "churn_probability": rng.choice([0.2, 0.9, np.nan], n),
+            "risk_band": "high", "lifecycle_stage": "active", "cycle_days": 30.0,
+            "days_since_purchase": 3.0, "segment_id": 1, "segment_name": "active",
+            "expected_value": 100.0, "value_if_retained": 120.0, "value_at_risk": values,
+            "winback_value": np.nan, "clv": 300.0,
+            "uplift": rng.choice([0.1, -0.1, np.nan], n),
+            "incremental_value": rng.choice([1.0, 2.0, np.nan], n),
+            "action": rng.choice(["nurture", "vip_care", "no_action", "let_go"], n),
+            "action_channel": "email", "group": "none",
+            "reasons": [["why"]] * n, "model_version": "v1",
+            "silent_on": date(2025, 3, 1), "lost_on": date(2025, 6, 1),
+            "value_tier": "low", "rule": "some_rule",
+        }
+    )  # fmt: skip
+    policy = Policy().model_copy(update={"rank_by": "incremental_value"})
+    design = ExperimentSettings(control_share=0.2)
+    decided["group"] = assign_groups(
+        decided["customer_id"], decided["action"], policy.contact_actions(), design
+    )
+    con = duckdb.connect()
+    con.register("_many", pa.Table.from_pandas(decided))
+    df = spark.createDataFrame(decided, schema=cs.SCORED_SCHEMA)
+    treated = int((decided["group"] == "treatment").sum())
+    for budget in (None, 0, 1, 37, treated - 1, treated, n):
+        query = rank_sql("_many", list(decided.columns), policy, budget)
+        expected = normalise(con.sql(query).df())
+        got = normalise(cs.rank(df, policy, budget, partitions=7).toPandas())
+        pd.testing.assert_frame_equal(got, expected)
+    spark.catalog.clearCache()
 
 
 @pytest.mark.slow
@@ -215,7 +264,8 @@ def test_score_to_file_writes_what_single_machine_scoring_writes(
 ) -> None:
     local = score(events_path, AS_OF, tmp_path / "local" / "s.parquet", models, max_contacts=40)
     out = tmp_path / "spark" / "s.parquet"
-    manifest = cs.score_to_file(events_path, AS_OF, out, models, max_contacts=40, master="local[1]")
+    manifest = score_to_file(events_path, AS_OF, out, models, max_contacts=40, buckets=3)
+    assert out.is_dir() and len(list(out.glob("part-*.parquet"))) > 1  # from the executors
     expected, got = pd.read_parquet(local.path), pd.read_parquet(out)
     assert list(got.columns) == [*SCORE_COLUMNS, *EXTRA_COLUMNS]  # and in the same order:
     # Spark does not compare with the last run yet (no history columns, no drift check)
@@ -225,8 +275,11 @@ def test_score_to_file_writes_what_single_machine_scoring_writes(
     assert got["contact"].sum() == 40  # treated; their controls are cut at the same rank
     assert (got["group"] == "control").sum() > 0
     assert json.loads(out.with_name("s.parquet.manifest.json").read_text()) == manifest
-    assert manifest["engine"] == "spark" and manifest["partitions"] == 2
+    assert manifest["engine"] == "spark" and manifest["partitions"] == 3
+    assert manifest["output_format"] == "parquet-dataset"
+    assert manifest["output_files"] == {p.name: p.stat().st_size for p in out.glob("*.parquet")}
     differ = {"created", "seconds", "partitions", "engine", "spark_master", "value_at_risk"}
+    differ |= {"output_format", "output_files"}
     differ |= {"winback_value"}  # sums of floats: equal to the last bits, order may differ
     differ |= {"output_sha256"}  # the bytes: floats equal to 1e-9, not bit for bit
     differ |= {"drift", "history"}  # the local engine's only, for now
@@ -235,7 +288,48 @@ def test_score_to_file_writes_what_single_machine_scoring_writes(
     }  # the same fingerprint, counts, cuts, thresholds, stages and actions
     for key in ("value_at_risk", "winback_value"):
         assert np.isclose(manifest[key], local.manifest[key], rtol=1e-12)
-    assert sorted(os.listdir(out.parent)) == sorted(os.listdir(local.path.parent))  # no temp
+    assert sorted(os.listdir(out.parent)) == ["s.parquet", "s.parquet.manifest.json"]  # no lock
+    # a second run replaces the dataset and its manifest as one step
+    again = score_to_file(events_path, AS_OF, out, models, max_contacts=10, buckets=2)
+    assert again["max_contacts"] == 10 and pd.read_parquet(out)["contact"].sum() == 10
+    assert again["output_files"] == {p.name: p.stat().st_size for p in out.glob("*.parquet")}
+    assert sorted(os.listdir(out.parent)) == ["s.parquet", "s.parquet.manifest.json"]
+
+
+@pytest.mark.slow
+def test_a_spark_failure_is_one_error_and_leaves_no_lock(spark, models, tmp_path) -> None:
+    broken = tmp_path / "events.parquet"
+    broken.write_bytes(b"PAR1 not really a parquet file PAR1")
+    out = tmp_path / "out" / "s.parquet"
+    with pytest.raises(SparkError, match=r"^scoring failed on Spark: ") as caught:
+        score_to_file(broken, AS_OF, out, models)
+    assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
+    assert os.listdir(out.parent) == []  # no lock, no work folder, no partial dataset
+
+
+def test_each_bucket_is_one_partition(spark) -> None:
+    for n in (1, 2, 5, 16):
+        keys = cs.partition_keys(spark, n)
+        df = spark.createDataFrame([(k,) for k in keys], "k long").repartition(n, "k")
+        parts = df.select(F.spark_partition_id().alias("p"), "k").collect()
+        assert sorted((r["p"], r["k"]) for r in parts) == list(enumerate(keys))
+
+
+@pytest.mark.slow
+def test_timestamps_parsed_in_a_non_utc_session_are_warned_about(spark) -> None:
+    log = make_log([("a", "2024-01-10", "web", "purchase", 20)])
+    log["timestamp"] = log["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")
+    try:
+        parsed = spark.createDataFrame(log).withColumn("timestamp", F.to_timestamp("timestamp"))
+        with pytest.warns(TimeZoneWarning, match="America/New_York, not UTC"):
+            cs.build_features(parsed, "2024-03-01")
+        text = spark.createDataFrame(log)  # text: parsed by DuckDB, no warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", TimeZoneWarning)
+            cs.build_features(text, "2024-03-01")
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", "UTC")
 
 
 def test_without_pyspark_the_error_says_how_to_install(monkeypatch) -> None:
@@ -277,9 +371,9 @@ def test_scores_with_an_uplift_model_equal_the_single_machine_scores(
     models = load_models(folder / trained_bundles[0].name)
     assert models.uplift is not None
     local = score(events_path, AS_OF, tmp_path / "s.parquet", models, max_contacts=30)
-    expected = _normalise(pd.read_parquet(local.path))
+    expected = normalise(pd.read_parquet(local.path))
     assert local.manifest["rank_by"] == "incremental_value"
     assert expected["uplift"].notna().any()
     events = spark.read.parquet(str(events_path))
-    got = _normalise(cs.score(events, AS_OF, models, max_contacts=30, buckets=3).toPandas())
+    got = normalise(cs.score(events, AS_OF, models, max_contacts=30, buckets=3).toPandas())
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)

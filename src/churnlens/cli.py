@@ -8,23 +8,19 @@ body.
 
 from __future__ import annotations
 
-import logging
-import os
-import signal
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from churnlens import __version__, cli_campaigns, rendering
+from churnlens import __version__, cli_campaigns, rendering, spark_cli
 from churnlens.cli_options import (
     CONTROL_SHARE,
     DAY,
     ENGINE,
     FAIL_ON_DRIFT,
     GROUP,
-    MASTER,
     MAX_CONTACTS,
     MODEL,
     POLICY,
@@ -50,10 +46,10 @@ from churnlens.cli_options import (
     RankBy,
     TempDirOpt,
     TrackOpt,
-    check_spark_options,
     given,
     opt,
     parse_k,
+    prepare_process,
 )
 from churnlens.cli_options import settings_from as _settings
 
@@ -71,10 +67,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-def _stop(number: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"stopped by signal {number}")
-
-
 @app.callback()
 def main(
     version: Annotated[
@@ -82,14 +74,7 @@ def main(
     ] = False,
 ) -> None:
     """Churn risk, customer segments and a next action for every customer."""
-    # SIGTERM and SIGHUP stop a command as Ctrl-C does: temporary work is removed and a
-    # tracked run is marked FAILED on the way out (SIGKILL cannot be caught: the next job
-    # on the same folder sweeps what a dead process left, see outputs.sweep_dead_work)
-    for number in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, _stop)
-    # MLflow narrates every schema migration and registration; the CLI reports outcomes.
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    prepare_process()
 
 
 @app.command()
@@ -221,7 +206,7 @@ def segment(
 def score(
     events: EventsArg,
     as_of: AsOfOpt,
-    out: Annotated[Path, opt("Scores file: .parquet or .csv.", "--out", "-o")],
+    out: Annotated[Path, opt("Scores: .parquet or .csv (Spark: a .parquet dir).", "--out", "-o")],
     model: Annotated[str | None, opt(MODEL)] = None,
     segments: Annotated[str, opt(SEGMENTS)] = "auto",
     value: Annotated[str, opt(VALUE)] = "auto",
@@ -238,7 +223,8 @@ def score(
     temp_dir: TempDirOpt = None,
     track: Annotated[bool, opt("Record the scoring run in MLflow.")] = True,
     engine: Annotated[Engine, opt(ENGINE)] = Engine.duckdb,
-    master: Annotated[str, opt(MASTER)] = "local[2]",
+    master: spark_cli.MasterOpt = None,
+    spark_archive: spark_cli.ArchiveOpt = None,
     previous: Annotated[str, opt(PREVIOUS)] = "auto",
     fail_on_drift: Annotated[bool, opt(FAIL_ON_DRIFT)] = False,
 ) -> None:
@@ -246,19 +232,17 @@ def score(
     from churnlens.jobs import ScoringRequest, score_command
 
     began = time.perf_counter()
-
-    check_spark_options(engine, report, population)
-
+    spark_cli.check_spark_options(engine is Engine.spark, report, population, spark_archive)
     request = ScoringRequest(
         events, as_of, out, model, given(segments), given(value), given(uplift_model),
         rank_by.value, policy, config, population, report, max_contacts, partitions, track,
-        engine.value, master, given(previous), fail_on_drift,
+        engine.value, master, spark_archive, given(previous), fail_on_drift,
     )  # fmt: skip
     settings = _settings(config, memory_limit, temp_dir, control_share=control_share)
     if engine is Engine.spark:
-        with rendering.status(f"Scoring on Spark ({master})..."):
+        with rendering.status(f"Scoring on Spark ({master or 'spark-submit/local[2]'})..."):
             manifest = score_command(request, settings)
-        rendering.show_spark_scores(manifest, out, master)  # type: ignore[arg-type]
+        rendering.show_spark_scores(manifest, out, manifest["spark_master"])  # type: ignore
         return
     rendering.step("score: checking the inputs, loading the models")
     with rendering.partition_progress("Scoring partitions") as progress:

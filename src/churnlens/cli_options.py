@@ -84,7 +84,11 @@ def opt(text: str, *names: str, **kwargs: Any) -> Any:
 EVENTS = "Event log: .csv, .csv.gz, .parquet or a folder of .parquet files."
 CONFIG = "YAML configuration (defaults: configs/default.yaml)."
 MEMORY = "DuckDB memory cap, e.g. 4GB; beyond it DuckDB spills to disk."
-PARTITIONS = "Customer-hash partitions (default: one per 40M events for features, 20M for score)."
+PARTITIONS = (
+    "Customer-hash partitions (default: one per 40M events for features, 20M for score); "
+    "with --engine spark, Spark buckets: one task each (default: one per 20M events, at "
+    "least one per core)."
+)
 POPULATION = (
     "Score RFM and cycles against the population statistics in this manifest (a features or "
     "scores manifest of the whole log), so a slice of customers gets exactly the features "
@@ -111,7 +115,6 @@ RANK_BY = "Order of the budget and priorities; auto: incremental value with an u
 MAX_CONTACTS = "Contact at most N customers, first in the --rank-by order."
 CONTROL_SHARE = "Share of each contact action's customers kept as a control group."
 ENGINE = "'duckdb' (this machine) or 'spark' (needs churnlens\\[spark])."
-MASTER = "Spark master with --engine spark, e.g. local[2] or yarn."
 PREVIOUS = (
     "The last run's scores file, for the changes since (previous_* columns, the policy's "
     "risk_change_min); 'auto': the scores file this run replaces at --out; 'none': no history."
@@ -146,14 +149,24 @@ def parse_k(value: str) -> int | None:
     return int(value)
 
 
-def check_spark_options(engine: Engine, report: Path | None, population: Path | None) -> None:
-    """``score --engine spark`` takes neither --report nor --population (usage errors)."""
-    if engine is Engine.spark and report is not None:
-        why = "the report needs the local engine; run `churnlens report` on the scores"
-        raise typer.BadParameter(why, param_hint="--report")
-    if engine is Engine.spark and population is not None:
-        why = "Spark scores against the log's own population; use --engine duckdb"
-        raise typer.BadParameter(why, param_hint="--population")
+def _stop(number: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {number}")
+
+
+def prepare_process() -> None:
+    """What every command does first. SIGTERM and SIGHUP stop a command as Ctrl-C does:
+    temporary work is removed and a tracked run is marked FAILED on the way out (SIGKILL
+    cannot be caught: the next job on the same folder sweeps what a dead process left, see
+    outputs.sweep_dead_work). MLflow narrates every schema migration and registration; the
+    CLI reports outcomes."""
+    import logging
+    import os
+    import signal
+
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _stop)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
 
 
 def settings_from(

@@ -69,6 +69,10 @@ class OutputError(ChurnlensError):
     earlier output at that path, if any, is left as it was."""
 
 
+class SparkError(ChurnlensError):
+    """Spark could not start (a bad master, no Java) or one of its jobs failed."""
+
+
 class TrackingError(ChurnlensError):
     """The MLflow tracking store could not record a run (the model bundle is kept)."""
 

@@ -105,7 +105,8 @@ class ScoringRequest:
     partitions: int | None = None
     track: bool = True
     engine: str = "duckdb"
-    master: str = "local[2]"
+    master: str | None = None  # None: spark-submit's (or spark-defaults'), else local[2]
+    archive: str | Path | None = None  # an environment archive for Spark's executors
     previous: str | Path | None = AUTO  # a scores file; "auto": the one at `out`; None: none
     fail_on_drift: bool = False
 
@@ -121,7 +122,14 @@ def score_command(
     inputs.append(r.population)
     check_source(r.events)  # the paths and the day first: loading models takes seconds
     day = parse_as_of(r.as_of)
-    check_output_path(r.out, inputs=inputs)
+    if r.engine == "spark":
+        from churnlens.spark_output import check_dataset_path
+        from churnlens.spark_session import session_settings
+
+        check_dataset_path(r.out, inputs)
+        session_settings(r.master, archive=r.archive)  # a bad master or archive: now
+    else:
+        check_output_path(r.out, inputs=inputs)
     if r.report is not None:
         check_output_path(r.report, (".html",), inputs=[*inputs, r.out])
     population = resolve_population(r.population)
@@ -131,11 +139,12 @@ def score_command(
     models = load_models(r.model, r.segments, settings, r.value, r.uplift)
     rules = with_ranking(load_policy(r.policy), models.uplift is not None, r.rank_by)
     if r.engine == "spark":
-        from churnlens.spark import score_to_file
+        from churnlens.spark_output import score_to_file
 
         return score_to_file(
-            r.events, r.as_of, r.out, models, rules, r.max_contacts, r.master, r.partitions
-        )
+            r.events, r.as_of, r.out, models, rules, r.max_contacts, r.master, r.partitions,
+            archive=r.archive,
+        )  # fmt: skip
     return score_job(
         r.events,
         r.as_of,

@@ -285,33 +285,40 @@ def read_paired_manifest(out: str | Path) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def output_lock(path: str | Path) -> Iterator[Path]:
+def output_lock(path: str | Path, remove: bool = False) -> Iterator[Path]:
     """Hold ``<path>.lock`` for the length of a job that writes ``path``.
 
     A second job on the same output fails at once with an :class:`InputError` instead of
     interleaving its work with the first; the lock goes with the process, so a killed
-    job never leaves it behind. Yields the lock file's path.
+    job never leaves it behind. With ``remove`` the file is deleted at the end (while
+    still locked: a job that locked the deleted file sees it is no longer at the path
+    and locks the new one). Yields the lock file's path.
     """
     import fcntl
 
     path = Path(path)
     lock = path.with_name(path.name + ".lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(lock, "a+")  # noqa: SIM115 (closed by the with below)
-    except OSError as exc:
-        raise output_failure(lock, exc) from None
-    with handle:
+    while True:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock, "a+")  # noqa: SIM115 (closed by the with below)
+        except OSError as exc:
+            raise output_failure(lock, exc) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()
             raise _problem(
                 path,
                 f"another churnlens job ({holder}) is writing this output right now",
                 "wait for it to finish, or write to another path",
             ) from None
+        if _same_file(handle, lock):
+            break
+        handle.close()  # removed by the job that held it: lock the file now at the path
+    with handle:
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
@@ -319,7 +326,17 @@ def output_lock(path: str | Path) -> Iterator[Path]:
         try:
             yield lock
         finally:
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _same_file(handle: Any, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 def remove_stale_work(path: str | Path) -> int:

@@ -34,6 +34,37 @@ def with_ranking(policy: Policy, uplift: bool, rank_by: str | None = None) -> Po
     return policy.model_copy(update={"rank_by": chosen})
 
 
+def order_keys(policy: Policy) -> list[tuple[str, bool]]:
+    """The ranking order as (column, descending), nulls last in each: the policy's
+    ``rank_by`` (when not value at risk), value at risk, churn probability (descending),
+    then ``customer_id`` (ascending), which makes it a total order."""
+    rank_by = "value_at_risk" if policy.rank_by == "auto" else policy.rank_by
+    keys = [("value_at_risk", True), ("churn_probability", True), ("customer_id", False)]
+    return ([(rank_by, True)] if rank_by != "value_at_risk" else []) + keys
+
+
+def contact_sql(policy: Policy, dialect: str = "duckdb") -> str:
+    """The policy's contact actions as an SQL list (for ``action IN (...)``)."""
+    return ", ".join(literal(a, dialect) for a in policy.contact_actions()) or "NULL"
+
+
+def over_budget(
+    policy: Policy, max_contacts: int | None, over: str, dialect: str = "duckdb"
+) -> dict[str, str]:
+    """SQL for the columns a row over the contact budget changes (``over``: the SQL
+    condition that it is): the fallback action, no channel, group ``none``, the rule
+    ``budget`` and a reason saying so."""
+    note = literal(f"over the contact budget of {max_contacts}", dialect)
+    group = ident("group", dialect)
+    return {
+        "action": f"CASE WHEN {over} THEN {literal(policy.fallback, dialect)} ELSE action END",
+        "action_channel": f"CASE WHEN {over} THEN NULL ELSE action_channel END",
+        "group": f"CASE WHEN {over} THEN 'none' ELSE {group} END",
+        "rule": f"CASE WHEN {over} THEN {literal(BUDGET_RULE, dialect)} ELSE rule END",
+        "reasons": f"CASE WHEN {over} THEN array_append(reasons, {note}) ELSE reasons END",
+    }
+
+
 def rank_sql(
     relation: str,
     columns: Sequence[str],
@@ -59,28 +90,14 @@ def rank_sql(
     ``contact`` is true for the treated rows of a contact action within the budget.
     Every action name and text reaches the SQL quoted (:mod:`churnlens.events.sql`).
     """
-
-    def lit(value: str) -> str:
-        return literal(value, dialect)
-
     group = ident("group", dialect)
-    contact = ", ".join(lit(a) for a in policy.contact_actions()) or "NULL"
+    contact = contact_sql(policy, dialect)
     treated = f"CASE WHEN {group} = 'treatment' THEN 1 ELSE 0 END"
-    rank_by = "value_at_risk" if policy.rank_by == "auto" else policy.rank_by
-    order = "value_at_risk DESC NULLS LAST, churn_probability DESC NULLS LAST, customer_id"
-    if rank_by != "value_at_risk":
-        order = f"{rank_by} DESC NULLS LAST, {order}"
+    order = ", ".join(f"{c} DESC NULLS LAST" if desc else c for c, desc in order_keys(policy))
     over = "false"
     if max_contacts is not None:
         over = f"(action IN ({contact}) AND treated_before >= {int(max_contacts)})"
-    note = lit(f"over the contact budget of {max_contacts}")
-    replaced = {
-        "action": f"CASE WHEN {over} THEN {lit(policy.fallback)} ELSE action END",
-        "action_channel": f"CASE WHEN {over} THEN NULL ELSE action_channel END",
-        "group": f"CASE WHEN {over} THEN 'none' ELSE {group} END",
-        "rule": f"CASE WHEN {over} THEN {lit(BUDGET_RULE)} ELSE rule END",
-        "reasons": f"CASE WHEN {over} THEN array_append(reasons, {note}) ELSE reasons END",
-    }
+    replaced = over_budget(policy, max_contacts, over, dialect)
     columns = [c for c in columns if c not in ("priority", "contact")]
     budgeted = ", ".join(
         f"{replaced.get(c, ident(c, dialect))} AS {ident(c, dialect)}" for c in columns
@@ -103,4 +120,4 @@ def rank_sql(
     """
 
 
-__all__ = ["RANKINGS", "rank_sql", "with_ranking"]
+__all__ = ["RANKINGS", "contact_sql", "order_keys", "over_budget", "rank_sql", "with_ranking"]

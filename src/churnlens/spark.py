@@ -16,7 +16,13 @@ events are all in one bucket, so every per-customer aggregate is that of the who
    (:func:`churnlens.scoring.plan_from`).
 3. **Finishing** (``mapInPandas`` over the kept aggregates, no shuffle): features, or
    scores with the models as a broadcast variable, per batch of customers; the contact
-   budget and ``priority`` are ranked by :func:`churnlens.ranking.rank_sql` in Spark SQL.
+   budget and ``priority`` of :func:`churnlens.ranking.rank_sql`, computed in two
+   distributed sorts (:mod:`churnlens.spark_ranking`).
+
+Buckets are sized from the data, as partitions are on one machine: one per
+``engine.partition_events`` events when scoring (``engine.feature_partition_events`` for
+features), and at least one per core (``defaultParallelism``). Each bucket is one
+shuffle partition: one task, one Python call.
 
 Traps handled:
 
@@ -24,9 +30,11 @@ Traps handled:
   timestamps (text with or without an offset, dates, ``TIMESTAMP_NTZ``) as text that
   DuckDB parses as on one machine: nothing depends on the session time zone, but Spark
   reads naive pandas datetimes and offset-less text in it, so :func:`spark_session` sets
-  it to UTC.
-- Executors must run this interpreter, with churnlens installed (not only on
-  ``sys.path``): :func:`spark_session` sets ``PYSPARK_PYTHON`` to ``sys.executable``.
+  it to UTC, and :func:`build_features` and :func:`score` warn
+  (:class:`~churnlens.spark_session.TimeZoneWarning`) on ``TIMESTAMP`` events in a
+  session that is not in UTC.
+- Executors must run a Python with churnlens installed (not only on ``sys.path``):
+  :func:`spark_session` (:mod:`churnlens.spark_session`) sees to it.
 - Never group by ``customer_id`` alone (one Python call per customer: ~700x slower).
 - DuckDB gets one thread per task; broadcasts need a classic session (not Spark Connect).
 """
@@ -34,10 +42,8 @@ Traps handled:
 from __future__ import annotations
 
 import json
-import os
+import math
 import re
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import date
@@ -52,7 +58,7 @@ from churnlens.actions import Policy
 from churnlens.config import Settings
 from churnlens.contacts import RAW_COLUMNS as CONTACT_RAW_COLUMNS
 from churnlens.contacts import FatigueRules
-from churnlens.errors import ChurnlensError, InputError, Problem
+from churnlens.errors import InputError, Problem
 from churnlens.events.fingerprint import FingerprintParts, combine
 from churnlens.events.sources import check_path, parquet_files, parquet_schemas_differ
 from churnlens.features.aggregation import aggregate_log
@@ -65,23 +71,11 @@ from churnlens.features.engine import (
 )
 from churnlens.features.population import PopulationStats
 from churnlens.model_source import ScoringModels, load_models
-from churnlens.outputs import (
-    check_output_path,
-    output_lock,
-    remove_stale_work,
-    replace_with_manifest,
-)
-from churnlens.ranking import rank_sql, with_ranking
-from churnlens.scores_manifest import manifest_of
-from churnlens.scoring import (
-    EXTRA_COLUMNS,
-    SCORE_COLUMNS,
-    ScoringPlan,
-    part_table,
-    plan_from,
-    score_partition,
-    write_output,
-)
+from churnlens.ranking import with_ranking
+from churnlens.scoring import ScoringPlan, part_table, plan_from, score_partition
+from churnlens.spark_ranking import Ranked
+from churnlens.spark_ranking import rank as rank_distributed
+from churnlens.spark_session import check_time_zone, require_spark, spark_session
 
 try:
     from pyspark import StorageLevel
@@ -108,31 +102,11 @@ SCORED_SCHEMA = (
 
 def _require() -> None:
     if F is None:
-        raise ChurnlensError(
-            'churnlens.spark needs PySpark: pip install "churnlens[spark]" (and Java 17+)'
-        )
+        require_spark()
 
 
 def _problem(column: str, message: str, fix: str, source: str = SOURCE) -> InputError:
     return InputError(source, [Problem(column=column, message=message, fix=fix)])
-
-
-def spark_session(master: str = "local[2]", ui: bool = False) -> SparkSession:
-    """A SparkSession with the traps handled: UTC, this interpreter on executors, no UI."""
-    _require()
-    if master.startswith("local") or "PYSPARK_PYTHON" not in os.environ:
-        os.environ["PYSPARK_PYTHON"] = sys.executable  # executors must import churnlens
-    spark = (
-        SparkSession.builder.master(master)
-        .appName("churnlens")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", str(ui).lower())
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.ui.showConsoleProgress", "false")  # the CLI shows its own
-        .getOrCreate()
-    )
-    spark.conf.set("spark.sql.session.timeZone", "UTC")  # getOrCreate may reuse a session
-    return spark
 
 
 @dataclass(frozen=True)
@@ -142,14 +116,36 @@ class _Events:
     buckets: int
 
 
-def _prepare(df: DataFrame, buckets: int | None) -> _Events:
+def bucket_count(df: DataFrame, per_bucket: int) -> int:
+    """Buckets for ``df``: one per ``per_bucket`` rows (a count of the events: cheap on
+    Parquet), and at least one per core of the session (``defaultParallelism``)."""
+    rows = df.count()
+    cores = df.sparkSession.sparkContext.defaultParallelism
+    return max(1, math.ceil(rows / per_bucket), cores)
+
+
+def partition_keys(spark: SparkSession, buckets: int) -> list[int]:
+    """For each bucket b, a number whose Spark hash partition among ``buckets`` is b, so
+    that ``repartition(buckets, key)`` puts one bucket in each partition (hashing the
+    bucket numbers themselves would put some pairs together and leave tasks empty)."""
+    found: dict[int, int] = {}
+    size = 64 * buckets
+    while len(found) < buckets:  # 64 candidates a bucket: all found at once, in practice
+        part = F.pmod(F.hash("id"), F.lit(buckets))
+        rows = spark.range(size).groupBy(part.alias("p")).agg(F.min("id")).collect()
+        found = {int(p): int(k) for p, k in rows}
+        size *= 4
+    return [found[b] for b in range(buckets)]
+
+
+def _prepare(df: DataFrame, buckets: int) -> _Events:
     missing = [c for c in ev.REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         fix = f"the event log needs {', '.join(ev.REQUIRED_COLUMNS)}"
         raise _problem(", ".join(missing), "required column is missing", fix)
-    buckets = buckets or int(df.sparkSession.conf.get("spark.sql.shuffle.partitions") or 200)
     if buckets < 1:
         raise ValueError("buckets must be >= 1")
+    check_time_zone(df)
     micros = isinstance(df.schema["timestamp"].dataType, T.TimestampType)
     stamp = F.unix_micros("timestamp") if micros else F.col("timestamp").cast("string")
     columns = [
@@ -158,8 +154,11 @@ def _prepare(df: DataFrame, buckets: int | None) -> _Events:
         if c in df.columns
     ]
     key = F.trim(F.col("customer_id").cast("string"))
-    bucket = F.pmod(F.xxhash64(key), F.lit(buckets)).alias(BUCKET)
-    return _Events(df.select(*columns, bucket), micros, buckets)
+    keys = F.array(*[F.lit(k).cast("long") for k in partition_keys(df.sparkSession, buckets)])
+    bucket = F.element_at(keys, (F.pmod(F.xxhash64(key), F.lit(buckets)) + 1).cast("int"))
+    bucket = bucket.alias(BUCKET)
+    frame = df.select(*columns, bucket).repartition(buckets, BUCKET)
+    return _Events(frame, micros, buckets)
 
 
 def _raw_schema(settings: Settings, contacts: bool) -> tuple[list[str], str]:
@@ -227,6 +226,7 @@ class _Aggregated:
     rows: int  # all of them
     fingerprint: str
     buckets: int
+    kept: DataFrame | None = None  # the persisted aggregates behind ``frame``: unpersist it
 
 
 def _aggregate(
@@ -238,6 +238,10 @@ def _aggregate(
     population: PopulationStats | None = None,
 ) -> _Aggregated:
     """Passes 1 and 2: the buckets' aggregates (kept), then the whole log's statistics."""
+    if buckets is None:
+        engine = settings.engine
+        per = engine.partition_events if contacts else engine.feature_partition_events
+        buckets = bucket_count(df, per)
     events = _prepare(df, buckets)
     columns, schema = _raw_schema(settings, contacts is not None)
     micros = events.micros
@@ -247,21 +251,27 @@ def _aggregate(
 
     kept = events.frame.groupBy(BUCKET).applyInPandas(aggregates, schema)
     kept = kept.persist(StorageLevel.MEMORY_AND_DISK)
-    rows = kept.filter("customer_id IS NULL").select("summary").collect()
-    summaries = [json.loads(r[0]) for r in rows]
-    if not summaries:
-        raise _problem("-", "no events: the log has no rows", "check that the right log was given")
-    _raise_problems(summaries)
-    buyers = kept.filter("customer_id IS NOT NULL AND rfm_frequency > 0")
-    raw = _collect(buyers.select(*purchase_columns(settings))).to_pandas()
-    own, features = population_and_buyers(raw, as_of, settings, population)
-    parts = combine(FingerprintParts(s["n"], s["xor"], s["total"]) for s in summaries)
-    rows, up_to = sum(s["rows"] for s in summaries), sum(s["events"] for s in summaries)
-    if not up_to:
-        message = f"no event on or before the as-of day {as_of}: no customer to describe"
-        raise _problem("timestamp", message, "give a later --as-of")
+    try:
+        rows = kept.filter("customer_id IS NULL").select("summary").collect()
+        summaries = [json.loads(r[0]) for r in rows]
+        if not summaries:
+            fix = "check that the right log was given"
+            raise _problem("-", "no events: the log has no rows", fix)
+        _raise_problems(summaries)
+        buyers = kept.filter("customer_id IS NOT NULL AND rfm_frequency > 0")
+        raw = _collect(buyers.select(*purchase_columns(settings))).to_pandas()
+        own, features = population_and_buyers(raw, as_of, settings, population)
+        parts = combine(FingerprintParts(s["n"], s["xor"], s["total"]) for s in summaries)
+        rows, up_to = sum(s["rows"] for s in summaries), sum(s["events"] for s in summaries)
+        if not up_to:
+            message = f"no event on or before the as-of day {as_of}: no customer to describe"
+            raise _problem("timestamp", message, "give a later --as-of")
+    except BaseException:
+        kept.unpersist()
+        raise
     customers = kept.filter("customer_id IS NOT NULL").drop("summary")
-    return _Aggregated(customers, own, features, up_to, rows, parts.digest(), events.buckets)
+    digest = parts.digest()
+    return _Aggregated(customers, own, features, up_to, rows, digest, events.buckets, kept)
 
 
 def _collect(df: DataFrame) -> pa.Table:
@@ -289,7 +299,9 @@ def build_features(
     settings
         Feature settings; defaults when ``None``.
     buckets
-        Customer buckets (one Python call each); ``spark.sql.shuffle.partitions`` by default.
+        Customer buckets (one task and one Python call each); by default one per
+        ``engine.feature_partition_events`` events (``engine.partition_events`` when
+        scoring), at least one per core (:func:`bucket_count`).
 
     Returns
     -------
@@ -313,14 +325,16 @@ def build_features(
     return found.frame.mapInPandas(features, schema)
 
 
-def _score(
+def ranked_scores(
     df: DataFrame,
     as_of: str | date,
     models: ScoringModels | str | Path,
     policy: Policy | None,
     max_contacts: int | None,
     buckets: int | None,
-) -> tuple[DataFrame, ScoringPlan, _Aggregated]:
+) -> tuple[Ranked, ScoringPlan, _Aggregated]:
+    """:func:`score`'s work: the ranked scores (kept, for the caller to release), the
+    scoring plan and the aggregation's counts (``buckets``)."""
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
     models = models if isinstance(models, ScoringModels) else load_models(models)
@@ -347,17 +361,26 @@ def _score(
             yield part_table(frame, plan, models.version).to_pandas(ignore_metadata=True)
 
     scored = found.frame.mapInPandas(scores, SCORED_SCHEMA)
-    return rank(scored, policy, max_contacts), plan, found
+    scored = scored.persist(StorageLevel.MEMORY_AND_DISK)  # the ranking reads it twice
+    try:
+        ranked = rank_distributed(scored, policy, max_contacts, found.buckets)
+    finally:  # the ranked scores are kept: what they came from is not needed any more
+        scored.unpersist()
+        if found.kept is not None:
+            found.kept.unpersist()
+    return ranked, plan, found
 
 
-def rank(scored: DataFrame, policy: Policy, max_contacts: int | None) -> DataFrame:
-    """The contact budget, then ``priority`` over all customers: :func:`rank_sql` in Spark
-    SQL, so both engines rank by one definition."""
-    view = f"_churnlens_scored_{id(scored)}"
-    scored.createOrReplaceTempView(view)
-    query = rank_sql(view, scored.columns, policy, max_contacts, dialect="spark")
-    ranked = scored.sparkSession.sql(query)
-    return ranked.select(*SCORE_COLUMNS, *EXTRA_COLUMNS)
+def rank(
+    scored: DataFrame, policy: Policy, max_contacts: int | None, partitions: int | None = None
+) -> DataFrame:
+    """The contact budget, then ``priority`` over all customers, as
+    :func:`churnlens.ranking.rank_sql` defines them, in distributed sorts
+    (:func:`churnlens.spark_ranking.rank`); the result is kept (``persist``) until
+    ``spark.catalog.clearCache()``."""
+    _require()
+    partitions = partitions or scored.sparkSession.sparkContext.defaultParallelism
+    return rank_distributed(scored, policy, max_contacts, partitions).frame
 
 
 def score(
@@ -384,10 +407,12 @@ def score(
     -------
     pyspark.sql.DataFrame
         The scores contract (``SCORE_COLUMNS`` then ``EXTRA_COLUMNS``), ``reasons`` as
-        ``array<string>``. Validation and the plan (Spark jobs) run before this returns.
+        ``array<string>``, each partition sorted by action then priority. Validation,
+        the plan and the ranking (Spark jobs) run before this returns; the ranked scores
+        are kept (``persist``) until ``spark.catalog.clearCache()``.
     """
     _require()
-    return _score(df, as_of, models, policy, max_contacts, buckets)[0]
+    return ranked_scores(df, as_of, models, policy, max_contacts, buckets)[0].frame
 
 
 def read_events(spark: SparkSession, path: str | Path) -> DataFrame:
@@ -405,46 +430,13 @@ def read_events(spark: SparkSession, path: str | Path) -> DataFrame:
     return spark.read.csv(str(path), header=True, escape='"')
 
 
-def score_to_file(
-    events_path: str | Path,
-    as_of: str | date,
-    out: str | Path,
-    models: ScoringModels | str | Path,
-    policy: Policy | None = None,
-    max_contacts: int | None = None,
-    master: str = "local[2]",
-    buckets: int | None = None,
-    ui: bool = False,
-) -> dict[str, Any]:
-    """Score an event log file on Spark; write the scores file and its manifest.
-
-    The scores are collected to the driver as Arrow and written by the single-machine
-    writer (same order, Parquet or CSV with reasons joined by ``"; "``, replacing the
-    earlier scores and manifest as one step), with the same manifest plus ``engine`` and
-    ``spark_master``; ``partitions`` is the number of buckets. Returns the manifest.
-    """
-    _require()
-    started = time.perf_counter()
-    out = check_output_path(out, inputs=[events_path])
-    if not isinstance(models, ScoringModels):
-        models = load_models(models)  # a bad model fails before Spark starts
-    policy = with_ranking(policy or Policy(), models.uplift is not None)
-    spark = spark_session(master, ui=ui)
-    events = read_events(spark, events_path)
-    with output_lock(out):  # one job per output, as on one machine
-        remove_stale_work(out)
-        scored, plan, found = _score(events, as_of, models, policy, max_contacts, buckets)
-        con = ev.connect()
-        try:
-            con.register("_ranked", _collect(scored))
-            found.frame.unpersist()
-            manifest = manifest_of(
-                con, plan, models, policy, out, max_contacts, found.buckets, started
-            )
-            manifest.update(engine="spark", spark_master=spark.sparkContext.master)
-            _, manifest = replace_with_manifest(
-                out, lambda tmp: write_output(con, "_ranked", tmp, out), manifest
-            )
-        finally:
-            con.close()
-    return manifest
+__all__ = [
+    "bucket_count",
+    "build_features",
+    "partition_keys",
+    "rank",
+    "ranked_scores",
+    "read_events",
+    "score",
+    "spark_session",
+]

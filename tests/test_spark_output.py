@@ -1,0 +1,93 @@
+"""The Spark scores dataset on disk, without a JVM: replaced with its manifest as one
+step, a replacement killed after its commit point completed by the next run, an output
+folder that is not an earlier dataset left alone, Py4J errors as one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from churnlens.errors import InputError
+from churnlens.outputs import manifest_path
+from churnlens.spark_output import (
+    DATASET,
+    check_dataset_path,
+    part_files,
+    publish_dataset,
+    recover_dataset,
+    spark_message,
+)
+
+
+def _dataset(folder: Path, rows: int) -> Path:
+    folder.mkdir(parents=True)
+    for part in range(2):
+        frame = pd.DataFrame({"customer_id": [f"c{part}{i}" for i in range(rows)]})
+        frame.to_parquet(folder / f"part-{part:05d}-x.zstd.parquet")
+    (folder / "_SUCCESS").touch()
+    (folder / ".part-00000-x.zstd.parquet.crc").touch()
+    return folder
+
+
+def test_a_dataset_replaces_an_earlier_file_then_an_earlier_dataset(tmp_path) -> None:
+    out = tmp_path / "scores.parquet"
+    pd.DataFrame({"customer_id": ["old"]}).to_parquet(out)  # from the DuckDB engine
+    manifest_path(out).write_text(json.dumps({"kind": "scores"}))
+    for rows in (3, 5):
+        work = tmp_path / f".scores.parquet.work.1.{rows}"
+        work.mkdir()
+        data = _dataset(work / "scores", rows)
+        publish_dataset(data, out, {"kind": "scores", "output_format": DATASET}, work)
+        assert len(pd.read_parquet(out)) == 2 * rows
+        written = json.loads(manifest_path(out).read_text())
+        assert written["output_files"] == part_files(out) and len(part_files(out)) == 2
+        assert not list(out.glob(".*.crc"))
+        assert check_dataset_path(out, []) == out  # an earlier dataset: may be replaced
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "scores.parquet",
+        "scores.parquet.manifest.json",
+    ]
+    assert not (tmp_path / ".scores.parquet.pending").exists()
+
+
+def test_a_replacement_killed_after_its_commit_is_completed_by_the_next_run(tmp_path) -> None:
+    out = tmp_path / "scores.parquet"
+    pending = _dataset(tmp_path / ".scores.parquet.pending", 4)  # the new dataset, renamed
+    manifest = {"kind": "scores", "output_format": DATASET, "output_files": part_files(pending)}
+    manifest_path(out).write_text(json.dumps(manifest))  # ... and committed; then a kill
+    work = tmp_path / "work"
+    work.mkdir()
+    assert recover_dataset(out, work)
+    assert len(pd.read_parquet(out)) == 8 and not pending.exists()
+    stray = _dataset(tmp_path / ".scores.parquet.pending", 1)  # not what the manifest lists
+    assert not recover_dataset(out, work) and not stray.exists()
+    assert len(pd.read_parquet(out)) == 8
+
+
+def test_an_output_folder_that_is_not_a_dataset_is_left_alone(tmp_path) -> None:
+    out = tmp_path / "precious.parquet"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(InputError, match="not an earlier Spark scores dataset"):
+        check_dataset_path(out, [])
+    with pytest.raises(InputError, match="writes a Parquet dataset"):
+        check_dataset_path(tmp_path / "scores.csv", [])
+    with pytest.raises(InputError, match="is the input"):
+        check_dataset_path(out, [out])
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_a_py4j_error_is_its_first_meaningful_line() -> None:
+    class JavaError(Exception):
+        java_exception = (
+            "org.apache.spark.SparkException: Job aborted due to stage failure: Total size "
+            "of serialized results of 2 tasks (1210.0 KiB) is bigger than "
+            "spark.driver.maxResultSize (1024.0 KiB)\n\tat org.apache.spark..."
+        )
+
+    assert spark_message(JavaError()).endswith("spark.driver.maxResultSize (1024.0 KiB)")
+    text = "An error occurred while calling o53.parquet.\n: [PATH_NOT_FOUND] Path does not exist"
+    assert spark_message(RuntimeError(text)) == "[PATH_NOT_FOUND] Path does not exist"
