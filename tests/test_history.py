@@ -192,3 +192,20 @@ def test_every_command_reads_a_csv_scores_file_with_its_zero_padded_ids(tmp_path
     assert read_previous(path).frame.index.tolist() == ["00042", "7"]
     with pytest.raises(InputError, match=r"not a scores file: column\(s\) segment_id missing"):
         read_scores_file(path, ("customer_id", "segment_id"))
+
+
+def test_a_previous_file_with_a_customer_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "twice.csv"
+    pd.concat([NIGHT_1, NIGHT_1.iloc[[1]]]).to_csv(path, index=False)
+    with pytest.raises(InputError) as caught:
+        read_previous(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: 1 problem found")
+    assert "customer_id repeated: a scores file has one row per customer; 2 rows; e.g. b" in text
+    assert "Fix: give --previous a scores file written by `churnlens score`" in text
+
+
+def test_a_previous_file_without_a_day_has_no_day(tmp_path: Path) -> None:
+    path = tmp_path / "no-day.csv"
+    NIGHT_1.drop(columns="as_of").to_csv(path, index=False)
+    assert read_previous(path).as_of is None  # not the text "None"
