@@ -247,7 +247,7 @@ def score(
 
     began = time.perf_counter()
 
-    check_spark_options(engine, report, population)
+    check_spark_options(engine, report, population, previous, fail_on_drift)
 
     request = ScoringRequest(
         events, as_of, out, model, given(segments), given(value), given(uplift_model),

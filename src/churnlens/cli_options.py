@@ -146,14 +146,30 @@ def parse_k(value: str) -> int | None:
     return int(value)
 
 
-def check_spark_options(engine: Engine, report: Path | None, population: Path | None) -> None:
-    """``score --engine spark`` takes neither --report nor --population (usage errors)."""
-    if engine is Engine.spark and report is not None:
+def check_spark_options(
+    engine: Engine,
+    report: Path | None,
+    population: Path | None,
+    previous: str = "auto",
+    fail_on_drift: bool = False,
+) -> None:
+    """``score --engine spark`` takes neither --report nor --population, nor a
+    --previous file or --fail-on-drift: Spark checks no drift and adds no history, and a
+    guard that silently does nothing is worse than none (usage errors)."""
+    if engine is not Engine.spark:
+        return
+    if report is not None:
         why = "the report needs the local engine; run `churnlens report` on the scores"
         raise typer.BadParameter(why, param_hint="--report")
-    if engine is Engine.spark and population is not None:
+    if population is not None:
         why = "Spark scores against the log's own population; use --engine duckdb"
         raise typer.BadParameter(why, param_hint="--population")
+    if fail_on_drift:
+        why = "Spark does not check drift against training yet; use --engine duckdb"
+        raise typer.BadParameter(why, param_hint="--fail-on-drift")
+    if previous not in ("auto", "none"):
+        why = "Spark adds no changes since the last run yet; use --engine duckdb"
+        raise typer.BadParameter(why, param_hint="--previous")
 
 
 def settings_from(
