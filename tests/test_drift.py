@@ -192,6 +192,7 @@ def test_fail_on_drift_writes_nothing_and_exits_3(
     assert "drift against the training population" in result.output
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert {k: v for k, v in after.items() if k != doubled.name} == before
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []  # no work folder left
     # without the flag the run writes, and its manifest says what alerted
     written = score(doubled, AS_OF, out, models)
     assert written.manifest["drift"]["level"] == "alert"
@@ -232,3 +233,15 @@ def test_the_tracked_run_holds_drift_and_history_metrics(
     assert metrics["drift_psi_fatigue_touches_30d"] == by_name["fatigue_touches_30d"]
     assert len([k for k in metrics if k.startswith("drift_psi_")]) == len(by_name)
     assert metrics["history_matched"] == result.manifest["history"]["matched"] > 0
+
+
+def test_drift_counted_over_partitions_is_the_single_pass(
+    churn_bundle: Path, sample_log_path: Path, tmp_path: Path
+) -> None:
+    models = load_models(churn_bundle, None)
+    one = score(sample_log_path, AS_OF, tmp_path / "one.parquet", models, partitions=1)
+    four = score(sample_log_path, AS_OF, tmp_path / "four.parquet", models, partitions=4)
+    assert four.manifest["partitions"] == 4
+    drift_one, drift_four = one.manifest["drift"], four.manifest["drift"]
+    assert drift_four["customers"] == drift_one["customers"] == one.manifest["rows"]
+    assert drift_four == drift_one
