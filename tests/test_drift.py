@@ -57,6 +57,33 @@ def test_bins_and_ks_by_hand() -> None:
     assert ks(np.array([0.5, 0.5]), np.array([1, 3])) == pytest.approx(0.25)
 
 
+def test_values_above_a_constant_or_a_top_point_mass_are_drift() -> None:
+    # at training: c constant at 0, b a 0/1 flag (15% ones); tonight half the c are 5 and
+    # 30% of the b are a value (7) the training never saw
+    n = 1000
+    features = pd.DataFrame({"c": np.zeros(n), "b": np.r_[np.zeros(850), np.ones(150)]})
+    flat, stages = np.full(n, 0.3), pd.Series(["active"] * n)
+    counter = DriftCounter(make_reference(features, flat, stages, "2025-01-01"))
+    later = {
+        "c": np.r_[np.zeros(500), np.full(500, 5.0)],
+        "b": np.r_[np.zeros(700), np.full(300, 7.0)],
+    }
+    counter.add(pd.DataFrame(later), flat, stages)
+    by_name = {f["name"]: f for f in drift_report(counter, DriftSettings())["features"]}
+    # c: shares (1, 0) against (0.5, 0.5) on {0, above 0}, the empty bin floored at 1e-4
+    expected = (0.5 - 1) * math.log(0.5) + (0.5 - 1e-4) * math.log(0.5 / 1e-4)
+    assert by_name["c"]["psi"] == pytest.approx(expected, rel=1e-6)
+    assert by_name["c"]["level"] == "alert"
+    # b: (0.85, 0.15, 0) against (0.7, 0, 0.3): the 7s are not counted as 1s
+    expected = (0.7 - 0.85) * math.log(0.7 / 0.85) + (1e-4 - 0.15) * math.log(1e-4 / 0.15)
+    expected += (0.3 - 1e-4) * math.log(0.3 / 1e-4)
+    assert by_name["b"]["psi"] == pytest.approx(expected, rel=1e-6)
+    # a value on the training maximum still falls with it: nothing drifts
+    same = DriftCounter(make_reference(features, flat, stages, "2025-01-01"))
+    same.add(features, flat, stages)
+    assert max(f["psi"] for f in drift_report(same, DriftSettings())["features"]) == 0.0
+
+
 def test_report_levels_and_exclusions_by_hand() -> None:
     features = pd.DataFrame({"a": [0.0, 1.0] * 50, "freq_tenure_days": np.arange(100.0)})
     scores = np.linspace(0, 1, 100, endpoint=False)
@@ -165,6 +192,7 @@ def test_fail_on_drift_writes_nothing_and_exits_3(
     assert "drift against the training population" in result.output
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert {k: v for k, v in after.items() if k != doubled.name} == before
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []  # no work folder left
     # without the flag the run writes, and its manifest says what alerted
     written = score(doubled, AS_OF, out, models)
     assert written.manifest["drift"]["level"] == "alert"
@@ -205,3 +233,15 @@ def test_the_tracked_run_holds_drift_and_history_metrics(
     assert metrics["drift_psi_fatigue_touches_30d"] == by_name["fatigue_touches_30d"]
     assert len([k for k in metrics if k.startswith("drift_psi_")]) == len(by_name)
     assert metrics["history_matched"] == result.manifest["history"]["matched"] > 0
+
+
+def test_drift_counted_over_partitions_is_the_single_pass(
+    churn_bundle: Path, sample_log_path: Path, tmp_path: Path
+) -> None:
+    models = load_models(churn_bundle, None)
+    one = score(sample_log_path, AS_OF, tmp_path / "one.parquet", models, partitions=1)
+    four = score(sample_log_path, AS_OF, tmp_path / "four.parquet", models, partitions=4)
+    assert four.manifest["partitions"] == 4
+    drift_one, drift_four = one.manifest["drift"], four.manifest["drift"]
+    assert drift_four["customers"] == drift_one["customers"] == one.manifest["rows"]
+    assert drift_four == drift_one

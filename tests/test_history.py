@@ -192,3 +192,48 @@ def test_every_command_reads_a_csv_scores_file_with_its_zero_padded_ids(tmp_path
     assert read_previous(path).frame.index.tolist() == ["00042", "7"]
     with pytest.raises(InputError, match=r"not a scores file: column\(s\) segment_id missing"):
         read_scores_file(path, ("customer_id", "segment_id"))
+
+
+def test_a_previous_file_with_a_customer_twice_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "twice.csv"
+    pd.concat([NIGHT_1, NIGHT_1.iloc[[1]]]).to_csv(path, index=False)
+    with pytest.raises(InputError) as caught:
+        read_previous(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: 1 problem found")
+    assert "customer_id repeated: a scores file has one row per customer; 2 rows; e.g. b" in text
+    assert "Fix: give --previous a scores file written by `churnlens score`" in text
+
+
+def test_a_previous_file_without_a_day_has_no_day(tmp_path: Path) -> None:
+    path = tmp_path / "no-day.csv"
+    NIGHT_1.drop(columns="as_of").to_csv(path, index=False)
+    assert read_previous(path).as_of is None  # not the text "None"
+
+
+def test_a_previous_file_of_a_later_day_is_said_or_not_compared(night_1: Path) -> None:
+    # a backfill of an earlier day: the automatic one is not compared, an explicit one is
+    found, notes = previous_at("auto", night_1, "2024-12-20")
+    assert found is None and "later day (2025-01-01) than this run (2024-12-20)" in notes[0]
+    found, notes = previous_at(str(night_1), night_1, "2024-12-20")
+    assert found is not None and found.customers == 4
+    assert "the changes run backwards in time" in notes[0]
+    # read early by the CLI, the same-day note is still said
+    found, notes = previous_at(read_previous(night_1, "2025-01-01"), night_1, "2025-01-01")
+    assert found is not None and notes == (f"--previous {night_1} is of the same day 2025-01-01",)
+
+
+@pytest.mark.parametrize("name", ["scores.parquet", "scores.csv"])
+def test_a_rerun_keeps_the_first_attempts_history_with_customers_gone(
+    churn_bundle, sample_events: pd.DataFrame, sample_log_path: Path, tmp_path: Path, name: str
+) -> None:
+    out = tmp_path / name
+    models = load_models(churn_bundle, None)
+    score(sample_log_path, "2025-01-04", out, models)
+    gone = sorted(sample_events["customer_id"].unique())[:5]
+    fewer = tmp_path / "fewer.parquet"
+    sample_events[~sample_events["customer_id"].isin(gone)].to_parquet(fewer)
+    first = score(fewer, AS_OF, out, models).manifest["history"]
+    assert first["gone"] == 5 and first["previous_as_of"] == "2025-01-04"
+    again = score(fewer, AS_OF, out, models).manifest["history"]
+    assert again == first

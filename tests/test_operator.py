@@ -103,6 +103,21 @@ def test_a_bad_extension_says_which_option(tmp_path: Path, sample_log_path: Path
     assert "  - --out: unsupported output type. Fix: end the name with .parquet" in result.output
 
 
+@pytest.mark.parametrize(
+    ("given", "option"),
+    [(["--fail-on-drift"], "--fail-on-drift"), (["--previous", "x.csv"], "--previous")],
+)
+def test_spark_refuses_the_drift_guard_and_history_it_does_not_do(
+    tmp_path: Path, sample_log_path: Path, given: list[str], option: str
+) -> None:
+    # Spark checks no drift and adds no history: the guard must not silently do nothing
+    args = ["score", str(sample_log_path), "--as-of", AS_OF, "--out", str(tmp_path / "s.csv")]
+    result = runner.invoke(app, [*args, "--engine", "spark", *given])
+    assert result.exit_code == 2, result.output
+    assert option in result.output and "use --engine duckdb" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_validate_reports_the_other_columns_beside_a_renamed_one(tmp_path: Path) -> None:
     log = tmp_path / "events.csv"
     log.write_text(

@@ -232,7 +232,9 @@ def score(
     from churnlens.jobs import ScoringRequest, score_command
 
     began = time.perf_counter()
-    spark_cli.check_spark_options(engine is Engine.spark, report, population, spark_archive)
+    spark_cli.check_spark_options(
+        engine is Engine.spark, report, population, spark_archive, given(previous), fail_on_drift
+    )
     request = ScoringRequest(
         events, as_of, out, model, given(segments), given(value), given(uplift_model),
         rank_by.value, policy, config, population, report, max_contacts, partitions, track,

@@ -47,12 +47,18 @@ REFERENCE = "drift_reference_"  # the churn model's attribute that holds it
 
 
 def cut_points(values: np.ndarray) -> np.ndarray:
-    """The distinct training deciles of ``values`` (missing values ignored)."""
+    """The distinct training deciles of ``values`` (missing values ignored). When the top
+    decile is the training maximum (a constant feature, a flag, a count mostly at its
+    top), one more cut just above it keeps values the training never reached apart:
+    otherwise a feature constant at 0 could turn half 5s and still read a PSI of 0."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return np.array([], dtype=float)
-    return np.unique(np.quantile(v, QUANTILES))
+    edges = np.unique(np.quantile(v, QUANTILES))
+    if edges[-1] >= v.max():
+        edges = np.append(edges, np.nextafter(edges[-1], np.inf))
+    return edges
 
 
 def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:

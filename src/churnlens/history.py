@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from churnlens.errors import InputError
+from churnlens.errors import InputError, Problem
 from churnlens.lifecycle import STAGES
 from churnlens.scores_file import read_scores_file
 
@@ -63,10 +63,12 @@ class Previous:
     path: str
     as_of: str | None
     frame: pd.DataFrame
+    listed: int | None = None  # a rerun's: the customers of the run its history is of
 
     @property
     def customers(self) -> int:
-        return len(self.frame)
+        """How many customers the previous run scored (those gone since included)."""
+        return len(self.frame) if self.listed is None else self.listed
 
 
 def read_previous(path: str | Path, as_of: str | None = None) -> Previous:
@@ -77,14 +79,23 @@ def read_previous(path: str | Path, as_of: str | None = None) -> Previous:
     frame, manifest = read_scores_file(
         path, NEEDED, KEPT, label="", noun="previous scores file", fix=fix
     )
+    repeated = frame["customer_id"].duplicated(keep=False)
+    if repeated.any():
+        examples = tuple(frame.loc[repeated, "customer_id"].drop_duplicates().head(3))
+        what = "customer_id repeated: a scores file has one row per customer"
+        problem = Problem("", what, int(repeated.sum()), examples, fix)
+        raise InputError(str(path), [problem])
     manifest = manifest or {}
-    day = str(manifest.get("as_of") or _day(frame))
+    found = manifest.get("as_of") or _day(frame)
+    day = None if found is None else str(found)
     if as_of is not None and day == str(as_of) and "previous_stage" in frame.columns:
-        day = (manifest.get("history") or {}).get("previous_as_of")
+        history = manifest.get("history") or {}
         own = frame.set_index(frame["customer_id"].astype(str))
         kept = own[["previous_churn_probability", "previous_stage", "previous_action"]]
         kept = kept[kept["previous_stage"].notna() & (kept["previous_stage"] != UNSEEN)]
-        return Previous(str(path), day, kept)
+        listed = history.get("previous_customers")  # those gone since are not in the file
+        listed = None if listed is None else max(int(listed), len(kept))
+        return Previous(str(path), history.get("previous_as_of"), kept, listed)
     out = pd.DataFrame(
         {
             "previous_churn_probability": frame["churn_probability"].to_numpy(dtype=float),
@@ -103,13 +114,18 @@ def previous_at(
     :class:`Previous`, ``None`` for none, or ``"auto"``: the file at ``out`` itself), and
     what the run should say about them. An explicit path that cannot be read raises; the
     automatic one only says why it was not used."""
-    if previous is None or isinstance(previous, Previous):
-        return previous, ()
+    if previous is None:
+        return None, ()
     day = str(as_of)
-    if str(previous) != AUTO:
-        found = read_previous(previous, day)
-        same = found.as_of == day
-        return found, (f"--previous {previous} is of the same day {day}",) if same else ()
+    if isinstance(previous, Previous) or str(previous) != AUTO:
+        # read early by the CLI (before the models load) or given by path
+        found = previous if isinstance(previous, Previous) else read_previous(previous, day)
+        if found.as_of == day:
+            return found, (f"--previous {found.path} is of the same day {day}",)
+        if found.as_of is not None and found.as_of > day:
+            return found, (f"--previous {found.path} is of a later day ({found.as_of}) than "
+                           f"this run ({day}): the changes run backwards in time",)  # fmt: skip
+        return found, ()
     if not out.is_file():
         return None, (f"no earlier scores at {out.name}: nothing to compare with yet",)
     try:
@@ -120,6 +136,9 @@ def previous_at(
     if found.as_of == day or not found.customers:
         return None, (f"the scores being replaced are of the same day {day} and hold no earlier "
                       "run: nothing to compare with",)  # fmt: skip
+    if found.as_of is not None and found.as_of > day:
+        later = f"the scores being replaced are of a later day ({found.as_of}) than this run "
+        return None, (f"{later}({day}): not compared (give --previous to compare anyway)",)
     return found, ()
 
 

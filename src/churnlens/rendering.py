@@ -418,7 +418,8 @@ def show_history(history: dict[str, Any]) -> None:
     if not history.get("compared"):
         return
     console.print(
-        f"Since {history['previous_as_of']}: {history['matched']:,} customers compared, "
+        f"Since {history.get('previous_as_of') or 'the last run'}: {history['matched']:,} "
+        "customers compared, "
         f"{history['new']:,} new, {history['gone']:,} gone; {history['stage_changed']:,} "
         f"changed stage, {history['action_changed']:,} changed action"
     )
