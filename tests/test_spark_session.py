@@ -56,6 +56,10 @@ def test_the_master_is_set_only_when_given(monkeypatch, tmp_path) -> None:
     assert session_settings("local[1]")["spark.master"] == "local[1]"
     for name in ("PYSPARK_GATEWAY_PORT", "PYSPARK_SUBMIT_ARGS", "SPARK_CONF_DIR", "SPARK_HOME"):
         monkeypatch.delenv(name, raising=False)
+    from pyspark.sql import SparkSession
+
+    # a session another test left active in this worker process would answer first
+    monkeypatch.setattr(SparkSession, "getActiveSession", classmethod(lambda cls: None))
     assert configured_master() is None  # nothing chosen: spark_session takes local[2]
     monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", "--master spark://h:7077 pyspark-shell")
     assert configured_master() == "PYSPARK_SUBMIT_ARGS"
