@@ -223,7 +223,7 @@ def _measure(
             sys.exit(f"bench_scale: the {measure} child failed (exit {child.returncode})")
         r = json.loads(child.stdout.strip().splitlines()[-1])
         r["load"] = (before, _load())
-        r["rows"], r["distinct"] = bench_scoring._output_rows(out)
+        r["rows"], r["distinct"] = bench_scoring.output_rows(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return r
@@ -270,11 +270,11 @@ def main() -> None:
     _settings(args.memory_limit, BENCH)  # a bad --memory-limit fails here, not in a child
 
     measures = (args.only,) if args.only else MEASURES
-    as_of = bench_scoring._last_day(args.days)
+    as_of = bench_scoring.last_day(args.days)
     folder = _dataset(args.customers, args.days, args.seed, args.chunk_customers)
     models = None
     if "scoring" in measures:
-        models = bench_scoring._models(args.train_customers, args.days, args.seed)
+        models = bench_scoring.bench_models(args.train_customers, args.days, args.seed)
     counted = time.perf_counter()
     events, expected = _log_counts(folder, as_of)
     counted = time.perf_counter() - counted

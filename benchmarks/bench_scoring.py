@@ -50,7 +50,7 @@ TARGET_GIB = 6.0
 TARGET_CUSTOMERS = 1_000_000
 
 
-def _last_day(days: int) -> date:
+def last_day(days: int) -> date:
     return date.fromordinal(START.toordinal() + days - 1)
 
 
@@ -60,7 +60,7 @@ def _chunk_seed(seed: int, chunk: int) -> int:
     return seed * 1_000_000 + chunk
 
 
-def _dataset(customers: int, days: int, seed: int, chunk_customers: int) -> Path:
+def scoring_log(customers: int, days: int, seed: int, chunk_customers: int) -> Path:
     """The cached big log; generated chunk by chunk and renamed into place when complete."""
     import pyarrow.parquet as pq
 
@@ -125,7 +125,7 @@ def chunk_tables(
         yield chunk, table.cast(schema)
 
 
-def _models(train_customers: int, days: int, seed: int) -> tuple[Path, Path]:
+def bench_models(train_customers: int, days: int, seed: int) -> tuple[Path, Path]:
     """The cached churn and segments bundles, trained on a separate small log."""
     from churnlens import __version__
     from churnlens.config import Settings
@@ -141,7 +141,7 @@ def _models(train_customers: int, days: int, seed: int) -> tuple[Path, Path]:
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=BENCH))
         try:
             began = time.perf_counter()
-            as_of = _last_day(days)
+            as_of = last_day(days)
             frame = generate_events(
                 customers=train_customers, days=days, seed=_chunk_seed(seed, 999_999), start=START
             )
@@ -233,7 +233,7 @@ def _expected_customers(events: Path, as_of: date) -> int:
     return int(n)
 
 
-def _output_rows(out: Path) -> tuple[int, int]:
+def output_rows(out: Path) -> tuple[int, int]:
     """(rows, distinct customer ids) of the scores file."""
     import duckdb
 
@@ -288,9 +288,9 @@ def main() -> None:
     if args.partitions is not None and args.partitions < 1:
         parser.error("--partitions must be >= 1")
 
-    as_of = _last_day(args.days)
-    path = _dataset(args.customers, args.days, args.seed, args.chunk_customers)
-    churn, segments = _models(args.train_customers, args.days, args.seed)
+    as_of = last_day(args.days)
+    path = scoring_log(args.customers, args.days, args.seed, args.chunk_customers)
+    churn, segments = bench_models(args.train_customers, args.days, args.seed)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".bench-scoring.", dir=args.work_dir))
     try:
@@ -321,7 +321,7 @@ def main() -> None:
         if child.returncode != 0:
             sys.exit(f"bench_scoring: the scoring child failed (exit {child.returncode})")
         r = json.loads(child.stdout.strip().splitlines()[-1])
-        rows, distinct = _output_rows(out)
+        rows, distinct = output_rows(out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     expected = _expected_customers(path, as_of)

@@ -214,9 +214,9 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=BENCH)
     args = parser.parse_args()
 
-    as_of = bench_scoring._last_day(args.days)
-    path = bench_scoring._dataset(args.customers, args.days, args.seed, args.chunk_customers)
-    churn, segments = bench_scoring._models(args.train_customers, args.days, args.seed)
+    as_of = bench_scoring.last_day(args.days)
+    path = bench_scoring.scoring_log(args.customers, args.days, args.seed, args.chunk_customers)
+    churn, segments = bench_scoring.bench_models(args.train_customers, args.days, args.seed)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".bench-spark.", dir=args.work_dir))
     cluster = None
