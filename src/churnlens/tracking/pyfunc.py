@@ -148,12 +148,16 @@ def signature_for(
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
+# MLflow's column type of each numpy dtype kind with one (the rest is text or arrays)
+SCALAR_TYPES = {"f": "double", "i": "long", "u": "long", "b": "boolean"}
+
+
 def _column_type(values: pd.Series) -> Any:
     from mlflow.types.schema import Array
 
     kind = values.dtype.kind
-    if kind in "fiub":
-        return {"f": "double", "i": "long", "u": "long", "b": "boolean"}[kind]
+    if kind in SCALAR_TYPES:
+        return SCALAR_TYPES[kind]
     first = values.dropna().iloc[0] if values.notna().any() else ""
     return Array("string") if isinstance(first, (list, tuple, np.ndarray)) else "string"
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from churnlens import __version__
 from churnlens.config import Settings
+from churnlens.tracking.pyfunc import SCALAR_TYPES
 from churnlens.tracking.registry import (
     ChampionScore,
     describe_version,
@@ -211,7 +212,7 @@ def log_dataset(dataset: DatasetRecord) -> None:
     from mlflow.data.meta_dataset import MetaDataset
     from mlflow.types import ColSpec, Schema
 
-    kinds = {"b": "boolean", "i": "long", "u": "long", "f": "double", "M": "datetime"}
+    kinds = {**SCALAR_TYPES, "M": "datetime"}
     schema = Schema(
         [
             ColSpec(kinds.get(np.dtype(t).kind, "string"), name)
