@@ -244,6 +244,29 @@ def test_cli_scores_simulates_and_measures_end_to_end(
     assert written["window"][1] == end.isoformat()
     assert np.isfinite(table.loc["all", "lift"])
 
+    # the same scores as `score --engine spark` writes them (a folder of part files, its
+    # manifest listing them): outcomes and report read the folder like the file
+    folder = tmp_path / "spark-scores.parquet"
+    folder.mkdir()
+    half = len(scored) // 2
+    for part, rows in enumerate((scored.iloc[:half], scored.iloc[half:])):
+        rows.to_parquet(folder / f"part-{part:05d}-x.zstd.parquet", index=False)
+    (folder / "_SUCCESS").touch()
+    del manifest["output_sha256"]
+    files = {p.name: p.stat().st_size for p in sorted(folder.glob("*.parquet"))}
+    manifest.update(output_format="parquet-dataset", output_files=files)
+    folder.with_name(folder.name + ".manifest.json").write_text(json.dumps(manifest))
+    again = tmp_path / "again.json"
+    args[1], args[5] = str(folder), str(again)
+    result = runner.invoke(app, args[:6])
+    assert result.exit_code == 0, result.output
+    assert pd.DataFrame(json.loads(again.read_text())).set_index("action").equals(table)
+    page = tmp_path / "report.html"
+    args = ["report", str(folder), "--events", str(full), "--out", str(page)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert page.read_text().startswith("<!DOCTYPE html>")
+
 
 # -- coverage over seeds of the campaign simulator ------------------------------------------
 

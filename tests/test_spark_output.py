@@ -91,3 +91,26 @@ def test_a_py4j_error_is_its_first_meaningful_line() -> None:
     assert spark_message(JavaError()).endswith("spark.driver.maxResultSize (1024.0 KiB)")
     text = "An error occurred while calling o53.parquet.\n: [PATH_NOT_FOUND] Path does not exist"
     assert spark_message(RuntimeError(text)) == "[PATH_NOT_FOUND] Path does not exist"
+
+
+def test_a_dataset_is_read_back_only_as_its_manifest_lists_it(tmp_path) -> None:
+    """report, outcomes and train-uplift read a Spark dataset like a file, refusing one
+    whose parts differ from what the run wrote, and a folder with no dataset manifest."""
+    from churnlens.scores_file import read_scores_file
+
+    out = _dataset(tmp_path / "scores.parquet", 3)
+    manifest = {"kind": "scores", "output_format": DATASET, "output_files": part_files(out)}
+    manifest_path(out).write_text(json.dumps(manifest))
+    frame, read = read_scores_file(out, ("customer_id",))
+    assert frame["customer_id"].tolist() == ["c00", "c01", "c02", "c10", "c11", "c12"]
+    assert read == manifest
+    pd.DataFrame({"customer_id": ["late"]}).to_parquet(out / "part-00002-y.zstd.parquet")
+    with pytest.raises(InputError, match=r"1 part file\(s\) not in the manifest"):
+        read_scores_file(out, ("customer_id",))
+    (out / "part-00002-y.zstd.parquet").unlink()
+    (out / "part-00001-x.zstd.parquet").unlink()
+    with pytest.raises(InputError, match=r"1 part file\(s\) missing, e.g. part-00001"):
+        read_scores_file(out, ("customer_id",))
+    manifest_path(out).unlink()
+    with pytest.raises(InputError, match="not a Spark scores dataset"):
+        read_scores_file(out, ("customer_id",))

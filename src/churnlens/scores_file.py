@@ -5,6 +5,12 @@ One reader for every command that takes scores back (``report``, ``outcomes``,
 columns the command needs; every problem is one :class:`~churnlens.errors.InputError`
 naming the file, what is wrong and how to fix it. ``customer_id`` is always read as text,
 so a CSV's zero-padded ids ("00042") still match the event log's.
+
+``score --engine spark`` writes a Parquet dataset instead (a folder of part files, its
+manifest beside it listing each part's name and size): the folder is read like a file,
+its parts in name order (the single-machine file's row order), after checking that they
+are exactly the parts the manifest lists (a part missing, added or changed since the
+run is an error, as a file whose checksum differs from its manifest's is).
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ def read_scores_file(
     has are read (a million-row file is read in a fraction of the time). ``label`` names
     the argument in errors (empty: none), ``noun`` the file."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise InputError(str(path), [Problem(label, f"{noun} not found", fix=fix)])
+    manifest = read_paired_manifest(path)
+    parts = dataset_parts(path, manifest, label) if path.is_dir() else [path]
     columns = None if wanted is None else [*dict.fromkeys([*needed, *wanted])]
     try:
-        frame = _read(path, columns)
+        frame = pd.concat([_read(part, columns) for part in parts], ignore_index=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         what = f"{noun} cannot be read ({first})"
@@ -48,7 +56,35 @@ def read_scores_file(
     if missing:
         what = f"not a scores file: column(s) {', '.join(missing)} missing"
         raise InputError(str(path), [Problem(label, what, fix=fix)])
-    return frame, read_paired_manifest(path)
+    return frame, manifest
+
+
+def dataset_parts(folder: Path, manifest: dict[str, Any] | None, label: str) -> list[Path]:
+    """The part files of a Spark scores dataset, in name order, checked against the
+    names and sizes its manifest lists."""
+    listed = (manifest or {}).get("output_files")
+    if not isinstance(listed, dict) or not listed:
+        what = (
+            "is a folder but not a Spark scores dataset (no manifest beside it listing "
+            "its part files)"
+        )
+        fix = "give the scores file, or the folder `churnlens score --engine spark` wrote"
+        raise InputError(str(folder), [Problem(label, what, fix=fix)])
+    found = {p.name: p.stat().st_size for p in folder.glob("*.parquet") if p.is_file()}
+    if found != listed:
+        missing = sorted(set(listed) - set(found))
+        extra = sorted(set(found) - set(listed))
+        changed = sorted(n for n in set(listed) & set(found) if listed[n] != found[n])
+        said = [
+            f"{len(names)} part file(s) {kind}, e.g. {names[0]}"
+            for names, kind in ((missing, "missing"), (extra, "not in the manifest"),
+                                (changed, "changed since the run"))
+            if names
+        ]  # fmt: skip
+        what = "the dataset differs from its manifest: " + "; ".join(said)
+        fix = "rerun the `churnlens score --engine spark` job that writes it"
+        raise InputError(str(folder), [Problem(label, what, fix=fix)])
+    return [folder / name for name in sorted(listed)]
 
 
 def _read(path: Path, columns: list[str] | None) -> pd.DataFrame:
