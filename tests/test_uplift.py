@@ -151,6 +151,8 @@ def test_training_frame_has_features_as_of_the_campaign_and_outcomes_after(
             "group": ["treatment", "control"],
             "contact": [True, False],
             "value_at_risk": [5.0, 4.0],
+            "churn_probability": [0.25, 0.5],
+            "value_if_retained": [20.0, 8.0],
         }
     )
     path = tmp_path / "scores.parquet"
@@ -159,7 +161,10 @@ def test_training_frame_has_features_as_of_the_campaign_and_outcomes_after(
     X, rows, info = campaign_frame(path, table, Settings(), horizon_days=30)
     expected = build_features(table, date(2024, 2, 1), Settings())
     expected.index = expected.index.astype(str)
-    pd.testing.assert_frame_equal(X, expected.loc[["a", "b"]].reset_index(drop=True))
+    # the features as of the day, and the models' outputs the scores recorded that day
+    expected = expected.loc[["a", "b"]].reset_index(drop=True)
+    expected = expected.assign(churn_probability=[0.25, 0.5], value_if_retained=[20.0, 8.0])
+    pd.testing.assert_frame_equal(X, expected)
     assert X.loc[0, "rfm_monetary_total"] == 20.0  # the 500 after the day is not a feature
     assert rows["outcome"].tolist() == [1, 0] and rows["treated"].tolist() == [True, False]
     assert rows["propensity"].tolist() == [0.9, 0.9]  # the default design: 10% controls
@@ -204,6 +209,11 @@ def test_cli_train_uplift_then_score_by_incremental_value(
     assert manifest["campaigns"][0]["as_of"] == AS_OF and manifest["model"]["actions"]
     version = mlflow.MlflowClient().get_registered_model("churnlens-uplift")
     assert version.name == "churnlens-uplift"
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.kind = 'uplift'")
+    for action in manifest["model"]["actions"]:  # the calibration of every learned action
+        fitted = manifest["model"]["evaluation"][action]
+        assert runs.iloc[0][f"metrics.{action}.ate"] == pytest.approx(fitted["ate"])
+        assert 0 <= runs.iloc[0][f"metrics.{action}.slope"] <= 1
     again = tmp_path / "again.parquet"
     args = ["score", str(full), "--as-of", "2025-04-04", "--out", str(again), "--model",
             str(churn), "--max-contacts", "30", "--no-track", "--config", str(config)]  # fmt: skip

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from churnlens.errors import ModelError
-from churnlens.models.uplift import UpliftModel
+from churnlens.models.uplift import UpliftModel, calibration, shrunk
 from churnlens.uplift_metrics import (
     auuc,
     qini_at,
@@ -167,11 +167,11 @@ def _customers(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray,
 
 
 def _training(seed: int = 1) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """4,000 nurture customers (P(treated) = 0.7) and 300 of a winback offer with only 12
+    """4,000 nurture customers (P(treated) = 0.7) and 300 of a winback offer with only 5
     controls."""
     X, treated, outcome, _ = _customers(4_000, seed)
     Xw, tw, yw, _ = _customers(300, seed + 1000)
-    tw = np.arange(300) >= 12  # the first 12 are the controls
+    tw = np.arange(300) >= 5  # the first 5 are the controls
     action = np.array(["nurture"] * 4_000 + ["vip_winback_offer"] * 300, dtype=object)
     propensity = np.r_[np.full(4_000, 0.7), np.full(300, 0.96)]
     return (
@@ -222,7 +222,7 @@ def test_out_of_fold_qini_beats_random(fitted: UpliftModel) -> None:
 def test_an_action_with_too_few_controls_is_skipped_with_the_counts(
     fitted: UpliftModel,
 ) -> None:
-    assert fitted.skipped_ == {"vip_winback_offer": "12 controls, needs 50"}
+    assert fitted.skipped_ == {"vip_winback_offer": "5 controls, needs 10"}
     assert list(fitted.models_) == ["nurture"]
     X = _customers(10, 5)[0]
     assert list(fitted.predict_columns(X, num_threads=2).columns) == ["uplift_nurture"]
@@ -230,7 +230,7 @@ def test_an_action_with_too_few_controls_is_skipped_with_the_counts(
     json.dumps(meta)  # a manifest can record it
     assert meta["kind"] == "uplift" and meta["features"] == FEATURES
     assert meta["actions"] == ["nurture"]
-    assert meta["skipped"] == {"vip_winback_offer": "12 controls, needs 50"}
+    assert meta["skipped"] == {"vip_winback_offer": "5 controls, needs 10"}
     assert meta["evaluation"]["nurture"]["qini"] == fitted.evaluation_["nurture"]["qini"]
     treated_short = UpliftModel(min_treated=5_000, n_estimators=5).fit(*_training())
     assert treated_short.skipped_["nurture"].endswith("treated, needs 5000")
@@ -278,3 +278,53 @@ def test_columns_without_a_model_and_with_missing_features() -> None:
     X, action, treated, outcome, _ = _training()
     with pytest.raises(ModelError, match="propensity"):
         UpliftModel().fit(X, action, treated, outcome, 1.0)
+
+
+# ------------------------------------------------------------------------- calibration
+
+
+def test_shrinkage_and_calibration_by_hand() -> None:
+    assert shrunk(0.1, 0.05) == pytest.approx(0.1 * (1 - 0.25))
+    assert shrunk(-0.1, 0.05) == pytest.approx(-0.075)
+    assert shrunk(0.1, 0.2) == 0.0 and shrunk(0.0, 0.1) == 0.0
+    phi = np.array([1.0, -1.0, 3.0, 1.0])
+    score = np.array([0.0, 0.0, 2.0, 2.0])
+    fitted = calibration(phi, score)
+    # ate: mean 1, sd (ddof 1) sqrt(8/3), se = sqrt(8/3) / 2
+    assert fitted["ate_raw"] == pytest.approx(1.0)
+    assert fitted["ate_se"] == pytest.approx(np.sqrt(8 / 3) / 2)
+    assert fitted["ate"] == pytest.approx(1.0 * (1 - (8 / 3) / 4))
+    # slope: centred score c = (-1, -1, 1, 1), c.phi - ate = (0 - 2 + 2 + 0) / 4 = 1.0 ... by hand
+    c = score - 1.0
+    slope = (c @ (phi - 1.0)) / (c @ c)
+    assert fitted["slope_raw"] == pytest.approx(slope) == pytest.approx(1.0)
+    resid = phi - 1.0 - slope * c  # (1, -1, 1, -1)
+    se = np.sqrt(((c * resid) ** 2).sum()) / (c @ c)  # sqrt(4) / 4 = 0.5
+    assert fitted["slope_se"] == pytest.approx(se) == pytest.approx(0.5)
+    assert fitted["slope"] == pytest.approx(1.0 * (1 - 0.25))
+    assert fitted["center"] == pytest.approx(1.0)
+    flat = calibration(phi, np.zeros(4))  # a constant score: no slope to estimate
+    assert flat["slope"] == 0.0 and flat["slope_raw"] == 0.0
+    steep = calibration(np.array([0.0, 0.0, 10.0, 10.0]), score)  # slope 5, kept at 1
+    assert steep["slope"] == 1.0
+
+
+def test_without_any_effect_calibration_removes_most_of_the_noise_over_seeds() -> None:
+    """Noise does not become a priority: with no effect at all (every true uplift 0), the
+    calibrated out-of-fold uplift is far closer to 0 than the raw T-learner difference
+    it starts from, seed after seed, and most slopes are judged noise (0)."""
+    calibrated, raw, flat = [], [], 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        n = 1_500
+        X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["x1", "x2", "x3"])
+        treated = rng.random(n) < 0.5
+        outcome = (rng.random(n) < 0.3 + 0.2 * (X["x2"] > 0)).astype(int)
+        action = np.where(np.arange(n) < 1_000, "nurture", "vip_care")
+        model = UpliftModel(seed=seed).fit(X, action, treated, outcome, 0.5)
+        calibrated.append(float(np.mean(model.oof_uplift_**2)))
+        raw.append(float(np.mean(model.oof_score_**2)))
+        flat += sum(m["slope"] == 0.0 for m in model.models_.values())
+    ratio = np.sqrt(np.array(calibrated) / np.array(raw))
+    assert ratio.max() <= 0.5 and np.sqrt(np.mean(calibrated) / np.mean(raw)) <= 0.4
+    assert flat >= 8  # of 16 actions

@@ -271,13 +271,16 @@ class UpliftSettings(_Frozen):
 
     learner: Literal["dr", "t"] = Field("t", description="T-learner or DR-learner")
     folds: int = Field(3, ge=2, le=10, description="cross-fitting folds")
-    min_treated: int = Field(200, ge=1, description="an action needs this many treated")
-    min_control: int = Field(50, ge=1, description="... and this many controls")
-    # uplift is a small difference of two noisy rates: few, shallow, well-populated trees
-    n_estimators: int = Field(60, ge=1)
+    # the average effect and the slope are shrunk by their standard errors, so a small
+    # action predicts ~0 rather than noise: the minimum only has to make a rate estimable
+    min_treated: int = Field(10, ge=1, description="an action needs this many treated")
+    min_control: int = Field(10, ge=1, description="... and this many controls")
+    # the outcome models are pooled over the actions (a few thousand customers a campaign):
+    # uplift is a small difference of two noisy rates, so few, shallow, populated trees
+    n_estimators: int = Field(100, ge=1)
     learning_rate: float = Field(0.05, gt=0, le=1)
     num_leaves: int = Field(4, ge=2)
-    min_child_samples: int = Field(400, ge=1)
+    min_child_samples: int = Field(100, ge=1)
     seed: int = 7
 
 

@@ -250,7 +250,8 @@ def setting_conflicts(given: Settings, trained: Settings) -> list[str]:
 
 
 def _check_companion(model: ChurnlensModel, settings: Settings, where: str, kind: str) -> None:
-    missing = [c for c in model.feature_names_in_ if c not in feature_names(settings)]
+    known = {*feature_names(settings), *model.score_inputs}  # score inputs: other models'
+    missing = [c for c in model.feature_names_in_ if c not in known]
     if missing:
         raise ModelError(
             f"{where}: the {kind} model was built on features this churn model's settings "

@@ -166,7 +166,9 @@ def score_partition(
     for kind in model_kinds():  # each model kind adds its columns (or their empty form)
         loaded = models.loaded.get(kind)
         if loaded is not None:
-            frame = frame.join(loaded.model.predict_columns(X, num_threads=num_threads))
+            given = list(loaded.model.score_inputs)
+            inputs = X.join(frame[given]) if given else X
+            frame = frame.join(loaded.model.predict_columns(inputs, num_threads=num_threads))
         else:
             frame = frame.join(model_class(kind).empty_columns(X.index))
     if drift is not None:

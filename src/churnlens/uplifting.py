@@ -6,7 +6,9 @@ a hash of the customer id, with a known probability of treatment (the manifest's
 ``1 - (1 - control share) (1 - global holdout share)``). For every campaign:
 
 - the features are built **as of the campaign's scoring day** T (point in time: only
-  events on or before T), for its treated and control customers;
+  events on or before T), for its treated and control customers, with the churn and
+  value models' outputs the scores file recorded at T (``churn_probability``,
+  ``value_if_retained``: the uplift model's ``score_inputs``);
 - the outcome is a purchase event in ``(T, T + H]`` (H: the scoring model's horizon from
   the manifest, or ``--horizon-days``); the log must reach T + H;
 
@@ -80,13 +82,14 @@ def campaign_frame(
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """One past campaign: the features as of its day and, per customer of its treatment
     and control groups, action, treated, outcome, propensity and value at risk."""
-    scores, manifest = read_scores_file(path, (*NEEDED, "value_at_risk"))
+    inputs = UpliftModel.score_inputs
+    scores, manifest = read_scores_file(path, (*NEEDED, "value_at_risk", *inputs))
     manifest = manifest or {}
     as_of = scoring_day(scores, str(path))
     horizon = int(horizon_days or manifest.get("horizon_days") or settings.training.horizon_days)
     check_window(table, "the event log", as_of, horizon)
     arms = experiment_rows(scores)
-    kept = [*NEEDED, "value_at_risk"]
+    kept = [*NEEDED, "value_at_risk", *inputs]
     rows = window_outcomes(table, arms[kept], as_of, horizon)
     design = manifest.get("experiment")
     rows["treated"] = rows["group"] == "treatment"
@@ -102,6 +105,8 @@ def campaign_frame(
         what = f"{int(missing.sum())} scored customers have no events up to {as_of}"
         raise InputError(str(path), [Problem("customer_id", what, examples=tuple(example))])
     features = X.loc[rows["customer_id"]].reset_index(drop=True)
+    for column in inputs:  # the models' outputs at the campaign, as scoring passes them
+        features[column] = rows[column].to_numpy(dtype=float)
     info = {
         "scores": str(path),
         "as_of": as_of.isoformat(),
@@ -146,9 +151,11 @@ def train_uplift(
 
 
 def oof_uplift(model: UpliftModel, frame: pd.DataFrame) -> np.ndarray:
-    """Each row's out-of-fold uplift for its own action (NaN where not modelled); the
-    model was fitted on the rows of ``frame``, in its order."""
-    return model.oof_uplift_.to_numpy(dtype=float)[: len(frame)]
+    """Each row's out-of-fold ranking score for its own action (NaN where not modelled):
+    the order the model puts the action's customers in (its calibrated uplift is an
+    increasing function of it, or a constant when the spread is within noise); the model
+    was fitted on the rows of ``frame``, in its order."""
+    return model.oof_score_.to_numpy(dtype=float)[: len(frame)]
 
 
 def evaluate(result: UpliftResult) -> pd.DataFrame:
@@ -214,6 +221,9 @@ def track_uplift(
     for row in result.evaluation.to_dict(orient="records"):
         for key in ("qini", "qini_random", "auuc", "auuc_random"):
             content.metrics[f"{row['action']}.{row['ranking']}.{key}"] = float(row[key])
+    for action, fitted in result.model.evaluation_.items():  # the calibration
+        for key in ("ate_raw", "ate_se", "ate", "slope_raw", "slope"):
+            content.metrics[f"{action}.{key}"] = float(fitted[key])
     score = result.model.validation_score(result.X)
     if score is not None:
         content.metrics["val_model_score"] = score

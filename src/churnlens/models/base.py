@@ -14,7 +14,9 @@ A model kind is one module under ``churnlens/models/`` whose estimator class der
   bundle folder (see :mod:`churnlens.bundle`);
 - :meth:`~ChurnlensModel.metadata`: what a manifest and an MLflow run record about it;
 - :meth:`~ChurnlensModel.validation_score`: its score on labelled data (higher is better),
-  which the registry's champion rule compares.
+  which the registry's champion rule compares;
+- ``score_inputs``: the scores columns of other kinds it takes beside the features (the
+  uplift model: ``churn_probability``, ``value_if_retained``).
 
 Training and scoring go through the protocol and the registry :func:`model_class` (by the
 ``kind`` a manifest or a registered version records): no ``isinstance`` branches.
@@ -40,6 +42,9 @@ class ChurnlensModel(ABC):
     """Base of every model kind (see the module docstring)."""
 
     kind: ClassVar[str] = ""
+    # columns of other kinds' predictions this kind takes beside the features (scoring
+    # runs it after the kinds that give them, and passes them joined to the features)
+    score_inputs: ClassVar[tuple[str, ...]] = ()
     feature_names_in_: np.ndarray
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -111,6 +116,7 @@ def model_class(kind: str) -> type[ChurnlensModel]:
 
 
 def model_kinds() -> list[str]:
-    """Every registered kind, churn first."""
+    """Every registered kind in scoring order: churn first, kinds that take other kinds'
+    predictions (``score_inputs``) last."""
     model_class("churn")
-    return sorted(_KINDS, key=lambda k: (k != "churn", k))
+    return sorted(_KINDS, key=lambda k: (k != "churn", bool(_KINDS[k].score_inputs), k))

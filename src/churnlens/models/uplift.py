@@ -7,31 +7,45 @@ groups (``min_treated``, ``min_control``); the others land in ``skipped_`` with 
 Treatment is randomised with a known probability (``propensity``, 1 - the action's
 control share), so no propensity model is fitted: the design's probability is exact.
 
-Two learners, all parts LightGBM:
+One campaign gives a few hundred customers per action, and uplift is a small difference
+of two noisy rates, so the model borrows strength and trusts only what it can show:
 
-- ``"dr"``, the DR-learner (Kennedy, "Towards optimal doubly robust estimation of
-  heterogeneous causal effects", 2020): outcome models ``mu1`` (fitted on the treated)
-  and ``mu0`` (on the controls), cross-fitted over ``folds`` folds (each row's
-  ``mu1(x)``, ``mu0(x)`` come from models fitted on the other folds), the pseudo-outcome
-  ``phi = mu1(x) - mu0(x) + T (Y - mu1(x)) / e - (1 - T) (Y - mu0(x)) / (1 - e)``, whose
-  mean given ``x`` is ``tau(x)`` whenever ``e`` is right (it is: the design sets it), and
-  a regressor of ``phi`` on ``x``, the uplift model;
-- ``"t"``, the T-learner: ``mu1(x) - mu0(x)``, the two outcome models fitted apart.
+1. **Pooled outcome models.** ``mu1`` (fitted on the treated of every action) and ``mu0``
+   (on the controls), LightGBM on the features plus one indicator per action, so an
+   action with few customers learns the baseline from the others' customers. They are
+   cross-fitted over ``folds`` folds (stratified by action, group and outcome): each
+   row's ``mu1(x)``, ``mu0(x)`` come from models fitted on the other folds.
+2. **Doubly robust pseudo-outcomes** (Kennedy, "Towards optimal doubly robust estimation
+   of heterogeneous causal effects", 2020): ``phi = mu1 - mu0 + T (Y - mu1) / e - (1 - T)
+   (Y - mu0) / (1 - e)``, whose mean given ``x`` is ``tau(x)`` because ``e`` is the
+   design's. An action's average effect is the mean of its ``phi`` (the regression-
+   adjusted difference of rates), with its standard error.
+3. **A ranking score** ``s_a(x)`` per action, out of fold for every training row: the
+   T-learner's ``mu1 - mu0`` (``learner="t"``), or a LightGBM regressor of ``phi`` on the
+   features fitted per action (``"dr"``, the DR-learner).
+4. **Calibration by the best linear predictor** (Chernozhukov, Demirer, Duflo &
+   Fernandez-Val, "Generic machine learning inference on heterogeneous treatment
+   effects"): regress ``phi`` on ``s - mean(s)`` out of fold: the intercept is the
+   average effect, the slope says how much of the score's spread is real (1: all of it,
+   0: none). Both are shrunk toward 0 by their signal to noise (positive-part
+   James-Stein, ``est x max(0, 1 - se^2 / est^2)``), the slope kept within [0, 1]. The
+   uplift is ``ate + slope x (s(x) - mean(s))``: an action whose effect or whose
+   heterogeneity is within noise predicts 0, or its average effect for everyone, rather
+   than noise that a large ``value_if_retained`` would turn into a priority.
 
-Evaluation is out of fold: ``oof_uplift_`` holds, for every training row, the uplift
-predicted by models that did not see its fold (the T-learner's cross-fitted outcome
-models; for the DR-learner, a regressor of ``phi`` fitted per fold on the other folds).
-The DR-learner's ``phi`` on those other folds comes from outcome models that saw the
-held-out fold, never its own rows' ``phi``: a small, second-order leak the evaluation
-accepts rather than nesting the cross-fitting (on data without any effect, the
-out-of-fold Qini coefficient showed no upward bias over 30 seeds, as for the T-learner).
-``evaluation_`` holds per action the Qini coefficient and AUUC of ``oof_uplift_``
-against random targeting (:mod:`churnlens.uplift_metrics`) and the counts; ``curves_``
-its Qini curve, thinned to about 101 points. The models used to predict are then fitted
-on every row.
+Evaluation is out of fold: ``oof_score_`` holds every training row's ranking score from
+models that did not see its fold, ``oof_uplift_`` its calibrated uplift. For the
+DR-learner, ``phi`` on the other folds comes from outcome models that saw the held-out
+fold: a small, second-order leak accepted rather than nesting the cross-fitting (on data
+without any effect the out-of-fold Qini coefficient showed no upward bias over 30 seeds).
+``evaluation_`` holds per action the counts, rates, the average effect with its standard
+error and shrunk value, the slope, and the Qini coefficient and AUUC of the out-of-fold
+score against random targeting (:mod:`churnlens.uplift_metrics`); ``curves_`` its Qini
+curve, thinned to about 101 points. The models used to predict are then fitted on every
+row.
 
-Folds are stratified by group and outcome and drawn from ``seed``; LightGBM runs
-deterministically, so a fixed seed gives the same model on the same data.
+Folds are drawn from ``seed``; LightGBM runs deterministically, so a fixed seed gives the
+same model on the same data.
 """
 
 from __future__ import annotations
@@ -59,17 +73,20 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
     """Per-action uplift of the chance to buy (see the module docstring)."""
 
     kind = "uplift"
+    # the churn and value models' outputs summarise the history: the outcome models take
+    # them beside the features (train-uplift reads them from each campaign's scores)
+    score_inputs = ("churn_probability", "value_if_retained")
 
     def __init__(
         self,
         learner: str = "dr",
-        n_estimators: int = 200,
+        n_estimators: int = 100,
         learning_rate: float = 0.05,
-        num_leaves: int = 15,
-        min_child_samples: int = 40,
+        num_leaves: int = 4,
+        min_child_samples: int = 100,
         folds: int = 3,
-        min_treated: int = 200,
-        min_control: int = 50,
+        min_treated: int = 10,
+        min_control: int = 10,
         seed: int = 7,
     ) -> None:
         self.learner = learner
@@ -111,11 +128,10 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
     def _regressor(self, A: np.ndarray, phi: np.ndarray, num_threads: int) -> lgb.LGBMRegressor:
         return lgb.LGBMRegressor(**self._params(num_threads)).fit(A, phi)
 
-    def _fold_ids(self, t: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """A fold per row, stratified by (group, outcome), drawn from the seed."""
+    def _fold_ids(self, strata: np.ndarray) -> np.ndarray:
+        """A fold per row, stratified by ``strata``, drawn from the seed."""
         rng = np.random.default_rng(self.seed)
-        strata = t.astype(np.int64) * 2 + y
-        fold = np.empty(len(t), dtype=np.int64)
+        fold = np.empty(len(strata), dtype=np.int64)
         start = 0
         for stratum in np.unique(strata):
             rows = rng.permutation(np.flatnonzero(strata == stratum))
@@ -123,33 +139,41 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
             start += len(rows)
         return fold
 
-    def _fit_action(
-        self, A: np.ndarray, t: np.ndarray, y: np.ndarray, e: np.ndarray, num_threads: int
-    ) -> tuple[dict[str, Any], np.ndarray]:
-        """The models one action predicts with, and its out-of-fold uplift."""
-        fold = self._fold_ids(t, y)
+    def _design(self, A: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """The pooled outcome models' input: the features and one indicator per action."""
+        indicators = codes[:, None] == np.arange(len(self.models_))[None, :]
+        return np.hstack([A, indicators.astype(np.float64)])
+
+    def _pooled(
+        self, D: np.ndarray, t: np.ndarray, y: np.ndarray, fold: np.ndarray, num_threads: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold ``mu1``, ``mu0`` of every row; the models fitted on all rows are
+        kept in ``outcomes_``."""
         mu1, mu0 = np.empty(len(y)), np.empty(len(y))
         for k in range(self.folds):
             held, train = fold == k, fold != k
-            m1 = self._outcome(A[train & t], y[train & t], num_threads)
-            m0 = self._outcome(A[train & ~t], y[train & ~t], num_threads)
-            mu1[held] = _probability(m1, A[held], num_threads)
-            mu0[held] = _probability(m0, A[held], num_threads)
+            m1 = self._outcome(D[train & t], y[train & t], num_threads)
+            m0 = self._outcome(D[train & ~t], y[train & ~t], num_threads)
+            mu1[held] = _probability(m1, D[held], num_threads)
+            mu0[held] = _probability(m0, D[held], num_threads)
+        self.outcomes_ = {
+            "mu1": self._outcome(D[t], y[t], num_threads),
+            "mu0": self._outcome(D[~t], y[~t], num_threads),
+        }
+        return mu1, mu0
+
+    def _ranking_score(
+        self, A: np.ndarray, phi: np.ndarray, tau: np.ndarray, fold: np.ndarray, num_threads: int
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """One action's out-of-fold ranking score and, for the DR-learner, its regressor."""
         if self.learner == "t":
-            oof = mu1 - mu0
-            models = {
-                "mu1": self._outcome(A[t], y[t], num_threads),
-                "mu0": self._outcome(A[~t], y[~t], num_threads),
-            }
-        else:
-            phi = mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
-            oof = np.empty(len(y))
-            for k in range(self.folds):
-                held, train = fold == k, fold != k
-                stage = self._regressor(A[train], phi[train], num_threads)
-                oof[held] = stage.booster_.predict(A[held], num_threads=num_threads)
-            models = {"tau": self._regressor(A, phi, num_threads)}
-        return models, np.clip(oof, -1.0, 1.0)
+            return tau, {}
+        score = np.empty(len(phi))
+        for k in range(self.folds):
+            held, train = fold == k, fold != k
+            stage = self._regressor(A[train], phi[train], num_threads)
+            score[held] = stage.booster_.predict(A[held], num_threads=num_threads)
+        return score, {"tau": self._regressor(A, phi, num_threads)}
 
     def fit(
         self,
@@ -198,22 +222,59 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         self.skipped_: dict[str, str] = {}
         self.evaluation_: dict[str, dict[str, float | int]] = {}
         self.curves_: dict[str, pd.DataFrame] = {}
-        oof = np.full(n, np.nan)
-        keys = actions[present].astype(str)
-        for name in sorted(keys.unique()):
-            rows = keys.index[keys == name].to_numpy()
-            n_t, n_c = int(t[rows].sum()), int((~t[rows]).sum())
-            reason = self._too_few(n_t, n_c)
+        keys = actions.where(present, None).astype(object)
+        codes = np.full(n, -1, dtype=np.int64)
+        for name in sorted(keys[present].astype(str).unique()):
+            rows = (keys == name).to_numpy()
+            reason = self._too_few(int(t[rows].sum()), int((~t[rows]).sum()))
             if reason:
                 self.skipped_[name] = reason
-                continue
-            self.models_[name], oof[rows] = self._fit_action(
-                A[rows], t[rows], y[rows], e[rows], num_threads
+            else:
+                codes[rows] = len(self.models_)
+                self.models_[name] = {}
+        oof, score = np.full(n, np.nan), np.full(n, np.nan)
+        if self.models_:
+            used = codes >= 0
+            oof[used], score[used] = self._fit_pooled(
+                A[used], codes[used], t[used], y[used], e[used], num_threads
             )
-            self.evaluation_[name] = _evaluation(oof[rows], t[rows], y[rows], e[rows])
-            self.curves_[name] = thin(uplift_curve(oof[rows], t[rows], y[rows]))
         self.oof_uplift_ = pd.Series(oof, index=X.index, name="oof_uplift")
+        self.oof_score_ = pd.Series(score, index=X.index, name="oof_score")
         return self
+
+    def _fit_pooled(
+        self,
+        A: np.ndarray,
+        codes: np.ndarray,
+        t: np.ndarray,
+        y: np.ndarray,
+        e: np.ndarray,
+        num_threads: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Steps 1-4 of the module docstring on the rows of the fitted actions; returns
+        their out-of-fold calibrated uplift and ranking score."""
+        fold = self._fold_ids(codes * 4 + t.astype(np.int64) * 2 + y)
+        mu1, mu0 = self._pooled(self._design(A, codes), t, y, fold, num_threads)
+        phi = mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
+        oof, score = np.empty(len(y)), np.empty(len(y))
+        for code, name in enumerate(self.models_):
+            rows = codes == code
+            score[rows], models = self._ranking_score(
+                A[rows], phi[rows], (mu1 - mu0)[rows], fold[rows], num_threads
+            )
+            fitted = calibration(phi[rows], score[rows])
+            self.models_[name] = {**models, **{k: fitted[k] for k in ("ate", "slope", "center")}}
+            oof[rows] = np.clip(
+                fitted["ate"] + fitted["slope"] * (score[rows] - fitted["center"]), -1.0, 1.0
+            )
+            tr, yr = t[rows], y[rows]
+            self.evaluation_[name] = {
+                **_evaluation(score[rows], tr, yr, e[rows]),
+                **fitted,
+                "oof_uplift_mean": float(oof[rows].mean()),
+            }
+            self.curves_[name] = thin(uplift_curve(score[rows], tr, yr))
+        return oof, score
 
     def _too_few(self, n_t: int, n_c: int) -> str:
         need_t, need_c = max(self.min_treated, self.folds), max(self.min_control, self.folds)
@@ -243,13 +304,15 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         """``uplift_<action>`` per fitted action, clipped to [-1, 1], indexed like ``X``."""
         A = self._matrix(X)
         columns = {}
-        for name, models in self.models_.items():
+        for code, (name, fitted) in enumerate(self.models_.items()):
             if self.learner_ == "t":
-                u = _probability(models["mu1"], A, num_threads) - _probability(
-                    models["mu0"], A, num_threads
+                D = self._design(A, np.full(len(A), code))
+                score = _probability(self.outcomes_["mu1"], D, num_threads) - _probability(
+                    self.outcomes_["mu0"], D, num_threads
                 )
             else:
-                u = models["tau"].booster_.predict(A, num_threads=num_threads)
+                score = fitted["tau"].booster_.predict(A, num_threads=num_threads)
+            u = fitted["ate"] + fitted["slope"] * (score - fitted["center"])
             columns[PREFIX + name] = np.clip(u, -1.0, 1.0)
         return pd.DataFrame(columns, index=X.index)
 
@@ -288,10 +351,44 @@ def _probability(model: Outcome, A: np.ndarray, num_threads: int) -> np.ndarray:
     return model.booster_.predict(A, num_threads=num_threads)
 
 
+def shrunk(estimate: float, se: float) -> float:
+    """Positive-part James-Stein toward 0: ``estimate x max(0, 1 - se^2 / estimate^2)``."""
+    if estimate == 0 or not np.isfinite(se):
+        return 0.0
+    return float(estimate * max(0.0, 1.0 - (se / estimate) ** 2))
+
+
+def calibration(phi: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """The best linear predictor of the pseudo-outcomes ``phi`` from the out-of-fold
+    ranking ``score`` (see the module docstring, step 4): the average effect and the
+    slope, each with its standard error (the slope's robust to heteroskedasticity) and
+    shrunk toward 0, the slope kept within [0, 1]; ``center`` is the score's mean."""
+    n = len(phi)
+    ate = float(phi.mean())
+    ate_se = float(phi.std(ddof=1) / np.sqrt(n)) if n > 1 else np.inf
+    center = float(score.mean())
+    c = score - center
+    spread = float(c @ c)
+    slope_raw, slope_se = 0.0, np.inf
+    if spread > 1e-12 * max(n, 1):
+        slope_raw = float(c @ (phi - ate) / spread)
+        resid = phi - ate - slope_raw * c
+        slope_se = float(np.sqrt(((c * resid) ** 2).sum()) / spread)
+    return {
+        "ate_raw": ate,
+        "ate_se": ate_se,
+        "ate": shrunk(ate, ate_se),
+        "slope_raw": slope_raw,
+        "slope_se": slope_se,
+        "slope": float(np.clip(shrunk(slope_raw, slope_se), 0.0, 1.0)),
+        "center": center,
+    }
+
+
 def _evaluation(
-    oof: np.ndarray, t: np.ndarray, y: np.ndarray, e: np.ndarray
+    score: np.ndarray, t: np.ndarray, y: np.ndarray, e: np.ndarray
 ) -> dict[str, float | int]:
-    """Counts, rates and the out-of-fold Qini and AUUC of one action."""
+    """Counts, rates and the out-of-fold Qini and AUUC of one action's ranking score."""
     n_t, n_c = int(t.sum()), int((~t).sum())
     rate_t, rate_c = float(y[t].mean()), float(y[~t].mean())
     return {
@@ -301,7 +398,6 @@ def _evaluation(
         "propensity": float(e.mean()),
         "buy_rate_treated": rate_t,
         "buy_rate_control": rate_c,
-        "ate": rate_t - rate_c,
-        "oof_uplift_mean": float(oof.mean()),
-        **{k: float(v) for k, v in uplift_summary(oof, t, y).items()},
+        "difference_of_rates": rate_t - rate_c,
+        **{k: float(v) for k, v in uplift_summary(score, t, y).items()},
     }
