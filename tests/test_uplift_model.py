@@ -301,7 +301,10 @@ def test_shrinkage_and_calibration_by_hand() -> None:
     resid = phi - 1.0 - slope * c  # (1, -1, 1, -1)
     se = np.sqrt(((c * resid) ** 2).sum()) / (c @ c)  # sqrt(4) / 4 = 0.5
     assert fitted["slope_se"] == pytest.approx(se) == pytest.approx(0.5)
+    # z = 2: one-sided p = 0.0228, under 5% alone, not over three actions (0.05 / 3)
+    assert fitted["slope_p"] == pytest.approx(0.02275, abs=1e-5)
     assert fitted["slope"] == pytest.approx(1.0 * (1 - 0.25))
+    assert calibration(phi, score, tests=3)["slope"] == 0.0
     assert fitted["center"] == pytest.approx(1.0)
     flat = calibration(phi, np.zeros(4))  # a constant score: no slope to estimate
     assert flat["slope"] == 0.0 and flat["slope_raw"] == 0.0

@@ -28,7 +28,9 @@ of two noisy rates, so the model borrows strength and trusts only what it can sh
    effects"): regress ``phi`` on ``s - mean(s)`` out of fold: the intercept is the
    average effect, the slope says how much of the score's spread is real (1: all of it,
    0: none). Both are shrunk toward 0 by their signal to noise (positive-part
-   James-Stein, ``est x max(0, 1 - se^2 / est^2)``), the slope kept within [0, 1]. The
+   James-Stein, ``est x max(0, 1 - se^2 / est^2)``), the slope kept within [0, 1] and
+   only when the test of "no heterogeneity" rejects at 5% over the actions
+   (Bonferroni): one action in five shows a 1.8-sigma slope by chance. The
    uplift is ``ate + slope x (s(x) - mean(s))``: an action whose effect or whose
    heterogeneity is within noise predicts 0, or its average effect for everyone, rather
    than noise that a large ``value_if_retained`` would turn into a priority.
@@ -50,6 +52,7 @@ same model on the same data.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightgbm as lgb
@@ -262,7 +265,7 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
             score[rows], models = self._ranking_score(
                 A[rows], phi[rows], (mu1 - mu0)[rows], fold[rows], num_threads
             )
-            fitted = calibration(phi[rows], score[rows])
+            fitted = calibration(phi[rows], score[rows], tests=len(self.models_))
             self.models_[name] = {**models, **{k: fitted[k] for k in ("ate", "slope", "center")}}
             oof[rows] = np.clip(
                 fitted["ate"] + fitted["slope"] * (score[rows] - fitted["center"]), -1.0, 1.0
@@ -358,29 +361,37 @@ def shrunk(estimate: float, se: float) -> float:
     return float(estimate * max(0.0, 1.0 - (se / estimate) ** 2))
 
 
-def calibration(phi: np.ndarray, score: np.ndarray) -> dict[str, float]:
+def calibration(phi: np.ndarray, score: np.ndarray, tests: int = 1) -> dict[str, float]:
     """The best linear predictor of the pseudo-outcomes ``phi`` from the out-of-fold
     ranking ``score`` (see the module docstring, step 4): the average effect and the
     slope, each with its standard error (the slope's robust to heteroskedasticity) and
-    shrunk toward 0, the slope kept within [0, 1]; ``center`` is the score's mean."""
+    shrunk toward 0; ``center`` is the score's mean. The slope is kept only when the
+    one-sided test of "no heterogeneity" rejects at 5% over ``tests`` actions
+    (Bonferroni: ``slope_p < 0.05 / tests``), then shrunk and kept within [0, 1]."""
     n = len(phi)
     ate = float(phi.mean())
     ate_se = float(phi.std(ddof=1) / np.sqrt(n)) if n > 1 else np.inf
     center = float(score.mean())
     c = score - center
     spread = float(c @ c)
-    slope_raw, slope_se = 0.0, np.inf
+    slope_raw, slope_se, slope_p = 0.0, np.inf, 1.0
     if spread > 1e-12 * max(n, 1):
         slope_raw = float(c @ (phi - ate) / spread)
         resid = phi - ate - slope_raw * c
         slope_se = float(np.sqrt(((c * resid) ** 2).sum()) / spread)
+        if slope_se > 0:
+            slope_p = 0.5 * math.erfc(slope_raw / slope_se / math.sqrt(2))
+        elif slope_raw > 0:  # an exact fit
+            slope_p = 0.0
+    kept = slope_p < 0.05 / max(tests, 1)
     return {
         "ate_raw": ate,
         "ate_se": ate_se,
         "ate": shrunk(ate, ate_se),
         "slope_raw": slope_raw,
         "slope_se": slope_se,
-        "slope": float(np.clip(shrunk(slope_raw, slope_se), 0.0, 1.0)),
+        "slope_p": slope_p,
+        "slope": float(np.clip(shrunk(slope_raw, slope_se), 0.0, 1.0)) if kept else 0.0,
         "center": center,
     }
 
