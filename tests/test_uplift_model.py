@@ -307,7 +307,8 @@ def test_shrinkage_and_calibration_by_hand() -> None:
     assert calibration(phi, score, tests=3)["slope"] == 0.0
     assert fitted["center"] == pytest.approx(1.0)
     flat = calibration(phi, np.zeros(4))  # a constant score: no slope to estimate
-    assert flat["slope"] == 0.0 and flat["slope_raw"] == 0.0
+    assert flat["slope"] == 0.0 and flat["slope_raw"] == 0.0 and flat["slope_p"] == 1.0
+    json.dumps(flat, allow_nan=False)  # strict JSON in a manifest
     steep = calibration(np.array([0.0, 0.0, 10.0, 10.0]), score)  # slope 5, kept at 1
     assert steep["slope"] == 1.0
 

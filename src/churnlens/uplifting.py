@@ -150,7 +150,7 @@ def train_uplift(
     return result
 
 
-def oof_uplift(model: UpliftModel, frame: pd.DataFrame) -> np.ndarray:
+def oof_ranking(model: UpliftModel, frame: pd.DataFrame) -> np.ndarray:
     """Each row's out-of-fold ranking score for its own action (NaN where not modelled):
     the order the model puts the action's customers in (its calibrated uplift is an
     increasing function of it, or a constant when the spread is within noise); the model
@@ -161,7 +161,7 @@ def oof_uplift(model: UpliftModel, frame: pd.DataFrame) -> np.ndarray:
 def evaluate(result: UpliftResult) -> pd.DataFrame:
     """Per fitted action, the Qini coefficient and AUUC of three rankings of its customers:
     the model's out-of-fold uplift, value at risk, and random (the diagonal)."""
-    frame = result.frame.assign(_uplift=oof_uplift(result.model, result.frame))
+    frame = result.frame.assign(_uplift=oof_ranking(result.model, result.frame))
     rows = []
     for action, part in frame.groupby("action", sort=True):
         if str(action) not in result.model.evaluation_:
@@ -175,7 +175,7 @@ def evaluate(result: UpliftResult) -> pd.DataFrame:
 
 def curves(result: UpliftResult) -> dict[str, dict[str, pd.DataFrame]]:
     """Per action, the thinned Qini curves of the model's and value at risk's rankings."""
-    frame = result.frame.assign(_uplift=oof_uplift(result.model, result.frame))
+    frame = result.frame.assign(_uplift=oof_ranking(result.model, result.frame))
     out: dict[str, dict[str, pd.DataFrame]] = {}
     for action, part in frame.groupby("action", sort=True):
         if str(action) not in result.model.evaluation_:

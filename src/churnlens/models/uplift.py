@@ -370,11 +370,11 @@ def calibration(phi: np.ndarray, score: np.ndarray, tests: int = 1) -> dict[str,
     (Bonferroni: ``slope_p < 0.05 / tests``), then shrunk and kept within [0, 1]."""
     n = len(phi)
     ate = float(phi.mean())
-    ate_se = float(phi.std(ddof=1) / np.sqrt(n)) if n > 1 else np.inf
+    ate_se = float(phi.std(ddof=1) / np.sqrt(n))  # n >= 2 (an action has a row per fold)
     center = float(score.mean())
     c = score - center
     spread = float(c @ c)
-    slope_raw, slope_se, slope_p = 0.0, np.inf, 1.0
+    slope_raw, slope_se, slope_p = 0.0, 0.0, 1.0  # a constant score: no slope to estimate
     if spread > 1e-12 * max(n, 1):
         slope_raw = float(c @ (phi - ate) / spread)
         resid = phi - ate - slope_raw * c
