@@ -3,6 +3,7 @@ model (DR- and T-learner) on data whose effect depends on one feature."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from pathlib import Path
@@ -244,6 +245,18 @@ def test_save_and_load_give_identical_predictions(fitted: UpliftModel, tmp_path:
     assert all(f.startswith("booster-") and f.endswith(".txt") for f in files[2:])
     X = _customers(500, 11)[0]
     pd.testing.assert_frame_equal(loaded.predict_columns(X), fitted.predict_columns(X))
+
+
+def test_a_model_saved_before_the_calibrated_learner_is_refused(
+    fitted: UpliftModel, tmp_path: Path
+) -> None:
+    """An uplift bundle of the per-action learners (no average effect, no pooled outcome
+    models) says to refit rather than predicting with missing parts."""
+    old = copy.deepcopy(fitted)
+    old.models_ = {name: {"tau": 0.0} for name in old.models_}
+    files = old.save(tmp_path)
+    with pytest.raises(ModelError, match="fitted by an earlier churnlens"):
+        UpliftModel.load({f: (tmp_path / f).read_bytes() for f in files}, old.metadata())
 
 
 def test_the_same_seed_gives_the_same_model() -> None:

@@ -53,6 +53,7 @@ same model on the same data.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import lightgbm as lgb
@@ -329,6 +330,20 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         return pd.DataFrame(index=index)
 
     # ------------------------------------------------------------------------- records
+
+    @classmethod
+    def load(cls, files: Mapping[str, bytes], metadata: dict[str, Any]) -> UpliftModel:
+        """The saved model; one fitted by churnlens before the calibrated learner (separate
+        learners per action, no ``outcomes_``) is refused with what to do."""
+        model = super().load(files, metadata)
+        calibrated = all("ate" in fitted for fitted in getattr(model, "models_", {}).values())
+        if not calibrated or (model.learner_ == "t" and not hasattr(model, "outcomes_")):
+            raise ModelError(
+                "the uplift model was fitted by an earlier churnlens (one uncalibrated "
+                "learner per action); fit it again with `churnlens train-uplift` on the "
+                "same campaigns, or score with --uplift-model none"
+            )
+        return model  # type: ignore[return-value]
 
     def metadata(self) -> dict[str, Any]:
         return {
