@@ -82,7 +82,7 @@ def _wait_for(webui: int, workers: int, seconds: float = 90) -> None:
         try:
             if _status(webui).get("aliveworkers") == workers:
                 return
-        except OSError:
+        except (OSError, ValueError):  # not listening yet, or an empty page while starting
             pass
         time.sleep(0.5)
     sys.exit(f"bench_spark: the cluster did not have {workers} workers in {seconds:.0f} s")
@@ -112,7 +112,11 @@ class Cluster:
                  "--work-dir", str(folder / f"work{i}")],
                 folder,
             )  # fmt: skip
-        _wait_for(self.webui, workers)
+        try:
+            _wait_for(self.webui, workers)
+        except BaseException:  # never leave the JVMs started so far running
+            self.stop()
+            raise
 
     def _start(self, name: str, command: list[str], folder: Path) -> None:
         log = open(folder / f"{name}.log", "w")  # noqa: SIM115 (closed in stop)
@@ -227,6 +231,7 @@ def main() -> None:
                "--as-of", as_of.isoformat(), "--out", str(local_out)]  # fmt: skip
         print("one machine ...", flush=True)
         local_seconds, local_peak = _run_measured(one, _env(), quiet=True)
+        print(f"one machine: {local_seconds:.1f} s, peak {local_peak / 2**30:.2f} GiB", flush=True)
         cluster = Cluster(args.workers, args.worker_memory, work)
         env = _env()
         env["PYSPARK_SUBMIT_ARGS"] = (
@@ -239,7 +244,6 @@ def main() -> None:
                  "--no-track"]  # fmt: skip
         if args.partitions:
             spark += ["--partitions", str(args.partitions)]
-        print(f"one machine: {local_seconds:.1f} s, peak {local_peak / 2**30:.2f} GiB", flush=True)
         print(f"Spark on {cluster.url} ({args.workers} workers of 1 core) ...", flush=True)
         spark_seconds, spark_peak = _run_measured(spark, env)
         print(f"Spark: {spark_seconds:.1f} s, driver peak {spark_peak / 2**30:.2f} GiB", flush=True)

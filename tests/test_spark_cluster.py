@@ -74,7 +74,7 @@ def _wait(what: str, check, seconds: float = 60) -> dict:
             found = check()
             if found:
                 return found
-        except OSError:
+        except (OSError, ValueError):  # not listening yet, or an empty page while starting
             pass
         if time.monotonic() > deadline:
             raise AssertionError(f"the cluster did not get there in {seconds:.0f} s: {what}")
