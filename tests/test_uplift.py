@@ -217,6 +217,10 @@ def test_cli_train_uplift_then_score_by_incremental_value(
     again = tmp_path / "again.parquet"
     args = ["score", str(full), "--as-of", "2025-04-04", "--out", str(again), "--model",
             str(churn), "--max-contacts", "30", "--no-track", "--config", str(config)]  # fmt: skip
+    # the uplift model reads value_if_retained: without the value model it would read 0s
+    refused = runner.invoke(app, [*args, "--value", "none"])
+    assert refused.exit_code != 0 and not again.exists()
+    assert "takes value_if_retained from the value model" in " ".join(refused.output.split())
     done = runner.invoke(app, args)
     assert done.exit_code == 0, done.output
     second = pd.read_parquet(again)

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from churnlens.errors import ModelError
-from churnlens.models.uplift import UpliftModel, calibration, shrunk
+from churnlens.models.uplift import UpliftModel
+from churnlens.models.uplift_calibration import calibration, shrunk
 from churnlens.uplift_metrics import (
     auuc,
     qini_at,
@@ -319,6 +320,11 @@ def test_shrinkage_and_calibration_by_hand() -> None:
     assert fitted["slope"] == pytest.approx(1.0 * (1 - 0.25))
     assert calibration(phi, score, tests=3)["slope"] == 0.0
     assert fitted["center"] == pytest.approx(1.0)
+    # a customer in two campaigns: the standard errors sum within customers first
+    grouped = calibration(phi, score, clusters=np.array(["a", "a", "b", "b"]))
+    assert grouped["ate_se"] == pytest.approx(np.sqrt((-2) ** 2 + 2**2) / 4)
+    terms = np.array([c[0] * resid[0] + c[1] * resid[1], c[2] * resid[2] + c[3] * resid[3]])
+    assert grouped["slope_se"] == pytest.approx(np.sqrt((terms**2).sum()) / (c @ c))
     flat = calibration(phi, np.zeros(4))  # a constant score: no slope to estimate
     assert flat["slope"] == 0.0 and flat["slope_raw"] == 0.0 and flat["slope_p"] == 1.0
     json.dumps(flat, allow_nan=False)  # strict JSON in a manifest
@@ -326,10 +332,13 @@ def test_shrinkage_and_calibration_by_hand() -> None:
     assert steep["slope"] == 1.0
 
 
-def test_without_any_effect_calibration_removes_most_of_the_noise_over_seeds() -> None:
+@pytest.mark.parametrize("learner", ["t", "dr"])
+def test_without_any_effect_calibration_removes_most_of_the_noise_over_seeds(
+    learner: str,
+) -> None:
     """Noise does not become a priority: with no effect at all (every true uplift 0), the
-    calibrated out-of-fold uplift is far closer to 0 than the raw T-learner difference
-    it starts from, seed after seed, and most slopes are judged noise (0)."""
+    calibrated out-of-fold uplift is far closer to 0 than the raw ranking score it starts
+    from, seed after seed, and nearly every slope is judged noise (0)."""
     calibrated, raw, flat = [], [], 0
     for seed in range(8):
         rng = np.random.default_rng(seed)
@@ -338,10 +347,48 @@ def test_without_any_effect_calibration_removes_most_of_the_noise_over_seeds() -
         treated = rng.random(n) < 0.5
         outcome = (rng.random(n) < 0.3 + 0.2 * (X["x2"] > 0)).astype(int)
         action = np.where(np.arange(n) < 1_000, "nurture", "vip_care")
-        model = UpliftModel(seed=seed).fit(X, action, treated, outcome, 0.5)
+        model = UpliftModel(learner=learner, seed=seed).fit(X, action, treated, outcome, 0.5)
         calibrated.append(float(np.mean(model.oof_uplift_**2)))
         raw.append(float(np.mean(model.oof_score_**2)))
         flat += sum(m["slope"] == 0.0 for m in model.models_.values())
     ratio = np.sqrt(np.array(calibrated) / np.array(raw))
-    assert ratio.max() <= 0.5 and np.sqrt(np.mean(calibrated) / np.mean(raw)) <= 0.4
-    assert flat >= 8  # of 16 actions
+    assert ratio.max() <= 0.7 and np.sqrt(np.mean(calibrated) / np.mean(raw)) <= 0.45
+    # of 16 actions; without the heterogeneity test 13 (T) and 9 (DR) of them
+    assert flat >= {"t": 14, "dr": 12}[learner]
+
+
+def test_predictions_are_the_calibrated_refitted_score_centred_on_the_training_rows(
+    fitted: UpliftModel,
+) -> None:
+    """uplift = ate + slope x (score - centre), the centre the refitted score's mean over
+    the action's training rows: their mean predicted uplift is the average effect."""
+    X = _training()[0].iloc[:4_000]
+    u = fitted.predict_uplift(X)["uplift_nurture"]
+    model = fitted.models_["nurture"]
+    assert model["slope"] > 0  # the effect depends on x1: a real slope
+    assert u.mean() == pytest.approx(model["ate"], abs=1e-9)
+
+
+def test_actions_named_by_numbers_are_learned_under_their_names() -> None:
+    X, treated, outcome, _ = _customers(1_200, 3)
+    action = np.where(np.arange(1_200) < 600, 1, 2)  # ids, not words
+    model = UpliftModel(n_estimators=10).fit(X, action, treated, outcome, 0.7)
+    assert list(model.models_) == ["1", "2"] and not model.skipped_
+    assert list(model.predict_uplift(X).columns) == ["uplift_1", "uplift_2"]
+
+
+def test_a_customer_in_two_campaigns_keeps_one_fold() -> None:
+    """Stacked campaigns: a customer's rows are never split between fitting and
+    evaluation. Each customer here appears twice with the same row: with their rows in
+    one fold, both get the same out-of-fold score from the same models; split at random
+    between folds, they would not."""
+    X, treated, outcome, _ = _customers(800, 4)
+    customers = np.r_[np.arange(800), np.arange(800)].astype(str)
+    stacked = (pd.concat([X, X]), np.r_[["nurture"] * 1_600], np.r_[treated, treated],
+               np.r_[outcome, outcome], 0.7)  # fmt: skip
+    grouped = UpliftModel(n_estimators=10).fit(*stacked, groups=customers)
+    score = grouped.oof_score_.to_numpy()
+    assert np.array_equal(score[:800], score[800:])
+    assert grouped.evaluation_["nurture"]["rows"] == 1_600
+    apart = UpliftModel(n_estimators=10).fit(*stacked).oof_score_.to_numpy()
+    assert not np.array_equal(apart[:800], apart[800:])

@@ -216,6 +216,7 @@ def load_models(
                 raise
             continue
         _check_companion(loaded[kind].model, trained, companion, kind)
+    _check_score_inputs(loaded)
     order = {kind: i for i, kind in enumerate(model_kinds())}
     ordered = dict(sorted(loaded.items(), key=lambda kv: order[kv[0]]))
     notes = setting_conflicts(settings, trained)
@@ -258,6 +259,30 @@ def _check_companion(model: ChurnlensModel, settings: Settings, where: str, kind
             f"do not build ({missing[:3]}); fit it with the same configuration, or score "
             f"with --{kind} none"
         )
+
+
+def _check_score_inputs(loaded: dict[str, LoadedModel]) -> None:
+    """A model that takes other models' outputs (``score_inputs``) needs the models that
+    give them: without the value model, ``value_if_retained`` would be empty and the
+    uplift model would read it as 0."""
+    import pandas as pd
+
+    from churnlens.models.base import model_class
+
+    for kind, found in loaded.items():
+        taken = [c for c in found.model.score_inputs if c in found.model.feature_names_in_]
+        for other in model_kinds():
+            if other in loaded or not taken:
+                continue
+            gives = set(model_class(other).empty_columns(pd.Index([])).columns)
+            missing = [c for c in taken if c in gives]
+            if missing:
+                raise ModelError(
+                    f"the {kind} model takes {', '.join(missing)} from the {other} model, "
+                    f"which this scoring run does not load; score with a {other} model "
+                    f"(--{other} auto or a bundle) or without the {kind} model "
+                    f"(--{kind}{'-model' if kind == 'uplift' else ''} none)"
+                )
 
 
 def _companion_ref(given: str | Path | None, churn_ref: str, kind: str, name: str) -> str | None:

@@ -143,7 +143,10 @@ def train_uplift(
         min_treated=u.min_treated, min_control=u.min_control, seed=u.seed,
     )  # fmt: skip
     threads = settings.engine.threads or 2
-    model.fit(X, frame["action"], frame["treated"], frame["outcome"], frame["propensity"], threads)
+    model.fit(
+        X, frame["action"], frame["treated"], frame["outcome"], frame["propensity"], threads,
+        groups=frame["customer_id"],
+    )  # fmt: skip
     latest = max(parse_as_of(p[2]["as_of"]) for p in parts)
     result = UpliftResult(model, latest, [p[2] for p in parts], pd.DataFrame(), frame, X)
     result.evaluation = evaluate(result)

@@ -10,11 +10,12 @@ control share), so no propensity model is fitted: the design's probability is ex
 One campaign gives a few hundred customers per action, and uplift is a small difference
 of two noisy rates, so the model borrows strength and trusts only what it can show:
 
-1. **Pooled outcome models.** ``mu1`` (fitted on the treated of every action) and ``mu0``
-   (on the controls), LightGBM on the features plus one indicator per action, so an
-   action with few customers learns the baseline from the others' customers. They are
-   cross-fitted over ``folds`` folds (stratified by action, group and outcome): each
-   row's ``mu1(x)``, ``mu0(x)`` come from models fitted on the other folds.
+1. **Pooled outcome models.** ``mu1`` (fitted on the treated of every learned action)
+   and ``mu0`` (on the controls), LightGBM on the features plus one indicator per
+   action, so an action with few customers learns the baseline from the others'
+   customers. They are cross-fitted over ``folds`` folds (stratified by action, group
+   and outcome; by customer when stacked campaigns hold a customer more than once):
+   each row's ``mu1(x)``, ``mu0(x)`` come from models fitted on the other folds.
 2. **Doubly robust pseudo-outcomes** (Kennedy, "Towards optimal doubly robust estimation
    of heterogeneous causal effects", 2020): ``phi = mu1 - mu0 + T (Y - mu1) / e - (1 - T)
    (Y - mu0) / (1 - e)``, whose mean given ``x`` is ``tau(x)`` because ``e`` is the
@@ -27,13 +28,18 @@ of two noisy rates, so the model borrows strength and trusts only what it can sh
    Fernandez-Val, "Generic machine learning inference on heterogeneous treatment
    effects"): regress ``phi`` on ``s - mean(s)`` out of fold: the intercept is the
    average effect, the slope says how much of the score's spread is real (1: all of it,
-   0: none). Both are shrunk toward 0 by their signal to noise (positive-part
-   James-Stein, ``est x max(0, 1 - se^2 / est^2)``), the slope kept within [0, 1] and
-   only when the test of "no heterogeneity" rejects at 5% over the actions
-   (Bonferroni): one action in five shows a 1.8-sigma slope by chance. The
-   uplift is ``ate + slope x (s(x) - mean(s))``: an action whose effect or whose
-   heterogeneity is within noise predicts 0, or its average effect for everyone, rather
-   than noise that a large ``value_if_retained`` would turn into a priority.
+   0: none). Both are shrunk toward 0 by their signal to noise (``est x max(0, 1 -
+   se^2 / est^2)``, a positive-part shrinkage of each estimate by its own standard
+   error), the slope kept within [0, 1] and only when the test of "no heterogeneity"
+   rejects at 5% over the actions (Bonferroni): one action in five shows a 1.8-sigma
+   slope by chance. The test's standard error ignores the fold-to-fold variation of
+   the score, so it rejects somewhat more often than its nominal level (about twice,
+   measured on data without any effect). The
+   uplift is ``ate + slope x (s(x) - mean(s))`` (at prediction, ``s`` from the models
+   refitted on every row, centred on its mean over the action's rows): an action whose
+   effect or whose heterogeneity is within noise predicts 0, or its average effect for
+   everyone, rather than noise that a large ``value_if_retained`` would turn into a
+   priority.
 
 Evaluation is out of fold: ``oof_score_`` holds every training row's ranking score from
 models that did not see its fold, ``oof_uplift_`` its calibrated uplift. For the
@@ -52,7 +58,6 @@ same model on the same data.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,6 +68,7 @@ from sklearn.base import BaseEstimator
 
 from churnlens.errors import ModelError
 from churnlens.models.base import ChurnlensModel
+from churnlens.models.uplift_calibration import calibration
 from churnlens.uplift_metrics import thin, uplift_curve, uplift_summary
 
 LEARNERS = ("dr", "t")
@@ -132,9 +138,15 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
     def _regressor(self, A: np.ndarray, phi: np.ndarray, num_threads: int) -> lgb.LGBMRegressor:
         return lgb.LGBMRegressor(**self._params(num_threads)).fit(A, phi)
 
-    def _fold_ids(self, strata: np.ndarray) -> np.ndarray:
-        """A fold per row, stratified by ``strata``, drawn from the seed."""
+    def _fold_ids(self, strata: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+        """A fold per row, stratified by ``strata``, drawn from the seed; with ``groups``
+        (a customer in several stacked campaigns), the rows of a group share a fold."""
         rng = np.random.default_rng(self.seed)
+        if groups is not None:
+            unique, inverse = np.unique(groups, return_inverse=True)
+            of_group = np.empty(len(unique), dtype=np.int64)
+            of_group[rng.permutation(len(unique))] = np.arange(len(unique)) % self.folds
+            return of_group[inverse]
         fold = np.empty(len(strata), dtype=np.int64)
         start = 0
         for stratum in np.unique(strata):
@@ -187,13 +199,16 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         outcome: Any,
         propensity: Any,
         num_threads: int = 1,
+        groups: Any = None,
     ) -> UpliftModel:
         """Fit per action on customers of a randomised experiment; returns self.
 
         ``action``: each row's action (rows without one are ignored); ``treated``: True
         for the treatment group, False for the controls; ``outcome``: 1 when the customer
         bought within the horizon, else 0; ``propensity``: the design's P(treated) for the
-        row (1 - its action's control share), a scalar or one per row.
+        row (1 - its action's control share), a scalar or one per row; ``groups``: the
+        customer of each row when campaigns are stacked (a customer's rows share a fold,
+        and standard errors are clustered by customer).
         """
         if self.learner not in LEARNERS:
             raise ModelError(f"unknown uplift learner {self.learner!r}; use one of {LEARNERS}")
@@ -226,9 +241,9 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         self.skipped_: dict[str, str] = {}
         self.evaluation_: dict[str, dict[str, float | int]] = {}
         self.curves_: dict[str, pd.DataFrame] = {}
-        keys = actions.where(present, None).astype(object)
+        keys = actions.astype(str).where(present, None)  # names as text, like the columns
         codes = np.full(n, -1, dtype=np.int64)
-        for name in sorted(keys[present].astype(str).unique()):
+        for name in sorted(keys[present].unique()):
             rows = (keys == name).to_numpy()
             reason = self._too_few(int(t[rows].sum()), int((~t[rows]).sum()))
             if reason:
@@ -237,10 +252,18 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
                 codes[rows] = len(self.models_)
                 self.models_[name] = {}
         oof, score = np.full(n, np.nan), np.full(n, np.nan)
+        cluster = None
+        if groups is not None:
+            cluster = np.asarray(groups, dtype=object).ravel().astype(str)
+            if len(cluster) != n:
+                raise ModelError(f"groups has {len(cluster)} rows, X has {n}")
         if self.models_:
             used = codes >= 0
+            given = None
+            if cluster is not None and pd.Series(cluster[used]).duplicated().any():
+                given = cluster[used]  # only when a customer has several rows
             oof[used], score[used] = self._fit_pooled(
-                A[used], codes[used], t[used], y[used], e[used], num_threads
+                A[used], codes[used], t[used], y[used], e[used], num_threads, given
             )
         self.oof_uplift_ = pd.Series(oof, index=X.index, name="oof_uplift")
         self.oof_score_ = pd.Series(score, index=X.index, name="oof_score")
@@ -254,10 +277,11 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         y: np.ndarray,
         e: np.ndarray,
         num_threads: int,
+        groups: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Steps 1-4 of the module docstring on the rows of the fitted actions; returns
         their out-of-fold calibrated uplift and ranking score."""
-        fold = self._fold_ids(codes * 4 + t.astype(np.int64) * 2 + y)
+        fold = self._fold_ids(codes * 4 + t.astype(np.int64) * 2 + y, groups)
         mu1, mu0 = self._pooled(self._design(A, codes), t, y, fold, num_threads)
         phi = mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
         oof, score = np.empty(len(y)), np.empty(len(y))
@@ -266,8 +290,12 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
             score[rows], models = self._ranking_score(
                 A[rows], phi[rows], (mu1 - mu0)[rows], fold[rows], num_threads
             )
-            fitted = calibration(phi[rows], score[rows], tests=len(self.models_))
-            self.models_[name] = {**models, **{k: fitted[k] for k in ("ate", "slope", "center")}}
+            clusters = None if groups is None else groups[rows]
+            fitted = calibration(phi[rows], score[rows], len(self.models_), clusters)
+            model = {**models, **{k: fitted[k] for k in ("ate", "slope", "center")}}
+            # predictions centre the refitted model's score on its own mean over the rows
+            model["center"] = float(self._score(A[rows], code, model, num_threads).mean())
+            self.models_[name] = model
             oof[rows] = np.clip(
                 fitted["ate"] + fitted["slope"] * (score[rows] - fitted["center"]), -1.0, 1.0
             )
@@ -309,16 +337,20 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         A = self._matrix(X)
         columns = {}
         for code, (name, fitted) in enumerate(self.models_.items()):
-            if self.learner_ == "t":
-                D = self._design(A, np.full(len(A), code))
-                score = _probability(self.outcomes_["mu1"], D, num_threads) - _probability(
-                    self.outcomes_["mu0"], D, num_threads
-                )
-            else:
-                score = fitted["tau"].booster_.predict(A, num_threads=num_threads)
+            score = self._score(A, code, fitted, num_threads)
             u = fitted["ate"] + fitted["slope"] * (score - fitted["center"])
             columns[PREFIX + name] = np.clip(u, -1.0, 1.0)
         return pd.DataFrame(columns, index=X.index)
+
+    def _score(
+        self, A: np.ndarray, code: int, fitted: dict[str, Any], num_threads: int
+    ) -> np.ndarray:
+        """The ranking score of the action ``code`` from the models fitted on every row."""
+        if self.learner_ == "t":
+            D = self._design(A, np.full(len(A), code))
+            mu1 = _probability(self.outcomes_["mu1"], D, num_threads)
+            return mu1 - _probability(self.outcomes_["mu0"], D, num_threads)
+        return fitted["tau"].booster_.predict(A, num_threads=num_threads)
 
     def predict_columns(self, X: pd.DataFrame, num_threads: int = 1) -> pd.DataFrame:
         """:meth:`predict_uplift`: ``uplift_<action>`` per fitted action."""
@@ -367,48 +399,6 @@ def _probability(model: Outcome, A: np.ndarray, num_threads: int) -> np.ndarray:
     if isinstance(model, float):
         return np.full(len(A), model)
     return model.booster_.predict(A, num_threads=num_threads)
-
-
-def shrunk(estimate: float, se: float) -> float:
-    """Positive-part James-Stein toward 0: ``estimate x max(0, 1 - se^2 / estimate^2)``."""
-    if estimate == 0 or not np.isfinite(se):
-        return 0.0
-    return float(estimate * max(0.0, 1.0 - (se / estimate) ** 2))
-
-
-def calibration(phi: np.ndarray, score: np.ndarray, tests: int = 1) -> dict[str, float]:
-    """The best linear predictor of the pseudo-outcomes ``phi`` from the out-of-fold
-    ranking ``score`` (see the module docstring, step 4): the average effect and the
-    slope, each with its standard error (the slope's robust to heteroskedasticity) and
-    shrunk toward 0; ``center`` is the score's mean. The slope is kept only when the
-    one-sided test of "no heterogeneity" rejects at 5% over ``tests`` actions
-    (Bonferroni: ``slope_p < 0.05 / tests``), then shrunk and kept within [0, 1]."""
-    n = len(phi)
-    ate = float(phi.mean())
-    ate_se = float(phi.std(ddof=1) / np.sqrt(n))  # n >= 2 (an action has a row per fold)
-    center = float(score.mean())
-    c = score - center
-    spread = float(c @ c)
-    slope_raw, slope_se, slope_p = 0.0, 0.0, 1.0  # a constant score: no slope to estimate
-    if spread > 1e-12 * max(n, 1):
-        slope_raw = float(c @ (phi - ate) / spread)
-        resid = phi - ate - slope_raw * c
-        slope_se = float(np.sqrt(((c * resid) ** 2).sum()) / spread)
-        if slope_se > 0:
-            slope_p = 0.5 * math.erfc(slope_raw / slope_se / math.sqrt(2))
-        elif slope_raw > 0:  # an exact fit
-            slope_p = 0.0
-    kept = slope_p < 0.05 / max(tests, 1)
-    return {
-        "ate_raw": ate,
-        "ate_se": ate_se,
-        "ate": shrunk(ate, ate_se),
-        "slope_raw": slope_raw,
-        "slope_se": slope_se,
-        "slope_p": slope_p,
-        "slope": float(np.clip(shrunk(slope_raw, slope_se), 0.0, 1.0)) if kept else 0.0,
-        "center": center,
-    }
 
 
 def _evaluation(
