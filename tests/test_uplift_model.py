@@ -239,6 +239,16 @@ def test_an_action_with_too_few_controls_is_skipped_with_the_counts(
     assert treated_short.validation_score(pd.DataFrame()) is None
 
 
+def test_a_model_that_learned_no_action_saves_and_loads(tmp_path: Path) -> None:
+    """A first campaign too small for any action still gives a bundle scoring can load
+    (it adds no uplift column)."""
+    empty = UpliftModel(min_treated=5_000, n_estimators=5).fit(*_training())
+    assert not empty.models_
+    files = empty.save(tmp_path)
+    loaded = UpliftModel.load({f: (tmp_path / f).read_bytes() for f in files}, empty.metadata())
+    assert loaded.predict_columns(_customers(5, 6)[0]).columns.tolist() == []
+
+
 def test_save_and_load_give_identical_predictions(fitted: UpliftModel, tmp_path: Path) -> None:
     files = fitted.save(tmp_path)
     loaded = UpliftModel.load({f: (tmp_path / f).read_bytes() for f in files}, fitted.metadata())

@@ -238,6 +238,7 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         self.learner_ = self.learner
         A = self._matrix(X)
         self.models_: dict[str, dict[str, Any]] = {}
+        self.outcomes_: dict[str, Outcome] = {}  # the pooled outcome models (none: no action)
         self.skipped_: dict[str, str] = {}
         self.evaluation_: dict[str, dict[str, float | int]] = {}
         self.curves_: dict[str, pd.DataFrame] = {}
