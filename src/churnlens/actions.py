@@ -29,12 +29,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from churnlens.config import format_validation_error, read_yaml
+from churnlens.config import format_validation_error
 from churnlens.contacts import FatigueRules
 from churnlens.errors import ConfigError
 from churnlens.history import change_reasons, risk_change
 from churnlens.lifecycle import STAGES
 from churnlens.reasons import append_reason
+from churnlens.yaml_files import read_yaml
 
 Stage = Literal["new", "active", "silent", "sleeping", "lost"]
 Band = Literal["low", "medium", "high"]
