@@ -29,113 +29,28 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_scoring  # beside this file, importable through the sys.path entry above
 from bench_scoring import BENCH, ROOT
+from churnlens.spark_standalone import LocalCluster, spark_home
 
 JAVA_OPTS = "-XX:+UseSerialGC"
 
 
-def _spark_home() -> str:
-    import pyspark
-
-    return os.environ.get("SPARK_HOME") or str(Path(pyspark.__file__).parent)
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _env() -> dict[str, str]:
-    env = dict(os.environ, SPARK_HOME=_spark_home(), SPARK_LOCAL_IP="127.0.0.1")
+    env = dict(os.environ, SPARK_HOME=spark_home(), SPARK_LOCAL_IP="127.0.0.1")
     env["SPARK_DAEMON_MEMORY"] = "512m"
     src = str(ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
     return env
-
-
-def _status(webui: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{webui}/json", timeout=5) as response:
-        return json.load(response)
-
-
-def _wait_for(webui: int, workers: int, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if _status(webui).get("aliveworkers") == workers:
-                return
-        except (OSError, ValueError):  # not listening yet, or an empty page while starting
-            pass
-        time.sleep(0.5)
-    sys.exit(f"bench_spark: the cluster did not have {workers} workers in {seconds:.0f} s")
-
-
-class Cluster:
-    """A standalone master and ``workers`` one-core workers; :meth:`stop` ends exactly
-    the processes it started."""
-
-    def __init__(self, workers: int, memory: str, folder: Path) -> None:
-        self.processes: list[subprocess.Popen] = []
-        self.logs = []
-        port, self.webui, *ports = _free_ports(2 + 2 * workers)
-        self.url = f"spark://127.0.0.1:{port}"
-        spark_class = str(Path(_spark_home()) / "bin" / "spark-class")
-        self._start(
-            "master", [spark_class, "org.apache.spark.deploy.master.Master", "--host",
-                       "127.0.0.1", "--port", str(port), "--webui-port", str(self.webui)],
-            folder,
-        )  # fmt: skip
-        for i in range(workers):
-            self._start(
-                f"worker{i}",
-                [spark_class, "org.apache.spark.deploy.worker.Worker", self.url, "--host",
-                 "127.0.0.1", "--port", str(ports[2 * i]), "--webui-port",
-                 str(ports[2 * i + 1]), "--cores", "1", "--memory", memory,
-                 "--work-dir", str(folder / f"work{i}")],
-                folder,
-            )  # fmt: skip
-        try:
-            _wait_for(self.webui, workers)
-        except BaseException:  # never leave the JVMs started so far running
-            self.stop()
-            raise
-
-    def _start(self, name: str, command: list[str], folder: Path) -> None:
-        log = open(folder / f"{name}.log", "w")  # noqa: SIM115 (closed in stop)
-        self.logs.append(log)
-        self.processes.append(
-            subprocess.Popen(command, env=_env(), stdout=log, stderr=subprocess.STDOUT)
-        )
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.terminate()
-        for process in reversed(self.processes):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log in self.logs:
-            log.close()
 
 
 def _tree_rss(pid: int) -> int:
@@ -232,7 +147,7 @@ def main() -> None:
         print("one machine ...", flush=True)
         local_seconds, local_peak = _run_measured(one, _env(), quiet=True)
         print(f"one machine: {local_seconds:.1f} s, peak {local_peak / 2**30:.2f} GiB", flush=True)
-        cluster = Cluster(args.workers, args.worker_memory, work)
+        cluster = LocalCluster(work, args.workers, memory=args.worker_memory, env=_env())
         env = _env()
         env["PYSPARK_SUBMIT_ARGS"] = (
             f"--driver-memory {args.driver_memory} --executor-memory {args.executor_memory} "

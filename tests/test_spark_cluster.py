@@ -15,12 +15,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tarfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +29,7 @@ import churnlens
 from churnlens.history import HISTORY_COLUMNS
 from churnlens.model_source import load_models
 from churnlens.scoring import score
+from churnlens.spark_standalone import LocalCluster, wait_for
 from tests.conftest import AS_OF, ROOT
 from tests.test_spark import normalise
 
@@ -43,17 +41,6 @@ SOURCE = Path(churnlens.__file__).parents[1]  # the churnlens under test, for th
 JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP="127.0.0.1")
     env["SPARK_DAEMON_MEMORY"] = "256m"
@@ -62,58 +49,11 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _status(webui: int) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{webui}/json", timeout=5) as response:
-        return json.load(response)
-
-
-def _wait(what: str, check, seconds: float = 60) -> dict:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            found = check()
-            if found:
-                return found
-        except (OSError, ValueError):  # not listening yet, or an empty page while starting
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the cluster did not get there in {seconds:.0f} s: {what}")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     """A standalone master and one worker (1 core, 1 GB), stopped whatever happens."""
-    folder = tmp_path_factory.mktemp("cluster")
-    port, webui, worker_port, worker_ui = _free_ports(4)
-    spark_class = str(SPARK_HOME / "bin" / "spark-class")
-    logs = [open(folder / f"{name}.log", "w") for name in ("master", "worker")]  # noqa: SIM115
-    master_cmd = [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1"]
-    master_cmd += ["--port", str(port), "--webui-port", str(webui)]
-    url = f"spark://127.0.0.1:{port}"
-    worker_cmd = [spark_class, "org.apache.spark.deploy.worker.Worker", url]
-    worker_cmd += ["--host", "127.0.0.1", "--port", str(worker_port)]
-    worker_cmd += ["--webui-port", str(worker_ui), "--cores", "1", "--memory", "1g"]
-    worker_cmd += ["--work-dir", str(folder / "work")]
-    started: list[subprocess.Popen] = []
-    try:
-        for cmd, log in zip((master_cmd, worker_cmd), logs, strict=True):
-            started.append(subprocess.Popen(cmd, env=_env(), stdout=log, stderr=subprocess.STDOUT))
-            if len(started) == 1:
-                _wait("the master's web UI", lambda: _status(webui))
-        _wait("one alive worker", lambda: _status(webui).get("aliveworkers") == 1)
-        yield url, webui
-    finally:
-        for process in reversed(started):  # only the processes this fixture started
-            process.terminate()
-        for process in reversed(started):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log in logs:
-            log.close()
+    with LocalCluster(tmp_path_factory.mktemp("cluster"), env=_env(), seconds=60) as started:
+        yield started
 
 
 def _readme_job(folder: Path) -> Path:
@@ -140,7 +80,7 @@ def _submit_options(url: str) -> list[str]:
 def test_the_readme_job_runs_on_a_standalone_cluster(
     cluster, sample_log_path, trained_bundles, tmp_path
 ) -> None:
-    url, webui = cluster
+    url = cluster.url
     job = _readme_job(tmp_path)
     out = tmp_path / "scores"
     submit = [str(SPARK_HOME / "bin" / "spark-submit"), *_submit_options(url)]
@@ -156,15 +96,17 @@ def test_the_readme_job_runs_on_a_standalone_cluster(
     got = normalise(pd.read_parquet(out))
     assert list(got.index) == list(expected.index)
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
-    finished = _wait("the application listed as completed", lambda: _status(webui)["completedapps"])
+    finished = wait_for(
+        "the application listed as completed", lambda: cluster.status()["completedapps"]
+    )
     assert [app["state"] for app in finished] == ["FINISHED"]
-    assert _status(webui)["activeapps"] == []
+    assert cluster.status()["activeapps"] == []
 
 
 def test_the_command_line_ships_an_environment_archive(
     cluster, sample_log_path, trained_bundles, tmp_path
 ) -> None:
-    url, webui = cluster
+    url = cluster.url
     ran = tmp_path / "archive-python-ran"
     python = tmp_path / "env" / "bin" / "python"
     python.parent.mkdir(parents=True)
@@ -195,4 +137,4 @@ def test_the_command_line_ships_an_environment_archive(
     assert list(expected.columns) == [*got.columns, *HISTORY_COLUMNS]
     expected = expected[list(got.columns)]
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=0, atol=1e-9)
-    _wait("no application left running", lambda: _status(webui)["activeapps"] == [])
+    wait_for("no application left running", lambda: cluster.status()["activeapps"] == [])

@@ -119,3 +119,23 @@ def test_a_bad_master_on_the_command_line_is_one_line_before_any_work(tmp_path) 
         "yarn or k8s://https://HOST:PORT"
     ]
     assert not out.with_name("s.parquet.lock").exists()
+
+
+def test_waiting_for_a_local_cluster_tolerates_a_master_still_starting() -> None:
+    """An empty status page (ValueError) or a refused connection (OSError) is "not yet";
+    the wait returns the first true answer, or names what it waited for."""
+    from churnlens.spark_standalone import free_ports, wait_for
+
+    answers = iter([ValueError("empty page"), OSError("refused"), {}, {"aliveworkers": 1}])
+
+    def status() -> dict:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert wait_for("one worker", status, seconds=10) == {"aliveworkers": 1}
+    with pytest.raises(TimeoutError, match="did not get there in 0 s: the master"):
+        wait_for("the master", lambda: False, seconds=0)
+    ports = free_ports(4)
+    assert len(set(ports)) == 4 and all(p > 0 for p in ports)
