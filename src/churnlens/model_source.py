@@ -280,8 +280,7 @@ def _check_score_inputs(loaded: dict[str, LoadedModel]) -> None:
                 raise ModelError(
                     f"the {kind} model takes {', '.join(missing)} from the {other} model, "
                     f"which this scoring run does not load; score with a {other} model "
-                    f"(--{other} auto or a bundle) or without the {kind} model "
-                    f"(--{kind}{'-model' if kind == 'uplift' else ''} none)"
+                    f"beside it, or without the {kind} model"
                 )
 
 

@@ -130,6 +130,9 @@ def _area(curve: pd.DataFrame, column: str) -> float:
     return float(np.trapezoid(curve[column].to_numpy(), curve["fraction"].to_numpy()))
 
 
+SUMMARY = ("qini", "qini_random", "auuc", "auuc_random", "incremental")  # uplift_summary's keys
+
+
 def _summary(curve: pd.DataFrame) -> dict[str, float]:
     n = int(curve["k"].iloc[-1])
     qini_end = float(curve["qini"].iloc[-1])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -48,7 +49,7 @@ from churnlens.events import EventSource, EventTable, load_events, parse_as_of
 from churnlens.features import build_features
 from churnlens.models.uplift import UpliftModel
 from churnlens.scores_file import read_scores_file
-from churnlens.uplift_metrics import thin, uplift_curve, uplift_summary
+from churnlens.uplift_metrics import SUMMARY, thin, uplift_curve, uplift_summary
 
 
 @dataclass
@@ -153,41 +154,36 @@ def train_uplift(
     return result
 
 
-def oof_ranking(model: UpliftModel, frame: pd.DataFrame) -> np.ndarray:
-    """Each row's out-of-fold ranking score for its own action (NaN where not modelled):
-    the order the model puts the action's customers in (its calibrated uplift is an
-    increasing function of it, or a constant when the spread is within noise); the model
-    was fitted on the rows of ``frame``, in its order."""
-    return model.oof_score_.to_numpy(dtype=float)[: len(frame)]
+def _fitted_actions(result: UpliftResult) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Per fitted action (by name), its customers' rows of the training frame."""
+    for action, part in result.frame.groupby("action", sort=True):
+        if str(action) in result.model.evaluation_:
+            yield str(action), part
 
 
 def evaluate(result: UpliftResult) -> pd.DataFrame:
     """Per fitted action, the Qini coefficient and AUUC of three rankings of its customers:
-    the model's out-of-fold uplift, value at risk, and random (the diagonal)."""
-    frame = result.frame.assign(_uplift=oof_ranking(result.model, result.frame))
+    the model's out-of-fold ranking score (the model's own evaluation), value at risk,
+    and random (the diagonal)."""
     rows = []
-    for action, part in frame.groupby("action", sort=True):
-        if str(action) not in result.model.evaluation_:
-            continue
+    for action, part in _fitted_actions(result):
+        fitted = result.model.evaluation_[action]
+        model = {key: fitted[key] for key in SUMMARY}
         t, y = part["treated"].to_numpy(), part["outcome"].to_numpy()
-        for name, score in (("model", part["_uplift"]), ("value_at_risk", part["value_at_risk"])):
-            summary = uplift_summary(score.fillna(-np.inf).to_numpy(), t, y)
+        at_risk = uplift_summary(part["value_at_risk"].fillna(-np.inf).to_numpy(), t, y)
+        for name, summary in (("model", model), ("value_at_risk", at_risk)):
             rows.append({"action": action, "ranking": name, **summary, "customers": len(part)})
     return pd.DataFrame(rows)
 
 
 def curves(result: UpliftResult) -> dict[str, dict[str, pd.DataFrame]]:
-    """Per action, the thinned Qini curves of the model's and value at risk's rankings."""
-    frame = result.frame.assign(_uplift=oof_ranking(result.model, result.frame))
+    """Per action, the thinned Qini curves of the model's ranking (the model's own) and
+    value at risk's."""
     out: dict[str, dict[str, pd.DataFrame]] = {}
-    for action, part in frame.groupby("action", sort=True):
-        if str(action) not in result.model.evaluation_:
-            continue
+    for action, part in _fitted_actions(result):
         t, y = part["treated"].to_numpy(), part["outcome"].to_numpy()
-        out[str(action)] = {
-            name: thin(uplift_curve(part[column].fillna(-np.inf).to_numpy(), t, y))
-            for name, column in (("uplift model", "_uplift"), ("value at risk", "value_at_risk"))
-        }
+        at_risk = uplift_curve(part["value_at_risk"].fillna(-np.inf).to_numpy(), t, y)
+        out[action] = {"uplift model": result.model.curves_[action], "value at risk": thin(at_risk)}
     return out
 
 
