@@ -11,11 +11,10 @@ import pandas as pd
 import pytest
 
 from churnlens.errors import InputError
-from churnlens.outputs import manifest_path
+from churnlens.outputs import manifest_path, part_files
 from churnlens.spark_output import (
     DATASET,
     check_dataset_path,
-    part_files,
     publish_dataset,
     recover_dataset,
     spark_message,

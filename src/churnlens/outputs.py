@@ -178,8 +178,24 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _pending(out: Path) -> Path:
+def pending_path(out: Path) -> Path:
+    """Where a replacement of ``out`` waits between its commit point and its rename."""
     return out.with_name(f".{out.name}.pending")
+
+
+def part_files(folder: Path) -> dict[str, int]:
+    """The Parquet part files of a dataset folder and their sizes, by name."""
+    return {p.name: p.stat().st_size for p in sorted(folder.glob("*.parquet")) if p.is_file()}
+
+
+def manifest_file(target: Path, manifest: dict[str, Any], mode: int) -> Path:
+    """``manifest`` as JSON in a temporary file beside ``target``, on disk (fsync) with
+    ``mode``: ready to be renamed onto ``target`` (the commit point of a replacement)."""
+    tmp = _temporary(target)
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
+    _fsync(tmp)
+    os.chmod(tmp, mode)
+    return tmp
 
 
 def replace_with_manifest(
@@ -200,7 +216,8 @@ def replace_with_manifest(
     """
     out = Path(out)
     target = manifest_path(out)
-    tmp, tmp_manifest, pending = _temporary(out), _temporary(target), _pending(out)
+    tmp, pending = _temporary(out), pending_path(out)
+    tmp_manifest: Path | None = None
     committed = False
     try:
         try:
@@ -208,12 +225,9 @@ def replace_with_manifest(
             _fsync(tmp)
             described = manifest() if callable(manifest) else manifest
             manifest = {**described, "output_sha256": sha256_file(tmp)}
-            text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
-            tmp_manifest.write_text(text, encoding="utf-8")
-            _fsync(tmp_manifest)
             mode = publish_mode(out)  # the manifest takes the result's mode
+            tmp_manifest = manifest_file(target, manifest, mode)
             os.chmod(tmp, mode)
-            os.chmod(tmp_manifest, mode)
             os.replace(tmp, pending)
             os.replace(tmp_manifest, target)
             committed = True
@@ -229,8 +243,9 @@ def replace_with_manifest(
             ) from None
     finally:
         for leftover in (tmp, tmp_manifest, *(() if committed else (pending,))):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
+            if leftover is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
     return target, manifest
 
 
@@ -240,7 +255,7 @@ def recover_interrupted(out: str | Path) -> bool:
     result the manifest does not describe. Call it only while holding
     :func:`output_lock`. Returns whether a result was renamed into place."""
     out = Path(out)
-    pending = _pending(out)
+    pending = pending_path(out)
     if not pending.is_file():
         return False
     try:

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from churnlens.errors import InputError, Problem
-from churnlens.outputs import read_paired_manifest
+from churnlens.outputs import part_files, read_paired_manifest
 
 FIX = "give a scores file written by `churnlens score`"
 
@@ -47,7 +47,7 @@ def read_scores_file(
     parts = dataset_parts(path, manifest, label) if path.is_dir() else [path]
     columns = None if wanted is None else [*dict.fromkeys([*needed, *wanted])]
     try:
-        frame = pd.concat([_read(part, columns) for part in parts], ignore_index=True)
+        frame = _read(parts, columns)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         what = f"{noun} cannot be read ({first})"
@@ -70,7 +70,7 @@ def dataset_parts(folder: Path, manifest: dict[str, Any] | None, label: str) -> 
         )
         fix = "give the scores file, or the folder `churnlens score --engine spark` wrote"
         raise InputError(str(folder), [Problem(label, what, fix=fix)])
-    found = {p.name: p.stat().st_size for p in folder.glob("*.parquet") if p.is_file()}
+    found = part_files(folder)
     if found != listed:
         missing = sorted(set(listed) - set(found))
         extra = sorted(set(found) - set(listed))
@@ -87,16 +87,20 @@ def dataset_parts(folder: Path, manifest: dict[str, Any] | None, label: str) -> 
     return [folder / name for name in sorted(listed)]
 
 
-def _read(path: Path, columns: list[str] | None) -> pd.DataFrame:
-    if path.name.lower().endswith(".parquet"):
+def _read(parts: list[Path], columns: list[str] | None) -> pd.DataFrame:
+    """One file, or a dataset's parts read as one Arrow table (one schema read, one
+    conversion to pandas)."""
+    if parts[0].name.lower().endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        names = pq.read_schema(path).names
+        names = pq.read_schema(parts[0]).names
         keep = None if columns is None else [c for c in columns if c in names]
-        frame = pq.read_table(path, columns=keep).to_pandas()
+        table = pa.concat_tables([pq.read_table(part, columns=keep) for part in parts])
+        frame = table.to_pandas()
     else:
         usecols = None if columns is None else (lambda c: c in columns)
-        frame = pd.read_csv(path, usecols=usecols, dtype={"customer_id": str})
+        frame = pd.read_csv(parts[0], usecols=usecols, dtype={"customer_id": str})
     if "customer_id" in frame.columns:
         frame["customer_id"] = frame["customer_id"].astype(str)
     return frame

@@ -41,9 +41,13 @@ from churnlens.errors import ChurnlensError, InputError, Problem, SparkError
 from churnlens.model_source import ScoringModels, load_models
 from churnlens.outputs import (
     check_not_input,
+    manifest_file,
     manifest_path,
     output_failure,
     output_lock,
+    part_files,
+    pending_path,
+    publish_mode,
     remove_work,
     sweep_dead_work,
     work_prefix,
@@ -158,15 +162,6 @@ def _described(out: Path) -> dict[str, Any] | None:
     return None
 
 
-def part_files(folder: Path) -> dict[str, int]:
-    """The dataset's part files and their sizes."""
-    return {p.name: p.stat().st_size for p in sorted(folder.glob("*.parquet")) if p.is_file()}
-
-
-def _pending(out: Path) -> Path:
-    return out.with_name(f".{out.name}.pending")
-
-
 def _swap(pending: Path, out: Path, aside: Path) -> None:
     """Move the earlier result at ``out`` into ``aside`` and ``pending`` into its place."""
     if out.exists() or out.is_symlink():
@@ -178,7 +173,7 @@ def recover_dataset(out: Path, work: Path) -> bool:
     """Finish a replacement killed after its commit point (the pending folder holds the
     files the manifest lists: it is renamed into place), or drop a pending folder the
     manifest does not describe. Call it while holding the output's lock."""
-    pending = _pending(out)
+    pending = pending_path(out)
     if not pending.is_dir():
         return False
     manifest = _described(out)
@@ -195,17 +190,11 @@ def publish_dataset(data: Path, out: Path, manifest: dict[str, Any], work: Path)
     for crc in data.glob(".*.crc"):  # Hadoop's local checksums: not part of the dataset
         crc.unlink()
     manifest["output_files"] = part_files(data)
-    pending, target = _pending(out), manifest_path(out)
+    pending, target = pending_path(out), manifest_path(out)
     name = None
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(name, 0o666 & ~umask)
+        # the manifest keeps the mode of the one it replaces (an operator's chmod 640)
+        name = manifest_file(target, manifest, publish_mode(target))
         os.replace(data, pending)
         os.replace(name, target)  # the commit point
     except OSError as exc:
