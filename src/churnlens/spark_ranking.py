@@ -53,7 +53,6 @@ class Ranked:
 
     frame: DataFrame
     kept: list[DataFrame] = field(default_factory=list)
-    threshold: dict[str, Any] | None = None  # the M-th treated row's ranking columns
 
     def release(self) -> None:
         for df in self.kept:
@@ -106,15 +105,15 @@ def after(policy: Policy, row: dict[str, Any]) -> Column:
 
 def _over(
     scored: DataFrame, policy: Policy, max_contacts: int | None, partitions: int, kept: list
-) -> tuple[Column, dict[str, Any] | None]:
+) -> Column:
     """The over-the-budget condition, from the threshold row (see the module's text)."""
     from pyspark.sql import functions as F
 
     contact = F.col("action").isin(list(policy.contact_actions()))
     if max_contacts is None:
-        return F.lit(False), None
+        return F.lit(False)
     if max_contacts == 0:
-        return contact, None
+        return contact
     names = [c for c, _ in order_keys(policy)]
     treated = scored.filter(contact & (F.col("group") == "treatment")).select(*names)
     sorted_treated = _positioned(treated, _order(policy), partitions)
@@ -126,23 +125,19 @@ def _over(
             position = (part << ROW_BITS) + wanted - 1
             row = sorted_treated.filter(F.col(POSITION) == position).first()
             assert row is not None, "the threshold row is where the counts put it"
-            threshold = {c: row[c] for c in names}
-            return contact & after(policy, threshold), threshold
+            return contact & after(policy, {c: row[c] for c in names})
         wanted -= n
-    return F.lit(False), None  # fewer treated rows than the budget: nobody over it
+    return F.lit(False)  # fewer treated rows than the budget: nobody over it
 
 
-def rank(
-    scored: DataFrame, policy: Policy, max_contacts: int | None, partitions: int | None = None
-) -> Ranked:
+def rank(scored: DataFrame, policy: Policy, max_contacts: int | None, partitions: int) -> Ranked:
     """The contact budget, ``contact`` and ``priority`` of :func:`rank_sql`, computed in
-    ``partitions`` range partitions (default: ``scored``'s partitions); ``scored`` is
-    read several times (keep it with ``persist``)."""
+    ``partitions`` range partitions; ``scored`` is read several times (keep it with
+    ``persist``)."""
     from pyspark.sql import functions as F
 
-    partitions = partitions or max(1, scored.rdd.getNumPartitions())
     kept: list[DataFrame] = []
-    over, threshold = _over(scored, policy, max_contacts, partitions, kept)
+    over = _over(scored, policy, max_contacts, partitions, kept)
     replaced = over_budget(policy, max_contacts, OVER, "spark")
     columns = [c for c in scored.columns if c not in ("priority", "contact")]
     budgeted = scored.withColumn(OVER, over).select(
@@ -168,7 +163,7 @@ def rank(
     out = joined.select(
         *[priority if c == "priority" else F.col(c) for c in (*SCORE_COLUMNS, *EXTRA_COLUMNS)]
     )
-    return Ranked(out, kept, threshold)
+    return Ranked(out, kept)
 
 
 __all__ = ["Ranked", "after", "rank"]
