@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 
 from churnlens.errors import InputError
+from churnlens.output_datasets import DATASET, recover_dataset
 from churnlens.outputs import manifest_path, part_files
 from churnlens.spark_output import (
-    DATASET,
     check_dataset_path,
     publish_dataset,
-    recover_dataset,
     spark_message,
 )
 
@@ -113,3 +112,25 @@ def test_a_dataset_is_read_back_only_as_its_manifest_lists_it(tmp_path) -> None:
     manifest_path(out).unlink()
     with pytest.raises(InputError, match="not a Spark scores dataset"):
         read_scores_file(out, ("customer_id",))
+
+
+def test_any_job_on_the_output_completes_a_killed_dataset_replacement(tmp_path) -> None:
+    """recover_interrupted, which every job on an output runs first (the one-machine
+    engine's too), completes a Spark replacement killed after its commit, or removes a
+    pending folder its manifest does not describe, leaving no aside folder behind."""
+    from churnlens.outputs import recover_interrupted, remove_stale_work
+
+    out = tmp_path / "scores.parquet"
+    pending = _dataset(tmp_path / ".scores.parquet.pending", 2)
+    manifest = {"kind": "scores", "output_format": DATASET, "output_files": part_files(pending)}
+    manifest_path(out).write_text(json.dumps(manifest))
+    assert recover_interrupted(out)
+    assert len(pd.read_parquet(out)) == 4 and not pending.exists()
+    _dataset(tmp_path / ".scores.parquet.pending", 1)  # not what the manifest lists
+    (tmp_path / ".scores.parquet.manifest.json.x1.tmp").write_text("{}")  # a killed write
+    remove_stale_work(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "scores.parquet",
+        "scores.parquet.manifest.json",
+    ]
+    assert len(pd.read_parquet(out)) == 4

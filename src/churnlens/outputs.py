@@ -256,6 +256,8 @@ def recover_interrupted(out: str | Path) -> bool:
     :func:`output_lock`. Returns whether a result was renamed into place."""
     out = Path(out)
     pending = pending_path(out)
+    if pending.is_dir():  # a Parquet dataset's (the Spark engine's) replacement
+        return _recover_dataset(out)
     if not pending.is_file():
         return False
     try:
@@ -354,12 +356,21 @@ def _same_file(handle: Any, path: Path) -> bool:
         return False
 
 
+def _recover_dataset(out: Path) -> bool:
+    from churnlens.output_datasets import recover_dataset
+
+    aside = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), dir=out.parent))
+    try:
+        return recover_dataset(out, aside)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def remove_stale_work(path: str | Path) -> int:
     """Complete or undo an interrupted replacement (:func:`recover_interrupted`), then
     remove the work folders (``.<name>.work.*``) and temporary files a killed job left
     beside ``path``; call it only while holding :func:`output_lock`. Returns how many
     were removed."""
-    import shutil
 
     path = Path(path)
     recover_interrupted(path)
@@ -398,7 +409,6 @@ def sweep_dead_work(folder: str | Path) -> int:
     """Remove the hidden work folders (:func:`work_prefix`) in ``folder`` whose process
     is gone: what a job killed with SIGKILL left, whatever output it was writing.
     Returns how many were removed."""
-    import shutil
 
     removed = 0
     for p in Path(folder).glob(".*.*.*.*"):

@@ -15,7 +15,9 @@ Atomic, as on one machine: the dataset is written into a hidden work folder besi
 into place (the commit point); the earlier result (a folder, or a file from the DuckDB
 engine) moved into the work folder and the pending folder renamed to ``out``. A job killed
 after the commit leaves the pending folder, which the next job on ``out`` renames into
-place when the manifest describes it (:func:`recover_dataset`). The ``<out>.lock`` file is
+place when the manifest describes it (:func:`churnlens.output_datasets.recover_dataset`,
+run by every job on ``out`` through :func:`churnlens.outputs.remove_stale_work`, whichever
+engine). The ``<out>.lock`` file is
 removed at the end, whatever happened; a Py4J or Spark failure is one
 :class:`~churnlens.errors.SparkError` line.
 
@@ -26,7 +28,6 @@ same path (a shared mount): the executors write the part files, the driver renam
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -39,6 +40,7 @@ from typing import Any
 from churnlens.actions import Policy
 from churnlens.errors import ChurnlensError, InputError, Problem, SparkError
 from churnlens.model_source import ScoringModels, load_models
+from churnlens.output_datasets import DATASET, dataset_manifest, swap_into_place
 from churnlens.outputs import (
     check_not_input,
     manifest_file,
@@ -48,15 +50,14 @@ from churnlens.outputs import (
     part_files,
     pending_path,
     publish_mode,
+    remove_stale_work,
     remove_work,
-    sweep_dead_work,
     work_prefix,
 )
 from churnlens.ranking import with_ranking
 from churnlens.scores_manifest import manifest_of
 from churnlens.spark import ranked_scores, read_events, spark_session
 
-DATASET = "parquet-dataset"
 RANKED_VIEW = "_ranked"  # the relation manifest_of queries
 
 
@@ -139,7 +140,7 @@ def check_dataset_path(out: str | Path, inputs: list[Any]) -> Path:
             "--engine spark writes a Parquet dataset (a folder of part files)",
             "end the name with .parquet",
         )
-    if out.is_dir() and _described(out) is None:
+    if out.is_dir() and dataset_manifest(out) is None:
         raise problem(
             "the output is a folder that is not an earlier Spark scores dataset",
             "give another name (the folder is left alone)",
@@ -149,39 +150,6 @@ def check_dataset_path(out: str | Path, inputs: list[Any]) -> Path:
     if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK)):
         raise problem(f"cannot write into {existing}", "choose a writable folder")
     return out
-
-
-def _described(out: Path) -> dict[str, Any] | None:
-    """The manifest beside ``out`` when it describes a Spark dataset."""
-    try:
-        manifest = json.loads(manifest_path(out).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if isinstance(manifest, dict) and manifest.get("output_format") == DATASET:
-        return manifest
-    return None
-
-
-def _swap(pending: Path, out: Path, aside: Path) -> None:
-    """Move the earlier result at ``out`` into ``aside`` and ``pending`` into its place."""
-    if out.exists() or out.is_symlink():
-        os.replace(out, aside)
-    os.replace(pending, out)
-
-
-def recover_dataset(out: Path, work: Path) -> bool:
-    """Finish a replacement killed after its commit point (the pending folder holds the
-    files the manifest lists: it is renamed into place), or drop a pending folder the
-    manifest does not describe. Call it while holding the output's lock."""
-    pending = pending_path(out)
-    if not pending.is_dir():
-        return False
-    manifest = _described(out)
-    if manifest is not None and manifest.get("output_files") == part_files(pending):
-        _swap(pending, out, work / "earlier")
-        return True
-    shutil.rmtree(pending, ignore_errors=True)
-    return False
 
 
 def publish_dataset(data: Path, out: Path, manifest: dict[str, Any], work: Path) -> None:
@@ -204,7 +172,7 @@ def publish_dataset(data: Path, out: Path, manifest: dict[str, Any], work: Path)
         shutil.rmtree(pending, ignore_errors=True)
         raise output_failure(out, exc) from None
     try:
-        _swap(pending, out, work / "earlier")
+        swap_into_place(pending, out, work / "earlier")
     except OSError as exc:
         raise SparkError(
             f"{out}: the new scores could not be renamed into place ({exc.strerror}); they "
@@ -235,10 +203,9 @@ def score_to_file(
     policy = with_ranking(policy or Policy(), models.uplift is not None)
     spark = spark_session(master, ui=ui, archive=archive)
     with output_lock(out, remove=True):  # one job per output; no lock file left behind
-        sweep_dead_work(out.parent)
+        remove_stale_work(out)  # a killed job's work folders, temporary files, pending result
         work = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), dir=out.parent.resolve()))
         try:
-            recover_dataset(out, work)
             data = work / "scores"
             with spark_errors("scoring"):
                 events = read_events(spark, events_path)
@@ -266,12 +233,9 @@ def score_to_file(
 
 
 __all__ = [
-    "DATASET",
     "SparkSQL",
     "check_dataset_path",
-    "part_files",
     "publish_dataset",
-    "recover_dataset",
     "score_to_file",
     "spark_errors",
     "spark_message",
