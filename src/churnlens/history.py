@@ -90,7 +90,7 @@ def read_previous(path: str | Path, as_of: str | None = None) -> Previous:
     day = None if found is None else str(found)
     if as_of is not None and day == str(as_of) and "previous_stage" in frame.columns:
         history = manifest.get("history") or {}
-        own = frame.set_index(frame["customer_id"].astype(str))
+        own = frame.set_index(frame["customer_id"])  # text: read_scores_file reads ids so
         kept = own[["previous_churn_probability", "previous_stage", "previous_action"]]
         kept = kept[kept["previous_stage"].notna() & (kept["previous_stage"] != UNSEEN)]
         listed = history.get("previous_customers")  # those gone since are not in the file
@@ -102,7 +102,7 @@ def read_previous(path: str | Path, as_of: str | None = None) -> Previous:
             "previous_stage": frame["lifecycle_stage"].astype(str).to_numpy(),
             "previous_action": frame["action"].astype(str).to_numpy(),
         },
-        index=pd.Index(frame["customer_id"].astype(str), name="customer_id"),
+        index=pd.Index(frame["customer_id"], name="customer_id"),
     )
     return Previous(str(path), day, out)
 
