@@ -11,7 +11,8 @@ from sklearn.calibration import _SigmoidCalibration
 from sklearn.metrics import log_loss
 
 from churnlens.models.blending import Snapshot, choose, cross_fitted, fit_sigmoid
-from churnlens.models.churn import RFM_COLUMNS, ChurnModel, logistic_rfm_baseline, time_split
+from churnlens.models.churn import RFM_COLUMNS, ChurnModel, logistic_rfm_baseline
+from churnlens.models.fitting import time_split
 
 
 def _snapshots(days: int, n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:

@@ -21,7 +21,8 @@ from churnlens.evaluation import (
     top_decile_lift,
 )
 from churnlens.labels import make_snapshots
-from churnlens.models.churn import ChurnModel, time_split
+from churnlens.models.churn import ChurnModel
+from churnlens.models.fitting import time_split
 from churnlens.training import backtest
 
 runner = CliRunner()

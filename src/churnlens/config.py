@@ -129,6 +129,12 @@ class ModelSettings(_Frozen):
         description="blends of the trees with the logistic RFM part, chosen out of time "
         "(0: the logistic baseline alone; [1.0]: the trees always in full)",
     )
+    max_rows: int | None = Field(
+        500_000,
+        gt=0,
+        description="snapshot rows each fit trains on at most (a seeded sample of whole "
+        "customers beyond; null: every row)",
+    )
     seed: int = 7
 
     @field_validator("tree_weights")

@@ -36,7 +36,8 @@ from churnlens.labels import (
     snapshot_dates,
     spend_labels,
 )
-from churnlens.models.churn import ChurnModel, RecencyBaseline, logistic_rfm_baseline, time_split
+from churnlens.models.churn import ChurnModel, RecencyBaseline, logistic_rfm_baseline
+from churnlens.models.fitting import side_by_side, time_split
 from churnlens.models.value import naive_rate
 from churnlens.outputs import check_output_path, write_table
 from churnlens.sampling import CustomerSample, sample_customers
@@ -81,17 +82,30 @@ class BacktestResult:
     realized_spend: np.ndarray | None = field(default=None, repr=False)
 
 
+def _baselines(snaps: Snapshots, horizon_days: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each baseline fitted before the latest snapshot (to be scored on it) and on every
+    snapshot: independent fits, side by side."""
+    train, _ = time_split(snaps.X, horizon_days)
+    X_train, y_train = snaps.X[train], snaps.y[train]
+    fits = side_by_side(
+        {f"{part}/{name}": (lambda make=make, X=X, y=y: make().fit(X, y))
+         for part, X, y in (("staged", X_train, y_train), ("final", snaps.X, snaps.y))
+         for name, make in BASELINES.items()}
+    )  # fmt: skip
+    staged = {name: fits[f"staged/{name}"] for name in BASELINES}
+    return staged, {name: fits[f"final/{name}"] for name in BASELINES}
+
+
 def _validate(
-    model: ChurnModel, snaps: Snapshots, horizon_days: int
+    model: ChurnModel, staged: dict[str, Any], snaps: Snapshots, horizon_days: int
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Validation metrics, scores and features: the model and baselines fitted before the
-    latest snapshot, all scored on it (the model's calibrated scores come from its stage
-    fit)."""
-    train, valid = time_split(snaps.X, horizon_days)
+    """Validation metrics, scores and features: the model and the ``staged`` baselines
+    fitted before the latest snapshot, all scored on it (the model's calibrated scores
+    come from its stage fit)."""
+    _, valid = time_split(snaps.X, horizon_days)
     X_valid = snaps.X[valid]
     scores = {"model": model.validation_scores_}
-    for name, make in BASELINES.items():
-        fitted = make().fit(snaps.X[train], snaps.y[train])
+    for name, fitted in staged.items():
         scores[name] = fitted.predict_proba(X_valid)[:, 1]
     table = metrics_table(snaps.y[valid], scores)
     raw = pd.DataFrame(model.validation_["raw"], index=["model_raw"])
@@ -138,8 +152,8 @@ def train(
     current = build_features(sampled, as_of, settings)  # for the reference and the value model
     # the training population as of the day, for drift checks when scoring (churnlens.drift)
     setattr(model, REFERENCE, training_reference(sampled, as_of, settings, model, current))
-    validation, valid_scores, valid_X = _validate(model, snaps, horizon)
-    baselines = {name: make().fit(snaps.X, snaps.y) for name, make in BASELINES.items()}
+    staged, baselines = _baselines(snaps, horizon)
+    validation, valid_scores, valid_X = _validate(model, staged, snaps, horizon)
     result = TrainResult(
         model=model,
         baselines=baselines,

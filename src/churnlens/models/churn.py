@@ -11,12 +11,18 @@ latest snapshot is the time-based validation set:
    of step 2 is applied to its scores: the final model has seen the newest labels, and
    its probabilities are corrected by a map learned on data it had not seen.
 
+The fits of steps 1 and 3 (and the guard's, see :meth:`ChurnModel.fit`) are independent
+and run side by side, one per core; each sees at most ``max_rows`` snapshot rows, a
+seeded sample of whole customers beyond (:mod:`churnlens.models.fitting`): on a
+500,000-customer log the trees stop paying for rows they hardly learn from.
+
 Classes are not re-weighted (re-weighting distorts probabilities); the loss is plain
 log loss. Everything is seeded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import lightgbm as lgb
@@ -43,32 +49,10 @@ from churnlens.models.blending import (
     cross_fitted,
     fit_calibrator,
 )
+from churnlens.models.fitting import cap_rows, customer_ids, side_by_side, time_split
 from churnlens.reasons import top_reasons
 
 RFM_COLUMNS = ("rfm_recency_days", "freq_tenure_days", "rfm_frequency", "rfm_monetary_total")
-
-
-def time_split(X: pd.DataFrame, horizon_days: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean masks (train, validation): validation is the latest snapshot.
-
-    Training rows are the snapshots whose label windows (``horizon_days`` after their
-    day) end by the validation day, so no training label looks into the validation
-    snapshot's label window. With a single snapshot there is no time to split on, so a
-    seeded quarter of the customers is held out instead.
-    """
-    if "as_of" not in (X.index.names or []):
-        raise ModelError("training data must be indexed by (as_of, customer_id) snapshots")
-    as_of = X.index.get_level_values("as_of")
-    latest = as_of.max()
-    if (as_of < latest).any():
-        valid = np.asarray(as_of == latest)
-        train = np.asarray(as_of + pd.Timedelta(days=horizon_days) <= latest) & ~valid
-        if train.any():
-            return train, valid
-        return ~valid, valid
-    else:
-        valid = np.random.default_rng(0).random(len(X)) < 0.25
-    return ~valid, valid
 
 
 def rfm_matrix(X: pd.DataFrame) -> np.ndarray:
@@ -229,6 +213,7 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
         calibration: str = "auto",
         isotonic_min_samples: int = 5000,
         tree_weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0),
+        max_rows: int | None = 500_000,
         seed: int = 7,
         horizon_days: int = 0,
     ) -> None:
@@ -244,6 +229,7 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
         self.calibration = calibration
         self.isotonic_min_samples = isotonic_min_samples
         self.tree_weights = tree_weights
+        self.max_rows = max_rows
         self.seed = seed
         self.horizon_days = horizon_days
 
@@ -302,9 +288,21 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
                 "--horizon-days"
             )
         self.feature_names_in_ = np.array(X.columns, dtype=object)
-        staged = self._booster().fit(X[train], y[train])
-        first = Snapshot(*staged.parts(X[valid]), y[valid])
-        snapshots = [first, *self._guard(X, y, valid)]
+        # the staged model (for the validation snapshot), the guard's (for the snapshot
+        # before it) and the final one are independent fits: side by side, one per core
+        ids = customer_ids(X)
+        fits = {"final": np.ones(len(X), dtype=bool), "staged": train}
+        guard = self._guard(X, y, valid)
+        if guard is not None:
+            fits["guard"] = guard[0]
+        boosters = side_by_side(
+            {name: self._fit_rows(X, y, cap_rows(rows, ids, self.seed, self.max_rows))
+             for name, rows in fits.items()}
+        )  # fmt: skip
+        first = Snapshot(*boosters["staged"].parts(X[valid]), y[valid])
+        snapshots = [first]
+        if guard is not None:
+            snapshots.append(Snapshot(*boosters["guard"].parts(X[guard[1]]), y[guard[1]]))
         n_valid = int(valid.sum())
         choice = choose(snapshots, self._weights(), self._methods(n_valid), self.seed)
         self.tree_weight_, self.calibration_method_ = choice.weight, choice.method
@@ -319,29 +317,40 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
             "raw": churn_metrics(first.y, calibrated(None, first.offset + first.trees)),
             "calibrated": churn_metrics(first.y, self.validation_scores_),
         }
-        self.booster_ = self._booster().fit(X, y)
+        self.booster_ = boosters["final"]
         self.booster_.tree_weight_ = self.tree_weight_
         self.classes_ = np.array([0, 1])
         return self
 
-    def _guard(self, X: pd.DataFrame, y: np.ndarray, valid: np.ndarray) -> list[Snapshot]:
-        """The snapshot before the validation one, scored by a model fitted on the
-        snapshots whose label windows end by it; none when the log is too short."""
+    def _fit_rows(
+        self, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray
+    ) -> Callable[[], BoostedFromBaseline]:
+        """A fit of the booster on ``rows`` of ``X`` (to run later)."""
+        if rows.all():
+            return lambda: self._booster().fit(X, y)
+        return lambda: self._booster().fit(X[rows], y[rows])
+
+    def _guard(
+        self, X: pd.DataFrame, y: np.ndarray, valid: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The rows (training, guard) of the snapshot before the validation one, scored
+        by a model fitted on the snapshots whose label windows end by it; none when the
+        log is too short or there is nothing to choose."""
         if len(self._weights()) * len(self._methods(int(valid.sum()))) == 1:
-            return []  # nothing to choose
+            return None  # nothing to choose
         if "as_of" not in (X.index.names or []):
-            return []
+            return None
         earlier = ~valid
         if len(set(X.index.get_level_values("as_of")[earlier])) < 2:
-            return []
-        X_early, y_early = X[earlier], y[earlier]
-        train, guard = time_split(X_early, self.horizon_days)
-        if train.sum() < MIN_TRAINING_ROWS or len(np.unique(y_early[train])) < 2:
-            return []
-        if len(np.unique(y_early[guard])) < 2:
-            return []
-        staged = self._booster().fit(X_early[train], y_early[train])
-        return [Snapshot(*staged.parts(X_early[guard]), y_early[guard])]
+            return None
+        train_early, guard_early = time_split(X[earlier], self.horizon_days)
+        if train_early.sum() < MIN_TRAINING_ROWS or len(np.unique(y[earlier][train_early])) < 2:
+            return None
+        if len(np.unique(y[earlier][guard_early])) < 2:
+            return None
+        train, guard = np.zeros(len(X), dtype=bool), np.zeros(len(X), dtype=bool)
+        train[earlier], guard[earlier] = train_early, guard_early
+        return train, guard
 
     def _check(self, X: pd.DataFrame) -> pd.DataFrame:
         expected = list(self.feature_names_in_)

@@ -23,7 +23,8 @@
    buyers' total as of the as-of day is the buy-till-you-die model's. ``method_``,
    ``weights_`` and ``reason_`` say which was used and why. Each learner fit sees at most
    about :data:`MAX_ROWS` snapshot rows (a seeded sample of whole customers beyond), so
-   that its cost stops growing with the log; 100 trees each (the learning rate 0.09 held
+   that its cost stops growing with the log, and the four fit side by side, one per
+   core (:mod:`churnlens.models.fitting`); 100 trees each (the learning rate 0.09 held
    CDNOW's accuracy of 300 at 0.03 at a third of the training and scoring time).
 
 ``predict_columns`` gives ``expected_value`` (the chance of not buying again included: a
@@ -47,6 +48,7 @@ from churnlens.errors import ModelError
 from churnlens.evaluation import value_metrics
 from churnlens.models.base import ChurnlensModel
 from churnlens.models.btyd import BGNBD, fit_bgnbd
+from churnlens.models.fitting import cap_rows, side_by_side
 from churnlens.models.pareto_nbd import ParetoNBD, fit_pareto_nbd
 from churnlens.models.spend import GammaGamma, fit_gamma_gamma
 
@@ -181,15 +183,6 @@ def _score(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.nanmean([m["spearman"], m["gini"]]))
 
 
-def cap_rows(rows: np.ndarray, ids: np.ndarray, seed: int) -> np.ndarray:
-    """``rows`` thinned to about :data:`MAX_ROWS` by a seeded hash of the customer (all of a
-    customer's snapshots or none): the learners' cost stops growing with the log."""
-    if rows.sum() <= MAX_ROWS:
-        return rows
-    bucket = pd.util.hash_array(ids, hash_key=f"{seed + 1:016d}") % 1_000_000
-    return rows & (bucket < MAX_ROWS / rows.sum() * 1_000_000)
-
-
 def _bootstrap_low(y: np.ndarray, model: np.ndarray, base: np.ndarray, seed: int) -> float:
     """The 5th percentile, over 200 customer resamples, of the model's gain in
     (Spearman + Gini) / 2 over ``base``: the blend must beat the buy-till-you-die model
@@ -303,7 +296,7 @@ class ValueModel(ChurnlensModel):
         held = pd.util.hash_array(ids, hash_key=f"{self.seed:016d}") % 3 == 0
         latest = np.asarray(design.index.get_level_values("as_of") == days[-1])
         valid = held & latest
-        train = cap_rows(~held, ids, self.seed)
+        train = cap_rows(~held, ids, self.seed, MAX_ROWS)
         self.learners_ = self._learners(design[train], y[train], base[train])
         spend, buy = self._spend(design[valid], base[valid])
         scores = {(w, c): _score(y[valid], _blend(base[valid], spend, buy, w, c)) for w, c in GRID}
@@ -332,7 +325,7 @@ class ValueModel(ChurnlensModel):
             )
             return
         self.method_, self.weights_ = "blend", best
-        rows = cap_rows(np.ones(len(y), dtype=bool), ids, self.seed)  # every customer
+        rows = cap_rows(np.ones(len(y), dtype=bool), ids, self.seed, MAX_ROWS)  # all customers
         self.learners_ = self._learners(design[rows], y[rows], base[rows])
         self.reason_ = (
             f"blend (spend weight {best[0]}, buy-probability exponent {best[1]}) ranked best "
@@ -345,12 +338,15 @@ class ValueModel(ChurnlensModel):
         """The supervised part's four LightGBM learners (see :meth:`_spend`)."""
         offset = np.log(np.clip(base, 1e-3, None))
         bought = y > 0
-        return {
-            "spend": self._booster("poisson").fit(design, y),
-            "anchored": self._booster("poisson").fit(design, y, init_score=offset),
-            "buy": self._booster("binary").fit(design, bought),
-            "basket": self._booster("gamma").fit(design[bought], y[bought]),
-        }
+        spenders, spent = design[bought], y[bought]
+        return side_by_side(  # independent fits, one per core
+            {
+                "spend": lambda: self._booster("poisson").fit(design, y),
+                "anchored": lambda: self._booster("poisson").fit(design, y, init_score=offset),
+                "buy": lambda: self._booster("binary").fit(design, bought),
+                "basket": lambda: self._booster("gamma").fit(spenders, spent),
+            }
+        )
 
     def _spend(self, design: pd.DataFrame, base: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The supervised spend estimate and the chance of buying. The spend estimate is
