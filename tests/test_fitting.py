@@ -9,11 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnlens import Settings
+from churnlens import ModelError, Settings
 from churnlens.config import ModelSettings, TrainingSettings
 from churnlens.labels import make_snapshots
 from churnlens.models.churn import ChurnModel
-from churnlens.models.fitting import cap_rows, customer_ids, side_by_side
+from churnlens.models.fitting import (
+    Background,
+    cap_rows,
+    customer_buckets,
+    customer_ids,
+    side_by_side,
+)
 
 SETTINGS = Settings(
     training=TrainingSettings(horizon_days=60, snapshot_step_days=60, min_history_days=60),
@@ -75,7 +81,8 @@ def test_beyond_max_rows_each_fit_sees_a_sample_of_whole_customers(snaps) -> Non
     capped = ChurnModel(**{**SETTINGS.model.model_dump(), "max_rows": 500}, horizon_days=60)
     capped.fit(X, y)
     # the final fit is exactly the booster fitted on the capped customers' rows
-    kept = cap_rows(np.ones(rows, dtype=bool), customer_ids(X), SETTINGS.model.seed, 500)
+    buckets = customer_buckets(customer_ids(X), SETTINGS.model.seed)
+    kept = cap_rows(np.ones(rows, dtype=bool), buckets, 500)
     assert 300 <= kept.sum() <= 700
     per_customer = pd.Series(kept).groupby(customer_ids(X)).agg(["min", "max"])
     assert (per_customer["min"] == per_customer["max"]).all()  # all of a customer or none
@@ -86,3 +93,18 @@ def test_beyond_max_rows_each_fit_sees_a_sample_of_whole_customers(snaps) -> Non
     assert not np.array_equal(capped.predict_proba(X), full.predict_proba(X))
     # the validation snapshot is scored in full
     assert capped.validation_["rows"] == full.validation_["rows"]
+
+
+def test_a_background_task_gives_its_value_or_its_exception() -> None:
+    release = threading.Event()
+    waiting = Background(lambda: release.wait(10) and 42)
+    assert not waiting.done()
+    release.set()
+    assert waiting.result() == 42
+    assert waiting.done()
+
+    def fails() -> int:
+        raise ModelError("too little data to train")
+
+    with pytest.raises(ModelError, match="too little data"):
+        Background(fails).result()

@@ -151,6 +151,10 @@ def test_customer_sample_is_stratified_seeded_and_keeps_whole_histories(
     other = sample_customers(table, 100, seed=8)[0]
     assert set(other.to_pandas()["customer_id"]) != set(ids)
     assert sample_customers(table, 10_000, seed=7) == (table, None)
+    left = table.con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name LIKE '%purchase_counts%'"
+    ).fetchone()
+    assert left == (0,)  # the per-customer counts are dropped, sampled or not
 
 
 def test_training_on_a_sample_is_recorded(sample_events: pd.DataFrame, tmp_path: Path) -> None:

@@ -160,17 +160,19 @@ def test_train_registers_the_value_model_and_the_registry_copy_scores_the_same(
 
 
 def test_the_learners_train_on_a_sample_of_whole_customers_beyond_max_rows() -> None:
-    from churnlens.models.fitting import cap_rows
+    from churnlens.models.fitting import cap_rows, customer_buckets
     from churnlens.models.value import MAX_ROWS
 
     ids = np.repeat(np.array([f"c{i}" for i in range(3000)], dtype=object), 3)  # 3 snapshots
     rows = np.arange(ids.size) % 7 != 0  # some rows already left out
-    assert (cap_rows(rows, ids, 7, MAX_ROWS) == rows).all()  # 7,714 rows: within the default
-    assert (cap_rows(rows, ids, 7, None) == rows).all()  # no limit
-    kept = cap_rows(rows, ids, 7, 600)
+    assert (
+        cap_rows(rows, customer_buckets(ids, 7), MAX_ROWS) == rows
+    ).all()  # 7,714 rows: within the default
+    assert (cap_rows(rows, customer_buckets(ids, 7), None) == rows).all()  # no limit
+    kept = cap_rows(rows, customer_buckets(ids, 7), 600)
     assert not (kept & ~rows).any()
     assert 400 <= kept.sum() <= 800  # 600 expected: whole customers, so it varies
     per_customer = pd.Series(kept[rows]).groupby(ids[rows]).agg(["min", "max"])
     assert (per_customer["min"] == per_customer["max"]).all()  # all of a customer or none
-    assert (cap_rows(rows, ids, 7, 600) == kept).all()  # seeded
-    assert (cap_rows(rows, ids, 8, 600) != kept).any()
+    assert (cap_rows(rows, customer_buckets(ids, 7), 600) == kept).all()  # seeded
+    assert (cap_rows(rows, customer_buckets(ids, 8), 600) != kept).any()

@@ -40,22 +40,29 @@ def sample_customers(
     """The log restricted to a stratified sample of ``max_customers`` customers, or the
     log itself (and ``None``) when it has no more customers than that."""
     con = table.con
-    (total,) = con.execute(f"SELECT count(DISTINCT customer_id) FROM {table.name}").fetchone()  # type: ignore[misc]
-    if total <= max_customers:
-        return table, None
-    rate = max_customers / total
-    ids = f"{table.name}_sample_ids"
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE {ids} AS
-        SELECT customer_id, stratum, n FROM (
-            SELECT customer_id, stratum, count(*) OVER (PARTITION BY stratum) AS n,
-                   row_number() OVER (PARTITION BY stratum
-                                      ORDER BY hash(customer_id, {int(seed)}), customer_id) AS k
-            FROM (SELECT customer_id, {STRATA} AS stratum
-                  FROM (SELECT customer_id, count(*) FILTER (WHERE role = 'purchase') AS p
-                        FROM {table.name} GROUP BY customer_id)))
-        WHERE k <= ceil(n * {rate!r})
-    """)
+    # one scan of the log: each customer's purchase count (which also counts them)
+    counts = f"{table.name}_purchase_counts"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {counts} AS SELECT customer_id, "
+        f"count(*) FILTER (WHERE role = 'purchase') AS p FROM {table.name} GROUP BY customer_id"
+    )
+    try:
+        (total,) = con.execute(f"SELECT count(*) FROM {counts}").fetchone()  # type: ignore[misc]
+        if total <= max_customers:
+            return table, None
+        rate = max_customers / total
+        ids = f"{table.name}_sample_ids"
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE {ids} AS
+            SELECT customer_id, stratum, n FROM (
+                SELECT customer_id, stratum, count(*) OVER (PARTITION BY stratum) AS n,
+                       row_number() OVER (PARTITION BY stratum
+                                          ORDER BY hash(customer_id, {int(seed)}), customer_id) AS k
+                FROM (SELECT customer_id, {STRATA} AS stratum FROM {counts}))
+            WHERE k <= ceil(n * {rate!r})
+        """)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {counts}")
     rows = con.execute(
         f"SELECT stratum, any_value(n), count(*) FROM {ids} GROUP BY stratum ORDER BY stratum"
     ).fetchall()

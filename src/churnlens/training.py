@@ -37,7 +37,7 @@ from churnlens.labels import (
     spend_labels,
 )
 from churnlens.models.churn import ChurnModel, RecencyBaseline, logistic_rfm_baseline
-from churnlens.models.fitting import side_by_side, time_split
+from churnlens.models.fitting import Background, side_by_side, time_split
 from churnlens.models.value import naive_rate
 from churnlens.outputs import check_output_path, write_table
 from churnlens.sampling import CustomerSample, sample_customers
@@ -80,6 +80,15 @@ class BacktestResult:
     value_metrics: pd.DataFrame | None = None  # when the log reaches the value horizon
     value_scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     realized_spend: np.ndarray | None = field(default=None, repr=False)
+
+
+def _fit_churn(
+    snaps: Snapshots, settings: Settings
+) -> tuple[ChurnModel, dict[str, Any], dict[str, Any]]:
+    """The churn model and the baselines (see :func:`_baselines`) fitted on ``snaps``."""
+    horizon = settings.training.horizon_days
+    model = ChurnModel.from_settings(settings.model, horizon).fit(snaps.X, snaps.y)
+    return model, *_baselines(snaps, horizon)
 
 
 def _baselines(snaps: Snapshots, horizon_days: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -146,13 +155,20 @@ def train(
     say(f"train: features and labels of {len(dates)} snapshots")
     snaps = make_snapshots(sampled, dates, settings)
     horizon = settings.training.horizon_days
-    say(f"train: fitting the churn model on {len(snaps.X):,} rows")
-    model = ChurnModel.from_settings(settings.model, horizon).fit(snaps.X, snaps.y)
-    say("train: the training population's reference for drift checks")
+    # the churn model and its baselines (pure computation) fit in the background while
+    # this thread builds the value model, the only one that reads the log (DuckDB)
+    fitted = Background(lambda: _fit_churn(snaps, settings))
+    say(f"train: fitting the churn model on {len(snaps.X):,} rows, and beside it the value model")
     current = build_features(sampled, as_of, settings)  # for the reference and the value model
+    if fitted.done():
+        fitted.result()  # a churn model that cannot be fitted (too little data) fails first
+    value = fit_value(sampled, as_of, settings, current)
+    if not fitted.done():
+        say("train: waiting for the churn model")
+    model, staged, baselines = fitted.result()
+    say("train: the training population's reference for drift checks")
     # the training population as of the day, for drift checks when scoring (churnlens.drift)
     setattr(model, REFERENCE, training_reference(sampled, as_of, settings, model, current))
-    staged, baselines = _baselines(snaps, horizon)
     validation, valid_scores, valid_X = _validate(model, staged, snaps, horizon)
     result = TrainResult(
         model=model,
@@ -167,8 +183,7 @@ def train(
         source=table.source,
         started=started,
     )
-    say("train: fitting the value model")
-    result.value = fit_value(sampled, as_of, settings, current)
+    result.value = value
     if models_dir is not None:
         say(f"train: writing the bundles to {models_dir}")
         _write(result, table, as_of, Path(models_dir))

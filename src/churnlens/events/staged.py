@@ -157,7 +157,13 @@ class StagedLog:
         return None
 
     def partition(
-        self, index: int, count: int, until: date, overview: LogOverview, hashed_ids: bool
+        self,
+        index: int,
+        count: int,
+        until: date,
+        overview: LogOverview,
+        hashed_ids: bool,
+        row_hashes: bool = True,
     ) -> StagedPartition:
         """The partition's events up to ``until`` as a compact temp table (see
         :func:`compact_columns`) with each row's hash ``_h`` (the fingerprint's row hash),
@@ -169,14 +175,16 @@ class StagedLog:
         background thread: call :meth:`deduplicate` before trusting the table.
         ``hashed_ids`` puts ``hash(customer_id)`` in the ``customer_id`` column (integer
         keys sort and group faster than text), which the table from :meth:`id_keys` maps
-        back to the ids it has checked.
+        back to the ids it has checked. ``row_hashes=False`` leaves ``_h`` out of a
+        validated table's partition (nothing to de-duplicate; no fingerprint wanted).
         """
         name = f"{self.name}_part"
         role = "role" if self.validated else role_sql(self.settings, as_enum=True)
         key = ID_KEY if hashed_ids else "customer_id"
         columns = compact_columns(until, overview.channels, overview.event_types, key, role)
         # the hash reads the typed input columns, not the compact ones of the same name
-        columns += f", {ROW_HASH} AS _h"
+        if row_hashes or not self.validated:  # an unvalidated log's copy is de-duplicated
+            columns += f", {ROW_HASH} AS _h"
         rows = self.rows(self.partition_filter(index, count))
         create = f"CREATE OR REPLACE TEMP TABLE {name} AS"
         with read_errors(self.source), unordered(self.con):

@@ -63,7 +63,7 @@ class PartitionAggregates:
     events: int  # up to the as-of day, duplicates included
     duplicates: int  # exact duplicate rows dropped
     customers: int
-    fingerprint: FingerprintParts
+    fingerprint: FingerprintParts | None  # None when not asked for
 
 
 @dataclass
@@ -108,7 +108,10 @@ class LogAggregates:
     @property
     def fingerprint(self) -> str:
         """The fingerprint of the (de-duplicated) events up to the as-of day."""
-        return combine(p.fingerprint for p in self.partitions).digest()
+        parts = [p.fingerprint for p in self.partitions]
+        if any(part is None for part in parts):
+            raise ValueError("the log was aggregated without its fingerprint")
+        return combine(p for p in parts if p is not None).digest()
 
     def raw(self, index: int) -> pd.DataFrame:
         """Partition ``index``'s raw aggregates, indexed by customer_id (sorted); its
@@ -164,6 +167,7 @@ def aggregate_log(
     progress: Progress | None = None,
     require_events: bool = True,
     con: duckdb.DuckDBPyConnection | None = None,
+    fingerprint: bool = True,
 ) -> LogAggregates:
     """Aggregate every customer seen up to ``as_of`` (see the module docstring).
 
@@ -183,6 +187,9 @@ def aggregate_log(
         customers so far).
     require_events
         Raise when no event is on or before ``as_of`` (a Spark bucket may have none).
+    fingerprint
+        Compute the events' fingerprint (``False``: a validated table's events are not
+        hashed, for callers that only want the features).
 
     Raises
     ------
@@ -205,7 +212,9 @@ def aggregate_log(
     try:
         for i in range(count):
             table = f"{log.name}_raw_{i}"
-            part = log.partition(i, count, day, overview, hashed_ids=ids is not None)
+            part = log.partition(
+                i, count, day, overview, hashed_ids=ids is not None, row_hashes=fingerprint
+            )
             try:
                 if contacts is not None:
                     extra = contact_stats_sql(part.name, contacts)
@@ -215,11 +224,11 @@ def aggregate_log(
                 dropped = log.deduplicate(part)
                 if dropped:
                     aggregate_compact(*args)
-                fingerprint = log.fingerprint_parts(part)
+                parts = log.fingerprint_parts(part) if fingerprint else None
             finally:
                 log.con.execute(f"DROP TABLE IF EXISTS {part.name}")
             (n,) = log.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0]
-            found.append(PartitionAggregates(table, part.rows, dropped, int(n), fingerprint))
+            found.append(PartitionAggregates(table, part.rows, dropped, int(n), parts))
             if progress:
                 progress(i + 1, count, sum(p.customers for p in found))
         if require_events and not sum(p.events for p in found):
@@ -273,7 +282,13 @@ def build_features(
         :func:`feature_names` says; see docs/features.md for every definition.
     """
     with aggregate_log(
-        events, as_of, settings, partitions=1, population=population, require_events=False
+        events,
+        as_of,
+        settings,
+        partitions=1,
+        population=population,
+        require_events=False,
+        fingerprint=False,
     ) as log:
         return finish_features(log.raw(0), log.as_of, log.settings, log.population)
 

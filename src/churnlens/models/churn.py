@@ -49,7 +49,13 @@ from churnlens.models.blending import (
     cross_fitted,
     fit_calibrator,
 )
-from churnlens.models.fitting import cap_rows, customer_ids, side_by_side, time_split
+from churnlens.models.fitting import (
+    cap_rows,
+    customer_buckets,
+    customer_ids,
+    side_by_side,
+    time_split,
+)
 from churnlens.reasons import top_reasons
 
 RFM_COLUMNS = ("rfm_recency_days", "freq_tenure_days", "rfm_frequency", "rfm_monetary_total")
@@ -288,21 +294,19 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
                 "--horizon-days"
             )
         self.feature_names_in_ = np.array(X.columns, dtype=object)
-        # the staged model (for the validation snapshot), the guard's (for the snapshot
-        # before it) and the final one are independent fits: side by side, one per core
-        ids = customer_ids(X)
-        fits = {"final": np.ones(len(X), dtype=bool), "staged": train}
+        # the staged model (scored on the validation snapshot), the guard's (on the one
+        # before it) and the final one are independent: side by side, one per core
+        buckets = customer_buckets(customer_ids(X), self.seed)
+        fits = {"staged": (train, valid), "final": (np.ones(len(X), dtype=bool), None)}
         guard = self._guard(X, y, valid)
         if guard is not None:
-            fits["guard"] = guard[0]
-        boosters = side_by_side(
-            {name: self._fit_rows(X, y, cap_rows(rows, ids, self.seed, self.max_rows))
-             for name, rows in fits.items()}
+            fits["guard"] = guard
+        done = side_by_side(
+            {name: self._fit_task(X, y, cap_rows(rows, buckets, self.max_rows), scored)
+             for name, (rows, scored) in fits.items()}
         )  # fmt: skip
-        first = Snapshot(*boosters["staged"].parts(X[valid]), y[valid])
-        snapshots = [first]
-        if guard is not None:
-            snapshots.append(Snapshot(*boosters["guard"].parts(X[guard[1]]), y[guard[1]]))
+        first = done["staged"][1]
+        snapshots = [first] if guard is None else [first, done["guard"][1]]
         n_valid = int(valid.sum())
         choice = choose(snapshots, self._weights(), self._methods(n_valid), self.seed)
         self.tree_weight_, self.calibration_method_ = choice.weight, choice.method
@@ -317,18 +321,24 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
             "raw": churn_metrics(first.y, calibrated(None, first.offset + first.trees)),
             "calibrated": churn_metrics(first.y, self.validation_scores_),
         }
-        self.booster_ = boosters["final"]
+        self.booster_ = done["final"][0]
         self.booster_.tree_weight_ = self.tree_weight_
         self.classes_ = np.array([0, 1])
         return self
 
-    def _fit_rows(
-        self, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray
-    ) -> Callable[[], BoostedFromBaseline]:
-        """A fit of the booster on ``rows`` of ``X`` (to run later)."""
-        if rows.all():
-            return lambda: self._booster().fit(X, y)
-        return lambda: self._booster().fit(X[rows], y[rows])
+    def _fit_task(
+        self, X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, scored: np.ndarray | None
+    ) -> Callable[[], tuple[BoostedFromBaseline, Snapshot | None]]:
+        """A fit of the booster on ``rows`` of ``X`` and, with ``scored`` rows, its parts
+        on them (to run later)."""
+
+        def run() -> tuple[BoostedFromBaseline, Snapshot | None]:
+            fitted = self._booster().fit(*((X, y) if rows.all() else (X[rows], y[rows])))
+            if scored is None:
+                return fitted, None
+            return fitted, Snapshot(*fitted.parts(X[scored]), y[scored])
+
+        return run
 
     def _guard(
         self, X: pd.DataFrame, y: np.ndarray, valid: np.ndarray
@@ -341,9 +351,12 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
         if "as_of" not in (X.index.names or []):
             return None
         earlier = ~valid
-        if len(set(X.index.get_level_values("as_of")[earlier])) < 2:
+        if X.index.get_level_values("as_of")[earlier].nunique() < 2:
             return None
-        train_early, guard_early = time_split(X[earlier], self.horizon_days)
+        # the split reads the index alone: no copy of the columns
+        train_early, guard_early = time_split(
+            pd.DataFrame(index=X.index[earlier]), self.horizon_days
+        )
         if train_early.sum() < MIN_TRAINING_ROWS or len(np.unique(y[earlier][train_early])) < 2:
             return None
         if len(np.unique(y[earlier][guard_early])) < 2:

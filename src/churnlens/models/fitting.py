@@ -9,15 +9,17 @@ every fit with the same seed.
 :func:`side_by_side` runs independent fits (each LightGBM with one thread) in a pool of
 threads, one per available core: LightGBM and numpy release the interpreter lock while
 they work, and each fit is deterministic, so the results are those of running them one
-after the other, in about half the time on two cores.
+after the other, in about half the time on two cores. :class:`Background` runs one task
+beside the caller (training fits the churn model while it builds the value model).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -57,15 +59,21 @@ def customer_ids(X: pd.DataFrame) -> np.ndarray:
     return np.arange(len(X)).astype(str).astype(object)
 
 
-def cap_rows(rows: np.ndarray, ids: np.ndarray, seed: int, limit: int | None) -> np.ndarray:
-    """``rows`` (a boolean mask) thinned to about ``limit`` rows by a seeded hash of the
-    customer ``ids`` (all of a customer's rows or none); unchanged within the limit or
-    without one."""
+def customer_buckets(ids: np.ndarray, seed: int) -> np.ndarray:
+    """Each row's bucket in [0, 1,000,000), a seeded hash of its customer: the key by
+    which :func:`cap_rows` keeps whole customers."""
+    hashed = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"{seed + 1:016d}")
+    return hashed % 1_000_000
+
+
+def cap_rows(rows: np.ndarray, buckets: np.ndarray, limit: int | None) -> np.ndarray:
+    """``rows`` (a boolean mask) thinned to about ``limit`` rows by their customers'
+    ``buckets`` (:func:`customer_buckets`: all of a customer's rows or none); unchanged
+    within the limit or without one."""
     total = int(rows.sum())
     if limit is None or total <= limit:
         return rows
-    bucket = pd.util.hash_array(np.asarray(ids, dtype=object), hash_key=f"{seed + 1:016d}")
-    return rows & (bucket % 1_000_000 < limit / total * 1_000_000)
+    return rows & (buckets < limit / total * 1_000_000)
 
 
 def cores() -> int:
@@ -85,3 +93,30 @@ def side_by_side(tasks: Mapping[str, Callable[[], T]]) -> dict[str, T]:
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="churnlens-fit") as pool:
         futures = {name: pool.submit(task) for name, task in tasks.items()}
         return {name: future.result() for name, future in futures.items()}
+
+
+class Background(Generic[T]):
+    """A task running in a daemon thread (an interrupted run exits without waiting for
+    it); :meth:`result` waits for it and returns its value or raises its exception."""
+
+    def __init__(self, task: Callable[[], T]) -> None:
+        self._task = task
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="churnlens-background", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._task()
+        except BaseException as error:  # handed to the caller by result()
+            self._error = error
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]

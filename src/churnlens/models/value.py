@@ -48,7 +48,7 @@ from churnlens.errors import ModelError
 from churnlens.evaluation import value_metrics
 from churnlens.models.base import ChurnlensModel
 from churnlens.models.btyd import BGNBD, fit_bgnbd
-from churnlens.models.fitting import cap_rows, side_by_side
+from churnlens.models.fitting import cap_rows, customer_buckets, side_by_side
 from churnlens.models.pareto_nbd import ParetoNBD, fit_pareto_nbd
 from churnlens.models.spend import GammaGamma, fit_gamma_gamma
 
@@ -296,7 +296,8 @@ class ValueModel(ChurnlensModel):
         held = pd.util.hash_array(ids, hash_key=f"{self.seed:016d}") % 3 == 0
         latest = np.asarray(design.index.get_level_values("as_of") == days[-1])
         valid = held & latest
-        train = cap_rows(~held, ids, self.seed, MAX_ROWS)
+        buckets = customer_buckets(ids, self.seed)
+        train = cap_rows(~held, buckets, MAX_ROWS)
         self.learners_ = self._learners(design[train], y[train], base[train])
         spend, buy = self._spend(design[valid], base[valid])
         scores = {(w, c): _score(y[valid], _blend(base[valid], spend, buy, w, c)) for w, c in GRID}
@@ -325,7 +326,7 @@ class ValueModel(ChurnlensModel):
             )
             return
         self.method_, self.weights_ = "blend", best
-        rows = cap_rows(np.ones(len(y), dtype=bool), ids, self.seed, MAX_ROWS)  # all customers
+        rows = cap_rows(np.ones(len(y), dtype=bool), buckets, MAX_ROWS)  # all customers
         self.learners_ = self._learners(design[rows], y[rows], base[rows])
         self.reason_ = (
             f"blend (spend weight {best[0]}, buy-probability exponent {best[1]}) ranked best "
