@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/bench_scale.py [--customers 2000000] [--days 730]
-        [--memory-limit 6GB] [--only features|scoring]
+        [--memory-limit 6GB] [--only features|scoring] [--no-value]
 
 Builds, once, a partitioned event log under ``data/bench/``: a folder holding one Parquet
 file per generator chunk of ``--chunk-customers`` customers (about 2.6M events each at
@@ -147,7 +147,9 @@ def _run_scoring(args: argparse.Namespace) -> dict[str, object]:
 
     settings = _settings(args.memory_limit, args.temp_dir)
     began = time.perf_counter()
-    models = load_models(args.churn, args.segments, settings)
+    models = load_models(
+        args.churn, args.segments, settings, value=None if args.no_value else "auto"
+    )
     loaded = time.perf_counter()
     result = score(args.path, args.as_of, args.out, models, progress=progress)
     ended = time.perf_counter()
@@ -188,6 +190,7 @@ def _measure(
     memory_limit: str,
     models: tuple[Path, Path] | None,
     timeout: float,
+    no_value: bool = False,
 ) -> dict[str, object]:
     """Run one measure in a child; returns its figures plus the output's row counts."""
     BENCH.mkdir(parents=True, exist_ok=True)
@@ -212,6 +215,8 @@ def _measure(
         ]
         if models is not None:
             command += ["--churn", str(models[0]), "--segments", str(models[1])]
+        if no_value:
+            command.append("--no-value")
         before = _load()
         print(f"running {measure} (load {before:.2f}) ...", file=sys.stderr, flush=True)
         try:
@@ -252,6 +257,9 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=1200.0, help="seconds a child may take before it stops"
     )
+    parser.add_argument(
+        "--no-value", action="store_true", help="score without the value model (for an A/B)"
+    )
     parser.add_argument("--run", choices=MEASURES, help=argparse.SUPPRESS)
     parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--churn", type=Path, help=argparse.SUPPRESS)
@@ -287,7 +295,8 @@ def main() -> None:
     )
 
     results = {
-        m: _measure(m, folder, as_of, args.memory_limit, models, args.timeout) for m in measures
+        m: _measure(m, folder, as_of, args.memory_limit, models, args.timeout, args.no_value)
+        for m in measures
     }
 
     print(f"\nas of {as_of}, memory_limit {args.memory_limit}, {os.cpu_count()} cores")

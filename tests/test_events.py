@@ -319,3 +319,13 @@ def test_a_materialised_log_is_the_same_log_read_once(sample_log_path: Path) -> 
     want = view.con.execute(f"SELECT * FROM {view.name} {order}").df()
     got = table.con.execute(f"SELECT * FROM {table.name} {order}").df()
     pd.testing.assert_frame_equal(got, want)
+    # the overview (rows, channels, event types) is read once, then kept for every reader
+    from churnlens.features import build_features
+
+    first = build_features(table, "2024-09-30")
+    overview = table.memo["overview"]
+    assert overview.rows == len(want)
+    assert set(overview.channels) == set(want["channel"]) - {""}
+    pd.testing.assert_frame_equal(build_features(table, "2024-09-30"), first)
+    assert table.memo["overview"] is overview
+    assert "overview" not in view.memo  # a copy has its own

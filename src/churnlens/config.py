@@ -130,7 +130,7 @@ class ModelSettings(_Frozen):
         "(0: the logistic baseline alone; [1.0]: the trees always in full)",
     )
     max_rows: int | None = Field(
-        500_000,
+        300_000,
         gt=0,
         description="snapshot rows each fit trains on at most (a seeded sample of whole "
         "customers beyond; null: every row)",

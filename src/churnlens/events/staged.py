@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -83,6 +84,7 @@ class StagedLog:
     # ids' dictionaries instead of every value
     parquet: tuple[str, ...] = ()
     raw_id: str = "customer_id"
+    memo: dict[str, Any] | None = None  # a validated table's (EventTable.memo)
 
     def rows(self, where: str) -> str:
         """The view's rows whose *raw* columns satisfy ``where``, as a subquery.
@@ -111,7 +113,10 @@ class StagedLog:
 
     def overview(self) -> LogOverview:
         """The row count, and the distinct channels and event types: one light scan (the
-        partitions count the rows up to the as-of day, which needs every timestamp)."""
+        partitions count the rows up to the as-of day, which needs every timestamp);
+        a validated table's is read once."""
+        if self.memo is not None and "overview" in self.memo:
+            return self.memo["overview"]
         with read_errors(self.source):
             rows, channels, event_types = self.con.execute(
                 f"SELECT count(*), "
@@ -119,7 +124,10 @@ class StagedLog:
                 f"list(DISTINCT event_type ORDER BY event_type) "
                 f"FILTER (WHERE event_type <> '') FROM {self.name}"
             ).fetchall()[0]
-        return LogOverview(int(rows), tuple(channels or ()), tuple(event_types or ()))
+        overview = LogOverview(int(rows), tuple(channels or ()), tuple(event_types or ()))
+        if self.memo is not None:
+            self.memo["overview"] = overview
+        return overview
 
     def id_keys(self) -> str | None:
         """A temp table of the log's customers: ``k`` (the 64-bit hash of the id, what
@@ -265,7 +273,9 @@ def stage_events(
     """
     if isinstance(source, EventTable):
         select = f"SELECT * FROM {source.name}"
-        return StagedLog(source.con, source.name, source.source, source.settings, [], select)
+        return StagedLog(
+            source.con, source.name, source.source, source.settings, [], select, memo=source.memo
+        )
     settings = settings or Settings()
     con = con or connect_for(settings)
     label = source_label(source)

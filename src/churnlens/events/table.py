@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -50,6 +51,9 @@ class EventTable:
     rows_read: int
     duplicates_dropped: int
     known_fingerprint: FingerprintParts | None = None  # from the validation scan
+    # what reading the validated events once tells every later reader (the overview of
+    # row count, channels and event types): training builds features a dozen times
+    memo: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def to_pandas(self) -> pd.DataFrame:
         """The canonical event frame (without ``day`` and ``role``), in time order."""
@@ -89,7 +93,7 @@ class EventTable:
         name = next_name("events_copy")
         with read_errors(self.source):
             self.con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {self.name}")
-        return dataclasses.replace(self, name=name)
+        return dataclasses.replace(self, name=name, memo={})
 
     def summary(self) -> EventSummary:
         """Sizes, date range and counts per event type, channel and role."""
