@@ -155,13 +155,12 @@ def train(
     say(f"train: features and labels of {len(dates)} snapshots")
     snaps = make_snapshots(sampled, dates, settings)
     horizon = settings.training.horizon_days
+    ChurnModel.from_settings(settings.model, horizon).split(snaps.X, snaps.y)  # fails early
     # the churn model and its baselines (pure computation) fit in the background while
     # this thread builds the value model, the only one that reads the log (DuckDB)
     fitted = Background(lambda: _fit_churn(snaps, settings))
     say(f"train: fitting the churn model on {len(snaps.X):,} rows, and beside it the value model")
     current = build_features(sampled, as_of, settings)  # for the reference and the value model
-    if fitted.done():
-        fitted.result()  # a churn model that cannot be fitted (too little data) fails first
     value = fit_value(sampled, as_of, settings, current)
     if not fitted.done():
         say("train: waiting for the churn model")

@@ -273,10 +273,10 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
     def _weights(self) -> tuple[float, ...]:
         return tuple(self.tree_weights) if self.boost_from_baseline else (1.0,)
 
-    def fit(self, X: pd.DataFrame, y: pd.Series) -> ChurnModel:
-        """Fit on snapshots indexed by (as_of, customer_id); returns self. The trees'
-        weight and the calibration are chosen out of time (:mod:`~churnlens.models.blending`)
-        on the validation snapshot and, when there is one, an earlier guard snapshot."""
+    def split(self, X: pd.DataFrame, y: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (training, validation) rows of snapshots ``X`` with labels ``y``; raises
+        :class:`ModelError` when they are too few to train on (a cheap check, run before
+        any fit)."""
         y = np.asarray(y, dtype=int)
         if len(np.unique(y)) < 2:
             raise ModelError(
@@ -294,6 +294,14 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
                 "snapshot: use a log with more customers or more history, or a shorter "
                 "--horizon-days"
             )
+        return train, valid
+
+    def fit(self, X: pd.DataFrame, y: pd.Series) -> ChurnModel:
+        """Fit on snapshots indexed by (as_of, customer_id); returns self. The trees'
+        weight and the calibration are chosen out of time (:mod:`~churnlens.models.blending`)
+        on the validation snapshot and, when there is one, an earlier guard snapshot."""
+        y = np.asarray(y, dtype=int)
+        train, valid = self.split(X, y)
         self.feature_names_in_ = np.array(X.columns, dtype=object)
         # the staged model (scored on the validation snapshot), the guard's (on the one
         # before it) and the final one are independent: side by side, one per core
@@ -349,8 +357,6 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
         log is too short or there is nothing to choose."""
         if len(self._weights()) * len(self._methods(int(valid.sum()))) == 1:
             return None  # nothing to choose
-        if "as_of" not in (X.index.names or []):
-            return None
         earlier = ~valid
         if X.index.get_level_values("as_of")[earlier].nunique() < 2:
             return None
