@@ -198,3 +198,18 @@ def test_a_full_disk_during_training_is_one_clear_line_and_leaves_no_partial_bun
     assert done.returncode == 1
     assert "model bundle cannot be written" in one_clear_line(done.stderr)
     assert not models.exists() or not list(models.iterdir())
+
+
+def test_a_manifest_that_fails_to_reach_the_disk_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from churnlens.outputs import manifest_file
+
+    def full_disk(path: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("churnlens.outputs._fsync", full_disk)
+    target = tmp_path / "scores.manifest.json"
+    with pytest.raises(OSError, match="No space left"):
+        manifest_file(target, {"rows": 1}, 0o644)
+    assert list(tmp_path.iterdir()) == []

@@ -22,20 +22,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-import pyspark
 import pytest
 
 import churnlens
 from churnlens.history import HISTORY_COLUMNS
 from churnlens.model_source import load_models
 from churnlens.scoring import score
-from churnlens.spark_standalone import LocalCluster, wait_for
+from churnlens.spark_standalone import LocalCluster, spark_home, wait_for
 from tests.conftest import AS_OF, ROOT
 from tests.test_spark import normalise
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark")]
 
-SPARK_HOME = Path(pyspark.__file__).parent
+SPARK_HOME = Path(spark_home())  # the one LocalCluster uses
 SOURCE = Path(churnlens.__file__).parents[1]  # the churnlens under test, for the executors
 # small, quick JVMs: no C2 compiler, the serial collector
 JAVA_OPTS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"

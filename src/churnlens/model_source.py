@@ -271,9 +271,9 @@ def _check_score_inputs(loaded: dict[str, LoadedModel]) -> None:
 
     for kind, found in loaded.items():
         taken = [c for c in found.model.score_inputs if c in found.model.feature_names_in_]
-        for other in model_kinds():
-            if other in loaded or not taken:
-                continue
+        if not taken:
+            continue
+        for other in (k for k in model_kinds() if k not in loaded):
             gives = set(model_class(other).empty_columns(pd.Index([])).columns)
             missing = [c for c in taken if c in gives]
             if missing:

@@ -192,9 +192,14 @@ def manifest_file(target: Path, manifest: dict[str, Any], mode: int) -> Path:
     """``manifest`` as JSON in a temporary file beside ``target``, on disk (fsync) with
     ``mode``: ready to be renamed onto ``target`` (the commit point of a replacement)."""
     tmp = _temporary(target)
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n", "utf-8")
-    _fsync(tmp)
-    os.chmod(tmp, mode)
+    try:
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
+        tmp.write_text(text, "utf-8")
+        _fsync(tmp)
+        os.chmod(tmp, mode)
+    except BaseException:  # the caller never learns its name: remove it here
+        tmp.unlink(missing_ok=True)
+        raise
     return tmp
 
 
