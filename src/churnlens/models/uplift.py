@@ -140,13 +140,14 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
 
     def _fold_ids(self, strata: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
         """A fold per row, stratified by ``strata``, drawn from the seed; with ``groups``
-        (a customer in several stacked campaigns), the rows of a group share a fold."""
+        (a customer in several stacked campaigns, as codes 0..k-1), the rows of a group
+        share a fold."""
         rng = np.random.default_rng(self.seed)
         if groups is not None:
-            unique, inverse = np.unique(groups, return_inverse=True)
-            of_group = np.empty(len(unique), dtype=np.int64)
-            of_group[rng.permutation(len(unique))] = np.arange(len(unique)) % self.folds
-            return of_group[inverse]
+            count = int(groups.max()) + 1
+            of_group = np.empty(count, dtype=np.int64)
+            of_group[rng.permutation(count)] = np.arange(count) % self.folds
+            return of_group[groups]
         fold = np.empty(len(strata), dtype=np.int64)
         start = 0
         for stratum in np.unique(strata):
@@ -261,8 +262,10 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         if self.models_:
             used = codes >= 0
             given = None
-            if cluster is not None and pd.Series(cluster[used]).duplicated().any():
-                given = cluster[used]  # only when a customer has several rows
+            if cluster is not None:  # customers as codes 0..k-1, once
+                grouped = pd.factorize(cluster[used], sort=True)[0]  # as np.unique numbers them
+                if np.bincount(grouped).max() > 1:
+                    given = grouped  # only when a customer has several rows
             oof[used], score[used] = self._fit_pooled(
                 A[used], codes[used], t[used], y[used], e[used], num_threads, given
             )
