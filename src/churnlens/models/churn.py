@@ -52,6 +52,7 @@ from churnlens.models.blending import (
 )
 from churnlens.models.fitting import (
     cap_rows,
+    cores,
     customer_buckets,
     customer_ids,
     side_by_side,
@@ -444,4 +445,5 @@ class ChurnModel(ChurnlensModel, ClassifierMixin, BaseEstimator):
         if X is None:
             gain = self.booster_.feature_importances()
             return pd.Series(gain, index=self.feature_names_in_).sort_values(ascending=False)
-        return self.contributions(X).abs().mean().sort_values(ascending=False)
+        _, contributions = self.booster_.explain(self._check(X), "shap", cores())
+        return contributions.abs().mean().sort_values(ascending=False)
