@@ -42,6 +42,23 @@ def backtested(sample_events: pd.DataFrame, tmp_path_factory: pytest.TempPathFac
     return backtest(sample_events, AS_OF, SETTINGS, tmp_path_factory.mktemp("models"))
 
 
+def test_backtest_of_a_loaded_table_uses_the_settings_given(sample_events: pd.DataFrame) -> None:
+    """A table loaded with the defaults (90-day horizon) and backtested with SETTINGS
+    (60 days) is labelled over 60 days: the settings given win, as in ``train`` (they
+    were ignored, so the backtest measured another horizon than the one asked for)."""
+    from churnlens.events import load_events
+    from churnlens.labels import make_snapshot
+
+    table = load_events(sample_events)
+    assert table.settings.training.horizon_days == 90
+    result = backtest(table, AS_OF, SETTINGS, None)
+    assert result.train.model.horizon_days == 60
+    _, churned = make_snapshot(table, AS_OF, 60)
+    assert result.predictions["churned"].tolist() == churned.tolist()
+    _, churned_30 = make_snapshot(table, AS_OF, 30)
+    assert churned_30.tolist() != churned.tolist()  # horizons label differently here
+
+
 def test_latest_snapshot_is_the_validation_set(sample_events: pd.DataFrame) -> None:
     days = [date(2024, 5, 2), date(2024, 7, 1), date(2024, 8, 30)]
     snaps = make_snapshots(sample_events, days, SETTINGS)
