@@ -97,6 +97,28 @@ def test_roles_follow_settings_and_direction() -> None:
     assert [r for (r,) in roles] == ["purchase", "outbound", "inbound", "outbound", "purchase"]
 
 
+def test_a_loaded_table_is_read_with_the_settings_given(sample_events: pd.DataFrame) -> None:
+    """Settings passed with an already loaded table win (they were silently ignored:
+    features and labels followed the settings the table was loaded with); only the
+    event roles, fixed at load time, must match."""
+    from churnlens import ConfigError, build_features
+    from churnlens.config import FeatureSettings
+
+    table = load_events(sample_events)
+    short = Settings(features=FeatureSettings(windows_days=(7, 30)))
+    assert load_events(table, short).settings == short
+    assert load_events(table, short).name == table.name  # the same events, not reloaded
+    assert load_events(table).settings == table.settings == Settings()
+    columns = build_features(table, "2024-06-30", short).columns
+    assert "freq_purchases_30d" in columns and "freq_purchases_90d" not in columns
+    assert list(columns) == list(build_features(sample_events, "2024-06-30", short).columns)
+    other_roles = Settings(events=EventRoles(purchase_types=("order",)))
+    with pytest.raises(ConfigError, match="event roles"):
+        load_events(table, other_roles)
+    with pytest.raises(ConfigError, match="load the log again"):
+        build_features(table, "2024-06-30", other_roles)
+
+
 def test_exact_duplicates_are_dropped_and_counted(tmp_path: Path) -> None:
     row = "c1,2024-03-01 10:00:00,web,purchase,10,,\n"
     path = write_csv(tmp_path, row * 3 + "c1,2024-03-01 10:00:00,web,purchase,11,,\n")

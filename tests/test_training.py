@@ -57,6 +57,11 @@ def test_backtest_of_a_loaded_table_uses_the_settings_given(sample_events: pd.Da
     assert result.predictions["churned"].tolist() == churned.tolist()
     _, churned_30 = make_snapshot(table, AS_OF, 30)
     assert churned_30.tolist() != churned.tolist()  # horizons label differently here
+    # the training snapshots too: the validation snapshot's labels are 60 days'
+    last = result.train.snapshots[-1]
+    _, valid_60 = make_snapshot(table, last, 60)
+    assert result.train.valid_scores["churned"].tolist() == valid_60.tolist()
+    assert make_snapshot(table, last, 90)[1].tolist() != valid_60.tolist()
 
 
 def test_latest_snapshot_is_the_validation_set(sample_events: pd.DataFrame) -> None:

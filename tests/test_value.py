@@ -121,7 +121,10 @@ def test_the_value_bundle_round_trips_to_the_same_predictions(fitted, tmp_path: 
 def test_cdnow_value_beats_every_baseline_on_the_181_day_backtest(cdnow_path: Path) -> None:
     """CDNOW as of 1997-12-31, the 181 days after it, default configuration: the targets
     are the best of BG/NBD x Gamma-Gamma, Pareto/NBD x Gamma-Gamma and a Poisson GBM on
-    RFM on each metric (Spearman 0.445, Gini 0.754, top-decile capture 0.568), raised."""
+    RFM on each metric (Spearman 0.445, Gini 0.754, top-decile capture 0.568), raised.
+    Measured 0.4567 / 0.7596 / 0.5700 since the supervised part's labels span the
+    181 days asked for (they spanned the configuration's 365 days, reaching into the
+    backtest's own window: Gini 0.7652 then)."""
     result = backtest(
         read_cdnow(cdnow_path), date(1997, 12, 31), Settings(), value_horizon_days=181
     )
@@ -129,8 +132,8 @@ def test_cdnow_value_beats_every_baseline_on_the_181_day_backtest(cdnow_path: Pa
     assert m is not None
     model = m.loc["model"]
     assert model["spearman"] >= 0.455, m
-    assert model["gini"] >= 0.76, m
-    assert model["top_decile_capture"] >= 0.57, m
+    assert model["gini"] >= 0.755, m
+    assert model["top_decile_capture"] >= 0.569, m
     assert abs(model["total_error"]) <= 0.10, m
     for baseline in ("bg_nbd", "naive_rate"):
         assert model["spearman"] > m.loc[baseline, "spearman"]

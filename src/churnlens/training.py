@@ -144,7 +144,7 @@ def train(
     say = step or (lambda text: None)
     say("train: reading and checking the log")
     table = load_events(events, settings)
-    settings = settings or table.settings  # a loaded table keeps the settings it was loaded with
+    settings = table.settings  # the settings given, else those the table was loaded with
     as_of = parse_as_of(as_of)
     fingerprint = table.fingerprint()
     sampled, sample = sample_customers(table, settings.training.max_customers, settings.model.seed)

@@ -49,6 +49,7 @@ def fit_value(
 ) -> ValueResult:
     """Fit the value model on ``table`` as of ``as_of`` (see the module docstring);
     ``features`` are the features as of ``as_of`` when they are built already."""
+    table = table.with_settings(settings)  # the labels' horizon is the settings' own
     X = build_features(table, as_of, settings) if features is None else features
     dates = value_snapshot_dates(table, as_of, settings)
     snapshots = make_value_snapshots(table, dates)

@@ -272,9 +272,10 @@ def stage_events(
     problem is found by :meth:`StagedLog.validate` or partition by partition.
     """
     if isinstance(source, EventTable):
-        select = f"SELECT * FROM {source.name}"
+        table = source.with_settings(settings)  # the settings given win, roles checked
+        select = f"SELECT * FROM {table.name}"
         return StagedLog(
-            source.con, source.name, source.source, source.settings, [], select, memo=source.memo
+            table.con, table.name, table.source, table.settings, [], select, memo=table.memo
         )
     settings = settings or Settings()
     con = con or connect_for(settings)

@@ -17,6 +17,7 @@ import duckdb
 import pandas as pd
 
 from churnlens.config import Settings
+from churnlens.errors import ConfigError
 from churnlens.events.checks import raise_on_problems
 from churnlens.events.connection import read_errors
 from churnlens.events.contract import (
@@ -54,6 +55,21 @@ class EventTable:
     # what reading the validated events once tells every later reader (the overview of
     # row count, channels and event types): training builds features a dozen times
     memo: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def with_settings(self, settings: Settings | None) -> EventTable:
+        """The same events read with ``settings`` (feature windows, horizons, models):
+        itself when ``None`` or equal. The event-type roles were fixed when the log was
+        loaded (its ``role`` column), so settings with other roles raise ConfigError."""
+        if settings is None or settings == self.settings:
+            return self
+        if settings.events != self.settings.events:
+            raise ConfigError(
+                f"the events of {self.source} were loaded with the event roles "
+                f"{self.settings.events.model_dump()}, the settings given have "
+                f"{settings.events.model_dump()}: load the log again with these settings "
+                "(load_events(path, settings))"
+            )
+        return dataclasses.replace(self, settings=settings)
 
     def to_pandas(self) -> pd.DataFrame:
         """The canonical event frame (without ``day`` and ``role``), in time order."""
@@ -134,7 +150,7 @@ def load_events(
     source
         A CSV (``.csv``, ``.csv.gz``, ``.csv.zst``) or Parquet path, a folder of Parquet
         files, a pandas DataFrame or an Arrow table. An :class:`EventTable` is returned
-        as is.
+        as is, read with ``settings`` when they are given (:meth:`EventTable.with_settings`).
     settings
         Event-type roles come from ``settings.events``; defaults when ``None``.
     con
@@ -148,7 +164,7 @@ def load_events(
     from churnlens.events.staged import stage_events
 
     if isinstance(source, EventTable):
-        return source
+        return source.with_settings(settings)
     staged = stage_events(source, settings, con)
     with read_errors(staged.source):
         rows_read, maybe_duplicates, fingerprint = raise_on_problems(
