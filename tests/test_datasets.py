@@ -201,6 +201,34 @@ def test_no_header_unix_line_endings(tmp_path: Path) -> None:
     assert events["amount"].tolist() == [11.77, 77.0]
 
 
+def test_the_sample_layout_keeps_the_master_ids(tmp_path: Path) -> None:
+    """CDNOW_sample.txt's lines hold the sample's own index after the customer id."""
+    path = write(tmp_path, " 00004 0001 19970101  2   29.33\r\n 00018 0002 19970104  1   14.96\r\n")
+    events = read_cdnow(path)
+    assert list(events.columns) == CANONICAL_COLUMNS
+    assert events["customer_id"].tolist() == ["00004", "00018"]
+    assert events["timestamp"].tolist() == [pd.Timestamp("1997-01-01"), pd.Timestamp("1997-01-04")]
+    assert events["quantity"].tolist() == [2.0, 1.0]
+    assert events["amount"].tolist() == [29.33, 14.96]
+    # a sample line with a field missing is reported against the sample's five fields
+    bad = write(tmp_path, " 00004 0001 19970101  2   29.33\n 00018 0002 19970104  1\n")
+    with pytest.raises(InputError, match="expected 5"):
+        read_cdnow(bad)
+
+
+@pytest.mark.cdnow
+def test_the_real_sample_is_a_tenth_of_the_master_customers(cdnow: pd.DataFrame) -> None:
+    sample = read_cdnow(REPO_ROOT / "data" / "external" / "CDNOW_sample.txt")
+    assert sample["customer_id"].nunique() == 2_357 and len(sample) == 6_919
+    master = cdnow[cdnow["customer_id"].isin(set(sample["customer_id"]))]
+    key = ["customer_id", "timestamp", "amount", "quantity"]  # the files order rows apart
+    pd.testing.assert_frame_equal(
+        sample.sort_values(key, ignore_index=True),
+        master.sort_values(key, ignore_index=True),
+        check_exact=True,
+    )
+
+
 # ---------------------------------------------------------------------------- bad input
 
 

@@ -3,11 +3,13 @@
 Only the CDNOW transaction log for now: every purchase of the 23,570 customers who first
 bought at the online music retailer CDNOW in the first quarter of 1997, followed to the
 end of June 1998 (Fader, Hardie and Lee, 2005). ``make data`` fetches it into
-``data/external/CDNOW_master.txt`` with ``scripts/fetch_cdnow.py``.
+``data/external/CDNOW_master.txt`` with ``scripts/fetch_cdnow.py``, and its 1/10 sample of
+2,357 customers into ``CDNOW_sample.txt`` (read too: the same customer ids).
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -16,7 +18,9 @@ import pandas as pd
 
 from churnlens.errors import InputError, Problem
 
-__all__ = ["CDNOW_COLUMNS", "CDNOW_SHA256", "DEFAULT_CDNOW_PATH", "read_cdnow"]
+__all__ = [
+    "CDNOW_COLUMNS", "CDNOW_SAMPLE_COLUMNS", "CDNOW_SHA256", "DEFAULT_CDNOW_PATH", "read_cdnow"
+]  # fmt: skip
 
 DEFAULT_CDNOW_PATH = Path("data/external/CDNOW_master.txt")
 """Where ``make data`` puts the CDNOW log, relative to the repository root."""
@@ -27,12 +31,19 @@ CDNOW_SHA256 = "eff6889ed364c5199d6eacbbeb7a6d559971df4406ac876f322c373f00a072ef
 CDNOW_COLUMNS: tuple[str, ...] = ("customer_id", "date", "number_of_cds", "dollar_value")
 """The fields of one line of the CDNOW text format, in order."""
 
+CDNOW_SAMPLE_COLUMNS: tuple[str, ...] = (
+    "customer_id", "sample_id", "date", "number_of_cds", "dollar_value"
+)  # fmt: skip
+"""The fields of one line of ``CDNOW_sample.txt``, the 1/10 sample of 2,357 customers: the
+master log's customer id, the sample's own index (1-2357; dropped), then as the master."""
+
 _MAX_EXAMPLES = 3
 _FETCH_HINT = "run `make data` (python scripts/fetch_cdnow.py --dest data/external)"
 _FORMAT_HINT = (
     "each line must be 'customer_id date number_of_cds dollar_value' separated by "
-    "whitespace, e.g. '00001 19970101 1 11.77'; fix or remove the lines listed, or "
-    f"{_FETCH_HINT} to get a fresh copy"
+    "whitespace, e.g. '00001 19970101 1 11.77' (CDNOW_sample.txt: 'customer_id "
+    "sample_id date number_of_cds dollar_value', e.g. '00004 0001 19970101 2 29.33'); "
+    f"fix or remove the lines listed, or {_FETCH_HINT} to get a fresh copy"
 )
 
 
@@ -44,7 +55,9 @@ def read_cdnow(path: str | Path = DEFAULT_CDNOW_PATH) -> pd.DataFrame:
     path
         The whitespace-separated text file ``CDNOW_master.txt``: one purchase per line,
         ``customer_id date number_of_cds dollar_value``, with or without the header line
-        naming those fields. Unix or Windows line endings; blank lines are ignored.
+        naming those fields; or ``CDNOW_sample.txt``, whose lines hold the sample's own
+        index after the customer id (told apart by the first data line: five fields, the
+        third a date). Unix or Windows line endings; blank lines are ignored.
 
     Returns
     -------
@@ -86,9 +99,10 @@ def read_cdnow(path: str | Path = DEFAULT_CDNOW_PATH) -> pd.DataFrame:
     path = Path(path)
     source = str(path)
     skiprows = _header_lines(path, source)
-    raw = _read_fast(path, source, skiprows)
+    columns = _layout(path, skiprows)
+    raw = _read_fast(path, source, skiprows, columns)
     if raw is None:
-        raw, problems = _read_slow(path, source, skiprows)
+        raw, problems = _read_slow(path, source, skiprows, columns)
     else:
         problems = []
     if raw.empty and not problems:
@@ -165,7 +179,24 @@ def _header_lines(path: Path, source: str) -> int:
     return 0
 
 
-def _read_fast(path: Path, source: str, skiprows: int) -> pd.DataFrame | None:
+def _layout(path: Path, skiprows: int) -> tuple[str, ...]:
+    """The sample's five fields when the first data line has five and a date third (a
+    master line with an extra field has its date second), else the master's four."""
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            fields = line.decode("utf-8", errors="replace").split()
+            if number <= skiprows or not fields:
+                continue
+            five = len(fields) == len(CDNOW_SAMPLE_COLUMNS)
+            if five and fields[1].isdigit() and re.fullmatch(r"\d{8}", fields[2]):
+                return CDNOW_SAMPLE_COLUMNS
+            return CDNOW_COLUMNS
+    return CDNOW_COLUMNS
+
+
+def _read_fast(
+    path: Path, source: str, skiprows: int, columns: tuple[str, ...]
+) -> pd.DataFrame | None:
     """Read the file as strings with the C parser.
 
     Returns the raw frame (column ``line`` = 1-based line number in the file), or
@@ -180,7 +211,7 @@ def _read_fast(path: Path, source: str, skiprows: int) -> pd.DataFrame | None:
                 path,
                 sep=r"\s+",
                 header=None,
-                names=list(CDNOW_COLUMNS),
+                names=list(columns),
                 index_col=False,
                 dtype=str,
                 skiprows=skiprows,
@@ -193,7 +224,7 @@ def _read_fast(path: Path, source: str, skiprows: int) -> pd.DataFrame | None:
     except (pd.errors.ParserError, pd.errors.ParserWarning):
         return None  # a line with too many fields
     except pd.errors.EmptyDataError:
-        return pd.DataFrame({c: pd.Series(dtype=str) for c in (*CDNOW_COLUMNS, "line")})
+        return pd.DataFrame({c: pd.Series(dtype=str) for c in (*columns, "line")})
     except UnicodeDecodeError:
         raise _not_text(source) from None
     except OSError as exc:
@@ -201,16 +232,19 @@ def _read_fast(path: Path, source: str, skiprows: int) -> pd.DataFrame | None:
             source, [Problem(column="-", message=f"cannot read the file ({exc})", fix=_FETCH_HINT)]
         ) from None
     # With keep_default_na=False a missing field is "" (blank lines give all "").
-    empty = raw[list(CDNOW_COLUMNS)].eq("")
+    empty = raw[list(columns)].eq("")
     n_empty = empty.sum(axis=1)
-    if ((n_empty > 0) & (n_empty < len(CDNOW_COLUMNS))).any():
+    if ((n_empty > 0) & (n_empty < len(columns))).any():
         return None  # a line with too few fields
     raw["line"] = np.arange(len(raw)) + 1 + skiprows
     return raw.loc[n_empty.eq(0).to_numpy()].reset_index(drop=True)
 
 
-def _read_slow(path: Path, source: str, skiprows: int) -> tuple[pd.DataFrame, list[Problem]]:
-    """Split every line in Python, keep the 4-field lines and report the others."""
+def _read_slow(
+    path: Path, source: str, skiprows: int, columns: tuple[str, ...]
+) -> tuple[pd.DataFrame, list[Problem]]:
+    """Split every line in Python, keep the lines of the layout's field count and report
+    the others."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -225,18 +259,18 @@ def _read_slow(path: Path, source: str, skiprows: int) -> tuple[pd.DataFrame, li
         fields = line.split()
         if not fields:
             continue
-        if len(fields) == len(CDNOW_COLUMNS):
+        if len(fields) == len(columns):
             rows.append(fields)
             lines.append(number)
             continue
         n_bad += 1
         if len(bad) < _MAX_EXAMPLES:
             bad.append(f"line {number}: {_show(line.strip())} ({len(fields)} fields)")
-    raw = pd.DataFrame(rows, columns=list(CDNOW_COLUMNS), dtype=str)
+    raw = pd.DataFrame(rows, columns=list(columns), dtype=str)
     raw["line"] = np.asarray(lines, dtype=np.int64)
     problem = Problem(
         column="-",
-        message=f"wrong number of fields, expected {len(CDNOW_COLUMNS)}",
+        message=f"wrong number of fields, expected {len(columns)}",
         rows=n_bad,
         examples=tuple(bad),
         fix=_FORMAT_HINT,
