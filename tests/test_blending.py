@@ -130,3 +130,41 @@ def test_the_sigmoid_fit_is_scikit_learns_platt_fit(seed: int) -> None:
     # (with one score, only the probability at that score is identified)
     grid = np.linspace(f.min() - 1, f.max() + 1, 101) if seed != 2 else f[:1]
     assert np.abs(ours.predict(grid) - theirs.predict(grid)).max() < 1e-6
+
+
+def test_keep_level_keeps_the_slope_and_matches_the_labels_mean_by_hand() -> None:
+    from sklearn.isotonic import IsotonicRegression
+
+    from churnlens.models.blending import keep_level
+
+    calibrator = _SigmoidCalibration()
+    calibrator.a_, calibrator.b_ = -0.8, 0.4  # p = expit(0.8 f - 0.4)
+    f = np.array([-2.0, -1.0, 0.0, 1.0, 3.0])
+    y = np.array([0, 0, 1, 1, 1])  # mean 0.6
+    kept = keep_level(calibrator, f, y)
+    assert kept.a_ == -0.8 and kept is not calibrator and calibrator.b_ == 0.4
+    assert kept.predict(f).mean() == pytest.approx(0.6, abs=1e-10)
+    # by hand: the intercept b solving mean(expit(0.8 f - b)) = 0.6
+    grid = np.linspace(-3, 3, 600_001)
+    means = (1 / (1 + np.exp(-(0.8 * f[:, None] - grid[None, :])))).mean(axis=0)
+    assert kept.b_ == pytest.approx(grid[np.argmin(np.abs(means - 0.6))], abs=2e-5)
+    assert kept.b_ == pytest.approx(-0.4645, abs=1e-4)
+    # the calibration's other forms, and labels of one class, are left as they are
+    isotonic = IsotonicRegression().fit(f, y)
+    assert keep_level(isotonic, f, y) is isotonic and keep_level(None, f, y) is None
+    assert keep_level(calibrator, f, np.ones(5)) is calibrator
+
+
+def test_a_sigmoid_calibrated_model_keeps_the_pooled_snapshots_level() -> None:
+    """The slope comes from the validation snapshot; the level is that of the final
+    model's own training rows, as a logistic regression on them has it: its mean
+    probability over them is their churn rate (the validation snapshot's is not)."""
+    X, y = _snapshots(4, 800, 5)
+    y = y.copy()
+    last = X.index.get_level_values("as_of") == X.index.get_level_values("as_of").max()
+    flip = np.flatnonzero(last & (y == 0))[:150]
+    y[flip] = 1  # a later period churns more: the validation snapshot's level differs
+    model = ChurnModel(n_estimators=40, min_child_samples=20, calibration="sigmoid").fit(X, y)
+    assert model.calibration_method_ == "sigmoid"
+    assert model.predict_proba(X)[:, 1].mean() == pytest.approx(y.mean(), abs=1e-9)
+    assert abs(model.predict_proba(X[last])[:, 1].mean() - y[last].mean()) > 0.02
