@@ -243,10 +243,7 @@ def backtest(
     if predictions_path is not None:
         predictions_path = check_output_path(predictions_path, inputs=[events, config_path])
     table = load_events(events, settings)
-    # as train does: the settings given, else those the table was loaded with
-    settings = (settings or table.settings).with_overrides(
-        value={"horizon_days": value_horizon_days}
-    )
+    settings = table.settings.with_overrides(value={"horizon_days": value_horizon_days})
     as_of = parse_as_of(as_of)
     horizon = settings.training.horizon_days
     _, last = log_span(table)
