@@ -180,17 +180,27 @@ def test_hand_checked_customer_rfm_as_of(cdnow: pd.DataFrame, customer: str) -> 
 # --------------------------------------------------------------------- small, good files
 
 
-def test_crlf_header_blank_lines_and_padding(tmp_path: Path) -> None:
-    path = write(
-        tmp_path,
-        HEADER + " 00007 19970101  1   11.77\r\n\r\n   \r\n 00042\t19980630 12 0\r\n",
-    )
-    events = read_cdnow(path)
+@pytest.mark.parametrize(
+    ("text", "ids", "days", "quantities", "amounts"),
+    [
+        # the master's layout: CRLF, a header, blank lines, padding and a tab
+        (HEADER + " 00007 19970101  1   11.77\r\n\r\n   \r\n 00042\t19980630 12 0\r\n",
+         ["00007", "00042"], ["1997-01-01", "1998-06-30"], [1.0, 12.0], [11.77, 0.0]),
+        # CDNOW_sample.txt's: the sample's own index after the master's customer id
+        ("\r\n 00004 0001 19970101  2   29.33\r\n 00018 0002 19970104  1   14.96\r\n",
+         ["00004", "00018"], ["1997-01-01", "1997-01-04"], [2.0, 1.0], [29.33, 14.96]),
+    ],
+    ids=["master", "sample"],
+)  # fmt: skip
+def test_small_good_files(
+    tmp_path: Path, text: str, ids: list, days: list, quantities: list, amounts: list
+) -> None:
+    events = read_cdnow(write(tmp_path, text))
     assert list(events.columns) == CANONICAL_COLUMNS
-    assert events["customer_id"].tolist() == ["00007", "00042"]
-    assert events["timestamp"].tolist() == [pd.Timestamp("1997-01-01"), pd.Timestamp("1998-06-30")]
-    assert events["amount"].tolist() == [11.77, 0.0]
-    assert events["quantity"].tolist() == [1.0, 12.0]
+    assert events["customer_id"].tolist() == ids
+    assert events["timestamp"].tolist() == [pd.Timestamp(d) for d in days]
+    assert events["amount"].tolist() == amounts
+    assert events["quantity"].tolist() == quantities
     assert events["timestamp"].dtype == np.dtype("datetime64[us]")
 
 
@@ -201,16 +211,7 @@ def test_no_header_unix_line_endings(tmp_path: Path) -> None:
     assert events["amount"].tolist() == [11.77, 77.0]
 
 
-def test_the_sample_layout_keeps_the_master_ids(tmp_path: Path) -> None:
-    """CDNOW_sample.txt's lines hold the sample's own index after the customer id."""
-    path = write(tmp_path, " 00004 0001 19970101  2   29.33\r\n 00018 0002 19970104  1   14.96\r\n")
-    events = read_cdnow(path)
-    assert list(events.columns) == CANONICAL_COLUMNS
-    assert events["customer_id"].tolist() == ["00004", "00018"]
-    assert events["timestamp"].tolist() == [pd.Timestamp("1997-01-01"), pd.Timestamp("1997-01-04")]
-    assert events["quantity"].tolist() == [2.0, 1.0]
-    assert events["amount"].tolist() == [29.33, 14.96]
-    # a sample line with a field missing is reported against the sample's five fields
+def test_a_short_sample_line_is_reported_against_the_samples_five_fields(tmp_path: Path) -> None:
     bad = write(tmp_path, " 00004 0001 19970101  2   29.33\n 00018 0002 19970104  1\n")
     with pytest.raises(InputError, match="expected 5"):
         read_cdnow(bad)

@@ -98,8 +98,7 @@ def read_cdnow(path: str | Path = DEFAULT_CDNOW_PATH) -> pd.DataFrame:
     """
     path = Path(path)
     source = str(path)
-    skiprows = _header_lines(path, source)
-    columns = _layout(path, skiprows)
+    skiprows, columns = _head(path, source)
     raw = _read_fast(path, source, skiprows, columns)
     if raw is None:
         raw, problems = _read_slow(path, source, skiprows, columns)
@@ -134,11 +133,16 @@ def convert_cdnow(path: str | Path, out: str | Path) -> pd.DataFrame:
     return events
 
 
-def _header_lines(path: Path, source: str) -> int:
-    """Number of header lines to skip (0 or 1); also turns I/O failures into InputError."""
+def _head(path: Path, source: str) -> tuple[int, tuple[str, ...]]:
+    """The header lines to skip (0 or 1) and the layout of the first data line, from one
+    read of the file's head; I/O failures as InputError."""
     try:
         with open(path, "rb") as fh:
             first = fh.readline(4096)
+            skiprows = _header_lines(first, source)
+            line = fh.readline(4096) if skiprows else first
+            while line and not line.split():  # blank lines before the first data line
+                line = fh.readline(4096)
     except FileNotFoundError:
         raise InputError(
             source,
@@ -155,6 +159,11 @@ def _header_lines(path: Path, source: str) -> int:
                 )
             ],
         ) from None
+    return skiprows, _layout(line)
+
+
+def _header_lines(first: bytes, source: str) -> int:
+    """Number of header lines to skip (0 or 1), from the file's first line."""
     try:
         tokens = first.decode("utf-8").split()
     except UnicodeDecodeError:
@@ -179,18 +188,13 @@ def _header_lines(path: Path, source: str) -> int:
     return 0
 
 
-def _layout(path: Path, skiprows: int) -> tuple[str, ...]:
-    """The sample's five fields when the first data line has five and a date third (a
+def _layout(line: bytes) -> tuple[str, ...]:
+    """The sample's five fields when the first data ``line`` has five and a date third (a
     master line with an extra field has its date second), else the master's four."""
-    with open(path, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
-            fields = line.decode("utf-8", errors="replace").split()
-            if number <= skiprows or not fields:
-                continue
-            five = len(fields) == len(CDNOW_SAMPLE_COLUMNS)
-            if five and fields[1].isdigit() and re.fullmatch(r"\d{8}", fields[2]):
-                return CDNOW_SAMPLE_COLUMNS
-            return CDNOW_COLUMNS
+    fields = line.decode("utf-8", errors="replace").split()
+    five = len(fields) == len(CDNOW_SAMPLE_COLUMNS)
+    if five and fields[1].isdigit() and re.fullmatch(r"\d{8}", fields[2]):
+        return CDNOW_SAMPLE_COLUMNS
     return CDNOW_COLUMNS
 
 
