@@ -42,7 +42,7 @@ def _gradient_boosting_rfm(table, as_of, settings):  # type: ignore[no-untyped-d
     return model.fit(rfm_matrix(snaps.X), snaps.y.to_numpy())
 
 
-def run(events, table, spec: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def run(table, spec: str) -> list[dict]:  # type: ignore[no-untyped-def]
     import numpy as np
     from sklearn.metrics import brier_score_loss, roc_auc_score
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     margins = []
     for spec in args.protocols:
         started = time.perf_counter()
-        frame = pd.DataFrame(run(events, table, spec)).set_index("score")
+        frame = pd.DataFrame(run(table, spec)).set_index("score")
         model = frame.loc["model"]
         others = frame.drop(index="model")
         auc_margin = model["auc"] - others["auc"].max()
