@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ from churnlens.bundle import load_bundle
 from churnlens.model_source import load_models
 from churnlens.outputs import output_lock
 from churnlens.scoring import score
+from tests import forked_cli
 from tests.conftest import AS_OF, record_count
 
 KILLS = 3  # random kill points per job kind
@@ -43,33 +45,34 @@ def bundle(churn_bundle: Path) -> Path:
     return churn_bundle
 
 
-def _cli(*args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "churnlens.cli", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+def _cli(*args: str) -> BaseProcess:
+    """``churnlens *args`` in a process of its own, forked with its imports done (see
+    :mod:`tests.forked_cli`): a kill drawn over a run's duration lands in the work."""
+    return forked_cli.start(*args)
+
+
+def _wait(proc: BaseProcess, seconds: float) -> int:
+    proc.join(timeout=seconds)
+    assert proc.exitcode is not None, f"still running after {seconds} s"
+    return proc.exitcode
 
 
 def _duration(args: list[str], timed: Path, out: Path) -> float:
     """Seconds a whole run of ``args`` takes, writing to ``timed`` instead of ``out``."""
+    forked_cli.ready()
     started = time.perf_counter()
     swapped = [str(timed) if a == str(out) else a for a in args]
-    assert _cli(*swapped).wait(timeout=300) == 0
+    assert _wait(_cli(*swapped), 300) == 0
     return time.perf_counter() - started
 
 
-def _kill_after(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+def _kill_after(proc: BaseProcess, seconds: float) -> bool:
     """SIGKILL after ``seconds`` unless it finished first; True when it was killed."""
-    try:
-        proc.wait(timeout=seconds)
+    proc.join(timeout=seconds)
+    if proc.exitcode is not None:
         return False
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        return True
+    proc.kill()
+    return _wait(proc, 30) == -signal.SIGKILL
 
 
 @pytest.mark.slow
@@ -119,8 +122,9 @@ def test_training_killed_at_random_points_keeps_every_bundle_whole(
     rng = random.Random(5)
     args = ["train", str(events_path), "--as-of", AS_OF, "--config", str(config)]
     args += ["--models-dir", str(models), "--no-track"]
+    forked_cli.ready()
     started = time.perf_counter()
-    assert _cli(*args).wait(timeout=300) == 0
+    assert _wait(_cli(*args), 300) == 0
     duration = time.perf_counter() - started
     killed = 0
     for _ in range(KILLS):
@@ -155,7 +159,7 @@ def test_two_jobs_started_together_never_interleave(events_path, bundle, tmp_pat
     args = ["score", str(events_path), "--as-of", AS_OF, "--out", str(out)]
     args += ["--model", str(bundle), "--no-track"]
     procs = [_cli(*args) for _ in range(2)]
-    codes = sorted(p.wait(timeout=300) for p in procs)
+    codes = sorted(_wait(p, 300) for p in procs)
     assert codes in ([0, 0], [0, 1])  # one after the other, or the second refused
     frame = pd.read_parquet(out)
     assert frame["customer_id"].is_unique
@@ -194,11 +198,12 @@ def test_sigterm_or_sighup_during_score_leaves_no_work_folder(
     proc = _cli("score", str(events_path), "--as-of", AS_OF, "--out", str(out), "--model",
                 str(bundle), "--partitions", "6", "--no-track")  # fmt: skip
     deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".2025-02-03.parquet.work.*")) and proc.poll() is None:
+    while not list(tmp_path.glob(".2025-02-03.parquet.work.*")) and proc.is_alive():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    proc.send_signal(number)
-    code = proc.wait(timeout=60)
+    if proc.pid is not None and proc.is_alive():
+        os.kill(proc.pid, number)
+    code = _wait(proc, 60)
     if code != 0:  # it was stopped mid-run, not finished before the signal landed
         assert not out.exists()
     assert not list(tmp_path.glob(".2025-02-03.parquet.*"))  # work and temporary files
