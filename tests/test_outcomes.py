@@ -18,6 +18,7 @@ from churnlens.cli import app
 from churnlens.errors import InputError
 from churnlens.events import load_events
 from churnlens.outcomes import OUTCOME_COLUMNS, measure
+from churnlens.outputs import manifest_path, replace_with_manifest
 from tests.conftest import make_log
 
 runner = CliRunner()
@@ -175,6 +176,29 @@ def test_outcomes_refuses_a_log_that_ends_too_early(tmp_path: Path) -> None:
                                  str(out), "--horizon-days", "30"])  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "2024-03-31" in " ".join(result.output.split())
+
+
+def test_an_output_on_the_scores_files_manifest_or_lock_is_refused(tmp_path: Path) -> None:
+    """``--out scores.parquet.manifest.json`` would replace the scores file's manifest
+    (its experiment design and checksum) with the outcomes table."""
+    log = make_log([("a", "2024-03-20 10:00", "web", "purchase", 5),
+                    ("b", "2024-04-05 10:00", "web", "purchase", 5)])  # fmt: skip
+    events = tmp_path / "events.parquet"
+    log.to_parquet(events)
+    scores = tmp_path / "scores.parquet"
+    replace_with_manifest(
+        scores, _scores(["a", "b"], ["treatment", "control"]).to_parquet, {"kind": "scores"}
+    )
+    described = manifest_path(scores).read_bytes()
+    for out in (manifest_path(scores), tmp_path / "scores.parquet.lock"):
+        with pytest.raises(InputError, match="companion file of the input"):
+            outcomes_job(scores, events, out, horizon_days=30)
+    assert manifest_path(scores).read_bytes() == described
+    assert not (tmp_path / "scores.parquet.lock").exists()
+    # a manifest overwritten by something else is refused with what to do, not misread
+    manifest_path(scores).write_text('[{"action": "nurture"}]')
+    with pytest.raises(InputError, match="holds a JSON list"):
+        outcomes_job(scores, events, tmp_path / "o.csv", horizon_days=30)
 
 
 def test_scores_without_groups_are_refused_with_the_column_named(tmp_path: Path) -> None:

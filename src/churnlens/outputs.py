@@ -66,8 +66,9 @@ def _companions(out: Path) -> tuple[Path, ...]:
 
 
 def check_not_input(out: str | Path, inputs: Iterable[object]) -> None:
-    """Refuse an output that is one of ``inputs`` (or its manifest or lock file is), or lies
-    inside an input folder: the job would overwrite, or read back, what it writes."""
+    """Refuse an output that is one of ``inputs`` or one of their manifests or lock files
+    (or whose own manifest or lock file is), or that lies inside an input folder: the job
+    would overwrite, or read back, what it writes."""
     out = Path(out)
     targets = [p.resolve() for p in _companions(out)]
     for item in inputs:
@@ -78,14 +79,17 @@ def check_not_input(out: str | Path, inputs: Iterable[object]) -> None:
             continue
         real = source.resolve()
         for target in targets:
-            same = target == real or (target.exists() and os.path.samefile(target, real))
-            if same:
-                raise _problem(
-                    out,
-                    f"the output {target.name} is the input {source}: writing it would "
-                    "destroy the input",
-                    "write the result to another path",
-                )
+            for kept in (p.resolve() for p in _companions(source)):
+                if target == kept or (
+                    target.exists() and kept.exists() and os.path.samefile(target, kept)
+                ):
+                    what = "the input" if kept == real else "a companion file of the input"
+                    raise _problem(
+                        out,
+                        f"the output {target.name} is {what} {source}: writing it would "
+                        "destroy the input",
+                        "write the result to another path",
+                    )
             if real.is_dir() and target.is_relative_to(real):
                 raise _problem(
                     out,
@@ -289,7 +293,19 @@ def read_paired_manifest(out: str | Path) -> dict[str, Any] | None:
         raise InputError(
             str(path), [Problem("manifest", f"cannot be read ({exc})", fix="rerun the job")]
         ) from None
-    expected = manifest.get("output_sha256") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        raise InputError(
+            str(path),
+            [
+                Problem(
+                    "manifest",
+                    f"holds a JSON {type(manifest).__name__}, not the object a churnlens "
+                    "job writes (it was overwritten by another file)",
+                    fix="rerun the job that writes the result, to write its manifest again",
+                )
+            ],
+        )
+    expected = manifest.get("output_sha256")
     if expected and sha256_file(out) != expected:
         raise InputError(
             str(out),
