@@ -19,8 +19,8 @@ import pytest
 from churnlens import InputError
 from churnlens.bundle import load_bundle
 from churnlens.model_source import load_models
-from churnlens.outputs import output_lock
 from churnlens.scoring import score
+from churnlens.work_folders import output_lock
 from tests import forked_cli
 from tests.conftest import AS_OF, record_count
 

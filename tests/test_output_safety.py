@@ -142,7 +142,7 @@ def test_a_kill_between_manifest_and_scores_renames_is_completed_by_the_next_run
     # the next job on this output completes the interrupted replacement before its own
     pending = out.with_name(".scores.parquet.pending")
     assert pending.is_file()
-    from churnlens.outputs import output_lock, remove_stale_work
+    from churnlens.work_folders import output_lock, remove_stale_work
 
     with output_lock(out):
         remove_stale_work(out)
@@ -150,6 +150,32 @@ def test_a_kill_between_manifest_and_scores_renames_is_completed_by_the_next_run
     assert manifest is not None and manifest["rows"] == len(pd.read_parquet(out))
     assert "zz-new" in set(pd.read_parquet(out)["customer_id"])
     assert not pending.exists()
+
+
+def test_a_failed_features_run_after_a_killed_one_keeps_the_committed_result(
+    events_path: Path, tmp_path: Path
+) -> None:
+    """A features run killed after its commit point leaves the new manifest and the new
+    result under its pending name; the next run on that output completes it before its
+    own work, so its own failure (a full disk) does not take the committed result away."""
+    out = tmp_path / "features.parquet"
+    assert (
+        cli("features", str(events_path), "--as-of", "2025-01-03", "--out", str(out)).returncode
+        == 0
+    )
+    killed = cli("features", str(events_path), "--as-of", AS_OF, "--out", str(out),
+                 fault="after-commit")  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    committed = json.loads(manifest_path(out).read_text())
+    assert committed["as_of"] == AS_OF
+    failed = cli("features", str(events_path), "--as-of", AS_OF, "--out", str(out),
+                 max_file_bytes=2048)  # fmt: skip
+    assert failed.returncode == 1
+    assert "cannot be written (File too large)" in one_clear_line(failed.stderr)
+    manifest = read_paired_manifest(out)  # the killed run's result, completed
+    assert manifest is not None and manifest["as_of"] == AS_OF
+    assert manifest["output_sha256"] == committed["output_sha256"]
+    assert not out.with_name(".features.parquet.pending").exists()
 
 
 @pytest.mark.parametrize("where", ["/scored/part-0.parquet", "/scores.parquet"])

@@ -118,7 +118,7 @@ def test_any_job_on_the_output_completes_a_killed_dataset_replacement(tmp_path) 
     """recover_interrupted, which every job on an output runs first (the one-machine
     engine's too), completes a Spark replacement killed after its commit, or removes a
     pending folder its manifest does not describe, leaving no aside folder behind."""
-    from churnlens.outputs import recover_interrupted, remove_stale_work
+    from churnlens.work_folders import recover_interrupted, remove_stale_work
 
     out = tmp_path / "scores.parquet"
     pending = _dataset(tmp_path / ".scores.parquet.pending", 2)

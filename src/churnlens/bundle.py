@@ -32,7 +32,8 @@ from churnlens import __version__
 from churnlens.errors import ModelError, OutputError
 from churnlens.models.base import PICKLED, ChurnlensModel, model_class
 from churnlens.models.state import FORMAT
-from churnlens.outputs import sha256_file, sweep_dead_work, work_prefix
+from churnlens.outputs import sha256_file
+from churnlens.work_folders import sweep_dead_work, work_prefix
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"

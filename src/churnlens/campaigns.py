@@ -29,6 +29,7 @@ from churnlens.labels import log_span
 from churnlens.outcomes import DETAIL_COLUMNS, OUTCOME_COLUMNS, measure
 from churnlens.outputs import atomic_path, check_output_path, publish_mode, replace_with_manifest
 from churnlens.scores_file import read_scores_file
+from churnlens.work_folders import owned_output
 
 NEEDED = ("customer_id", "as_of", "action", "lifecycle_stage", "group", "contact")
 ARMS = ("treatment", "control")
@@ -146,9 +147,10 @@ def outcomes_job(
         "stages": _records(stages),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    _, manifest = replace_with_manifest(
-        out, lambda tmp: _write_table(result_table, tmp, out), manifest
-    )
+    with owned_output(out):  # one job on out; what a killed one left is finished first
+        _, manifest = replace_with_manifest(
+            out, lambda tmp: _write_table(result_table, tmp, out), manifest
+        )
     result = OutcomesResult(out, result_table, stages, manifest, customers=customers)
     html = None
     if report is not None or track:

@@ -157,7 +157,7 @@ def prepare_process() -> None:
     """What every command does first. SIGTERM and SIGHUP stop a command as Ctrl-C does:
     temporary work is removed and a tracked run is marked FAILED on the way out (SIGKILL
     cannot be caught: the next job on the same folder sweeps what a dead process left, see
-    outputs.sweep_dead_work). MLflow narrates every schema migration and registration; the
+    work_folders.sweep_dead_work). MLflow narrates every schema migration and registration; the
     CLI reports outcomes."""
     import logging
     import os

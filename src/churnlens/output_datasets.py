@@ -1,7 +1,7 @@
 """A result written as a Parquet dataset (a folder of part files, as the Spark engine
 writes scores): what its manifest says, and how an interrupted replacement of it is
 completed or undone. Shared by the Spark writer (:mod:`churnlens.spark_output`) and
-:func:`churnlens.outputs.recover_interrupted`, which every job on an output runs first,
+:func:`churnlens.work_folders.recover_interrupted`, which every job on an output runs first,
 whichever engine wrote the pending result; nothing here imports Spark.
 """
 

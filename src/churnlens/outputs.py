@@ -18,11 +18,9 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import stat
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from churnlens.errors import InputError, OutputError, Problem
 TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
 
 
-def _problem(path: Path, message: str, fix: str) -> InputError:
+def output_problem(path: Path, message: str, fix: str) -> InputError:
     return InputError(str(path), [Problem(column="--out", message=message, fix=fix)])
 
 
@@ -48,15 +46,15 @@ def check_output_path(
     path = Path(path)
     check_not_input(path, inputs)
     if path.is_dir():
-        raise _problem(path, "the output path is a directory", "give a file name inside it")
+        raise output_problem(path, "the output path is a directory", "give a file name inside it")
     if not path.name.lower().endswith(suffixes):
-        raise _problem(
+        raise output_problem(
             path, "unsupported output type", f"end the name with {' or '.join(suffixes)}"
         )
     parent = path.parent.resolve()
     existing = next((p for p in [parent, *parent.parents] if p.exists()), None)
     if existing is not None and (not existing.is_dir() or not os.access(existing, os.W_OK)):
-        raise _problem(path, f"cannot write into {existing}", "choose a writable folder")
+        raise output_problem(path, f"cannot write into {existing}", "choose a writable folder")
     return path
 
 
@@ -84,14 +82,14 @@ def check_not_input(out: str | Path, inputs: Iterable[object]) -> None:
                     target.exists() and kept.exists() and os.path.samefile(target, kept)
                 ):
                     what = "the input" if kept == real else "a companion file of the input"
-                    raise _problem(
+                    raise output_problem(
                         out,
                         f"the output {target.name} is {what} {source}: writing it would "
                         "destroy the input",
                         "write the result to another path",
                     )
             if real.is_dir() and target.is_relative_to(real):
-                raise _problem(
+                raise output_problem(
                     out,
                     f"the output lies inside the input folder {source}: the next read of "
                     "that folder would take it for input",
@@ -220,7 +218,9 @@ def replace_with_manifest(
     to ``.<out>.pending``; the manifest renamed into place (the commit point); the
     pending result renamed over ``out``. A failure before the commit leaves the earlier
     pair untouched; a kill after it leaves the new manifest and ``.<out>.pending``, which
-    :func:`recover_interrupted` (run by the next job on ``out``) renames into place.
+    :func:`churnlens.work_folders.recover_interrupted` (run by the next job on ``out``)
+    renames into place. Call it within :func:`churnlens.work_folders.owned_output`, which
+    runs that recovery first: a failure here removes ``.<out>.pending`` as its own.
     Readers check the pairing with :func:`read_paired_manifest`.
     """
     out = Path(out)
@@ -256,28 +256,6 @@ def replace_with_manifest(
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(leftover)
     return target, manifest
-
-
-def recover_interrupted(out: str | Path) -> bool:
-    """Finish a :func:`replace_with_manifest` that was killed after its commit point (the
-    pending result matches the manifest: it is renamed into place), or drop a pending
-    result the manifest does not describe. Call it only while holding
-    :func:`output_lock`. Returns whether a result was renamed into place."""
-    out = Path(out)
-    pending = pending_path(out)
-    if pending.is_dir():  # a Parquet dataset's (the Spark engine's) replacement
-        return _recover_dataset(out)
-    if not pending.is_file():
-        return False
-    try:
-        expected = json.loads(manifest_path(out).read_text(encoding="utf-8")).get("output_sha256")
-    except (OSError, ValueError, AttributeError):
-        expected = None
-    if expected and sha256_file(pending) == expected:
-        os.replace(pending, out)
-        return True
-    pending.unlink()
-    return False
 
 
 def read_paired_manifest(out: str | Path) -> dict[str, Any] | None:
@@ -320,137 +298,6 @@ def read_paired_manifest(out: str | Path) -> dict[str, Any] | None:
             ],
         )
     return manifest
-
-
-@contextlib.contextmanager
-def output_lock(path: str | Path, remove: bool = False) -> Iterator[Path]:
-    """Hold ``<path>.lock`` for the length of a job that writes ``path``.
-
-    A second job on the same output fails at once with an :class:`InputError` instead of
-    interleaving its work with the first; the lock goes with the process, so a killed
-    job never leaves it behind. With ``remove`` the file is deleted at the end (while
-    still locked: a job that locked the deleted file sees it is no longer at the path
-    and locks the new one). Yields the lock file's path.
-    """
-    import fcntl
-
-    path = Path(path)
-    lock = path.with_name(path.name + ".lock")
-    while True:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(lock, "a+")  # noqa: SIM115 (closed by the with below)
-        except OSError as exc:
-            raise output_failure(lock, exc) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise _problem(
-                path,
-                f"another churnlens job ({holder}) is writing this output right now",
-                "wait for it to finish, or write to another path",
-            ) from None
-        if _same_file(handle, lock):
-            break
-        handle.close()  # removed by the job that held it: lock the file now at the path
-    with handle:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}\n")
-        handle.flush()
-        try:
-            yield lock
-        finally:
-            if remove:
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _same_file(handle: Any, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
-    except FileNotFoundError:
-        return False
-
-
-def _recover_dataset(out: Path) -> bool:
-    from churnlens.output_datasets import recover_dataset
-
-    aside = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), dir=out.parent))
-    try:
-        return recover_dataset(out, aside)
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def remove_stale_work(path: str | Path) -> int:
-    """Complete or undo an interrupted replacement (:func:`recover_interrupted`), then
-    remove the work folders (``.<name>.work.*``) and temporary files a killed job left
-    beside ``path``; call it only while holding :func:`output_lock`. Returns how many
-    were removed."""
-
-    path = Path(path)
-    recover_interrupted(path)
-    sweep_dead_work(path.parent)
-    stale = [p for p in path.parent.glob(f".{path.name}.work.*") if p.is_dir()]
-    stale += [p for p in path.parent.glob(f".{path.name}.*.tmp") if p.is_file()]
-    for p in stale:
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
-    return len(stale)
-
-
-def remove_work(folder: Path, con: Any = None) -> None:
-    """Remove a job's work folder, even while it is being stopped: ``con`` (its DuckDB
-    connection, which may still spill into the folder) is closed first, and removal is
-    retried while threads finishing their part files add to it."""
-    if con is not None:
-        with contextlib.suppress(Exception):
-            con.close()
-    for _ in range(50):
-        shutil.rmtree(folder, ignore_errors=True)
-        if not folder.exists():
-            return
-        time.sleep(0.1)
-
-
-def work_prefix(name: str, kind: str = "work") -> str:
-    """The prefix of a hidden work folder for ``name`` owned by this process:
-    ``.<name>.<kind>.<pid>.`` (:func:`sweep_dead_work` removes those of dead processes)."""
-    return f".{name}.{kind}.{os.getpid()}."
-
-
-def sweep_dead_work(folder: str | Path) -> int:
-    """Remove the hidden work folders (:func:`work_prefix`) in ``folder`` whose process
-    is gone: what a job killed with SIGKILL left, whatever output it was writing.
-    Returns how many were removed."""
-
-    removed = 0
-    for p in Path(folder).glob(".*.*.*.*"):
-        match = re.search(r"\.(work|bundle)\.(\d+)\.[^.]*$", p.name)
-        if not match or not p.is_dir() or _alive(int(match.group(2))):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        removed += 1
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive, not ours to sweep
-        return True
-    return True
 
 
 def write_table(frame: pd.DataFrame, path: str | Path, *, index: bool = False) -> Path:

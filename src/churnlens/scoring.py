@@ -61,18 +61,11 @@ from churnlens.history import (
 from churnlens.lifecycle import StageThresholds, assign_stages, stage_thresholds, stale_as_of
 from churnlens.model_source import ScoringModels
 from churnlens.models.base import model_class, model_kinds
-from churnlens.outputs import (
-    check_output_path,
-    output_failure,
-    output_lock,
-    remove_stale_work,
-    remove_work,
-    replace_with_manifest,
-    work_prefix,
-)
+from churnlens.outputs import check_output_path, output_failure, replace_with_manifest
 from churnlens.ranking import rank_sql, with_ranking
 from churnlens.scores_manifest import manifest_of
 from churnlens.stakes import add_stakes
+from churnlens.work_folders import owned_output, remove_work, work_prefix
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "customer_id", "as_of", "churn_probability", "risk_band", "lifecycle_stage",
@@ -285,8 +278,7 @@ def score(
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
     as_of = parse_as_of(as_of)
-    with output_lock(out):
-        remove_stale_work(out)  # left by a killed run: nobody else holds the lock
+    with owned_output(out):  # one job on out; what a killed one left is finished first
         # the file this run replaces is read now, before the new one is renamed over it
         before, notes = previous_at(previous, out, as_of)
         return _score_locked(

@@ -16,7 +16,7 @@ into place (the commit point); the earlier result (a folder, or a file from the 
 engine) moved into the work folder and the pending folder renamed to ``out``. A job killed
 after the commit leaves the pending folder, which the next job on ``out`` renames into
 place when the manifest describes it (:func:`churnlens.output_datasets.recover_dataset`,
-run by every job on ``out`` through :func:`churnlens.outputs.remove_stale_work`, whichever
+run by every job on ``out`` through :func:`churnlens.work_folders.remove_stale_work`, whichever
 engine). The ``<out>.lock`` file is
 removed at the end, whatever happened; a Py4J or Spark failure is one
 :class:`~churnlens.errors.SparkError` line.
@@ -46,17 +46,14 @@ from churnlens.outputs import (
     manifest_file,
     manifest_path,
     output_failure,
-    output_lock,
     part_files,
     pending_path,
     publish_mode,
-    remove_stale_work,
-    remove_work,
-    work_prefix,
 )
 from churnlens.ranking import with_ranking
 from churnlens.scores_manifest import manifest_of
 from churnlens.spark import ranked_scores, read_events, spark_session
+from churnlens.work_folders import output_lock, remove_stale_work, remove_work, work_prefix
 
 RANKED_VIEW = "_ranked"  # the relation manifest_of queries
 

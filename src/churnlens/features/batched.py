@@ -34,6 +34,7 @@ from churnlens.features.aggregation import Progress, aggregate_log
 from churnlens.features.engine import feature_names, finish_features
 from churnlens.features.population import PopulationStats, resolve_population
 from churnlens.outputs import check_output_path, replace_with_manifest
+from churnlens.work_folders import owned_output
 
 
 @dataclass
@@ -86,9 +87,13 @@ def write_features(
     began = time.perf_counter()
     out = check_output_path(out, inputs=[events, population, *inputs])
     population, population_source = resolve_population(population, population_source)
-    with aggregate_log(
-        events, as_of, settings, partitions=partitions, population=population, progress=progress
-    ) as log:
+    with (
+        owned_output(out),  # one job on out; what a killed one left is finished first
+        aggregate_log(
+            events, as_of, settings, partitions=partitions, population=population,
+            progress=progress,
+        ) as log,
+    ):  # fmt: skip
         settings = log.settings
         schema = _schema(settings)
         stats: list[pd.DataFrame] = []
