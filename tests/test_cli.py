@@ -278,6 +278,15 @@ def test_a_bad_population_fails_before_any_work(whole_and_slice, tmp_path: Path)
         "score", str(slice_log), *base, "--population", str(not_a_manifest), "--engine", "spark"
     )
     assert code == 2 and "--population" in out
+    # statistics of a later day would bring that day's customers into earlier features
+    for command in (["features"], ["score", "--model", str(tmp_path / "no-such-bundle")]):
+        code, out = run(
+            command[0], str(slice_log), "--as-of", "2025-01-03", "--out", str(out_file),
+            *command[1:], "--population", str(manifest),
+        )  # fmt: skip
+        flat = " ".join(out.split())
+        assert code == 1 and f"as of {AS_OF}, after this run's as-of day 2025-01-03" in flat, out
+    assert not out_file.exists()
 
 
 @pytest.mark.slow

@@ -55,7 +55,7 @@ def score_job(
     ``population`` may be statistics or a features / scores manifest path.
     """
     started = time.time()
-    population, population_source = resolve_population(population, population_source)
+    population, population_source = resolve_population(population, population_source, as_of)
     if report is not None:
         report = check_output_path(report, suffixes=(".html",), inputs=[events, out, models.uri])
     publish = report is not None or track
@@ -132,7 +132,7 @@ def score_command(
         check_output_path(r.out, inputs=inputs)
     if r.report is not None:
         check_output_path(r.report, (".html",), inputs=[*inputs, r.out])
-    population = resolve_population(r.population)
+    population = resolve_population(r.population, as_of=day)
     previous = r.previous
     if previous is not None and str(previous) != AUTO and r.engine != "spark":
         previous = read_previous(previous, day.isoformat())

@@ -86,7 +86,7 @@ def write_features(
     """
     began = time.perf_counter()
     out = check_output_path(out, inputs=[events, population, *inputs])
-    population, population_source = resolve_population(population, population_source)
+    population, population_source = resolve_population(population, population_source, as_of)
     with (
         owned_output(out),  # one job on out; what a killed one left is finished first
         aggregate_log(

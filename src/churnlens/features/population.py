@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +71,31 @@ class PopulationStats:
         )
 
 
-def load_population(path: str | Path) -> PopulationStats:
+def load_population(path: str | Path, as_of: str | date | None = None) -> PopulationStats:
     """The population statistics recorded in a ``features`` or ``score`` manifest (or a
-    JSON file of :meth:`PopulationStats.to_dict`)."""
+    JSON file of :meth:`PopulationStats.to_dict`). With ``as_of``, a manifest of a later
+    day is refused: its cut points and median cycle would bring the days after ``as_of``
+    into the features."""
     path = Path(path)
     fix = "give the manifest (.manifest.json) of a features or scores file of the whole log"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         stats = data.get("population", data) if isinstance(data, dict) else None
-        return PopulationStats.from_dict(stats.get("statistics", stats))
+        found = PopulationStats.from_dict(stats.get("statistics", stats))
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "no population statistics in it"
         problem = Problem("--population", reason or str(exc), fix=fix)
         raise InputError(str(path), [problem]) from None
+    recorded = str(data.get("as_of") or "")[:10]
+    if as_of is not None and recorded and recorded > str(as_of)[:10]:
+        problem = Problem(
+            "--population",
+            f"statistics of the log as of {recorded}, after this run's as-of day "
+            f"{str(as_of)[:10]}: they would bring later days into the features",
+            fix=f"give the manifest of a features or scores run as of {str(as_of)[:10]}",
+        )
+        raise InputError(str(path), [problem])
+    return found
 
 
 def quintile_cuts(values: np.ndarray) -> tuple[float, ...]:
@@ -109,10 +122,13 @@ def quintile_score(
 
 
 def resolve_population(
-    value: PopulationStats | str | Path | None, source: str | None = None
+    value: PopulationStats | str | Path | None,
+    source: str | None = None,
+    as_of: str | date | None = None,
 ) -> tuple[PopulationStats | None, str | None]:
-    """``(statistics, source)`` from statistics or a manifest path (:func:`load_population`);
-    ``(None, None)`` for the log's own population."""
+    """``(statistics, source)`` from statistics or a manifest path (:func:`load_population`,
+    which refuses one of a day after ``as_of``); ``(None, None)`` for the log's own
+    population."""
     if value is None or isinstance(value, PopulationStats):
         return value, source or ("given" if value is not None else None)
-    return load_population(value), source or str(value)
+    return load_population(value, as_of), source or str(value)
