@@ -16,6 +16,7 @@ from churnlens.experiments import assign_groups, design, design_sql, uniform
 from churnlens.ranking import rank_sql
 
 CONTACT = Policy().contact_actions()
+DAY = "2025-02-03"  # the scoring day: the campaign, unless experiment.campaign names one
 
 
 def _ids(n: int) -> np.ndarray:
@@ -39,7 +40,7 @@ def test_uniform_depends_only_on_id_and_name() -> None:
 def test_control_share_within_binomial_noise(share: float) -> None:
     n = 20000
     groups = assign_groups(
-        _ids(n), np.full(n, "nurture"), CONTACT, ExperimentSettings(control_share=share)
+        _ids(n), np.full(n, "nurture"), CONTACT, ExperimentSettings(control_share=share), DAY
     )
     controls = int((groups == "control").sum())
     # a two-sided binomial test at 1e-4: the share is the configured one
@@ -52,16 +53,42 @@ def test_non_contact_actions_are_none_and_overrides_and_holdout_apply() -> None:
     design = ExperimentSettings(
         control_share=0.1, control_shares={"reactivation_discount": 0.5}, global_control_share=0.2
     )
-    groups = assign_groups(_ids(n), actions, CONTACT, design)
+    groups = assign_groups(_ids(n), actions, CONTACT, design, DAY)
     assert set(groups[np.isin(actions, ["let_go", "do_not_disturb"])]) == {"none"}
     nurture = groups[actions == "nurture"]
     discount = groups[actions == "reactivation_discount"]
     # independent hashes: P(control) = 1 - (1 - share)(1 - global)
     assert stats.binomtest(int((nurture == "control").sum()), len(nurture), 0.28).pvalue > 1e-4
     assert stats.binomtest(int((discount == "control").sum()), len(discount), 0.6).pvalue > 1e-4
-    # the global holdout is the same customers whatever their action
-    held = uniform(_ids(n), "churnlens:global") < 0.2
+    # the campaign's holdout is the same customers whatever their action
+    held = uniform(_ids(n), f"churnlens:{DAY}:global") < 0.2
     assert (groups[held & np.isin(actions, CONTACT)] == "control").all()
+
+
+def test_each_campaign_draws_its_groups_afresh() -> None:
+    """Who reaches a contact action in the next campaign depends on the last one's
+    contacts (here: half of the customers treated last time are now over-contacted and
+    left out). Kept groups would make the next campaign's controls of that action 1/3 of
+    it (0.2 / 0.6) instead of the design's 0.2; drawn afresh, they are 0.2 again."""
+    n = 40000
+    ids = _ids(n)
+    design = ExperimentSettings(control_share=0.2)
+    first = assign_groups(ids, np.full(n, "nurture"), CONTACT, design, "2025-01-06")
+    rested = np.random.default_rng(3).random(n) < 0.5
+    eligible = (first == "control") | rested  # the other treated are do_not_disturb now
+    actions = np.where(eligible, "nurture", "do_not_disturb")
+    second = assign_groups(ids, actions, CONTACT, design, "2025-02-03")
+    controls = int((second[eligible] == "control").sum())
+    assert stats.binomtest(controls, int(eligible.sum()), 0.2).pvalue > 1e-4
+    # one campaign named for several days keeps its groups from day to day
+    named = design.model_copy(update={"campaign": "spring"})
+    kept = [
+        assign_groups(ids, np.full(n, "nurture"), CONTACT, named, d) for d in (DAY, "2025-03-01")
+    ]
+    assert np.array_equal(kept[0], kept[1])
+    assert not np.array_equal(
+        first, assign_groups(ids, np.full(n, "nurture"), CONTACT, design, DAY)
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -71,14 +98,14 @@ def test_assignment_is_stable_across_runs_partitions_and_row_order(seed: int, n:
     ids = np.array([f"id-{x}" for x in rng.integers(0, 10**9, n)], dtype=object)
     actions = rng.choice(["nurture", "vip_care", "let_go"], n)
     design = ExperimentSettings(control_share=0.3)
-    whole = assign_groups(ids, actions, CONTACT, design)
+    whole = assign_groups(ids, actions, CONTACT, design, DAY)
     cut = int(rng.integers(0, n + 1))
     parts = np.concatenate(
-        [assign_groups(ids[:cut], actions[:cut], CONTACT, design),
-         assign_groups(ids[cut:], actions[cut:], CONTACT, design)]
+        [assign_groups(ids[:cut], actions[:cut], CONTACT, design, DAY),
+         assign_groups(ids[cut:], actions[cut:], CONTACT, design, DAY)]
     )  # fmt: skip
     order = rng.permutation(n)
-    shuffled = assign_groups(ids[order], actions[order], CONTACT, design)
+    shuffled = assign_groups(ids[order], actions[order], CONTACT, design, DAY)
     assert np.array_equal(parts, whole)
     assert np.array_equal(shuffled, whole[order])
 
@@ -98,7 +125,9 @@ def _decided(n: int, seed: int, share: float) -> pd.DataFrame:
             "churn_probability": rng.uniform(size=n),
         }
     )
-    frame["group"] = assign_groups(ids, actions, CONTACT, ExperimentSettings(control_share=share))
+    frame["group"] = assign_groups(
+        ids, actions, CONTACT, ExperimentSettings(control_share=share), DAY
+    )
     return frame
 
 
@@ -171,7 +200,8 @@ def test_design_counts_and_standardised_differences_by_hand() -> None:
     )
     con = duckdb.connect()
     con.register("ranked", ranked)
-    out = design(con.execute(design_sql("ranked")).df(), ExperimentSettings(name="x"))
+    out = design(con.execute(design_sql("ranked")).df(), ExperimentSettings(name="x"), DAY)
+    assert out["name"] == "x" and out["campaign"] == DAY
     assert out["groups"] == {"nurture": {"treatment": 3, "control": 2, "contacted": 2}}
     churn = out["balance"]["nurture"]["churn_probability"]
     # treatment mean 0.4 var 0.04; control mean 0.2 var 0.02: (0.2) / sqrt(0.03)

@@ -319,11 +319,12 @@ def _rule_scores(events: pd.DataFrame, seed: int) -> pd.DataFrame:
     action[(spend >= spend.quantile(0.9)).to_numpy()] = "vip_care"
     action[((as_of - first).dt.days < 45).to_numpy()] = "onboarding_guide"
     design = ExperimentSettings(name=f"coverage-{seed}", control_share=0.5)
-    group = assign_groups(ids, action, Policy().contact_actions(), design)
+    day = (as_of - pd.Timedelta(days=1)).date()
+    group = assign_groups(ids, action, Policy().contact_actions(), design, day)
     return pd.DataFrame(
         {
             "customer_id": ids.astype(str),
-            "as_of": (as_of - pd.Timedelta(days=1)).date(),
+            "as_of": day,
             "action": action,
             "lifecycle_stage": "active",
             "group": group,

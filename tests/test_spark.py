@@ -184,7 +184,7 @@ def test_budget_and_priority_are_ranked_as_rank_sql_ranks_them(spark) -> None:
     )
     design = ExperimentSettings(control_share=0.3)
     decided["group"] = assign_groups(
-        decided["customer_id"], decided["action"], Policy().contact_actions(), design
+        decided["customer_id"], decided["action"], Policy().contact_actions(), design, "2025-02-03"
     )
     con = duckdb.connect()
     con.register("_scores", pa.Table.from_pandas(decided))
@@ -244,7 +244,7 @@ def test_the_distributed_ranking_equals_rank_sql_with_nulls_ties_and_many_partit
     policy = Policy().model_copy(update={"rank_by": "incremental_value"})
     design = ExperimentSettings(control_share=0.2)
     decided["group"] = assign_groups(
-        decided["customer_id"], decided["action"], policy.contact_actions(), design
+        decided["customer_id"], decided["action"], policy.contact_actions(), design, "2025-02-03"
     )
     con = duckdb.connect()
     con.register("_many", pa.Table.from_pandas(decided))

@@ -251,13 +251,19 @@ class ValueSettings(_Frozen):
 class ExperimentSettings(_Frozen):
     """Randomised control groups in every campaign (see :mod:`churnlens.experiments`)."""
 
-    name: str = Field("churnlens", min_length=1, description="groups stay until it changes")
+    name: str = Field("churnlens", min_length=1, description="the experiment: keys the draws")
+    campaign: str | None = Field(
+        None,
+        min_length=1,
+        description="customers keep their groups while it is unchanged (default: each "
+        "scoring day is a campaign, with groups drawn afresh)",
+    )
     control_share: float = Field(0.10, ge=0, lt=1, description="controls per contact action")
     control_shares: dict[str, float] = Field(
         default_factory=dict, description="per-action overrides of control_share"
     )
     global_control_share: float = Field(
-        0.0, ge=0, lt=1, description="a global holdout never contacted by any action"
+        0.0, ge=0, lt=1, description="a campaign-wide holdout, contacted by no action"
     )
     costs: dict[str, float] = Field(
         default_factory=dict, description="cost per contact, per action (outcomes)"

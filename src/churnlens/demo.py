@@ -15,8 +15,8 @@ the window's events (``data/events-cycle-N.parquet``) and ``churnlens outcomes``
 each action (``outcomes-N.csv``, ``outcomes-N.html``), shown beside the true average
 effect on the experiment's customers. Then ``train-uplift`` learns from every campaign
 so far, and the next cycle scores the same models with that uplift model on the grown
-log on the day the window ends (ranked by incremental value; customers keep their
-groups: same experiment name); its campaign continues the world the last one left.
+log on the day the window ends (ranked by incremental value; a new campaign, with groups
+drawn afresh); its campaign continues the world the last one left.
 Each cycle also reports, from the simulator's true effects, the incremental customers
 per 1,000 contacts of contacting the top 20% of the contactable customers by value at
 risk, by predicted incremental value (from cycle 2), at random and by the true effect.

@@ -3,14 +3,22 @@
 Every customer whose action is a contact action is assigned ``group`` = ``treatment`` or
 ``control``; every other customer gets ``none``. The draw is a hash, never a random number
 drawn at run time: a customer's uniform number is a 64-bit SipHash of their id keyed by
-the experiment's name, so partitions, Spark buckets, row order and reruns all agree, and
-a customer keeps their group night after night until ``experiment.name`` changes.
+the experiment's name and the campaign (:func:`campaign_key`), so partitions, Spark
+buckets, row order and reruns of one campaign all agree.
+
+Each campaign draws its groups afresh: by default a campaign is a scoring day, and
+``experiment.campaign`` names one that spans several days (customers keep their groups
+while it is unchanged). Groups kept from one campaign to the next would no longer be
+random: who reaches a contact action in the next campaign depends on the contacts of the
+last (the fatigue rules, the touches in the features), so the next campaign's treated
+customers of an action would be the ones the last contacts left eligible, and its
+controls everyone.
 
 - ``experiment.control_share`` (0.10) of each contact action's customers are controls;
   ``experiment.control_shares`` overrides it per action;
-- ``experiment.global_control_share`` (0 by default) holds a global holdout out of every
-  action: a second hash (of the id and the name plus ":global") below that share puts the
-  customer in ``control`` whatever their contact action;
+- ``experiment.global_control_share`` (0 by default) holds a campaign-wide holdout out of
+  every action: a second hash (keyed by the campaign key plus ":global") below that share
+  puts the customer in ``control`` whatever their contact action;
 - the contact budget (``--max-contacts``) is counted on treated customers only and cuts
   both groups at the same priority rank (see :func:`churnlens.ranking.rank_sql`), so the
   controls are exactly the customers who would have been contacted;
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -45,20 +54,28 @@ def uniform(ids: pd.Index | np.ndarray, name: str) -> np.ndarray:
     return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def campaign_key(settings: ExperimentSettings, as_of: date | str) -> str:
+    """What the groups of a campaign scored as of ``as_of`` are drawn with: the experiment
+    name and ``experiment.campaign``, or the scoring day when no campaign is named."""
+    return f"{settings.name}:{settings.campaign or str(as_of)[:10]}"
+
+
 def assign_groups(
     ids: pd.Index | np.ndarray,
     actions: np.ndarray,
     contact_actions: list[str],
     settings: ExperimentSettings,
+    as_of: date | str,
 ) -> np.ndarray:
-    """``treatment`` / ``control`` for customers of a contact action, ``none`` otherwise
-    (see the module docstring)."""
+    """``treatment`` / ``control`` for customers of a contact action, ``none`` otherwise,
+    for the campaign scored as of ``as_of`` (see the module docstring)."""
+    key = campaign_key(settings, as_of)
     actions = np.asarray(actions, dtype=object)
     share = np.full(len(actions), settings.control_share)  # per action, never per customer
     for action, value in settings.control_shares.items():
         share[actions == action] = value
-    held = uniform(ids, settings.name + ":global") < settings.global_control_share
-    control = (uniform(ids, settings.name) < share) | held
+    held = uniform(ids, key + ":global") < settings.global_control_share
+    control = (uniform(ids, key) < share) | held
     contacting = np.isin(actions, contact_actions)
     return np.where(contacting, np.where(control, "control", "treatment"), "none").astype(object)
 
@@ -84,9 +101,9 @@ def design_sql(relation: str) -> str:
     """
 
 
-def design(stats: pd.DataFrame, settings: ExperimentSettings) -> dict[str, Any]:
-    """The experiment's design and balance check for the manifest, from the statistics
-    of :func:`design_sql` (one row per action and group)."""
+def design(stats: pd.DataFrame, settings: ExperimentSettings, as_of: date | str) -> dict[str, Any]:
+    """The design and balance check of the campaign scored as of ``as_of`` for the
+    manifest, from the statistics of :func:`design_sql` (one row per action and group)."""
     counts: dict[str, dict[str, int]] = {}
     balance: dict[str, dict[str, Any]] = {}
     for action, rows in stats.groupby("action", sort=True):
@@ -104,10 +121,11 @@ def design(stats: pd.DataFrame, settings: ExperimentSettings) -> dict[str, Any]:
             balance[str(action)][c] = {**means, "standardised_difference": _plain(diff)}
     return {
         "name": settings.name,
+        "campaign": settings.campaign or str(as_of)[:10],
         "control_share": settings.control_share,
         "control_shares": dict(settings.control_shares),
         "global_control_share": settings.global_control_share,
-        "assignment": "SipHash-2-4 of customer_id keyed by the experiment name",
+        "assignment": "SipHash-2-4 of customer_id keyed by the experiment name and campaign",
         "groups": counts,
         "balance": balance,
     }

@@ -72,7 +72,9 @@ def manifest_of(
             *plan.notes,
             *policy.notes(models.settings.features.channels, models.segments),
         ],
-        "experiment": design(con.execute(design_sql("_ranked")).df(), models.settings.experiment),
+        "experiment": design(
+            con.execute(design_sql("_ranked")).df(), models.settings.experiment, plan.as_of
+        ),
         "horizon_days": models.settings.training.horizon_days,
         "stages": {s: stages.get(s, 0) for s in STAGES},
         "actions": counts(con, "_ranked", "action"),

@@ -172,7 +172,7 @@ def score_partition(
     frame = decide(frame.join(contacts), policy, plan.value_cuts)
     experiment = models.settings.experiment
     frame["group"] = assign_groups(
-        frame.index, frame["action"], policy.contact_actions(), experiment
+        frame.index, frame["action"], policy.contact_actions(), experiment, plan.as_of
     )
     frame.index.name = "customer_id"
     return frame.reset_index()
