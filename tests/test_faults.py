@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -213,14 +215,19 @@ def test_work_left_by_dead_processes_is_swept_and_live_work_kept(
     events_path: Path, bundle: Path, tmp_path: Path
 ) -> None:
     dead, alive = _dead_pid(), os.getpid()
-    stale = tmp_path / f".2025-01-01.parquet.work.{dead}.abc123"
-    kept = tmp_path / f".2025-01-02.parquet.work.{alive}.def456"
-    partial = tmp_path / "models" / f".churn-20250101-x.bundle.{dead}.ghi789"
-    for folder in (stale, kept, partial):
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+    stale = tmp_path / f".2025-01-01.parquet.work.{dead}-{host}.abc123"
+    older = tmp_path / f".2024-12-01.parquet.work.{dead}.jkl012"  # named without a host
+    kept = tmp_path / f".2025-01-02.parquet.work.{alive}-{host}.def456"
+    # a job on another machine sharing the folder: its process id means nothing here
+    elsewhere = tmp_path / f".2025-01-03.parquet.work.{dead}-other-node-7.mno345"
+    partial = tmp_path / "models" / f".churn-20250101-x.bundle.{dead}-{host}.ghi789"
+    for folder in (stale, older, kept, elsewhere, partial):
         folder.mkdir(parents=True)
         (folder / "part-0.parquet").write_bytes(b"partial")
     score(events_path, AS_OF, tmp_path / "2025-02-03.parquet", load_models(bundle))
-    assert not stale.exists() and kept.exists()
+    assert not stale.exists() and not older.exists()
+    assert kept.exists() and elsewhere.exists()
     from churnlens.bundle import write_bundle
 
     model = load_bundle(bundle, "churn")[0]

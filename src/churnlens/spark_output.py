@@ -11,7 +11,7 @@ manifest's counts, sums and experiment balance are computed by Spark SQL over th
 scores, with the single-machine :func:`churnlens.scores_manifest.manifest_of`.
 
 Atomic, as on one machine: the dataset is written into a hidden work folder beside
-``out`` (``.<name>.work.<pid>.*``); renamed to ``.<name>.pending``; the manifest renamed
+``out`` (``.<name>.work.<pid>-<host>.*``); renamed to ``.<name>.pending``; the manifest renamed
 into place (the commit point); the earlier result (a folder, or a file from the DuckDB
 engine) moved into the work folder and the pending folder renamed to ``out``. A job killed
 after the commit leaves the pending folder, which the next job on ``out`` renames into

@@ -5,8 +5,8 @@ Every job that writes an output holds ``<out>.lock`` for its length
 job left there: :func:`remove_stale_work`), so two jobs never interleave their writes
 and a replacement killed after its commit point (:func:`churnlens.outputs.
 replace_with_manifest`) is completed before anything else touches the output. Work
-folders are named for the process that owns them (:func:`work_prefix`) and swept once
-that process is gone (:func:`sweep_dead_work`).
+folders are named for the process and host that own them (:func:`work_prefix`) and
+swept once that process is gone (:func:`sweep_dead_work`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -162,21 +163,30 @@ def remove_work(folder: Path, con: Any = None) -> None:
         time.sleep(0.1)
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "host"
+
+
 def work_prefix(name: str, kind: str = "work") -> str:
     """The prefix of a hidden work folder for ``name`` owned by this process:
-    ``.<name>.<kind>.<pid>.`` (:func:`sweep_dead_work` removes those of dead processes)."""
-    return f".{name}.{kind}.{os.getpid()}."
+    ``.<name>.<kind>.<pid>-<host>.`` (:func:`sweep_dead_work` removes those of dead
+    processes of this host)."""
+    return f".{name}.{kind}.{os.getpid()}-{_host()}."
 
 
 def sweep_dead_work(folder: str | Path) -> int:
     """Remove the hidden work folders (:func:`work_prefix`) in ``folder`` whose process
-    is gone: what a job killed with SIGKILL left, whatever output it was writing.
-    Returns how many were removed."""
+    is gone: what a job killed with SIGKILL left, whatever output it was writing. Only
+    this host's: on a folder shared between machines (NFS, pods), another host's process
+    id says nothing here, and its job may be running. Folders named without a host (by
+    an earlier churnlens) count as this host's. Returns how many were removed."""
 
-    removed = 0
+    removed, here = 0, _host()
     for p in Path(folder).glob(".*.*.*.*"):
-        match = re.search(r"\.(work|bundle)\.(\d+)\.[^.]*$", p.name)
-        if not match or not p.is_dir() or _alive(int(match.group(2))):
+        match = re.search(r"\.(work|bundle)\.(\d+)(?:-([A-Za-z0-9-]+))?\.[^.]*$", p.name)
+        if not match or not p.is_dir() or match.group(3) not in (None, here):
+            continue
+        if _alive(int(match.group(2))):
             continue
         shutil.rmtree(p, ignore_errors=True)
         removed += 1
