@@ -201,6 +201,32 @@ def test_an_output_on_the_scores_files_manifest_or_lock_is_refused(tmp_path: Pat
         outcomes_job(scores, events, tmp_path / "o.csv", horizon_days=30)
 
 
+def test_repeated_or_unknown_customers_are_refused_not_miscounted(tmp_path: Path) -> None:
+    """A customer twice would count twice (a narrower interval); scores of another log
+    (ids changed since) would read every customer as "did not buy"."""
+    log = make_log([("a", "2024-02-20 10:00", "web", "purchase", 5),
+                    ("b", "2024-02-21 10:00", "web", "purchase", 5),
+                    ("a", "2024-03-20 10:00", "web", "purchase", 5),
+                    ("b", "2024-04-05 10:00", "web", "purchase", 5)])  # fmt: skip
+    events = tmp_path / "events.parquet"
+    log.to_parquet(events)
+    twice = tmp_path / "twice.csv"
+    _scores(["a", "b", "a"], ["treatment", "control", "treatment"]).assign(
+        value_at_risk=1.0, churn_probability=0.5, value_if_retained=2.0
+    ).to_csv(twice, index=False)
+    with pytest.raises(InputError, match="customer_id repeated") as caught:
+        outcomes_job(twice, events, tmp_path / "o.csv", horizon_days=30)
+    assert caught.value.problems[0].rows == 2 and caught.value.problems[0].examples == ("a",)
+    other = tmp_path / "other.csv"
+    _scores(["A", "b"], ["treatment", "control"]).to_csv(other, index=False)
+    with pytest.raises(InputError, match="1 of the 2 customers of the campaign have no event"):
+        outcomes_job(other, events, tmp_path / "o.csv", horizon_days=30)
+    assert not (tmp_path / "o.csv").exists()
+    result = runner.invoke(app, ["train-uplift", str(twice), "--events", str(events),
+                                 "--horizon-days", "30"])  # fmt: skip
+    assert result.exit_code == 1 and "customer_id repeated" in " ".join(result.output.split())
+
+
 def test_scores_without_groups_are_refused_with_the_column_named(tmp_path: Path) -> None:
     scores = tmp_path / "scores.csv"
     _scores(["a"], ["treatment"]).drop(columns=["group", "contact"]).to_csv(scores, index=False)

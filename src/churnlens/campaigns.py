@@ -78,6 +78,26 @@ def window_outcomes(
     return out
 
 
+def check_customers(table: EventTable, scores: pd.DataFrame, as_of: date, source: str) -> None:
+    """:class:`InputError` when customers of ``scores`` have no event up to ``as_of`` in
+    the log: scores of another log (or ids changed since), whose outcomes would all read
+    as "did not buy"."""
+    ids = scores[["customer_id"]].astype({"customer_id": str}).drop_duplicates()
+    seen = table.con.execute(
+        f"SELECT DISTINCT CAST(customer_id AS VARCHAR) AS customer_id FROM {table.name} "
+        f"WHERE day <= {date_literal(as_of)}"
+    ).df()["customer_id"]
+    absent = ids.loc[~ids["customer_id"].isin(seen), "customer_id"]
+    if len(absent):
+        what = (
+            f"{len(absent):,} of the {len(ids):,} customers of the campaign have no event on "
+            f"or before {as_of} in the event log: these scores are not of this log"
+        )
+        fix = "give the event log the scores were computed from (grown since, if you like)"
+        raise InputError(source, [Problem("customer_id", what, len(absent),
+                                          tuple(absent.head(3)), fix)])  # fmt: skip
+
+
 def check_window(table: EventTable, source: str, as_of: date, horizon_days: int) -> date:
     """The window's last day; :class:`InputError` when the log ends before it."""
     end = as_of + timedelta(days=horizon_days)
@@ -123,6 +143,7 @@ def outcomes_job(
     table = load_events(events, settings)
     end = check_window(table, str(events), as_of, horizon)
     arms = experiment_rows(scores)[list(NEEDED)]
+    check_customers(table, arms, as_of, str(scores_path))
     customers = window_outcomes(table, arms, as_of, horizon)
     costs = settings.experiment.costs
     result_table, stages = measure(customers, costs)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from churnlens.errors import InputError, Problem
+from churnlens.errors import InputError
 from churnlens.lifecycle import STAGES
 from churnlens.scores_file import read_scores_file
 
@@ -79,12 +79,6 @@ def read_previous(path: str | Path, as_of: str | None = None) -> Previous:
     frame, manifest = read_scores_file(
         path, NEEDED, KEPT, label="", noun="previous scores file", fix=fix
     )
-    repeated = frame["customer_id"].duplicated(keep=False)
-    if repeated.any():
-        examples = tuple(frame.loc[repeated, "customer_id"].drop_duplicates().head(3))
-        what = "customer_id repeated: a scores file has one row per customer"
-        problem = Problem("", what, int(repeated.sum()), examples, fix)
-        raise InputError(str(path), [problem])
     manifest = manifest or {}
     found = manifest.get("as_of") or _day(frame)
     day = None if found is None else str(found)

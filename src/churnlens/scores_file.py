@@ -56,6 +56,12 @@ def read_scores_file(
     if missing:
         what = f"not a scores file: column(s) {', '.join(missing)} missing"
         raise InputError(str(path), [Problem(label, what, fix=fix)])
+    if "customer_id" in frame.columns:  # a customer twice would count twice
+        repeated = frame["customer_id"].duplicated(keep=False)
+        if repeated.any():
+            examples = tuple(frame.loc[repeated, "customer_id"].drop_duplicates().head(3))
+            what = "customer_id repeated: a scores file has one row per customer"
+            raise InputError(str(path), [Problem(label, what, int(repeated.sum()), examples, fix)])
     return frame, manifest
 
 
