@@ -227,6 +227,24 @@ def test_repeated_or_unknown_customers_are_refused_not_miscounted(tmp_path: Path
     assert result.exit_code == 1 and "customer_id repeated" in " ".join(result.output.split())
 
 
+def test_an_action_named_with_dollars_is_drawn_as_written(tmp_path: Path) -> None:
+    """Matplotlib reads text between ``$`` as mathematics: ``$\\frac{$`` failed the plot
+    after the outcomes table was already written."""
+    log = make_log([("a", "2024-02-20 10:00", "web", "purchase", 5),
+                    ("b", "2024-02-21 10:00", "web", "purchase", 5),
+                    ("a", "2024-03-20 10:00", "web", "purchase", 5),
+                    ("b", "2024-04-05 10:00", "web", "purchase", 5)])  # fmt: skip
+    events = tmp_path / "events.parquet"
+    log.to_parquet(events)
+    scores = tmp_path / "scores.csv"
+    name = "$\\frac{$ offer"
+    _scores(["a", "b"], ["treatment", "control"]).assign(action=name).to_csv(scores, index=False)
+    out, page = tmp_path / "o.csv", tmp_path / "o.html"
+    result = outcomes_job(scores, events, out, horizon_days=30, report=page)
+    assert list(result.table["action"]) == [name, "all"]
+    assert "$\\frac{$ offer" in page.read_text() and out.is_file()
+
+
 def test_scores_without_groups_are_refused_with_the_column_named(tmp_path: Path) -> None:
     scores = tmp_path / "scores.csv"
     _scores(["a"], ["treatment"]).drop(columns=["group", "contact"]).to_csv(scores, index=False)

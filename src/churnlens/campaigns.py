@@ -168,16 +168,16 @@ def outcomes_job(
         "stages": _records(stages),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    with owned_output(out):  # one job on out; what a killed one left is finished first
-        _, manifest = replace_with_manifest(
-            out, lambda tmp: _write_table(result_table, tmp, out), manifest
-        )
     result = OutcomesResult(out, result_table, stages, manifest, customers=customers)
     html = None
-    if report is not None or track:
+    if report is not None or track:  # before anything is written: a failure writes nothing
         from churnlens.outcomes_report import build_outcomes_report
 
         html = build_outcomes_report(result, settings.report.currency)
+    with owned_output(out):  # one job on out; what a killed one left is finished first
+        _, result.manifest = replace_with_manifest(
+            out, lambda tmp: _write_table(result_table, tmp, out), manifest
+        )
     if report is not None:
         with atomic_path(Path(report), publish_mode(out)) as tmp:
             tmp.write_text(html or "", encoding="utf-8")

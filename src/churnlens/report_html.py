@@ -152,10 +152,17 @@ def figure(title: str, ncols: int = 1, size: tuple[float, float] = (6, 3.6)) -> 
 
 
 def img(fig: Any, alt: str) -> str:
-    """The figure as an ``<img>`` with an embedded PNG ``data:`` URI."""
+    """The figure as an ``<img>`` with an embedded PNG ``data:`` URI. Text is drawn as
+    written: an action or segment named with ``$`` is not read as mathematics."""
+    import matplotlib
+    from matplotlib.text import Text
+
     buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png", metadata={"Software": None})
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+    with matplotlib.rc_context({"text.parse_math": False}):  # tick labels made now too
+        fig.tight_layout()
+        fig.savefig(buffer, format="png", metadata={"Software": None})
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{e(alt)}">'
 
