@@ -23,7 +23,7 @@ from churnlens.features import build_features
 from churnlens.history import HISTORY_COLUMNS
 from churnlens.model_source import load_models
 from churnlens.scoring import EXTRA_COLUMNS, SCORE_COLUMNS, score
-from tests.conftest import AS_OF
+from tests.conftest import AS_OF, make_log
 
 runner = CliRunner()
 
@@ -87,6 +87,22 @@ def test_partitions_do_not_change_any_score(scored, events_path: Path, bundles, 
     one = scored.scores.set_index("customer_id").sort_index()
     four = pd.read_parquet(again.path).set_index("customer_id").sort_index()
     pd.testing.assert_frame_equal(one[four.columns], four, check_dtype=False)
+
+
+def test_more_partitions_than_customers_score_the_same(scored, bundles, tmp_path) -> None:
+    """Partitions no customer hashes into are passed over (they failed the model), and
+    the command line refuses a count beyond 10,000 at once."""
+    log = make_log([(c, "2025-01-10", "web", "purchase", 20) for c in "abcde"])
+    few = score(log, AS_OF, tmp_path / "few.parquet", load_models(bundles[0]), partitions=64)
+    assert few.manifest["rows"] == 5 and few.manifest["partitions"] == 64
+    one = score(log, AS_OF, tmp_path / "one.parquet", load_models(bundles[0]), partitions=1)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(few.path).set_index("customer_id").sort_index(),
+        pd.read_parquet(one.path).set_index("customer_id").sort_index(),
+    )
+    result = runner.invoke(app, ["score", "e.parquet", "--as-of", AS_OF, "--out", "s.parquet",
+                                 "--partitions", "100000"])  # fmt: skip
+    assert result.exit_code == 2 and "--partitions" in result.output
 
 
 def test_scores_match_the_model_on_the_full_feature_frame(scored, events_path, bundles) -> None:

@@ -87,7 +87,7 @@ MEMORY = "DuckDB memory cap, e.g. 4GB; beyond it DuckDB spills to disk."
 PARTITIONS = (
     "Customer-hash partitions (default: one per 40M events for features, 20M for score); "
     "with --engine spark, Spark buckets: one task each (default: one per 20M events, at "
-    "least one per core)."
+    "least one per core). At most 10,000: each partition is one pass over the staged log."
 )
 POPULATION = (
     "Score RFM and cycles against the population statistics in this manifest (a features or "
@@ -99,7 +99,7 @@ EventsArg = Annotated[Path, typer.Argument(help=EVENTS)]
 ConfigOpt = Annotated[Path | None, opt(CONFIG, "--config", "-c")]
 MemoryOpt = Annotated[str | None, opt(MEMORY)]
 TempDirOpt = Annotated[Path | None, opt("Folder DuckDB spills to (default: its own).")]
-PartitionsOpt = Annotated[int | None, opt(PARTITIONS, min=1)]
+PartitionsOpt = Annotated[int | None, opt(PARTITIONS, min=1, max=10_000)]
 DAY = "YYYY-MM-DD"
 AsOfOpt = Annotated[str, opt(AS_OF, metavar=DAY)]
 PopulationOpt = Annotated[Path | None, opt(POPULATION)]

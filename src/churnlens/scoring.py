@@ -406,6 +406,8 @@ def _score_parts(
     two workers score the previous ones (LightGBM, numpy, pandas, one core each)."""
 
     def finish(i: int, raw: pd.DataFrame) -> int:
+        if raw.empty:  # more partitions than customers: nobody hashed here
+            return 0
         frame = score_partition(raw, plan, models, policy, 1, *watch)
         part = scored / f"part-{i}.parquet"
         try:
