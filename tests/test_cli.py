@@ -316,3 +316,23 @@ def test_score_of_a_slice_against_the_whole_population(
     assert recorded["statistics"] == whole_stats
     own_stats = json.loads(Path(f"{own}.manifest.json").read_text())["population"]["statistics"]
     assert own_stats != whole_stats
+
+
+def test_days_past_the_calendar_are_refused_not_a_traceback(events_path: Path, tmp_path) -> None:
+    """A horizon of a century at most, an as-of day before the year 9000: past them the
+    date arithmetic overflowed (OverflowError tracebacks)."""
+    log = str(events_path)
+    for args in (
+        ["train", log, "--as-of", AS_OF, "--horizon-days", "99999999"],
+        ["backtest", log, "--as-of", AS_OF, "--value-horizon-days", "99999999"],
+        ["outcomes", "s.parquet", "--events", log, "--out", "o.csv", "--horizon-days", "99999999"],
+        ["train-uplift", "s.parquet", "--events", log, "--horizon-days", "99999999"],
+    ):
+        code, out = run(*args)
+        assert code == 2 and "36500" in out.replace(",", ""), (args, out)
+    code, out = run("backtest", log, "--as-of", "9999-12-01")
+    assert code == 1 and "9999-12-01 is past 8999" in " ".join(out.split()), out
+    config = tmp_path / "century.yaml"
+    config.write_text("training: {horizon_days: 99999999}\n")
+    code, out = run("train", log, "--as-of", AS_OF, "--config", str(config), "--no-track")
+    assert code == 1 and "horizon_days" in out and "Traceback" not in out, out

@@ -160,7 +160,7 @@ def backtest(
     memory_limit: MemoryOpt = None,
     temp_dir: TempDirOpt = None,
     predictions: Annotated[Path | None, opt(PREDICTIONS)] = None,
-    value_horizon_days: Annotated[int | None, opt(VALUE_HORIZON, min=1)] = None,
+    value_horizon_days: Annotated[int | None, opt(VALUE_HORIZON, min=1, max=36_500)] = None,
     track: TrackOpt = True,
 ) -> None:
     """Train as of a day and score it against what really happened after it."""

@@ -22,7 +22,7 @@ def outcomes(
     scores: Annotated[Path, typer.Argument(help="Scores file written by `churnlens score`.")],
     events: Annotated[Path, opt("The event log, reaching the end of the horizon.")],
     out: Annotated[Path, opt("Outcomes table: .csv or .json.", "--out", "-o")],
-    horizon_days: Annotated[int | None, opt(HORIZON, min=1)] = None,
+    horizon_days: Annotated[int | None, opt(HORIZON, min=1, max=36_500)] = None,
     report: Annotated[Path | None, opt("Also write the HTML report here.")] = None,
     config: ConfigOpt = None,
     track: Annotated[bool, opt("Record the run in MLflow.")] = True,
@@ -41,7 +41,7 @@ def outcomes(
 def train_uplift(
     scores: Annotated[list[Path], typer.Argument(help="Past scores files with control groups.")],
     events: Annotated[Path, opt("The event log, reaching the end of every horizon.")],
-    horizon_days: Annotated[int | None, opt(HORIZON, min=1)] = None,
+    horizon_days: Annotated[int | None, opt(HORIZON, min=1, max=36_500)] = None,
     config: ConfigOpt = None,
     models_dir: ModelsDirOpt = Path("models"),
     track: TrackOpt = True,

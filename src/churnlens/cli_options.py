@@ -103,7 +103,7 @@ PartitionsOpt = Annotated[int | None, opt(PARTITIONS, min=1, max=10_000)]
 DAY = "YYYY-MM-DD"
 AsOfOpt = Annotated[str, opt(AS_OF, metavar=DAY)]
 PopulationOpt = Annotated[Path | None, opt(POPULATION)]
-HorizonOpt = Annotated[int | None, opt("Churn = no purchase in this many days.", min=1)]
+HorizonOpt = Annotated[int | None, opt("Churn = no purchase in this many days.", min=1, max=36_500)]
 TrackOpt = Annotated[bool, opt("Record the run in MLflow and register the model.")]
 ModelsDirOpt = Annotated[Path, opt("Folder for the model bundle.")]
 MODEL = "Model bundle folder or models:/NAME@ALIAS (default: the registry champion)."

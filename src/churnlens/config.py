@@ -20,6 +20,9 @@ from churnlens.yaml_files import read_yaml, shorten
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
 
+MAX_DAYS = 36_500  # a horizon of a century at most: dates beyond it overflow
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -89,7 +92,9 @@ class FeatureSettings(_Frozen):
 class TrainingSettings(_Frozen):
     """How training snapshots are taken and labelled."""
 
-    horizon_days: int = Field(90, gt=0, description="churn = no purchase in this many days")
+    horizon_days: int = Field(
+        90, gt=0, le=MAX_DAYS, description="churn = no purchase in this many days"
+    )
     snapshot_step_days: int | None = Field(
         None, gt=0, description="days between snapshots (default: the horizon)"
     )
@@ -237,7 +242,9 @@ class ValueSettings(_Frozen):
     / (1 + ``discount_rate`` - yearly retention probability).
     """
 
-    horizon_days: int = Field(365, gt=0, description="value = spend over this many days")
+    horizon_days: int = Field(
+        365, gt=0, le=MAX_DAYS, description="value = spend over this many days"
+    )
     snapshot_step_days: int = Field(
         30, gt=0, description="days between the supervised part's training snapshots"
     )

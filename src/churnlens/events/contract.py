@@ -86,22 +86,34 @@ def missing_column_problems(present: list[str]) -> list[Problem]:
     return problems
 
 
+LAST_YEAR = 9000  # an as-of day plus a century of horizon stays within the calendar
+
+
 def parse_as_of(value: str | date | datetime) -> date:
     """An as-of date from ``YYYY-MM-DD`` text, a date or a datetime."""
     if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value).strip())
-    except ValueError:
+        day = value.date()
+    elif isinstance(value, date):
+        day = value
+    else:
+        try:
+            day = date.fromisoformat(str(value).strip())
+        except ValueError:
+            day = None
+    if day is not None and day.year < LAST_YEAR:
+        return day
+    if day is not None:  # a horizon or a window after it would overflow the calendar
         raise InputError(
             "--as-of",
-            [
-                Problem(
-                    column="",
-                    message=f"{str(value)!r} is not a date",
-                    fix="give the day as YYYY-MM-DD, e.g. 2025-12-31",
-                )
-            ],
-        ) from None
+            [Problem("", f"{day} is past {LAST_YEAR - 1}", fix="give the day of your log")],
+        )
+    raise InputError(
+        "--as-of",
+        [
+            Problem(
+                column="",
+                message=f"{str(value)!r} is not a date",
+                fix="give the day as YYYY-MM-DD, e.g. 2025-12-31",
+            )
+        ],
+    )
