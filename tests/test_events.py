@@ -141,6 +141,25 @@ def test_missing_columns_suggest_close_matches(tmp_path: Path) -> None:
     assert len(info.value.problems) == 3
 
 
+def test_a_contract_column_given_twice_is_refused(tmp_path: Path) -> None:
+    """Two 'amount' columns (one with a space before it): the second was read as
+    'amount_1' and dropped, the first taken without a word."""
+    header = "customer_id,timestamp,channel,event_type,amount, amount\n"
+    path = write_csv(tmp_path, "c1,2024-01-01,web,purchase,1,2\n", header=header)
+    with pytest.raises(InputError, match="the column is given 2 times") as info:
+        load_events(path)
+    assert [p.column for p in info.value.problems] == ["amount"]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = [["c1"], ["2024-01-01"], ["web"], ["purchase"], [1.0], [500.0]]
+    names = ["customer_id", "timestamp", "channel", "event_type", "amount", "amount"]
+    twice = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(c) for c in columns], names=names), twice)
+    with pytest.raises(InputError, match="keep one 'amount' column"):
+        load_events(twice)
+
+
 def test_every_problem_is_listed_with_counts_and_examples(tmp_path: Path) -> None:
     path = write_csv(
         tmp_path,

@@ -69,8 +69,21 @@ def _normalise(name: str) -> str:
 
 
 def missing_column_problems(present: list[str]) -> list[Problem]:
-    """A problem for each required column not in ``present``, with a likely rename."""
+    """A problem for each required column not in ``present``, with a likely rename, and
+    for each contract column given twice (the readers name the second ``<name>_1``, and
+    names are compared with their spaces trimmed): which one is meant cannot be told."""
     problems = []
+    for col in CANONICAL_COLUMNS:
+        copies = [c for c in present if c == col or re.fullmatch(rf"{col}_\d+", c)]
+        if col in present and len(copies) > 1:
+            problems.append(
+                Problem(
+                    column=col,
+                    message=f"the column is given {len(copies)} times "
+                    f"(read as {', '.join(repr(c) for c in copies)})",
+                    fix=f"keep one '{col}' column",
+                )
+            )
     by_norm = {_normalise(c): c for c in present}
     for col in REQUIRED_COLUMNS:
         if col in present:
