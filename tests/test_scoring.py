@@ -175,6 +175,47 @@ def test_cli_score_and_report_end_to_end(events_path: Path, bundles, tmp_path: P
     assert (tmp_path / "r.html").stat().st_size > 10_000
 
 
+def test_report_refuses_a_scores_file_edited_by_hand(scored, events_path, tmp_path) -> None:
+    """Values ``churnlens score`` never writes: a traceback or a "750.0%" card before."""
+    frame = pd.read_parquet(scored.path)
+    cases = [
+        ("segment_id", "x", "not a segment number"),
+        ("churn_probability", 7.5, "not a number within [0, 1]"),
+        ("churn_probability", "abc", "not a number within [0, 1]"),
+        ("as_of", "<script>", "not a day"),
+        ("lifecycle_stage", "gone", "not one of new, active"),
+    ]
+    page = tmp_path / "r.html"
+    for column, value, said in cases:
+        edited = tmp_path / "edited.csv"
+        changed = frame.astype({column: object})
+        changed.loc[changed.index[0], column] = value
+        changed.to_csv(edited, index=False)
+        code, out = _report(edited, events_path, page)
+        assert code == 1 and said in out and f"column '{column}'" in out, (column, out)
+    frame.head(0).to_csv(tmp_path / "empty.csv", index=False)
+    code, out = _report(tmp_path / "empty.csv", events_path, page)
+    assert code == 1 and "holds no customer" in out, out
+    # a manifest whose drift record was edited (the scores still pair with it)
+    copy = tmp_path / "copy.parquet"
+    shutil.copyfile(scored.path, copy)
+    manifest = json.loads(scored.manifest_path.read_text())
+    assert manifest["drift"]["checked"]
+    manifest["drift"]["level"] = "<b>x"
+    copy.with_name("copy.parquet.manifest.json").write_text(json.dumps(manifest))
+    code, out = _report(copy, events_path, page)
+    assert code == 1 and "drift record is not one churnlens writes" in out, out
+    assert not page.exists()
+
+
+def _report(scores: Path, events: Path, page: Path) -> tuple[int, str]:
+    result = runner.invoke(
+        app, ["report", str(scores), "--events", str(events), "--out", str(page)]
+    )
+    assert "Traceback" not in result.output
+    return result.exit_code, " ".join(result.output.split())
+
+
 def test_cli_score_with_a_missing_model_exits_1_without_traceback(events_path, tmp_path) -> None:
     out = tmp_path / "scores.parquet"
     done = subprocess.run(

@@ -23,7 +23,7 @@ import pandas as pd
 from churnlens import __version__
 from churnlens.config import Settings
 from churnlens.errors import InputError, Problem
-from churnlens.events import EventSource, EventTable, load_events, parse_as_of
+from churnlens.events import EventSource, EventTable, days_after, load_events, parse_as_of
 from churnlens.events.sql import date_literal
 from churnlens.labels import log_span
 from churnlens.outcomes import DETAIL_COLUMNS, OUTCOME_COLUMNS, measure
@@ -59,7 +59,7 @@ def window_outcomes(
     events, orders (purchases of a positive amount) and revenue (net of refunds) in
     ``(as_of, as_of + horizon_days]``, then ``retained`` (a purchase event) and
     ``repeat`` (two orders or more)."""
-    end = as_of + timedelta(days=horizon_days)
+    end = days_after(as_of, horizon_days, "--horizon-days")
     window = table.con.execute(
         f"SELECT customer_id, count(*) AS purchases, "
         f"count(*) FILTER (WHERE amount > 0) AS orders, "
@@ -100,7 +100,7 @@ def check_customers(table: EventTable, scores: pd.DataFrame, as_of: date, source
 
 def check_window(table: EventTable, source: str, as_of: date, horizon_days: int) -> date:
     """The window's last day; :class:`InputError` when the log ends before it."""
-    end = as_of + timedelta(days=horizon_days)
+    end = days_after(as_of, horizon_days, "--horizon-days")
     _, last = log_span(table)
     if last is None or last < end:
         ends = "has no events" if last is None else f"ends on {last}"

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from churnlens.errors import InputError, Problem
 from churnlens.history import biggest_movers, transition_matrix
 from churnlens.report_html import e, note, table
 
@@ -19,7 +20,17 @@ LEVEL_WORDS = {
 
 def drift_section(manifest: dict[str, Any]) -> str:
     """Drift against training: the level, the score's PSI and KS, the stage mix then and
-    now, and the features with the largest PSI."""
+    now, and the features with the largest PSI. A drift record not of churnlens's making
+    (a manifest edited by hand) is an :class:`InputError`."""
+    try:
+        return _drift_section(manifest)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"its drift record is not one churnlens writes ({type(exc).__name__}: {exc})"
+        fix = "score again to write the manifest, or remove its drift record"
+        raise InputError("the scores manifest", [Problem("drift", what, fix=fix)]) from None
+
+
+def _drift_section(manifest: dict[str, Any]) -> str:
     drift = manifest.get("drift")
     if not drift:
         return ""

@@ -62,7 +62,45 @@ def read_scores_file(
             examples = tuple(frame.loc[repeated, "customer_id"].drop_duplicates().head(3))
             what = "customer_id repeated: a scores file has one row per customer"
             raise InputError(str(path), [Problem(label, what, int(repeated.sum()), examples, fix)])
+    problems = value_problems(frame)
+    if problems:
+        raise InputError(str(path), problems)
     return frame, manifest
+
+
+def value_problems(frame: pd.DataFrame) -> list[Problem]:
+    """What a scores file edited by hand may hold that ``churnlens score`` never writes:
+    no row, probabilities outside [0, 1] or not numbers, a segment id that is not a
+    number, an ``as_of`` that is not a day, a stage or group not of churnlens."""
+    from churnlens.experiments import GROUPS
+    from churnlens.lifecycle import STAGES
+
+    if frame.empty:
+        return [Problem("", "holds no customer", fix="give the scores of a scoring run")]
+    problems = []
+
+    def bad(column: str, wrong: pd.Series, what: str) -> None:
+        if wrong.any():
+            examples = tuple(frame.loc[wrong, column].astype(str).drop_duplicates().head(3))
+            problems.append(Problem(column, what, int(wrong.sum()), examples, fix=FIX))
+
+    for column in ("churn_probability", "uplift"):
+        if column in frame.columns:
+            given = frame[column].notna()
+            number = pd.to_numeric(frame[column], errors="coerce")
+            low = -1.0 if column == "uplift" else 0.0
+            bad(column, given & ~number.between(low, 1.0), f"not a number within [{low:g}, 1]")
+    if "segment_id" in frame.columns:
+        given = frame["segment_id"].notna()
+        bad("segment_id", given & pd.to_numeric(frame["segment_id"], errors="coerce").isna(),
+            "not a segment number")  # fmt: skip
+    if "as_of" in frame.columns:
+        days = pd.to_datetime(frame["as_of"].astype(str), errors="coerce", format="mixed")
+        bad("as_of", days.isna(), "not a day (YYYY-MM-DD)")
+    for column, allowed in (("lifecycle_stage", STAGES), ("group", GROUPS)):
+        if column in frame.columns:
+            bad(column, ~frame[column].isin(allowed), f"not one of {', '.join(allowed)}")
+    return problems
 
 
 def dataset_parts(folder: Path, manifest: dict[str, Any] | None, label: str) -> list[Path]:

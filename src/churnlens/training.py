@@ -26,7 +26,7 @@ from churnlens.config import Settings
 from churnlens.drift import REFERENCE, training_reference
 from churnlens.errors import InputError, Problem
 from churnlens.evaluation import metrics_table, value_table
-from churnlens.events import EventSource, EventTable, load_events, parse_as_of
+from churnlens.events import EventSource, EventTable, days_after, load_events, parse_as_of
 from churnlens.features import build_features
 from churnlens.labels import (
     Snapshots,
@@ -290,7 +290,7 @@ def backtest(
 
 def _reaches(source: str, last: date, as_of: date, horizon: int, what: str) -> None:
     """Refuse a backtest whose window ends after the log does."""
-    if last < as_of + timedelta(days=horizon):
+    if last < days_after(as_of, horizon):
         raise InputError(
             source,
             [

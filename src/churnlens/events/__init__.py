@@ -18,6 +18,7 @@ from churnlens.events.contract import (
     ROLES,
     EventSource,
     EventSummary,
+    days_after,
     parse_as_of,
     role_sql,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "check_source",
     "connect",
     "connect_for",
+    "days_after",
     "file_type",
     "load_events",
     "parquet_schemas_differ",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -99,34 +99,40 @@ def missing_column_problems(present: list[str]) -> list[Problem]:
     return problems
 
 
-LAST_YEAR = 9000  # an as-of day plus a century of horizon stays within the calendar
-
-
 def parse_as_of(value: str | date | datetime) -> date:
     """An as-of date from ``YYYY-MM-DD`` text, a date or a datetime."""
     if isinstance(value, datetime):
-        day = value.date()
-    elif isinstance(value, date):
-        day = value
-    else:
-        try:
-            day = date.fromisoformat(str(value).strip())
-        except ValueError:
-            day = None
-    if day is not None and day.year < LAST_YEAR:
-        return day
-    if day is not None:  # a horizon or a window after it would overflow the calendar
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
         raise InputError(
             "--as-of",
-            [Problem("", f"{day} is past {LAST_YEAR - 1}", fix="give the day of your log")],
-        )
-    raise InputError(
-        "--as-of",
-        [
-            Problem(
-                column="",
-                message=f"{str(value)!r} is not a date",
-                fix="give the day as YYYY-MM-DD, e.g. 2025-12-31",
-            )
-        ],
-    )
+            [
+                Problem(
+                    column="",
+                    message=f"{str(value)!r} is not a date",
+                    fix="give the day as YYYY-MM-DD, e.g. 2025-12-31",
+                )
+            ],
+        ) from None
+
+
+def days_after(day: date, days: int, what: str = "--as-of") -> date:
+    """``day`` plus ``days``; :class:`InputError` naming ``what`` when that is past the
+    calendar's last day (an as-of day in the year 9999 with a horizon)."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        raise InputError(
+            what,
+            [
+                Problem(
+                    "",
+                    f"{day} plus {days:,} days is past the calendar's last day",
+                    fix="give the day of your log",
+                )
+            ],
+        ) from None
