@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churnlens.datasets import CDNOW_SHA256, read_cdnow
+from churnlens.datasets import CDNOW_SHA256, convert_cdnow, read_cdnow
 from churnlens.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -290,6 +290,16 @@ def test_non_numeric_dollar_value(tmp_path: Path) -> None:
     assert problem.examples == ("line 2: '$11.77'", "line 4: 'n/a'")
     assert "number" in problem.message
     assert problem.fix
+
+
+def test_converted_events_meet_the_event_contract(tmp_path: Path) -> None:
+    """An amount `churnlens validate` refuses is refused by the converter, before it
+    writes a log that fails its own validation."""
+    path = write(tmp_path, HEADER + " 00001 19970101 1 11.77\r\n 00005 19970105 1 1e30\r\n")
+    out = tmp_path / "cdnow.parquet"
+    with pytest.raises(InputError, match="amount is implausibly large") as err:
+        convert_cdnow(path, out)
+    assert err.value.source == str(path) and not out.exists()
 
 
 def test_non_numeric_count_and_id(tmp_path: Path) -> None:

@@ -125,10 +125,15 @@ def read_cdnow(path: str | Path = DEFAULT_CDNOW_PATH) -> pd.DataFrame:
 def convert_cdnow(path: str | Path, out: str | Path) -> pd.DataFrame:
     """``churnlens datasets cdnow``: :func:`read_cdnow` written to ``out`` (checked first,
     never over the input; written atomically). Returns the events."""
+    from churnlens.events import load_events
     from churnlens.outputs import check_output_path, write_table
 
     out = check_output_path(out, inputs=[path])
     events = read_cdnow(path)
+    try:  # the event contract's checks: what churnlens validate would refuse, now
+        load_events(events)
+    except InputError as exc:
+        raise InputError(str(path), exc.problems) from None
     write_table(events, out)
     return events
 
