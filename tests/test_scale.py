@@ -125,6 +125,14 @@ def test_cli_features_under_a_memory_cap_with_a_spill_folder(dataset: Path, tmp_
     assert len(pd.read_csv(out)) == len(build_features(dataset, AS_OF))
 
 
+def test_a_memory_cap_too_small_says_to_raise_it(dataset: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["features", str(dataset), "--as-of", AS_OF, "--out",
+                                 str(tmp_path / "f.csv"), "--memory-limit", "1KB"])  # fmt: skip
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "Out of Memory" in text, text
+    assert "Fix: raise --memory-limit" in text and "Traceback" not in text
+
+
 def test_memory_limit_must_be_a_size() -> None:
     with pytest.raises(ConfigError, match=r"engine\.memory_limit"):
         settings_from_dict({"engine": {"memory_limit": "lots"}})

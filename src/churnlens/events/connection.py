@@ -66,13 +66,9 @@ def read_errors(source: str) -> Iterator[None]:
         yield
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        fix = "check that it is a complete, UTF-8 encoded CSV or Parquet file"
+        if isinstance(exc, duckdb.OutOfMemoryException) or "Out of Memory" in first:
+            fix = "raise --memory-limit (engine.memory_limit), or give --temp-dir room to spill"
         raise InputError(
-            source,
-            [
-                Problem(
-                    column="-",
-                    message=f"cannot read the file ({first})",
-                    fix="check that it is a complete, UTF-8 encoded CSV or Parquet file",
-                )
-            ],
+            source, [Problem(column="-", message=f"cannot read the file ({first})", fix=fix)]
         ) from None
