@@ -175,6 +175,22 @@ def test_cli_score_and_report_end_to_end(events_path: Path, bundles, tmp_path: P
     assert (tmp_path / "r.html").stat().st_size > 10_000
 
 
+def test_an_order_number_pasted_into_amount_is_noted(
+    sample_events: pd.DataFrame, scored, bundles, tmp_path: Path
+) -> None:
+    """Under the contract's 1e18 limit, so valid; but one customer's value then moves the
+    value tiers of everyone: the manifest and the command say so."""
+    log = sample_events.copy()
+    first = log.index[log["event_type"] == "purchase"][0]
+    log.loc[first, "amount"] = 123456789012.0
+    orders = log[(log["customer_id"] == log.loc[first, "customer_id"]) & (log["amount"] > 0)]
+    mean = orders["amount"].mean()
+    result = score(log, AS_OF, tmp_path / "s.parquet", load_models(bundles[0]))
+    said = [n for n in result.manifest["notes"] if "mean order is over 100,000 times" in n]
+    assert len(said) == 1 and f"{mean:,.4g}" in said[0], (mean, result.manifest["notes"])
+    assert not [n for n in scored.manifest["notes"] if "mean order" in n]  # the clean log
+
+
 def test_report_refuses_a_scores_file_edited_by_hand(scored, events_path, tmp_path) -> None:
     """Values ``churnlens score`` never writes: a traceback or a "750.0%" card before."""
     frame = pd.read_parquet(scored.path)

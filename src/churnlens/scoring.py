@@ -64,7 +64,7 @@ from churnlens.models.base import model_class, model_kinds
 from churnlens.outputs import check_output_path, output_failure, replace_with_manifest
 from churnlens.ranking import rank_sql, with_ranking
 from churnlens.scores_manifest import manifest_of
-from churnlens.stakes import add_stakes
+from churnlens.stakes import add_stakes, implausible_amounts
 from churnlens.work_folders import owned_output, remove_work, work_prefix
 
 SCORE_COLUMNS: tuple[str, ...] = (
@@ -136,7 +136,7 @@ def plan_from(
         fingerprint=fingerprint,
         events=events,
         events_after=later,
-        notes=stale_as_of(as_of, buyers),
+        notes=(*stale_as_of(as_of, buyers), *implausible_amounts(buyers)),
     )
 
 

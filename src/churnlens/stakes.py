@@ -62,3 +62,28 @@ def add_stakes(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
         ),
     )
     return out
+
+
+IMPLAUSIBLE = 100_000  # a mean order this many times the buyers' median: not money
+
+
+def implausible_amounts(buyers: pd.DataFrame) -> tuple[str, ...]:
+    """A note when some buyers' mean order (``rfm_monetary_mean``) is over
+    :data:`IMPLAUSIBLE` times the median buyer's: an order number or a wrong unit pasted
+    into ``amount`` passes the contract (below 1e18) yet moves value tiers, value at risk
+    and the budget's ranking for everyone."""
+    if "rfm_monetary_mean" not in buyers:
+        return ()
+    mean = buyers["rfm_monetary_mean"].astype(float).abs()
+    median = float(mean[mean > 0].median()) if (mean > 0).any() else float("nan")
+    if not median > 0:
+        return ()
+    wild = mean[mean > IMPLAUSIBLE * median].sort_values(ascending=False)
+    if wild.empty:
+        return ()
+    shown = ", ".join(f"{value:,.4g}" for value in wild.head(3))
+    return (
+        f"{len(wild):,} customer(s)' mean order is over {IMPLAUSIBLE:,} times the median "
+        f"customer's ({median:,.4g}): {shown}; an id or a wrong unit in `amount`? Their "
+        "values, and the value tiers and value at risk of everyone, follow them",
+    )
