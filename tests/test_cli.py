@@ -60,6 +60,19 @@ def test_validate_summarises_a_good_log(tmp_path: Path) -> None:
     assert "marketing" in out and "purchase" in out and "email" in out
 
 
+def test_validate_warns_of_an_id_pasted_into_amount(tmp_path: Path) -> None:
+    """Under the contract's 1e18 limit, so the log is valid, but said."""
+    rows = "".join(f"c{i},2024-01-0{1 + i % 9},web,purchase,{20 + i % 7},,\n" for i in range(40))
+    code, out = run(
+        "validate", str(csv(tmp_path, rows + "c99,2024-01-05,web,purchase,123456789012,,\n"))
+    )
+    text = " ".join(out.split())
+    assert code == 0 and "warning: 1 customer(s)' mean order is over 100,000 times" in text
+    assert "1.235e+11" in text, text
+    code, out = run("validate", str(csv(tmp_path, rows)))
+    assert code == 0 and "mean order" not in out
+
+
 @pytest.mark.parametrize(
     ("body", "header", "expected"),
     [

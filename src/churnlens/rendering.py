@@ -178,6 +178,8 @@ def show_validation(s: EventSummary) -> None:
             f"  [yellow]warning:[/] {s.duplicates_dropped:,} exact duplicate rows dropped "
             f"({s.rows_read:,} rows read)"
         )
+    for text in s.notes:
+        console.print(f"  [yellow]warning:[/] {escape(text)}")
     for title, counts in (
         ("Events per role", s.by_role),
         ("Events per event_type", s.by_event_type),

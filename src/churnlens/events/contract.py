@@ -46,6 +46,7 @@ class EventSummary:
     by_event_type: dict[str, int] = field(default_factory=dict)
     by_channel: dict[str, int] = field(default_factory=dict)
     by_role: dict[str, int] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # what looks wrong though the contract allows it
 
 
 def role_sql(settings: Settings, as_enum: bool = False) -> str:

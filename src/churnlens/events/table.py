@@ -124,8 +124,15 @@ class EventTable:
             ).fetchall()
             return {str(k): int(v) for k, v in rows}
 
+        from churnlens.stakes import implausible_amounts
+
+        means = self.con.execute(
+            f"SELECT avg(amount) FROM {self.name} WHERE role = 'purchase' AND amount > 0 "
+            "GROUP BY customer_id"
+        ).df()
         return EventSummary(
             source=self.source,
+            notes=implausible_amounts(means.iloc[:, 0]) if len(means) else (),
             rows_read=self.rows_read,
             events=int(n),
             duplicates_dropped=self.duplicates_dropped,
