@@ -234,7 +234,7 @@ def test_a_manifest_that_fails_to_reach_the_disk_leaves_no_temporary_file(
     def full_disk(path: Path) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("churnlens.outputs._fsync", full_disk)
+    monkeypatch.setattr("churnlens.outputs.fsync_file", full_disk)
     target = tmp_path / "scores.manifest.json"
     with pytest.raises(OSError, match="No space left"):
         manifest_file(target, {"rows": 1}, 0o644)

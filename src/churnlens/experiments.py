@@ -54,10 +54,15 @@ def uniform(ids: pd.Index | np.ndarray, name: str) -> np.ndarray:
     return (hashed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+def campaign_of(settings: ExperimentSettings, as_of: date | str) -> str:
+    """The campaign scored as of ``as_of``: ``experiment.campaign``, or the scoring day
+    when no campaign is named."""
+    return settings.campaign or str(as_of)[:10]
+
+
 def campaign_key(settings: ExperimentSettings, as_of: date | str) -> str:
-    """What the groups of a campaign scored as of ``as_of`` are drawn with: the experiment
-    name and ``experiment.campaign``, or the scoring day when no campaign is named."""
-    return f"{settings.name}:{settings.campaign or str(as_of)[:10]}"
+    """What the groups of that campaign are drawn with: the experiment name and it."""
+    return f"{settings.name}:{campaign_of(settings, as_of)}"
 
 
 def assign_groups(
@@ -121,7 +126,7 @@ def design(stats: pd.DataFrame, settings: ExperimentSettings, as_of: date | str)
             balance[str(action)][c] = {**means, "standardised_difference": _plain(diff)}
     return {
         "name": settings.name,
-        "campaign": settings.campaign or str(as_of)[:10],
+        "campaign": campaign_of(settings, as_of),
         "control_share": settings.control_share,
         "control_shares": dict(settings.control_shares),
         "global_control_share": settings.global_control_share,

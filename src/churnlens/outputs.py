@@ -166,7 +166,8 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s written bytes to the disk (a full disk shows here, not later)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -197,7 +198,7 @@ def manifest_file(target: Path, manifest: dict[str, Any], mode: int) -> Path:
     try:
         text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
         tmp.write_text(text, "utf-8")
-        _fsync(tmp)
+        fsync_file(tmp)
         os.chmod(tmp, mode)
     except BaseException:  # the caller never learns its name: remove it here
         tmp.unlink(missing_ok=True)
@@ -231,7 +232,7 @@ def replace_with_manifest(
     try:
         try:
             write(tmp)
-            _fsync(tmp)
+            fsync_file(tmp)
             described = manifest() if callable(manifest) else manifest
             manifest = {**described, "output_sha256": sha256_file(tmp)}
             mode = publish_mode(out)  # the manifest takes the result's mode
