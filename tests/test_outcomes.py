@@ -178,13 +178,22 @@ def test_outcomes_refuses_a_log_that_ends_too_early(tmp_path: Path) -> None:
     assert "2024-03-31" in " ".join(result.output.split())
 
 
-def test_an_output_on_the_scores_files_manifest_or_lock_is_refused(tmp_path: Path) -> None:
-    """``--out scores.parquet.manifest.json`` would replace the scores file's manifest
-    (its experiment design and checksum) with the outcomes table."""
-    log = make_log([("a", "2024-03-20 10:00", "web", "purchase", 5),
+def _two_buyers(tmp_path: Path) -> Path:
+    """A log of customers a and b, each buying before 2024-03-01 and in the 30 days after
+    it (the window of ``_scores``' campaign)."""
+    log = make_log([("a", "2024-02-20 10:00", "web", "purchase", 5),
+                    ("b", "2024-02-21 10:00", "web", "purchase", 5),
+                    ("a", "2024-03-20 10:00", "web", "purchase", 5),
                     ("b", "2024-04-05 10:00", "web", "purchase", 5)])  # fmt: skip
     events = tmp_path / "events.parquet"
     log.to_parquet(events)
+    return events
+
+
+def test_an_output_on_the_scores_files_manifest_or_lock_is_refused(tmp_path: Path) -> None:
+    """``--out scores.parquet.manifest.json`` would replace the scores file's manifest
+    (its experiment design and checksum) with the outcomes table."""
+    events = _two_buyers(tmp_path)
     scores = tmp_path / "scores.parquet"
     replace_with_manifest(
         scores, _scores(["a", "b"], ["treatment", "control"]).to_parquet, {"kind": "scores"}
@@ -204,12 +213,7 @@ def test_an_output_on_the_scores_files_manifest_or_lock_is_refused(tmp_path: Pat
 def test_repeated_or_unknown_customers_are_refused_not_miscounted(tmp_path: Path) -> None:
     """A customer twice would count twice (a narrower interval); scores of another log
     (ids changed since) would read every customer as "did not buy"."""
-    log = make_log([("a", "2024-02-20 10:00", "web", "purchase", 5),
-                    ("b", "2024-02-21 10:00", "web", "purchase", 5),
-                    ("a", "2024-03-20 10:00", "web", "purchase", 5),
-                    ("b", "2024-04-05 10:00", "web", "purchase", 5)])  # fmt: skip
-    events = tmp_path / "events.parquet"
-    log.to_parquet(events)
+    events = _two_buyers(tmp_path)
     twice = tmp_path / "twice.csv"
     _scores(["a", "b", "a"], ["treatment", "control", "treatment"]).assign(
         value_at_risk=1.0, churn_probability=0.5, value_if_retained=2.0
@@ -218,24 +222,20 @@ def test_repeated_or_unknown_customers_are_refused_not_miscounted(tmp_path: Path
         outcomes_job(twice, events, tmp_path / "o.csv", horizon_days=30)
     assert caught.value.problems[0].rows == 2 and caught.value.problems[0].examples == ("a",)
     other = tmp_path / "other.csv"
-    _scores(["A", "b"], ["treatment", "control"]).to_csv(other, index=False)
+    pd.read_csv(twice).head(2).replace({"customer_id": {"a": "A"}}).to_csv(other, index=False)
     with pytest.raises(InputError, match="1 of the 2 customers of the campaign have no event"):
         outcomes_job(other, events, tmp_path / "o.csv", horizon_days=30)
     assert not (tmp_path / "o.csv").exists()
-    result = runner.invoke(app, ["train-uplift", str(twice), "--events", str(events),
-                                 "--horizon-days", "30"])  # fmt: skip
-    assert result.exit_code == 1 and "customer_id repeated" in " ".join(result.output.split())
+    for scores, said in ((twice, "customer_id repeated"), (other, "have no event on or before")):
+        result = runner.invoke(app, ["train-uplift", str(scores), "--events", str(events),
+                                     "--horizon-days", "30"])  # fmt: skip
+        assert result.exit_code == 1 and said in " ".join(result.output.split()), result.output
 
 
 def test_an_action_named_with_dollars_is_drawn_as_written(tmp_path: Path) -> None:
     """Matplotlib reads text between ``$`` as mathematics: ``$\\frac{$`` failed the plot
     after the outcomes table was already written."""
-    log = make_log([("a", "2024-02-20 10:00", "web", "purchase", 5),
-                    ("b", "2024-02-21 10:00", "web", "purchase", 5),
-                    ("a", "2024-03-20 10:00", "web", "purchase", 5),
-                    ("b", "2024-04-05 10:00", "web", "purchase", 5)])  # fmt: skip
-    events = tmp_path / "events.parquet"
-    log.to_parquet(events)
+    events = _two_buyers(tmp_path)
     scores = tmp_path / "scores.csv"
     name = "$\\frac{$ offer"
     _scores(["a", "b"], ["treatment", "control"]).assign(action=name).to_csv(scores, index=False)

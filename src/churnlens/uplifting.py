@@ -38,6 +38,7 @@ import pandas as pd
 from churnlens.bundle import versions, write_bundle
 from churnlens.campaigns import (
     NEEDED,
+    check_customers,
     check_window,
     experiment_rows,
     scoring_day,
@@ -90,6 +91,7 @@ def campaign_frame(
     horizon = int(horizon_days or manifest.get("horizon_days") or settings.training.horizon_days)
     check_window(table, "the event log", as_of, horizon)
     arms = experiment_rows(scores)
+    check_customers(table, arms, as_of, str(path))
     kept = [*NEEDED, "value_at_risk", *inputs]
     rows = window_outcomes(table, arms[kept], as_of, horizon)
     design = manifest.get("experiment")
@@ -100,11 +102,6 @@ def campaign_frame(
     rows["campaign"] = as_of.isoformat()
     X = build_features(table, as_of, settings)
     X.index = X.index.astype(str)
-    missing = ~rows["customer_id"].isin(X.index)
-    if missing.any():  # cannot happen for scores of this log; say so if it does
-        example = rows.loc[missing, "customer_id"].head(3).tolist()
-        what = f"{int(missing.sum())} scored customers have no events up to {as_of}"
-        raise InputError(str(path), [Problem("customer_id", what, examples=tuple(example))])
     features = X.loc[rows["customer_id"]].reset_index(drop=True)
     for column in inputs:  # the models' outputs at the campaign, as scoring passes them
         features[column] = rows[column].to_numpy(dtype=float)
