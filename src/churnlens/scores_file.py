@@ -94,9 +94,11 @@ def value_problems(frame: pd.DataFrame) -> list[Problem]:
         given = frame["segment_id"].notna()
         bad("segment_id", given & pd.to_numeric(frame["segment_id"], errors="coerce").isna(),
             "not a segment number")  # fmt: skip
-    if "as_of" in frame.columns:
-        days = pd.to_datetime(frame["as_of"].astype(str), errors="coerce", format="mixed")
-        bad("as_of", days.isna(), "not a day (YYYY-MM-DD)")
+    if "as_of" in frame.columns:  # one day in a whole file: each distinct text parsed once
+        text = frame["as_of"].astype(str)
+        days = pd.Series(text.unique())
+        parsed = pd.to_datetime(days, errors="coerce", format="mixed")
+        bad("as_of", text.isin(days[parsed.isna()]), "not a day (YYYY-MM-DD)")
     for column, allowed in (("lifecycle_stage", STAGES), ("group", GROUPS)):
         if column in frame.columns:
             bad(column, ~frame[column].isin(allowed), f"not one of {', '.join(allowed)}")
