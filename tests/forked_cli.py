@@ -12,6 +12,7 @@ command is; stdout and stderr go to ``/dev/null``.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 from multiprocessing.process import BaseProcess
@@ -50,18 +51,14 @@ def _nothing() -> None:
     pass
 
 
-_ready: list[bool] = []
-
-
+@functools.cache
 def ready() -> None:
     """Wait for the server's imports (a child that does nothing), once: call it before
     timing a command, so that no command is timed or killed while they run."""
-    if not _ready:
-        warm = _CONTEXT.Process(target=_nothing)
-        warm.start()
-        warm.join(timeout=120)
-        assert warm.exitcode == 0, f"the fork server did not start: {warm.exitcode}"
-        _ready.append(True)
+    warm = _CONTEXT.Process(target=_nothing)
+    warm.start()
+    warm.join(timeout=120)
+    assert warm.exitcode == 0, f"the fork server did not start: {warm.exitcode}"
 
 
 def start(*args: str) -> BaseProcess:

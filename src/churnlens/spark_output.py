@@ -53,7 +53,7 @@ from churnlens.outputs import (
 from churnlens.ranking import with_ranking
 from churnlens.scores_manifest import manifest_of
 from churnlens.spark import ranked_scores, read_events, spark_session
-from churnlens.work_folders import output_lock, remove_stale_work, remove_work, work_prefix
+from churnlens.work_folders import owned_output, remove_work, work_prefix
 
 RANKED_VIEW = "_ranked"  # the relation manifest_of queries
 
@@ -199,8 +199,7 @@ def score_to_file(
         models = load_models(models)  # a bad model fails before Spark starts
     policy = with_ranking(policy or Policy(), models.uplift is not None)
     spark = spark_session(master, ui=ui, archive=archive)
-    with output_lock(out, remove=True):  # one job per output; no lock file left behind
-        remove_stale_work(out)  # a killed job's work folders, temporary files, pending result
+    with owned_output(out, remove=True):  # one job on out; no lock file left behind
         work = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), dir=out.parent.resolve()))
         try:
             data = work / "scores"

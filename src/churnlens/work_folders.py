@@ -88,12 +88,13 @@ def _same_file(handle: Any, path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def owned_output(out: str | Path) -> Iterator[Path]:
-    """Hold ``out``'s lock (:func:`output_lock`) for a whole job, having first completed or
-    undone what a killed job left there (:func:`remove_stale_work`): a replacement killed
-    after its commit point is renamed into place, so this job's own replacement never
-    deletes a committed result. Yields the lock file's path."""
-    with output_lock(out) as lock:
+def owned_output(out: str | Path, remove: bool = False) -> Iterator[Path]:
+    """Hold ``out``'s lock (:func:`output_lock`; ``remove``: no lock file left behind) for
+    a whole job, having first completed or undone what a killed job left there
+    (:func:`remove_stale_work`): a replacement killed after its commit point is renamed
+    into place, so this job's own replacement never deletes a committed result. Yields
+    the lock file's path."""
+    with output_lock(out, remove=remove) as lock:
         remove_stale_work(out)
         yield lock
 
