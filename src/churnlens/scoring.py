@@ -136,10 +136,7 @@ def plan_from(
         fingerprint=fingerprint,
         events=events,
         events_after=later,
-        notes=(
-            *stale_as_of(as_of, buyers),
-            *implausible_amounts(buyers.get("rfm_monetary_mean", pd.Series(dtype=float))),
-        ),
+        notes=(*stale_as_of(as_of, buyers), *implausible_amounts(buyers["rfm_monetary_mean"])),
     )
 
 

@@ -132,7 +132,7 @@ class EventTable:
         ).df()
         return EventSummary(
             source=self.source,
-            notes=implausible_amounts(means.iloc[:, 0]) if len(means) else (),
+            notes=implausible_amounts(means.iloc[:, 0]),
             rows_read=self.rows_read,
             events=int(n),
             duplicates_dropped=self.duplicates_dropped,
