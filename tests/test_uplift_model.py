@@ -14,7 +14,7 @@ import pytest
 
 from churnlens.errors import ModelError
 from churnlens.models.uplift import UpliftModel
-from churnlens.models.uplift_calibration import calibration, shrunk
+from churnlens.models.uplift_calibration import calibration, risk_shape, shrunk
 from churnlens.uplift_metrics import (
     auuc,
     qini_at,
@@ -340,6 +340,56 @@ def test_shrinkage_and_calibration_by_hand() -> None:
     json.dumps(flat, allow_nan=False)  # strict JSON in a manifest
     steep = calibration(np.array([0.0, 0.0, 10.0, 10.0]), score)  # slope 5, kept at 1
     assert steep["slope"] == 1.0
+
+
+def test_the_average_effect_spreads_by_the_room_each_customer_has_for_it() -> None:
+    """A contact can raise the chance to buy only of a customer who would not buy
+    otherwise: a positive average effect spreads as risk / mean risk, a negative one as
+    (1 - risk) / (1 - mean risk); without a risk, or one that cannot carry it, evenly."""
+    risk = np.array([0.1, 0.2, 0.6, np.nan])
+    assert risk_shape(risk, 0.05, 0.3) == pytest.approx([1 / 3, 2 / 3, 2.0, 1.0])
+    assert risk_shape(risk, -0.05, 0.3) == pytest.approx([0.9 / 0.7, 0.8 / 0.7, 0.4 / 0.7, 1])
+    assert risk_shape(risk, 0.0, 0.3) == 1.0
+    assert risk_shape(None, 0.05, None) == 1.0 and risk_shape(risk, 0.05, None) == 1.0
+    assert risk_shape(np.zeros(3), 0.05, 0.0) == 1.0  # nobody at risk: no shape to spread by
+    assert risk_shape(np.array([1.5, -0.5]), 0.05, 0.5) == pytest.approx([2.0, 0.0])
+    # the slope is fitted to what the shape leaves: phi = ate x shape exactly -> slope 0
+    risk = np.array([0.1, 0.3, 0.5, 0.3])  # mean 0.3
+    phi = 0.2 * risk / 0.3
+    fitted = calibration(phi, np.array([0.0, 1.0, 2.0, 1.0]), risk=risk)
+    assert fitted["ate_raw"] == pytest.approx(0.2) and fitted["risk_mean"] == pytest.approx(0.3)
+    assert fitted["slope_raw"] == pytest.approx(0.0, abs=1e-12)
+    # ... while, spread evenly, the same pseudo-outcomes show a slope of 0.2 / 3 per unit
+    c = np.array([-1.0, 0.0, 1.0, 0.0])
+    assert calibration(phi, c)["slope_raw"] == pytest.approx((c @ (phi - 0.2)) / (c @ c))
+    assert calibration(phi, c)["slope_raw"] == pytest.approx(0.2 * 0.4 / 0.3 / 2)
+    assert calibration(phi, c)["risk_mean"] is None
+
+
+def test_an_average_effect_lands_on_the_customers_at_risk() -> None:
+    """A contact that wins back a third of the customers who would not buy (true uplift
+    risk / 3): with no slope shown on 1,500 customers, the prediction is the average
+    effect spread by the risk, so ranking one action's customers by incremental value is
+    ranking them by value at risk; without a churn probability, nothing to spread by."""
+    rng = np.random.default_rng(0)
+    n = 1_500
+    risk = rng.beta(2, 3, size=n)
+    X = pd.DataFrame({"churn_probability": risk, "noise": rng.normal(size=n)})
+    treated = rng.random(n) < 0.5
+    outcome = (rng.random(n) < 1 - risk + treated * risk / 3).astype(int)
+    action = np.full(n, "nurture")
+    model = UpliftModel(learner="t", seed=0).fit(X, action, treated, outcome, 0.5)
+    fitted = model.models_["nurture"]
+    assert fitted["slope"] == 0.0  # p = 0.33: no heterogeneity shown beyond the risk
+    assert fitted["risk_mean"] == pytest.approx(risk.mean())
+    predicted = model.predict_uplift(X)["uplift_nurture"].to_numpy()
+    assert predicted == pytest.approx(fitted["ate"] * risk / risk.mean())
+    assert np.sqrt(np.mean((predicted - risk / 3) ** 2)) < 0.02
+    value = rng.lognormal(size=n)
+    assert (np.argsort(-predicted * value) == np.argsort(-risk * value)).all()
+    renamed = X.rename(columns={"churn_probability": "p"})
+    flat = UpliftModel(learner="t", seed=0).fit(renamed, action, treated, outcome, 0.5)
+    assert flat.models_["nurture"]["risk_mean"] is None  # spread evenly (its slope may not)
 
 
 @pytest.mark.parametrize("learner", ["t", "dr"])

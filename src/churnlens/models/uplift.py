@@ -34,11 +34,16 @@ of two noisy rates, so the model borrows strength and trusts only what it can sh
    rejects at 5% over the actions (Bonferroni): one action in five shows a 1.8-sigma
    slope by chance. The test's standard error ignores the fold-to-fold variation of
    the score, so it rejects somewhat more often than its nominal level (about twice,
-   measured on data without any effect). The
-   uplift is ``ate + slope x (s(x) - mean(s))`` (at prediction, ``s`` from the models
+   measured on data without any effect). The average effect is spread by the room each
+   customer has for it (:func:`~churnlens.models.uplift_calibration.risk_shape`): a
+   contact can only make a customer buy who would not have bought, so a positive
+   effect goes in proportion to the churn probability (a score input), a negative one
+   to the chance to buy; the slope is fitted to what that shape leaves. The uplift is
+   ``ate x shape(x) + slope x (s(x) - mean(s))`` (at prediction, ``s`` from the models
    refitted on every row, centred on its mean over the action's rows): an action whose
-   effect or whose heterogeneity is within noise predicts 0, or its average effect for
-   everyone, rather than noise that a large ``value_if_retained`` would turn into a
+   effect or whose heterogeneity is within noise predicts 0, or its average effect
+   spread by risk (so incremental value then orders its customers as value at risk
+   does), rather than noise that a large ``value_if_retained`` would turn into a
    priority.
 
 Evaluation is out of fold: ``oof_score_`` holds every training row's ranking score from
@@ -68,11 +73,12 @@ from sklearn.base import BaseEstimator
 
 from churnlens.errors import ModelError
 from churnlens.models.base import ChurnlensModel
-from churnlens.models.uplift_calibration import calibration
+from churnlens.models.uplift_calibration import calibration, risk_shape
 from churnlens.uplift_metrics import thin, uplift_curve, uplift_summary
 
 LEARNERS = ("dr", "t")
 PREFIX = "uplift_"
+RISK = "churn_probability"  # spreads the average effect (see the calibration)
 
 # a fitted outcome model: LightGBM, or the constant rate when one group's outcome never
 # varies (LightGBM cannot fit one class)
@@ -85,7 +91,7 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
     kind = "uplift"
     # the churn and value models' outputs summarise the history: the outcome models take
     # them beside the features (train-uplift reads them from each campaign's scores)
-    score_inputs = ("churn_probability", "value_if_retained")
+    score_inputs = (RISK, "value_if_retained")
 
     def __init__(
         self,
@@ -295,14 +301,14 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
                 A[rows], phi[rows], (mu1 - mu0)[rows], fold[rows], num_threads
             )
             clusters = None if groups is None else groups[rows]
-            fitted = calibration(phi[rows], score[rows], len(self.models_), clusters)
-            model = {**models, **{k: fitted[k] for k in ("ate", "slope", "center")}}
+            risk = self._risk(A[rows])
+            fitted = calibration(phi[rows], score[rows], len(self.models_), clusters, risk)
+            keys = ("ate", "slope", "center", "risk_mean")
+            model = {**models, **{k: fitted[k] for k in keys}}
             # predictions centre the refitted model's score on its own mean over the rows
             model["center"] = float(self._score(A[rows], code, model, num_threads).mean())
             self.models_[name] = model
-            oof[rows] = np.clip(
-                fitted["ate"] + fitted["slope"] * (score[rows] - fitted["center"]), -1.0, 1.0
-            )
+            oof[rows] = _calibrated(fitted, score[rows], risk)
             tr, yr = t[rows], y[rows]
             self.evaluation_[name] = {
                 **_evaluation(score[rows], tr, yr, e[rows]),
@@ -342,9 +348,13 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         columns = {}
         for code, (name, fitted) in enumerate(self.models_.items()):
             score = self._score(A, code, fitted, num_threads)
-            u = fitted["ate"] + fitted["slope"] * (score - fitted["center"])
-            columns[PREFIX + name] = np.clip(u, -1.0, 1.0)
+            columns[PREFIX + name] = _calibrated(fitted, score, self._risk(A))
         return pd.DataFrame(columns, index=X.index)
+
+    def _risk(self, A: np.ndarray) -> np.ndarray | None:
+        """The churn probability column of ``A`` (a score input), if the model has it."""
+        where = np.flatnonzero(self.feature_names_in_ == RISK)
+        return A[:, where[0]] if len(where) else None
 
     def _score(
         self, A: np.ndarray, code: int, fitted: dict[str, Any], num_threads: int
@@ -397,6 +407,15 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         if not self.evaluation_:
             return None
         return float(np.mean([m["qini"] for m in self.evaluation_.values()]))
+
+
+def _calibrated(
+    fitted: Mapping[str, Any], score: np.ndarray, risk: np.ndarray | None
+) -> np.ndarray:
+    """``ate x shape(risk) + slope x (score - center)``, within [-1, 1] (a model saved
+    before the shape has no ``risk_mean``: shape 1)."""
+    shape = risk_shape(risk, fitted["ate"], fitted.get("risk_mean"))
+    return np.clip(fitted["ate"] * shape + fitted["slope"] * (score - fitted["center"]), -1.0, 1.0)
 
 
 def _probability(model: Outcome, A: np.ndarray, num_threads: int) -> np.ndarray:

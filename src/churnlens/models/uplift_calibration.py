@@ -9,6 +9,12 @@ error (``est x max(0, 1 - se^2 / est^2)``); the slope is kept only when the one-
 test of "no heterogeneity" rejects at 5% over the actions (Bonferroni), and within
 [0, 1]. Standard errors are robust to heteroskedasticity, and clustered by customer when
 a customer has rows in several stacked campaigns.
+
+The average effect is spread over the customers by the room each has for it
+(:func:`risk_shape`): a contact can raise the chance to buy only of a customer who would
+otherwise not buy, so a positive effect is taken as proportional to the churn
+probability, a negative one (the sleeping dogs) to the chance to buy. The slope then
+measures the score's heterogeneity beyond that shape.
 """
 
 from __future__ import annotations
@@ -26,8 +32,28 @@ def shrunk(estimate: float, se: float) -> float:
     return float(estimate * max(0.0, 1.0 - (se / estimate) ** 2))
 
 
+def risk_shape(risk: np.ndarray | None, ate: float, risk_mean: float | None) -> np.ndarray | float:
+    """How an average effect ``ate`` spreads over customers of churn probability ``risk``
+    (``risk_mean`` its mean over the action's training rows), with mean 1 over those
+    rows: ``risk / risk_mean`` for a positive effect (only a customer who would not buy
+    can be made to), ``(1 - risk) / (1 - risk_mean)`` for a negative one (only one who
+    would buy can be put off). Without the churn probability, or when it does not vary
+    the way the shape needs (a mean of 0 or 1), every customer gets the average: 1. A
+    missing probability counts as the mean."""
+    if risk is None or risk_mean is None or ate == 0:
+        return 1.0
+    room, mean = (risk, risk_mean) if ate > 0 else (1.0 - risk, 1.0 - risk_mean)
+    if not mean > 1e-9:
+        return 1.0
+    return np.nan_to_num(np.clip(room, 0.0, 1.0) / mean, nan=1.0)
+
+
 def calibration(
-    phi: np.ndarray, score: np.ndarray, tests: int = 1, clusters: np.ndarray | None = None
+    phi: np.ndarray,
+    score: np.ndarray,
+    tests: int = 1,
+    clusters: np.ndarray | None = None,
+    risk: np.ndarray | None = None,
 ) -> dict[str, float]:
     """The best linear predictor of the pseudo-outcomes ``phi`` from the out-of-fold
     ranking ``score`` (see the module docstring): the average effect and the
@@ -36,9 +62,15 @@ def calibration(
     one-sided test of "no heterogeneity" rejects at 5% over ``tests`` actions
     (Bonferroni: ``slope_p < 0.05 / tests``), then shrunk and kept within [0, 1]. With
     ``clusters`` (a customer's rows in several campaigns), both standard errors are
-    clustered by them."""
+    clustered by them. With ``risk`` (each row's churn probability), the average effect
+    is spread by :func:`risk_shape` and the slope fitted to what the shape leaves;
+    ``risk_mean`` is returned for predictions (``None`` without ``risk``)."""
     n = len(phi)
     ate = float(phi.mean())
+    risk_mean = None
+    if risk is not None and np.isfinite(risk).any():
+        risk_mean = float(np.nanmean(np.clip(risk, 0.0, 1.0)))
+    left = phi - ate * risk_shape(risk, ate, risk_mean)
     ate_se = float(phi.std(ddof=1) / np.sqrt(n))  # n >= 2 (an action has a row per fold)
     if clusters is not None:
         ate_se = float(np.sqrt((cluster_sums(phi - ate, clusters) ** 2).sum()) / n)
@@ -47,8 +79,8 @@ def calibration(
     spread = float(c @ c)
     slope_raw, slope_se, slope_p = 0.0, 0.0, 1.0  # a constant score: no slope to estimate
     if spread > 1e-12 * max(n, 1):
-        slope_raw = float(c @ (phi - ate) / spread)
-        terms = c * (phi - ate - slope_raw * c)
+        slope_raw = float(c @ left / spread)
+        terms = c * (left - slope_raw * c)
         if clusters is not None:
             terms = cluster_sums(terms, clusters)
         slope_se = float(np.sqrt((terms**2).sum()) / spread)
@@ -66,6 +98,7 @@ def calibration(
         "slope_p": slope_p,
         "slope": float(np.clip(shrunk(slope_raw, slope_se), 0.0, 1.0)) if kept else 0.0,
         "center": center,
+        "risk_mean": risk_mean,
     }
 
 
