@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 
@@ -222,6 +223,32 @@ def test_cli_train_and_backtest_on_sample_data(tmp_path: Path, sample_events) ->
     assert result.exit_code == 0, result.output
     assert "logistic_rfm" in result.output
     assert len(pd.read_csv(predictions)) > 300
+
+
+def test_train_says_when_an_id_was_pasted_into_amount(tmp_path: Path, sample_events) -> None:
+    """One order of 1.2e11 passes the contract (under 1e18) and drives the value model:
+    train says so on the command line and in the bundle's manifest, as score does."""
+    events = sample_events.copy()
+    first = events.index[events["event_type"] == "purchase"][0]
+    events.loc[first, "amount"] = 123_456_789_012.0
+    path = tmp_path / "events.parquet"
+    events.to_parquet(path)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "training: {snapshot_step_days: 60, min_history_days: 60}\n"
+        "model: {n_estimators: 20, min_child_samples: 40}\n"
+    )
+    models = tmp_path / "models"
+    args = ["train", str(path), "--as-of", "2024-11-30", "--horizon-days", "60"]
+    result = runner.invoke(
+        app, [*args, "--config", str(config), "--models-dir", str(models), "--no-track"]
+    )
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "warning: 1 customer(s)' mean order is over 100,000 times" in text, text
+    (bundle,) = models.glob("churn-20241130-*")
+    notes = json.loads((bundle / "manifest.json").read_text())["notes"]
+    assert len(notes) == 1 and "an id or a wrong unit in `amount`" in notes[0]
 
 
 def test_cli_backtest_refuses_a_log_that_ends_too_soon(tmp_path: Path, sample_events) -> None:

@@ -209,6 +209,8 @@ def show_training(result: TrainResult, settings: Settings) -> None:
         f"calibration: {result.model.calibration_method_}"
     )
     console.print(metrics_table("Validation (latest snapshot, out of time)", result.validation))
+    for text in result.notes:
+        console.print(f"[yellow]warning:[/] {escape(text)}")
     console.print(f"Model bundle: [bold]{result.bundle}[/]")
     if result.run_id:
         from churnlens.tracking import tracking_uri
@@ -227,6 +229,8 @@ def show_backtest(result: BacktestResult, horizon_days: int) -> None:
         f"realised churn rate {churn_rate:.3f} over {horizon_days} days"
     )
     console.print(metrics_table("Realised metrics", result.metrics))
+    for text in result.train.notes:
+        console.print(f"[yellow]warning:[/] {escape(text)}")
     if result.value_metrics is not None:
         method = result.train.value.model.reason_ if result.train.value else ""
         title = "Customer value against the spend that followed"

@@ -41,6 +41,7 @@ from churnlens.models.fitting import Background, side_by_side, time_split
 from churnlens.models.value import naive_rate
 from churnlens.outputs import check_output_path, write_table
 from churnlens.sampling import CustomerSample, sample_customers
+from churnlens.stakes import implausible_amounts
 from churnlens.valuing import ValueResult, fit_value, track_value, write_value_bundle
 
 BASELINES = {"logistic_rfm": logistic_rfm_baseline, "recency": RecencyBaseline}
@@ -67,6 +68,7 @@ class TrainResult:
     value: ValueResult | None = None
     source: str = ""  # the events' path (or how a frame was named)
     started: float = field(default_factory=time.time)  # when train began (epoch seconds)
+    notes: tuple[str, ...] = ()  # what the user should know of the data (implausible amounts)
 
 
 @dataclass
@@ -183,6 +185,7 @@ def train(
         started=started,
     )
     result.value = value
+    result.notes = implausible_amounts(current["rfm_monetary_mean"])
     if models_dir is not None:
         say(f"train: writing the bundles to {models_dir}")
         _write(result, table, as_of, Path(models_dir))
@@ -214,6 +217,7 @@ def _write(result: TrainResult, table: EventTable, as_of: date, models_dir: Path
         "validation": result.validation.round(6).to_dict(orient="index"),
         "source": table.source,
         "sample": None if result.sample is None else dataclasses.asdict(result.sample),
+        "notes": list(result.notes),
     }
     result.manifest = manifest
     bundle = models_dir / f"churn-{as_of:%Y%m%d}-{stamp}"
