@@ -84,8 +84,11 @@ def manifest_of(
         "population": {
             "source": plan.population_source,
             "statistics": plan.population.to_dict(),
+            "shared": list(plan.shared),  # cuts taken from its scores manifest
         },
         "stage_thresholds_days": list(plan.thresholds.days),
+        "stage_threshold_percentiles": list(plan.thresholds.percentiles),
+        "stage_threshold_buyers": plan.thresholds.buyers,
         "policy": policy.model_dump(mode="json"),
         **(sections or {}),
         "seconds": round(time.perf_counter() - started, 3),

@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ from churnlens.lifecycle import StageThresholds, assign_stages, stage_thresholds
 from churnlens.model_source import ScoringModels
 from churnlens.models.base import model_class, model_kinds
 from churnlens.outputs import check_output_path, output_failure, replace_with_manifest
+from churnlens.population_cuts import shared_cuts
 from churnlens.ranking import rank_sql, with_ranking
 from churnlens.scores_manifest import manifest_of
 from churnlens.stakes import add_stakes, implausible_amounts
@@ -108,6 +109,7 @@ class ScoringPlan:
     events: int
     events_after: int  # after the as-of day: ignored, reported
     notes: tuple[str, ...] = ()  # what the manifest and the CLI should say
+    shared: tuple[str, ...] = ()  # cuts taken from the --population scores manifest
 
 
 def plan_from(
@@ -343,6 +345,10 @@ def _score_locked(
                 source or ("given" if given else "the scored log"),
                 models.value,
             )
+            found = shared_cuts(source, plan.thresholds, plan.value_cuts, models.value_version,
+                                policy, settings)  # fmt: skip
+            plan = replace(plan, thresholds=found[0], value_cuts=found[1], shared=found[2],
+                           notes=(*plan.notes, *found[3]))  # fmt: skip
             scored = work / "scored"
             scored.mkdir()
             _score_parts(log, plan, models, policy, scored, stages.second, (previous, drift))
