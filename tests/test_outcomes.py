@@ -223,7 +223,7 @@ def test_repeated_or_unknown_customers_are_refused_not_miscounted(tmp_path: Path
     assert caught.value.problems[0].rows == 2 and caught.value.problems[0].examples == ("a",)
     other = tmp_path / "other.csv"
     pd.read_csv(twice).head(2).replace({"customer_id": {"a": "A"}}).to_csv(other, index=False)
-    with pytest.raises(InputError, match="1 of the 2 customers of the campaign have no event"):
+    with pytest.raises(InputError, match="1 of the 2 scored customers have no event"):
         outcomes_job(other, events, tmp_path / "o.csv", horizon_days=30)
     assert not (tmp_path / "o.csv").exists()
     for scores, said in ((twice, "customer_id repeated"), (other, "have no event on or before")):

@@ -173,6 +173,16 @@ def test_cli_score_and_report_end_to_end(events_path: Path, bundles, tmp_path: P
     )
     assert again.exit_code == 0, again.output
     assert (tmp_path / "r.html").stat().st_size > 10_000
+    # a log that was not scored (another company's: no scored id in it) is refused
+    other = pd.read_parquet(events_path).assign(customer_id=lambda f: "x" + f["customer_id"])
+    other.to_parquet(tmp_path / "other.parquet")
+    refused = runner.invoke(
+        app, ["report", str(out), "--events", str(tmp_path / "other.parquet"),
+              "--out", str(tmp_path / "other.html")],
+    )  # fmt: skip
+    flat = " ".join(refused.output.split())
+    assert refused.exit_code == 1 and "scored customers have no event on or before" in flat
+    assert not (tmp_path / "other.html").exists()
 
 
 def test_an_order_number_pasted_into_amount_is_noted(

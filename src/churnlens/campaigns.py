@@ -91,7 +91,7 @@ def check_customers(table: EventTable, scores: pd.DataFrame, as_of: date, source
     ).df()["customer_id"]
     if len(absent):
         what = (
-            f"{len(absent):,} of the {len(scored_ids):,} customers of the campaign have no "
+            f"{len(absent):,} of the {len(scored_ids):,} scored customers have no "
             f"event on or before {as_of} in the event log: these scores are not of this log"
         )
         fix = "give the event log the scores were computed from (grown since, if you like)"

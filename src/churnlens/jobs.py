@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from churnlens.actions import Policy, load_policy
+from churnlens.campaigns import check_customers, scoring_day
 from churnlens.config import Settings
 from churnlens.drift import drift_metrics
 from churnlens.events import EventSource, EventTable, check_source, load_events, parse_as_of
@@ -194,6 +195,8 @@ def report_from_file(
     earlier = tuple(c for c in SCORE_COLUMNS if c not in ("group", "contact"))
     scores, manifest = read_scores_file(scores_path, earlier)
     table = load_events(events, settings)
+    # the log the scores were computed from (grown since, if you like): not another one
+    check_customers(table, scores, scoring_day(scores, str(scores_path)), str(scores_path))
     currency = (settings or Settings()).report.currency
     html = build_scores_report(scores, table, manifest, currency)
     return write_report(html, out, like=scores_path)
