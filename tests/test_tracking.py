@@ -64,9 +64,9 @@ def client() -> MlflowClient:
 
 def test_a_training_run_is_fully_recorded(workspace: Path) -> None:
     out = train(workspace)
-    assert "registered churnlens-churn version 1 (champion: first registered version)" in (
-        " ".join(out.split())
-    )
+    flat = " ".join(out.split())
+    assert "registered churnlens-churn version 1 (champion: first registered version)" in flat
+    assert "registered churnlens-value version 1 (champion: first registered version)" in flat
     c = client()
     experiment = c.get_experiment_by_name("churnlens-training").experiment_id
     (run,) = c.search_runs([experiment], filter_string=CHURN_RUNS)
@@ -301,6 +301,10 @@ def test_backtest_adds_realised_metrics_to_the_run(workspace: Path) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
+    # a backtest registers the models it trains, and says so as train does
+    flat = " ".join(result.output.split())
+    assert "registered churnlens-churn version 1 (champion: first registered version)" in flat
+    assert "registered churnlens-value version 1" in flat
     c = client()
     (run,) = c.search_runs(
         [c.get_experiment_by_name("churnlens-training").experiment_id], CHURN_RUNS

@@ -174,7 +174,7 @@ def backtest(
             events, day, settings, track=track, config_path=config,
             predictions_path=predictions, value_horizon_days=value_horizon_days,
         )  # fmt: skip
-    rendering.show_backtest(result, settings.training.horizon_days)
+    rendering.show_backtest(result, settings.training.horizon_days, settings)
     if predictions is not None:
         rendering.show_path("Predictions", predictions)
 

@@ -212,6 +212,11 @@ def show_training(result: TrainResult, settings: Settings) -> None:
     for text in result.notes:
         console.print(f"[yellow]warning:[/] {escape(text)}")
     console.print(f"Model bundle: [bold]{result.bundle}[/]")
+    show_registered(result, settings)
+
+
+def show_registered(result: TrainResult, settings: Settings) -> None:
+    """The MLflow run and the registered version of a tracked training (or backtest)."""
     if result.run_id:
         from churnlens.tracking import tracking_uri
 
@@ -220,9 +225,15 @@ def show_training(result: TrainResult, settings: Settings) -> None:
             f"{settings.tracking.churn_model_name} version {result.model_version} "
             f"(champion: {result.champion})"
         )
+    value = result.value
+    if value is not None and value.run_id:
+        console.print(
+            f"Value run {value.run_id}; registered {settings.tracking.value_model_name} "
+            f"version {value.model_version} (champion: {value.champion})"
+        )
 
 
-def show_backtest(result: BacktestResult, horizon_days: int) -> None:
+def show_backtest(result: BacktestResult, horizon_days: int, settings: Settings) -> None:
     churn_rate = result.predictions["churned"].mean()
     console.print(
         f"Backtest as of {result.as_of}: {len(result.predictions):,} customers, "
@@ -236,6 +247,7 @@ def show_backtest(result: BacktestResult, horizon_days: int) -> None:
         title = "Customer value against the spend that followed"
         console.print(metrics_table(title, result.value_metrics))
         console.print(f"Value model: {method}")
+    show_registered(result.train, settings)
 
 
 def show_segments(result: SegmentResult, settings: Settings) -> None:
