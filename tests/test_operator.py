@@ -88,6 +88,9 @@ def test_a_bad_date_is_a_date_problem(tmp_path: Path, sample_log_path: Path) -> 
     assert "--as-of: 1 problem found" in result.output
     assert "'2025-02-30' is not a date. Fix: give the day as YYYY-MM-DD" in result.output
     assert "column" not in result.output
+    # the option that holds the bad date is the one named
+    start = runner.invoke(app, ["sample", "--start", "2024-13-01", "--out", "x.parquet"])
+    assert start.exit_code == 1 and "--start: 1 problem found" in start.output, start.output
 
 
 def test_a_bad_extension_says_which_option(tmp_path: Path, sample_log_path: Path) -> None:

@@ -175,7 +175,17 @@ def test_outcomes_refuses_a_log_that_ends_too_early(tmp_path: Path) -> None:
     result = runner.invoke(app, ["outcomes", str(scores), "--events", str(events), "--out",
                                  str(out), "--horizon-days", "30"])  # fmt: skip
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "2024-03-31" in " ".join(result.output.split())
+    flat = " ".join(result.output.split())
+    assert "2024-03-31" in flat and "column '" not in flat  # the log's span, not a column
+    # a features file (ids as its index) given as the scores: the columns really missing
+    features = tmp_path / "features.parquet"
+    log_features = pd.DataFrame({"rfm_frequency": [1.0]}, index=pd.Index(["a"], name="customer_id"))
+    log_features.to_parquet(features)
+    result = runner.invoke(app, ["outcomes", str(features), "--events", str(events), "--out",
+                                 str(out), "--horizon-days", "30"])  # fmt: skip
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 1 and "not a scores file: column(s) as_of" in flat, flat
+    assert "customer_id" not in flat.split("missing")[0] and "column '" not in flat
 
 
 def _two_buyers(tmp_path: Path) -> Path:

@@ -109,7 +109,7 @@ def check_window(table: EventTable, source: str, as_of: date, horizon_days: int)
             source,
             [
                 Problem(
-                    "day",
+                    "-",
                     f"the log {ends}; the outcomes of the campaign of {as_of} over "
                     f"{horizon_days} days need events up to {end}",
                     fix=f"measure on or after {end + timedelta(days=1)} with the log up to "

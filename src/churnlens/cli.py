@@ -89,7 +89,7 @@ def sample(
     from churnlens.events import parse_as_of
     from churnlens.sample import write_sample
 
-    began, day = time.perf_counter(), parse_as_of(start)
+    began, day = time.perf_counter(), parse_as_of(start, "--start")
     with rendering.status(f"Generating {customers:,} customers over {days} days..."):
         events = write_sample(out, customers, days, seed, day)
     rendering.show_sample(events, out, time.perf_counter() - began)

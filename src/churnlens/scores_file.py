@@ -32,7 +32,7 @@ def read_scores_file(
     needed: Sequence[str],
     wanted: Sequence[str] | None = None,
     *,
-    label: str = "SCORES",
+    label: str = "-",
     noun: str = "file",
     fix: str = FIX,
 ) -> tuple[pd.DataFrame, dict[str, Any] | None]:
@@ -144,6 +144,8 @@ def _read(parts: list[Path], columns: list[str] | None) -> pd.DataFrame:
         keep = None if columns is None else [c for c in columns if c in names]
         table = pa.concat_tables([pq.read_table(part, columns=keep) for part in parts])
         frame = table.to_pandas()
+        if "customer_id" in frame.index.names:  # written by pandas with the ids as index
+            frame = frame.reset_index()
     else:
         usecols = None if columns is None else (lambda c: c in columns)
         frame = pd.read_csv(parts[0], usecols=usecols, dtype={"customer_id": str})

@@ -127,7 +127,7 @@ def train_uplift(
     """Fit the uplift model on past campaigns (see the module docstring)."""
     settings = settings or Settings()
     if not scores:
-        raise InputError("SCORES", [Problem("SCORES", "no scores file given", fix="give one")])
+        raise InputError("SCORES", [Problem("-", "no scores file given", fix="give one")])
     table = load_events(events, settings)
     if len(scores) > 1:  # each campaign reads the log twice (features, outcomes): copy it once
         table = table.materialised()

@@ -100,8 +100,9 @@ def missing_column_problems(present: list[str]) -> list[Problem]:
     return problems
 
 
-def parse_as_of(value: str | date | datetime) -> date:
-    """An as-of date from ``YYYY-MM-DD`` text, a date or a datetime."""
+def parse_as_of(value: str | date | datetime, option: str = "--as-of") -> date:
+    """An as-of date from ``YYYY-MM-DD`` text, a date or a datetime; an error names
+    ``option``."""
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -110,7 +111,7 @@ def parse_as_of(value: str | date | datetime) -> date:
         return date.fromisoformat(str(value).strip())
     except ValueError:
         raise InputError(
-            "--as-of",
+            option,
             [
                 Problem(
                     column="",
