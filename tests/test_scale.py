@@ -123,6 +123,15 @@ def test_cli_features_under_a_memory_cap_with_a_spill_folder(dataset: Path, tmp_
     assert result.exit_code == 0, result.output
     assert "2 partition(s)" in " ".join(result.output.split())
     assert len(pd.read_csv(out)) == len(build_features(dataset, AS_OF))
+    # a mistyped spill folder does not build a tree of folders: its parent must exist
+    typo = tmp_path / "scrach" / "spill"
+    result = runner.invoke(
+        app,
+        ["features", str(dataset), "--as-of", AS_OF, "--out", str(out), "--temp-dir", str(typo)],
+    )
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 1 and f"parent folder {typo.parent} does not exist" in flat, flat
+    assert not typo.parent.exists()
 
 
 def test_a_memory_cap_too_small_says_to_raise_it(dataset: Path, tmp_path: Path) -> None:

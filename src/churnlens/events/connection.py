@@ -25,7 +25,12 @@ def connect(
     if memory_limit:
         con.execute(f"SET memory_limit = {literal(memory_limit)}")
     if temp_dir:
-        Path(temp_dir).mkdir(parents=True, exist_ok=True)
+        folder = Path(temp_dir)
+        if not folder.parent.is_dir():  # a typo should not build a tree of folders
+            what = f"{folder}'s parent folder {folder.parent} does not exist"
+            fix = "give a folder in an existing one (churnlens creates the last level only)"
+            raise InputError("--temp-dir", [Problem("-", what, fix=fix)])
+        folder.mkdir(exist_ok=True)
         con.execute(f"SET temp_directory = {path_literal(Path(temp_dir).resolve())}")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
