@@ -38,6 +38,8 @@ from churnlens.cli_options import (
     ConfigOpt,
     Engine,
     EventsArg,
+    FeaturePartitionsOpt,
+    FeaturePopulationOpt,
     HorizonOpt,
     MemoryOpt,
     ModelsDirOpt,
@@ -111,8 +113,8 @@ def features(
     config: ConfigOpt = None,
     memory_limit: MemoryOpt = None,
     temp_dir: TempDirOpt = None,
-    partitions: PartitionsOpt = None,
-    population: PopulationOpt = None,
+    partitions: FeaturePartitionsOpt = None,
+    population: FeaturePopulationOpt = None,
 ) -> None:
     """Build point-in-time features, one row per customer."""
     from churnlens.events import parse_as_of
@@ -275,7 +277,8 @@ def demo(
     seed: Annotated[int, opt("Random seed of the sample log.")] = 7,
     config: ConfigOpt = None,
 ) -> None:
-    """The whole job on sample data: generate, train, segment, score, report."""
+    """The whole job on sample data: generate, train, segment, score, report, then three
+    campaign cycles (simulate, measure outcomes, learn uplift, score again)."""
     from churnlens.demo import run_demo
 
     settings = _settings(config)

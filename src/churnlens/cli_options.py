@@ -85,14 +85,24 @@ EVENTS = "Event log: .csv, .csv.gz, .parquet or a folder of .parquet files."
 CONFIG = "YAML configuration (defaults: configs/default.yaml)."
 MEMORY = "DuckDB memory cap, e.g. 4GB; beyond it DuckDB spills to disk."
 PARTITIONS = (
-    "Customer-hash partitions (default: one per 40M events for features, 20M for score); "
-    "with --engine spark, Spark buckets: one task each (default: one per 20M events, at "
-    "least one per core). At most 10,000: each partition is one pass over the staged log."
+    "Customer-hash partitions (default: one per 20M events); with --engine spark, Spark "
+    "buckets: one task each (default: one per 20M events, at least one per core). At most "
+    "10,000: each partition is one pass over the staged log."
+)
+FEATURE_PARTITIONS = (
+    "Customer-hash partitions (default: one per 40M events). At most 10,000: each "
+    "partition is one pass over the staged log."
 )
 POPULATION = (
     "Score RFM and cycles against the population statistics in this manifest (a features or "
     "scores manifest of the whole log), so a slice of customers gets exactly the features "
-    "and churn probabilities it gets within the whole log; default: the log's own."
+    "and churn probabilities it gets within the whole log (with a scores manifest, its "
+    "stage thresholds and value tiers too); default: the log's own."
+)
+FEATURE_POPULATION = (
+    "Compute RFM scores and cycles against the population statistics in this manifest (a "
+    "features or scores manifest of the whole log), so a slice of customers gets exactly "
+    "the features it gets within the whole log; default: the log's own."
 )
 AS_OF = "Features see every event up to and including this day (YYYY-MM-DD)."
 EventsArg = Annotated[Path, typer.Argument(help=EVENTS)]
@@ -100,9 +110,13 @@ ConfigOpt = Annotated[Path | None, opt(CONFIG, "--config", "-c")]
 MemoryOpt = Annotated[str | None, opt(MEMORY)]
 TempDirOpt = Annotated[Path | None, opt("Folder DuckDB spills to (default: its own).")]
 PartitionsOpt = Annotated[int | None, opt(PARTITIONS, min=1, max=10_000)]
+FeaturePartitionsOpt = Annotated[
+    int | None, opt(FEATURE_PARTITIONS, "--partitions", min=1, max=10_000)
+]
 DAY = "YYYY-MM-DD"
 AsOfOpt = Annotated[str, opt(AS_OF, metavar=DAY)]
 PopulationOpt = Annotated[Path | None, opt(POPULATION)]
+FeaturePopulationOpt = Annotated[Path | None, opt(FEATURE_POPULATION, "--population")]
 HorizonOpt = Annotated[int | None, opt("Churn = no purchase in this many days.", min=1, max=36_500)]
 TrackOpt = Annotated[bool, opt("Record the run in MLflow and register the model.")]
 ModelsDirOpt = Annotated[Path, opt("Folder for the model bundle.")]
