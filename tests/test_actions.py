@@ -215,7 +215,15 @@ def test_value_cuts_are_quantiles_of_positive_values() -> None:
     [
         ("rules:\n  - {name: a, when: {stage: [asleep]}, action: nurture}\n", "stage"),
         ("rules:\n  - {name: a, action: send_flowers}\n", "unknown action 'send_flowers'"),
-        ("rules:\n  - {name: a, when: {colour: red}, action: nurture}\n", "unknown key"),
+        (
+            "rules:\n  - {name: a, when: {colour: red}, action: nurture}\n",
+            "rules.0.when.colour: unknown key; allowed keys here: max_churn_probability",
+        ),
+        (
+            "rules:\n  - {name: a, stage: [active], action: nurture}\n",
+            "rules.0.stage: unknown key; allowed keys here: action, channel, name, reason, when",
+        ),
+        ("actions:\n  nurture: {contact: true, chanel: email}\n", "allowed keys here: contact"),
         ("risk_band: {medium: 0.2}\n", "allowed keys here"),
         ("risk_bands: {medium: 0.7, high: 0.6}\n", "must not exceed"),
         ("fallback: nurture\n", "contact: false"),
@@ -237,6 +245,9 @@ def test_bad_policies_get_clear_errors(tmp_path: Path, document: str, message: s
     with pytest.raises(ConfigError, match=message) as info:
         load_policy(path)
     assert str(path) in str(info.value)
+    assert "Value error" not in str(info.value)
+    if "unknown action" in message:  # a check of the whole file: not the whole file again
+        assert "(got" not in str(info.value)
 
 
 def test_contact_profile_counts_touches_and_finds_fatigued_channels() -> None:

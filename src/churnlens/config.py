@@ -8,6 +8,8 @@ the field path and the allowed values.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -391,19 +393,35 @@ def format_validation_error(
             allowed = _allowed_keys(root, parent)
             if allowed:
                 msg += f"; allowed keys here: {', '.join(allowed)}"
-        lines.append(f"  - {path}: {msg} (got {shorten(repr(item.get('input')))})")
+        msg = msg.removeprefix("Value error, ")
+        # a check of the whole file (an unknown action) names its place itself: the input
+        # is the whole file, not worth repeating
+        got = f" (got {shorten(repr(item.get('input')))})" if item["loc"] else ""
+        lines.append(f"  - {path}: {msg}{got}")
     return "\n".join(lines)
 
 
 def _allowed_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
+    """The keys of the model at ``path`` (through optional values and the items of lists,
+    tuples and mappings: ``rules.0`` is a rule); none when it is not a model."""
+    current: Any = model
     for part in path:
-        field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type):
-            return []
-        if not issubclass(field.annotation, BaseModel):
-            return []
-        model = field.annotation
-    return sorted(model.model_fields)
+        if not isinstance(part, int) and _is_model(current):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+        else:  # an item of a list, tuple or mapping: its value type
+            args = [a for a in typing.get_args(current) if a is not Ellipsis]
+            current = args[-1] if args else None
+        args = [a for a in typing.get_args(current) if a is not type(None)]
+        if isinstance(current, types.UnionType) or typing.get_origin(current) is typing.Union:
+            current = args[0] if len(args) == 1 else None
+    return sorted(current.model_fields) if _is_model(current) else []
+
+
+def _is_model(thing: Any) -> bool:
+    return isinstance(thing, type) and issubclass(thing, BaseModel)
 
 
 def settings_from_dict(data: Mapping[str, Any], source: str = "configuration") -> Settings:
