@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from churnlens import ConfigError
-from churnlens.actions import Policy, decide, load_policy, value_cuts
+from churnlens.actions import Policy, chosen_uplift, decide, load_policy, value_cuts
 from churnlens.contacts import FatigueRules, contact_profile
 from churnlens.events import load_events
 from churnlens.ranking import rank_sql
@@ -319,3 +319,15 @@ def test_policy_notes_name_unknown_channels_and_segments() -> None:
         "rule vip needs segments, but no segments model is loaded: it never matches"
     )
     assert Policy().notes(channels, segments) == []  # the shipped policy: nothing to say
+
+
+def test_a_contact_action_without_an_uplift_model_gets_the_prior() -> None:
+    """An action the uplift model could not learn (too few customers) is not ranked last
+    as if it did nothing: a contact action takes the model's prior (what the actions do
+    on average); an action that contacts nobody gets no uplift."""
+    frame = pd.DataFrame({"uplift_nurture": [0.01, 0.02, 0.03], "uplift__prior": [0.5, 0.6, 0.7]})
+    actions = np.array(["nurture", "vip_winback_offer", "let_go"], dtype=object)
+    got = chosen_uplift(frame, actions, np.array([True, True, False]))
+    assert got[:2] == pytest.approx([0.01, 0.6]) and np.isnan(got[2])
+    without = chosen_uplift(frame[["uplift_nurture"]], actions, np.ones(3, dtype=bool))
+    assert without[0] == pytest.approx(0.01) and np.isnan(without[1:]).all()

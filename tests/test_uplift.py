@@ -214,6 +214,7 @@ def test_cli_train_uplift_then_score_by_incremental_value(
         fitted = manifest["model"]["evaluation"][action]
         assert runs.iloc[0][f"metrics.{action}.ate"] == pytest.approx(fitted["ate"])
         assert 0 <= runs.iloc[0][f"metrics.{action}.slope"] <= 1
+        assert 0 <= runs.iloc[0][f"metrics.{action}.shape_weight"] <= 1
     again = tmp_path / "again.parquet"
     args = ["score", str(full), "--as-of", "2025-04-04", "--out", str(again), "--model",
             str(churn), "--max-contacts", "30", "--no-track", "--config", str(config)]  # fmt: skip

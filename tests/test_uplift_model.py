@@ -14,7 +14,7 @@ import pytest
 
 from churnlens.errors import ModelError
 from churnlens.models.uplift import UpliftModel
-from churnlens.models.uplift_calibration import calibration, risk_shape, shrunk
+from churnlens.models.uplift_calibration import calibration, common_effect, risk_shape, shrunk
 from churnlens.uplift_metrics import (
     auuc,
     qini_at,
@@ -227,7 +227,10 @@ def test_an_action_with_too_few_controls_is_skipped_with_the_counts(
     assert fitted.skipped_ == {"vip_winback_offer": "5 controls, needs 10"}
     assert list(fitted.models_) == ["nurture"]
     X = _customers(10, 5)[0]
-    assert list(fitted.predict_columns(X, num_threads=2).columns) == ["uplift_nurture"]
+    # the skipped action's customers get the prior: with one action, its own shrunk effect
+    columns = fitted.predict_columns(X, num_threads=2)
+    assert list(columns.columns) == ["uplift_nurture", "uplift__prior"]
+    assert fitted.prior_["ate"] == pytest.approx(fitted.models_["nurture"]["ate"])
     meta = fitted.metadata()
     json.dumps(meta)  # a manifest can record it
     assert meta["kind"] == "uplift" and meta["features"] == FEATURES
@@ -359,11 +362,46 @@ def test_the_average_effect_spreads_by_the_room_each_customer_has_for_it() -> No
     fitted = calibration(phi, np.array([0.0, 1.0, 2.0, 1.0]), risk=risk)
     assert fitted["ate_raw"] == pytest.approx(0.2) and fitted["risk_mean"] == pytest.approx(0.3)
     assert fitted["slope_raw"] == pytest.approx(0.0, abs=1e-12)
+    assert fitted["shape_weight_raw"] == pytest.approx(1.0) and fitted["shape_weight"] == 1.0
     # ... while, spread evenly, the same pseudo-outcomes show a slope of 0.2 / 3 per unit
     c = np.array([-1.0, 0.0, 1.0, 0.0])
     assert calibration(phi, c)["slope_raw"] == pytest.approx((c @ (phi - 0.2)) / (c @ c))
     assert calibration(phi, c)["slope_raw"] == pytest.approx(0.2 * 0.4 / 0.3 / 2)
     assert calibration(phi, c)["risk_mean"] is None
+
+
+def test_the_data_overrule_a_risk_shape_they_contradict() -> None:
+    """Lost causes: the customers most at risk leave whatever is done (true uplift
+    0.16 x (1 - risk)). The shape, spreading the effect by risk, would rank them first;
+    regressed on the pseudo-outcomes its weight falls to 0 and the uplift is the average
+    for everyone, no longer ranking against the truth."""
+    rng = np.random.default_rng(3)
+    n = 8_000
+    risk = rng.uniform(0.2, 0.9, n)
+    X = pd.DataFrame({"churn_probability": risk, "x1": rng.normal(size=n)})
+    treated = rng.random(n) < 0.9
+    outcome = (rng.random(n) < 1 - risk + treated * 0.16 * (1 - risk)).astype(int)
+    model = UpliftModel(learner="t", n_estimators=60, seed=3)
+    model.fit(X, np.full(n, "nurture"), treated, outcome, 0.9)
+    fitted = model.evaluation_["nurture"]
+    assert fitted["shape_weight_raw"] < 0 and fitted["shape_weight"] == 0.0
+    predicted = model.predict_uplift(X)["uplift_nurture"].to_numpy()
+    assert np.ptp(predicted) < 1e-12 or np.corrcoef(predicted, 1 - risk)[0, 1] > 0
+
+
+def test_the_prior_of_an_action_without_a_model_by_hand() -> None:
+    """What the actions do on average per unit of risk: the precision-weighted mean of
+    ate / mean risk, shrunk toward 0 by its own standard error."""
+    # per unit of risk (risk means 0.5 and 0.25): theta = (0.2, 0.0), se = (0.02, 0.1)
+    got = common_effect(np.array([0.1, 0.0]), np.array([0.01, 0.025]), np.array([0.5, 0.25]))
+    w = np.array([1 / 0.02**2, 1 / 0.1**2])  # 2500, 100
+    mean, se = (w @ [0.2, 0.0]) / w.sum(), 1 / np.sqrt(w.sum())  # 0.1923, 0.0196
+    assert got == pytest.approx(mean * (1 - (se / mean) ** 2))
+    # without a churn probability: the raw effects
+    assert common_effect(np.array([0.1]), np.array([0.05]), np.array([np.nan])) == (
+        pytest.approx(shrunk(0.1, 0.05))
+    )
+    assert common_effect(np.array([0.01, -0.01]), np.array([0.05, 0.05]), np.ones(2)) == 0.0
 
 
 def test_an_average_effect_lands_on_the_customers_at_risk() -> None:
@@ -434,7 +472,7 @@ def test_actions_named_by_numbers_are_learned_under_their_names() -> None:
     action = np.where(np.arange(1_200) < 600, 1, 2)  # ids, not words
     model = UpliftModel(n_estimators=10).fit(X, action, treated, outcome, 0.7)
     assert list(model.models_) == ["1", "2"] and not model.skipped_
-    assert list(model.predict_uplift(X).columns) == ["uplift_1", "uplift_2"]
+    assert list(model.predict_uplift(X).columns) == ["uplift_1", "uplift_2", "uplift__prior"]
 
 
 def test_a_customer_in_two_campaigns_keeps_one_fold() -> None:

@@ -44,6 +44,7 @@ BUDGET_RULE = "budget"
 UPLIFT_RULE = "negative_uplift"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_]*$"  # rule and action names: never SQL, never markup
 UPLIFT = "uplift"
+PRIOR = f"{UPLIFT}__prior"  # an uplift model's column for contact actions it has no model of
 RISE = 0.05  # the shipped rising_risk rule: risk rose by at least 5 points since the last run
 
 
@@ -326,15 +327,19 @@ def _matches(rule: Rule, frame: pd.DataFrame) -> np.ndarray:
     return ok
 
 
-def chosen_uplift(frame: pd.DataFrame, actions: np.ndarray) -> np.ndarray:
+def chosen_uplift(frame: pd.DataFrame, actions: np.ndarray, contact: np.ndarray) -> np.ndarray:
     """Each row's predicted uplift for ``actions[i]`` (the ``uplift_<action>`` columns an
-    uplift model adds); NaN where the action has no uplift model."""
+    uplift model adds); for a contact action without a model of its own, the model's
+    prior (``uplift__prior``: what the actions do on average); otherwise NaN."""
     out = np.full(len(frame), np.nan)
     for action in np.unique(actions.astype(str)):
         column = f"{UPLIFT}_{action}"
+        rows = actions == action
         if column in frame.columns:
-            rows = actions == action
             out[rows] = frame[column].to_numpy(dtype=float)[rows]
+        elif PRIOR in frame.columns:
+            rows &= contact
+            out[rows] = frame[PRIOR].to_numpy(dtype=float)[rows]
     return out
 
 
@@ -402,7 +407,7 @@ def decide(frame: pd.DataFrame, policy: Policy, value_cuts: tuple[float, float])
     actions[stuck] = policy.no_channel_action
     texts[stuck] = "every channel is fatigued"
     names = np.array([r.name for r in rules], dtype=object)[chosen]
-    uplift = chosen_uplift(out, actions)
+    uplift = chosen_uplift(out, actions, contact & ~stuck)
     if policy.uplift_floor is not None:
         harmful = contact & ~stuck & (uplift < policy.uplift_floor)
         actions[harmful] = policy.negative_uplift_action

@@ -218,7 +218,7 @@ def track_uplift(
         for key in ("qini", "qini_random", "auuc", "auuc_random"):
             content.metrics[f"{row['action']}.{row['ranking']}.{key}"] = float(row[key])
     for action, fitted in result.model.evaluation_.items():  # the calibration
-        for key in ("ate_raw", "ate_se", "ate", "slope_raw", "slope"):
+        for key in ("ate_raw", "ate_se", "ate", "slope_raw", "slope", "shape_weight"):
             content.metrics[f"{action}.{key}"] = float(fitted[key])
     score = result.model.validation_score(result.X)
     if score is not None:

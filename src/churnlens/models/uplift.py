@@ -25,26 +25,21 @@ of two noisy rates, so the model borrows strength and trusts only what it can sh
    T-learner's ``mu1 - mu0`` (``learner="t"``), or a LightGBM regressor of ``phi`` on the
    features fitted per action (``"dr"``, the DR-learner).
 4. **Calibration by the best linear predictor** (Chernozhukov, Demirer, Duflo &
-   Fernandez-Val, "Generic machine learning inference on heterogeneous treatment
-   effects"): regress ``phi`` on ``s - mean(s)`` out of fold: the intercept is the
-   average effect, the slope says how much of the score's spread is real (1: all of it,
-   0: none). Both are shrunk toward 0 by their signal to noise (``est x max(0, 1 -
-   se^2 / est^2)``, a positive-part shrinkage of each estimate by its own standard
-   error), the slope kept within [0, 1] and only when the test of "no heterogeneity"
-   rejects at 5% over the actions (Bonferroni): one action in five shows a 1.8-sigma
-   slope by chance. The test's standard error ignores the fold-to-fold variation of
-   the score, so it rejects somewhat more often than its nominal level (about twice,
-   measured on data without any effect). The average effect is spread by the room each
-   customer has for it (:func:`~churnlens.models.uplift_calibration.risk_shape`): a
-   contact can only make a customer buy who would not have bought, so a positive
-   effect goes in proportion to the churn probability (a score input), a negative one
-   to the chance to buy; the slope is fitted to what that shape leaves. The uplift is
-   ``ate x shape(x) + slope x (s(x) - mean(s))`` (at prediction, ``s`` from the models
-   refitted on every row, centred on its mean over the action's rows): an action whose
-   effect or whose heterogeneity is within noise predicts 0, or its average effect
-   spread by risk (so incremental value then orders its customers as value at risk
-   does), rather than noise that a large ``value_if_retained`` would turn into a
-   priority.
+   Fernandez-Val), out of fold, in :mod:`~churnlens.models.uplift_calibration`: the
+   average effect and the slope of ``phi`` on ``s - mean(s)`` (how much of the score's
+   spread is real), each shrunk toward 0 by its own standard error, the slope kept
+   within [0, 1] and only when the test of "no heterogeneity" rejects at 5% over the
+   actions (Bonferroni; its error ignores the fold-to-fold variation of the score, so
+   it rejects about twice its nominal level on data without any effect). The average
+   effect is spread by the room each customer has for it (``risk_shape``: a positive
+   effect in proportion to the churn probability, a score input; a negative one to the
+   chance to buy), a prior the pseudo-outcomes may overrule (``shape_weight``). The
+   uplift is ``ate x shape(x) + slope x (s(x) - mean(s))`` (at prediction, ``s`` from
+   the models refitted on every row, centred on its mean over the action's rows): an
+   action whose effect or heterogeneity is within noise predicts 0, or its average
+   effect spread by risk, rather than noise that a large ``value_if_retained`` would
+   turn into a priority. ``prior_`` is the uplift of a contact action without a model
+   of its own (too few customers): what the actions do on average, spread by risk.
 
 Evaluation is out of fold: ``oof_score_`` holds every training row's ranking score from
 models that did not see its fold, ``oof_uplift_`` its calibrated uplift. For the
@@ -73,12 +68,13 @@ from sklearn.base import BaseEstimator
 
 from churnlens.errors import ModelError
 from churnlens.models.base import ChurnlensModel
-from churnlens.models.uplift_calibration import calibration, risk_shape
+from churnlens.models.uplift_calibration import calibration, prior, risk_shape
 from churnlens.uplift_metrics import thin, uplift_curve, uplift_summary
 
 LEARNERS = ("dr", "t")
 PREFIX = "uplift_"
 RISK = "churn_probability"  # spreads the average effect (see the calibration)
+PRIOR = PREFIX + "_prior"  # no action is named "_prior": names start with a letter or digit
 
 # a fitted outcome model: LightGBM, or the constant rate when one group's outcome never
 # varies (LightGBM cannot fit one class)
@@ -247,6 +243,7 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         self.models_: dict[str, dict[str, Any]] = {}
         self.outcomes_: dict[str, Outcome] = {}  # the pooled outcome models (none: no action)
         self.skipped_: dict[str, str] = {}
+        self.prior_: dict[str, Any] | None = None  # for actions without a model (see _pool)
         self.evaluation_: dict[str, dict[str, float | int]] = {}
         self.curves_: dict[str, pd.DataFrame] = {}
         keys = actions.astype(str).where(present, None)  # names as text, like the columns
@@ -295,20 +292,26 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         mu1, mu0 = self._pooled(self._design(A, codes), t, y, fold, num_threads)
         phi = mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
         oof, score = np.empty(len(y)), np.empty(len(y))
-        for code, name in enumerate(self.models_):
+        found: list[tuple[dict[str, Any], dict[str, float]]] = []
+        for code in range(len(self.models_)):
             rows = codes == code
             score[rows], models = self._ranking_score(
                 A[rows], phi[rows], (mu1 - mu0)[rows], fold[rows], num_threads
             )
             clusters = None if groups is None else groups[rows]
             risk = self._risk(A[rows])
-            fitted = calibration(phi[rows], score[rows], len(self.models_), clusters, risk)
-            keys = ("ate", "slope", "center", "risk_mean")
+            found.append(
+                (models, calibration(phi[rows], score[rows], len(self.models_), clusters, risk))
+            )
+        self.prior_ = prior([fitted for _, fitted in found], self._risk(A))
+        for code, (name, (models, fitted)) in enumerate(zip(self.models_, found, strict=True)):
+            rows = codes == code
+            keys = ("ate", "slope", "center", "risk_mean", "shape_weight")
             model = {**models, **{k: fitted[k] for k in keys}}
             # predictions centre the refitted model's score on its own mean over the rows
             model["center"] = float(self._score(A[rows], code, model, num_threads).mean())
             self.models_[name] = model
-            oof[rows] = _calibrated(fitted, score[rows], risk)
+            oof[rows] = _calibrated(fitted, score[rows], self._risk(A[rows]))
             tr, yr = t[rows], y[rows]
             self.evaluation_[name] = {
                 **_evaluation(score[rows], tr, yr, e[rows]),
@@ -343,12 +346,15 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
             raise ModelError(f"the uplift model's features must be numeric: {error}") from None
 
     def predict_uplift(self, X: pd.DataFrame, num_threads: int = 1) -> pd.DataFrame:
-        """``uplift_<action>`` per fitted action, clipped to [-1, 1], indexed like ``X``."""
+        """``uplift_<action>`` per fitted action, clipped to [-1, 1], indexed like ``X``;
+        and :data:`PRIOR`, the uplift of a contact action without a model of its own."""
         A = self._matrix(X)
         columns = {}
         for code, (name, fitted) in enumerate(self.models_.items()):
             score = self._score(A, code, fitted, num_threads)
             columns[PREFIX + name] = _calibrated(fitted, score, self._risk(A))
+        if getattr(self, "prior_", None) is not None:  # none in a model saved before it
+            columns[PRIOR] = _calibrated(self.prior_, np.zeros(len(A)), self._risk(A))
         return pd.DataFrame(columns, index=X.index)
 
     def _risk(self, A: np.ndarray) -> np.ndarray | None:
@@ -415,6 +421,7 @@ def _calibrated(
     """``ate x shape(risk) + slope x (score - center)``, within [-1, 1] (a model saved
     before the shape has no ``risk_mean``: shape 1)."""
     shape = risk_shape(risk, fitted["ate"], fitted.get("risk_mean"))
+    shape = 1.0 + fitted.get("shape_weight", 1.0) * (np.asarray(shape) - 1.0)
     return np.clip(fitted["ate"] * shape + fitted["slope"] * (score - fitted["center"]), -1.0, 1.0)
 
 

@@ -20,6 +20,7 @@ measures the score's heterogeneity beyond that shape.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -63,17 +64,33 @@ def calibration(
     (Bonferroni: ``slope_p < 0.05 / tests``), then shrunk and kept within [0, 1]. With
     ``clusters`` (a customer's rows in several campaigns), both standard errors are
     clustered by them. With ``risk`` (each row's churn probability), the average effect
-    is spread by :func:`risk_shape` and the slope fitted to what the shape leaves;
-    ``risk_mean`` is returned for predictions (``None`` without ``risk``)."""
+    is spread by :func:`risk_shape`, weighted by ``shape_weight``: the pseudo-outcomes
+    regressed on what the shape adds to the average give a weight (1: the shape holds,
+    0: no sign of it, below: reversed), moved from 1 only by what exceeds its standard
+    error (:func:`shrunk`) and kept within [0, 1]; the slope is fitted to what the
+    weighted shape leaves. ``risk_mean`` is returned for predictions (``None`` without
+    ``risk``)."""
     n = len(phi)
     ate = float(phi.mean())
     risk_mean = None
     if risk is not None and np.isfinite(risk).any():
         risk_mean = float(np.nanmean(np.clip(risk, 0.0, 1.0)))
-    left = phi - ate * risk_shape(risk, ate, risk_mean)
     ate_se = float(phi.std(ddof=1) / np.sqrt(n))  # n >= 2 (an action has a row per fold)
     if clusters is not None:
         ate_se = float(np.sqrt((cluster_sums(phi - ate, clusters) ** 2).sum()) / n)
+    # the shape is a prior the data may overrule: regressed on what it adds to the
+    # average, a weight of 1 keeps it, 0 drops it; moved from 1 only beyond its noise
+    deviation = ate * (np.asarray(risk_shape(risk, ate, risk_mean), dtype=float) - 1.0)
+    weight, weight_raw, weight_se = 1.0, 1.0, 0.0
+    size = float(np.dot(deviation, deviation)) if deviation.ndim else 0.0
+    if size > 1e-12:
+        weight_raw = float(deviation @ (phi - ate) / size)
+        terms = deviation * (phi - ate - weight_raw * deviation)
+        if clusters is not None:
+            terms = cluster_sums(terms, clusters)
+        weight_se = float(np.sqrt((terms**2).sum()) / size)
+        weight = float(np.clip(1.0 + shrunk(weight_raw - 1.0, weight_se), 0.0, 1.0))
+    left = phi - ate - weight * deviation
     center = float(score.mean())
     c = score - center
     spread = float(c @ c)
@@ -99,6 +116,37 @@ def calibration(
         "slope": float(np.clip(shrunk(slope_raw, slope_se), 0.0, 1.0)) if kept else 0.0,
         "center": center,
         "risk_mean": risk_mean,
+        "shape_weight_raw": weight_raw,
+        "shape_weight_se": weight_se,
+        "shape_weight": weight,
+    }
+
+
+def common_effect(ate: np.ndarray, se: np.ndarray, risk_mean: np.ndarray) -> float:
+    """What the actions do on average, per unit of churn risk: the precision-weighted mean
+    of each action's effect over its customers' mean risk (the raw effect where
+    ``risk_mean`` is NaN), shrunk toward 0 by its own standard error (:func:`shrunk`).
+    The prior of a contact action without a model of its own (too few customers)."""
+    ate, se = np.asarray(ate, dtype=float), np.asarray(se, dtype=float)
+    scale = np.where(np.isfinite(risk_mean) & (np.asarray(risk_mean) > 1e-9), risk_mean, 1.0)
+    theta, weight = ate / scale, 1.0 / np.maximum(se / scale, 1e-12) ** 2
+    return shrunk(float(weight @ theta / weight.sum()), float(1.0 / np.sqrt(weight.sum())))
+
+
+def prior(fitted: list[dict[str, Any]], risk: np.ndarray | None) -> dict[str, Any]:
+    """The uplift of a contact action without a model of its own, from the fitted
+    actions' :func:`calibration` results: their :func:`common_effect` spread by risk
+    (``risk``: the churn probability over every fitted action's rows), no slope."""
+    means = np.array([np.nan if f["risk_mean"] is None else f["risk_mean"] for f in fitted])
+    raw, se = np.array([f["ate_raw"] for f in fitted]), np.array([f["ate_se"] for f in fitted])
+    theta = common_effect(raw, se, means)
+    mean = None if risk is None else float(np.nanmean(np.clip(risk, 0.0, 1.0)))
+    return {
+        "ate": theta * (1.0 if mean is None else mean),
+        "slope": 0.0,
+        "center": 0.0,
+        "risk_mean": mean,
+        "theta": theta,
     }
 
 
