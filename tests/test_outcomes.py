@@ -121,6 +121,15 @@ def test_all_row_weights_actions_by_treated_customers() -> None:
     assert table.loc["all", "incremental_customers"] == pytest.approx(4 + 12)
     se = math.sqrt(0.25 * (0.24 / 20 + 0.24 / 20) + 0.25 * (0.24 / 20 + 0))
     assert table.loc["all", "lift_low"] == pytest.approx(0.4 - Z * se)
+    # an action without a control group has no lift: its 180 treated are not credited
+    # with the others' (the all row counted 16 + 0.4 x 180 = 88 incremental customers)
+    unmeasured = pd.concat([forty()] * 9, ignore_index=True).assign(action="let_go")
+    unmeasured = unmeasured[unmeasured["group"] == "treatment"]
+    unmeasured = unmeasured.assign(customer_id=[f"u{i}" for i in range(len(unmeasured))])
+    table = measure(pd.concat([one, other, unmeasured]))[0].set_index("action")
+    assert table.loc["let_go", "n_treatment"] == 180 and np.isnan(table.loc["let_go", "lift"])
+    assert table.loc["all", "incremental_customers"] == pytest.approx(4 + 12)
+    assert table.loc["all", "n_treatment"] == 40 and table.loc["all", "lift"] == pytest.approx(0.4)
 
 
 def _scores(ids: list[str], groups: list[str], as_of: str = "2024-03-01") -> pd.DataFrame:
@@ -301,7 +310,9 @@ def test_cli_scores_simulates_and_measures_end_to_end(
     assert result.exit_code == 0, result.output
     table = pd.DataFrame(json.loads(out.read_text())).set_index("action")
     contacted = scored[scored["contact"]]
-    assert table.loc["all", "n_treatment"] == len(contacted)
+    measured = table.drop(index="all").query("n_control > 0 and n_treatment > 0")
+    assert table.drop(index="all")["n_treatment"].sum() == len(contacted)
+    assert table.loc["all", "n_treatment"] == measured["n_treatment"].sum()  # with controls
     assert table.loc["all", "n_control"] == (scored["group"] == "control").sum()
     # retention by hand from the simulator's realised truth
     truth = campaign.truth.loc[contacted["customer_id"]]
@@ -314,7 +325,7 @@ def test_cli_scores_simulates_and_measures_end_to_end(
     runs = mlflow.search_runs(experiment_names=["churnlens-scoring"])
     run = runs[runs["tags.kind"] == "outcomes"].iloc[0]
     assert run["tags.mlflow.runName"] == f"outcomes-{AS_OF}"
-    assert run["metrics.all.n_treatment"] == len(contacted)
+    assert run["metrics.all.n_treatment"] == table.loc["all", "n_treatment"]
     files = mlflow.artifacts.list_artifacts(run_id=run["run_id"], artifact_path="outcomes")
     assert "outcomes/report.html" in [f.path for f in files]
     end = date.fromisoformat(AS_OF) + timedelta(days=60)

@@ -108,10 +108,12 @@ def measure(
 
 
 def pool(rows: list[dict], costs: dict[str, float]) -> dict:
-    """The ``all`` row: the actions' lifts weighted by their treated customers."""
+    """The ``all`` row: the actions' lifts weighted by their treated customers, over the
+    actions measured against a control group (the counts too: an action without one has
+    no lift to credit its customers with)."""
     usable = [r for r in rows if r["n_treatment"] > 0 and r["n_control"] > 0]
-    nt = sum(r["n_treatment"] for r in rows)
-    nc = sum(r["n_control"] for r in rows)
+    nt = sum(r["n_treatment"] for r in usable)
+    nc = sum(r["n_control"] for r in usable)
     out: dict[str, Any] = {"n_treatment": nt, "n_control": nc}
     weight = sum(r["n_treatment"] for r in usable)
     for key, prefix in (("lift", "lift"), ("revenue_lift", "revenue_lift")):
