@@ -17,7 +17,7 @@ from churnlens.campaigns import outcomes_job, window_outcomes
 from churnlens.cli import app
 from churnlens.errors import InputError
 from churnlens.events import load_events
-from churnlens.outcomes import OUTCOME_COLUMNS, measure
+from churnlens.outcomes import OUTCOME_COLUMNS, compare, measure
 from churnlens.outputs import manifest_path, replace_with_manifest
 from tests.conftest import make_log
 
@@ -98,7 +98,15 @@ def test_forty_customers_lifts_and_intervals_by_hand() -> None:
     assert row["aov_treatment"] == pytest.approx(140 / 18) and row["aov_control"] == 8.0
     # MDE at 80% power: (z.975 + z.8) sqrt(0.4 0.6 (1/20 + 1/20))
     mde = (Z + stats.norm.ppf(0.8)) * math.sqrt(0.24 * 0.1)
-    assert row["mde"] == pytest.approx(mde) and not row["detectable"]  # 0.2 < 0.43
+    assert row["mde"] == pytest.approx(mde) and not row["detectable"]  # p > 0.05
+    # detectable means told apart from 0 by the test, not a lift above the MDE: 1,000 a
+    # group, 500 against 440 retained: lift 0.06 under its MDE of 0.062, yet p = 0.007
+    big = pd.DataFrame({"retained": [True] * 500 + [False] * 500, "repeat": False,
+                        "revenue": 0.0, "orders": 0})  # fmt: skip
+    small = big.assign(retained=[True] * 440 + [False] * 560)
+    row = compare(big, small)
+    assert row["lift"] == pytest.approx(0.06) and row["lift"] < row["mde"]
+    assert row["p_value"] < 0.01 and row["detectable"]
     # one action: the all row is that action's
     every = table.set_index("action").loc["all"]
     assert every["lift"] == pytest.approx(0.2) and every["incremental_customers"] == pytest.approx(

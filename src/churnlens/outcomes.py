@@ -24,8 +24,10 @@ Statistics (statsmodels 0.14+, scipy):
   (``CompareMeans``, ``usevar="unequal"``);
 - the **minimum detectable effect** is the smallest retention lift the groups detect with
   80% power at a two-sided 5% level: ``(z_0.975 + z_0.8) * sqrt(p (1 - p) (1/n_t +
-  1/n_c))`` with ``p`` the control retention; an action whose lift lies below it is
-  flagged as too small to tell;
+  1/n_c))`` with ``p`` the control retention, a property of the design; an action whose
+  lift the test does not tell from 0 (``p >= 0.05``, its interval holds 0) is flagged
+  (``detectable`` false) and shown with it (comparing the measured lift with the MDE
+  instead, post-hoc power, listed a quarter of significant lifts as "too small to tell");
 - **incremental customers / revenue** are the lift times the treated customers, with the
   lift's interval scaled the same way; with ``experiment.costs`` (cost per contact) the
   **cost per incremental customer** is the campaign's cost over the incremental customers;
@@ -76,7 +78,8 @@ def compare(treatment: pd.DataFrame, control: pd.DataFrame, cost: float | None =
     row |= _means(treatment["revenue"].to_numpy(float), control["revenue"].to_numpy(float))
     row |= {"aov_treatment": _ratio(treatment), "aov_control": _ratio(control)}
     row["mde"] = mde(rc, nt, nc)
-    row["detectable"] = bool(abs(row["lift"]) >= row["mde"]) if row["mde"] == row["mde"] else False
+    # told apart from 0 by the test itself; the MDE is a property of the design only
+    row["detectable"] = bool(row["p_value"] < 0.05) if row["p_value"] == row["p_value"] else False
     return _incremental(row, cost)
 
 

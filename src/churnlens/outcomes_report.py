@@ -2,8 +2,9 @@
 
 Headline cards (customers, incremental customers and revenue of the whole campaign with
 their intervals), a forest plot of each action's retention lift with its 95% interval, the
-table per action (money in ``report.currency``), the actions too small to tell with their
-minimum detectable effect, and the lifts per lifecycle stage within each action.
+table per action (money in ``report.currency``), the actions whose lift is not told from
+0 with their minimum detectable effect, and the lifts per lifecycle stage within each
+action.
 """
 
 from __future__ import annotations
@@ -118,8 +119,9 @@ def build_outcomes_report(result: OutcomesResult, currency: str = "") -> str:
         body.append("<h2>Too small to tell</h2>")
         body.append(
             note(
-                "These actions' groups cannot tell their measured lift from 0 with 80% power; "
-                "the minimum detectable effect is the smallest lift they would see."
+                "These actions' lifts are not told apart from 0 (p >= 0.05: their 95% "
+                "intervals hold 0); the minimum detectable effect is the lift their groups "
+                "would detect with 80% power."
             )
         )
         mdes = pd.DataFrame(

@@ -320,8 +320,8 @@ def show_outcomes(result: OutcomesResult) -> None:
     small = result.table[(result.table["action"] != "all") & ~result.table["detectable"]]
     for r in small.to_dict(orient="records"):
         console.print(
-            f"  {escape(str(r['action']))}: groups too small to tell; the minimum detectable "
-            f"effect is {_points(r['mde'])} points"
+            f"  {escape(str(r['action']))}: lift not told apart from 0; its groups detect "
+            f"{_points(r['mde'])} points with 80% power"
         )
     console.print(f"Outcomes: [bold]{result.path}[/]")
     if result.report is not None:
