@@ -323,6 +323,10 @@ def test_demo_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         str(frame["as_of"].iloc[0]),
         str(second["as_of"].iloc[0]),
     ]
+    # the second campaign is ranked as --rank-by auto chose from the uplift model's check
+    chosen = json.loads((tmp_path / "demo" / "scores-2.parquet.manifest.json").read_text())
+    assert chosen["rank_by"] in ("incremental_value", "value_at_risk")
+    assert "as ranked" in " ".join(result.output.split())
 
 
 def test_a_segments_bundle_built_on_other_features_is_refused_before_any_work(

@@ -204,6 +204,7 @@ def test_cli_train_uplift_then_score_by_incremental_value(
     done = runner.invoke(app, args)
     assert done.exit_code == 0, done.output
     assert "out-of-fold Qini" in " ".join(done.output.split())
+    assert "buyers per 1,000 contacts" in done.output and "auto ranks by" in done.output
     bundle = sorted(models.glob("uplift-*"))[-1]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["campaigns"][0]["as_of"] == AS_OF and manifest["model"]["actions"]
@@ -226,7 +227,11 @@ def test_cli_train_uplift_then_score_by_incremental_value(
     assert done.exit_code == 0, done.output
     second = pd.read_parquet(again)
     written = json.loads(again.with_name("again.parquet.manifest.json").read_text())
-    assert written["rank_by"] == "incremental_value" and written["uplift_version"]
+    # auto ranks by incremental value only where it beat value at risk on the campaign
+    check = manifest["model"]["ranking_check"]
+    assert check["customers"] >= 1 and "difference_se" in check
+    auto = "incremental_value" if check["ranks_by_increment"] else "value_at_risk"
+    assert written["rank_by"] == auto and written["uplift_version"]
     modelled = second["uplift"].notna()
     assert modelled.any()
     assert np.allclose(

@@ -12,14 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churnlens.actions import Policy
 from churnlens.errors import ModelError
 from churnlens.models.uplift import UpliftModel
 from churnlens.models.uplift_calibration import calibration, common_effect, risk_shape, shrunk
+from churnlens.ranking import with_ranking
 from churnlens.uplift_metrics import (
     auuc,
     qini_at,
     qini_coefficient,
     random_qini,
+    ranking_check,
     uplift_curve,
     uplift_plot,
     uplift_summary,
@@ -387,6 +390,36 @@ def test_the_data_overrule_a_risk_shape_they_contradict() -> None:
     assert fitted["shape_weight_raw"] < 0 and fitted["shape_weight"] == 0.0
     predicted = model.predict_uplift(X)["uplift_nurture"].to_numpy()
     assert np.ptp(predicted) < 1e-12 or np.corrcoef(predicted, 1 - risk)[0, 1] > 0
+
+
+def test_the_ranking_check_by_hand() -> None:
+    """Ten customers, the top 20% (two) by each ranking: incremental value picks rows 0
+    and 1 (pseudo-outcomes 1 and 0: 0.5 a contact), value at risk rows 8 and 9 (0 and 0);
+    the paired error of the difference sums over the rows only one ranking picks."""
+    phi = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    uplift = np.array([0.5, 0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    risk = np.linspace(0.1, 1.0, 10)
+    check = ranking_check(phi, uplift, risk, np.ones(10))
+    assert check["customers"] == 2
+    assert check["incremental_value"] == pytest.approx(0.5) and check["value_at_risk"] == 0.0
+    centred = phi - 0.1
+    se = np.sqrt(((0.5 * centred[[0, 1]]) ** 2).sum() + ((0.5 * centred[[8, 9]]) ** 2).sum())
+    assert check["difference_se"] == pytest.approx(se) and check["ranks_by_increment"]
+    # ties of incremental value fall back on value at risk: nothing learned, the same top
+    flat = ranking_check(phi, np.zeros(10), risk, np.ones(10))
+    assert flat["incremental_value"] == flat["value_at_risk"] and not flat["ranks_by_increment"]
+    assert ranking_check(phi, uplift, None, np.ones(10)) is None
+
+
+def test_auto_ranks_by_value_at_risk_when_the_uplift_ranking_lost_its_check() -> None:
+    class Lost:
+        def ranks_by_increment(self) -> bool:
+            return False
+
+    assert with_ranking(Policy(), Lost()).rank_by == "value_at_risk"
+    assert with_ranking(Policy(), True).rank_by == "incremental_value"  # no check recorded
+    assert with_ranking(Policy(), Lost(), "incremental_value").rank_by == "incremental_value"
+    assert with_ranking(Policy(), None).rank_by == "value_at_risk"
 
 
 def test_the_prior_of_an_action_without_a_model_by_hand() -> None:

@@ -15,11 +15,12 @@ the window's events (``data/events-cycle-N.parquet``) and ``churnlens outcomes``
 each action (``outcomes-N.csv``, ``outcomes-N.html``), shown beside the true average
 effect on the experiment's customers. Then ``train-uplift`` learns from every campaign
 so far, and the next cycle scores the same models with that uplift model on the grown
-log on the day the window ends (ranked by incremental value; a new campaign, with groups
-drawn afresh); its campaign continues the world the last one left.
+log on the day the window ends (ranked as ``--rank-by auto`` chooses; a new campaign,
+with groups drawn afresh); its campaign continues the world the last one left.
 Each cycle also reports, from the simulator's true effects, the incremental customers
 per 1,000 contacts of contacting the top 20% of the contactable customers by value at
-risk, by predicted incremental value (from cycle 2), at random and by the true effect.
+risk, by predicted incremental value (from cycle 2), as ranked (the one of the two
+``auto`` chose), at random and by the true effect.
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def run_demo(
     return result
 
 
+AUTO = "as_ranked"  # the ranking --rank-by auto chose
+
+
 def per_thousand(
     scores: pd.DataFrame, truth: pd.DataFrame, budget: float = 0.2, seed: int = 0
 ) -> dict[str, float]:
@@ -196,6 +200,9 @@ def _cycles(
         )  # fmt: skip
         truth = true_effects(scores, campaign.truth)
         ranked = per_thousand(scores, campaign.truth, seed=number)
+        # what churnlens did: --rank-by auto takes incremental value only where the uplift
+        # model's ranking beat value at risk on the campaigns it learned from
+        ranked[AUTO] = ranked.get(scored.manifest.get("rank_by", ""), ranked["value_at_risk"])
         cycles.append(Cycle(number, scored, measured, truth, ranked))
         if number == 3:
             break
@@ -206,7 +213,7 @@ def _cycles(
         track_uplift(learned, settings)
         models = load_models(result.trained.bundle, result.segments.bundle, settings, uplift=bundle)
         day = campaign.as_of + dt.timedelta(days=horizon)
-        say(f"Cycle {number + 1}: scoring every customer as of {day}, by incremental value")
+        say(f"Cycle {number + 1}: scoring every customer as of {day}, with the uplift model")
         scored = score_job(
             grown, day.isoformat(), workdir / f"scores-{number + 1}.parquet", models, track=True
         )

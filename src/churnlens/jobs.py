@@ -138,7 +138,7 @@ def score_command(
     if previous is not None and str(previous) != AUTO and r.engine != "spark":
         previous = read_previous(previous, day.isoformat())
     models = load_models(r.model, r.segments, settings, r.value, r.uplift)
-    rules = with_ranking(load_policy(r.policy), models.uplift is not None, r.rank_by)
+    rules = with_ranking(load_policy(r.policy), models.uplift, r.rank_by)
     if r.engine == "spark":
         from churnlens.spark_output import score_to_file
 

@@ -9,6 +9,7 @@ value at risk).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from churnlens.actions import BUDGET_RULE, Policy
 from churnlens.errors import ConfigError
@@ -17,16 +18,20 @@ from churnlens.events.sql import ident, literal
 RANKINGS: tuple[str, ...] = ("incremental_value", "value_at_risk")
 
 
-def with_ranking(policy: Policy, uplift: bool, rank_by: str | None = None) -> Policy:
+def with_ranking(policy: Policy, uplift: Any, rank_by: str | None = None) -> Policy:
     """The policy with a concrete ``rank_by``: ``rank_by`` when given, else the policy's;
-    ``auto`` is ``incremental_value`` with an uplift model (``uplift``), else
-    ``value_at_risk``. Ranking by incremental value needs an uplift model."""
+    ``auto`` is ``incremental_value`` with an uplift model (``uplift``: the model, or
+    whether there is one) whose ranking beat value at risk on the campaigns it learned
+    from (its ``ranks_by_increment()``), else ``value_at_risk``. Ranking by incremental
+    value needs an uplift model."""
     chosen = rank_by or policy.rank_by
+    present = uplift is not None and uplift is not False
     if chosen == "auto":
-        chosen = "incremental_value" if uplift else "value_at_risk"
+        trusted = getattr(uplift, "ranks_by_increment", lambda: True)()
+        chosen = "incremental_value" if present and trusted else "value_at_risk"
     if chosen not in RANKINGS:
         raise ConfigError(f"rank_by must be one of auto, {', '.join(RANKINGS)}; got {chosen!r}")
-    if chosen == "incremental_value" and not uplift:
+    if chosen == "incremental_value" and not present:
         raise ConfigError(
             "ranking by incremental value needs an uplift model: train one with "
             "`churnlens train-uplift`, give --uplift-model, or rank by value_at_risk"

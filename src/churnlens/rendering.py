@@ -344,6 +344,13 @@ def show_uplift(result: UpliftResult) -> None:
     console.print(out)
     for action, reason in sorted(result.model.skipped_.items()):
         console.print(f"  {escape(action)} skipped: {escape(reason)}")
+    check = getattr(result.model, "ranking_check_", None)
+    if check is not None:
+        verdict = "incremental value" if check["ranks_by_increment"] else "value at risk"
+        console.print(f"Top {check['share']:.0%} by out-of-fold incremental value: "
+                      f"{1000 * check['incremental_value']:+.1f} buyers per 1,000 contacts, by "
+                      f"value at risk {1000 * check['value_at_risk']:+.1f} (difference +- "
+                      f"{1000 * check['difference_se']:.1f}): auto ranks by {verdict}")  # fmt: skip
     console.print(f"Bundle: [bold]{result.bundle}[/]")
     if result.model_version:
         console.print(f"Registered version {result.model_version} (champion {result.champion})")
@@ -375,7 +382,7 @@ def show_demo(result: DemoResult, settings: Settings) -> None:
 
 def targeting_table(result: DemoResult) -> Table:
     """Per cycle, true incremental customers per 1,000 contacts of each ranking."""
-    names = ("value_at_risk", "incremental_value", "random", "oracle")
+    names = ("value_at_risk", "incremental_value", "as_ranked", "random", "oracle")
     out = Table(title="True incremental customers per 1,000 contacts, top 20% contacted")
     out.add_column("cycle")
     for name in names:

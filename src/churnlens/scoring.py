@@ -276,7 +276,7 @@ def score(
         With ``fail_on_drift``, on an alert; the earlier scores at ``out`` are unchanged.
     """
     out = check_output_path(out, inputs=[events, models.uri])
-    policy = with_ranking(policy or Policy(), models.uplift is not None)
+    policy = with_ranking(policy or Policy(), models.uplift)
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
     as_of = parse_as_of(as_of)

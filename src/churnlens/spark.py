@@ -338,7 +338,7 @@ def ranked_scores(
     if max_contacts is not None and max_contacts < 0:
         raise ValueError("max_contacts must be >= 0")
     models = models if isinstance(models, ScoringModels) else load_models(models)
-    policy = with_ranking(policy or Policy(), models.uplift is not None)
+    policy = with_ranking(policy or Policy(), models.uplift)
     day = ev.parse_as_of(as_of)
     found = _aggregate(df, day, models.settings, buckets, contacts=policy.fatigue)
     plan = plan_from(

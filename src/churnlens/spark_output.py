@@ -197,7 +197,7 @@ def score_to_file(
     out = check_dataset_path(out, inputs=[events_path])
     if not isinstance(models, ScoringModels):
         models = load_models(models)  # a bad model fails before Spark starts
-    policy = with_ranking(policy or Policy(), models.uplift is not None)
+    policy = with_ranking(policy or Policy(), models.uplift)
     spark = spark_session(master, ui=ui, archive=archive)
     with owned_output(out, remove=True):  # one job on out; no lock file left behind
         work = Path(tempfile.mkdtemp(prefix=work_prefix(out.name), dir=out.parent.resolve()))

@@ -216,3 +216,38 @@ def uplift_plot(
     if curves:
         ax.legend()
     return fig
+
+
+def ranking_check(
+    phi: np.ndarray,
+    uplift: np.ndarray,
+    risk: np.ndarray | None,
+    value: np.ndarray | None,
+    share: float = 0.2,
+) -> dict[str, Any] | None:
+    """Does ranking by incremental value beat value at risk on the learning campaigns?
+
+    The doubly robust pseudo-outcomes ``phi`` (their mean over a set of customers chosen
+    without their own outcomes estimates its true mean uplift) averaged over the top
+    ``share`` by out-of-fold incremental value (``uplift x value``, ties by value at risk)
+    and by value at risk (``risk x value``): incremental buyers per contact of each, the
+    paired standard error of their difference, and ``ranks_by_increment``: whether the
+    first is higher. ``None`` without the churn probability or the value."""
+    if risk is None or value is None or len(phi) == 0:
+        return None
+    v = np.nan_to_num(np.asarray(value, dtype=float), nan=0.0)
+    at_risk = np.nan_to_num(np.asarray(risk, dtype=float), nan=0.0) * v
+    n = max(1, round(share * len(phi)))
+    increment = np.nan_to_num(np.asarray(uplift, dtype=float), nan=0.0) * v
+    tops = {
+        "incremental_value": np.lexsort((-at_risk, -increment))[:n],
+        "value_at_risk": np.argsort(-at_risk, kind="stable")[:n],
+    }
+    out: dict[str, Any] = {"share": share, "customers": n}
+    weight = np.zeros(len(phi))
+    for sign, (name, top) in zip((1.0, -1.0), tops.items(), strict=True):
+        out[name] = float(np.mean(phi[top]))
+        weight[top] += sign / n
+    out["difference_se"] = float(np.sqrt(np.sum((weight * (phi - np.mean(phi))) ** 2)))
+    out["ranks_by_increment"] = bool(out["incremental_value"] > out["value_at_risk"])
+    return out

@@ -4,11 +4,9 @@
 control groups (:mod:`churnlens.experiments`), the uplift ``tau_a(x) = P(buy | x, treated
 with a) - P(buy | x, control of a)`` of every action ``a`` with enough customers in both
 groups (``min_treated``, ``min_control``); the others land in ``skipped_`` with the reason.
-Treatment is randomised with a known probability (``propensity``, 1 - the action's
-control share), so no propensity model is fitted: the design's probability is exact.
-
-One campaign gives a few hundred customers per action, and uplift is a small difference
-of two noisy rates, so the model borrows strength and trusts only what it can show:
+The design's propensity (1 - the action's control share) is exact: none is fitted. One
+campaign gives a few hundred customers per action, and uplift is a small difference of
+two noisy rates, so the model borrows strength and trusts only what it can show:
 
 1. **Pooled outcome models.** ``mu1`` (fitted on the treated of every learned action)
    and ``mu0`` (on the controls), LightGBM on the features plus one indicator per
@@ -46,14 +44,13 @@ models that did not see its fold, ``oof_uplift_`` its calibrated uplift. For the
 DR-learner, ``phi`` on the other folds comes from outcome models that saw the held-out
 fold: a small, second-order leak accepted rather than nesting the cross-fitting (on data
 without any effect the out-of-fold Qini coefficient showed no upward bias over 30 seeds).
-``evaluation_`` holds per action the counts, rates, the average effect with its standard
-error and shrunk value, the slope, and the Qini coefficient and AUUC of the out-of-fold
-score against random targeting (:mod:`churnlens.uplift_metrics`); ``curves_`` its Qini
-curve, thinned to about 101 points. The models used to predict are then fitted on every
-row.
+``oof_uplift_`` is calibrated on the other folds too. ``evaluation_`` holds per action
+the counts, rates, calibration, and the out-of-fold score's Qini and AUUC; ``curves_``
+its Qini curve; ``ranking_check_`` whether ranking by out-of-fold incremental value
+beats value at risk (``--rank-by auto``'s choice). The models used to predict are then
+fitted on every row.
 
-Folds are drawn from ``seed``; LightGBM runs deterministically, so a fixed seed gives the
-same model on the same data.
+Folds are drawn from ``seed``; LightGBM is deterministic: same seed and data, same model.
 """
 
 from __future__ import annotations
@@ -68,8 +65,13 @@ from sklearn.base import BaseEstimator
 
 from churnlens.errors import ModelError
 from churnlens.models.base import ChurnlensModel
-from churnlens.models.uplift_calibration import calibration, prior, risk_shape
-from churnlens.uplift_metrics import thin, uplift_curve, uplift_summary
+from churnlens.models.uplift_calibration import (
+    calibrated_uplift,
+    calibration,
+    cross_calibrated,
+    prior,
+)
+from churnlens.uplift_metrics import ranking_check, thin, uplift_curve, uplift_summary
 
 LEARNERS = ("dr", "t")
 PREFIX = "uplift_"
@@ -298,10 +300,9 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
             score[rows], models = self._ranking_score(
                 A[rows], phi[rows], (mu1 - mu0)[rows], fold[rows], num_threads
             )
-            clusters = None if groups is None else groups[rows]
-            risk = self._risk(A[rows])
+            cut, risk = None if groups is None else groups[rows], self._risk(A[rows])
             found.append(
-                (models, calibration(phi[rows], score[rows], len(self.models_), clusters, risk))
+                (models, calibration(phi[rows], score[rows], len(self.models_), cut, risk))
             )
         self.prior_ = prior([fitted for _, fitted in found], self._risk(A))
         for code, (name, (models, fitted)) in enumerate(zip(self.models_, found, strict=True)):
@@ -311,7 +312,8 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
             # predictions centre the refitted model's score on its own mean over the rows
             model["center"] = float(self._score(A[rows], code, model, num_threads).mean())
             self.models_[name] = model
-            oof[rows] = _calibrated(fitted, score[rows], self._risk(A[rows]))
+            cut, risk = None if groups is None else groups[rows], self._risk(A[rows])
+            oof[rows] = cross_calibrated(phi[rows], score[rows], risk, fold[rows], cut, len(found))
             tr, yr = t[rows], y[rows]
             self.evaluation_[name] = {
                 **_evaluation(score[rows], tr, yr, e[rows]),
@@ -319,6 +321,10 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
                 "oof_uplift_mean": float(oof[rows].mean()),
             }
             self.curves_[name] = thin(uplift_curve(score[rows], tr, yr))
+        value = np.flatnonzero(self.feature_names_in_ == "value_if_retained")  # a score input
+        self.ranking_check_ = ranking_check(
+            phi, oof, self._risk(A), A[:, value[0]] if len(value) else None
+        )
         return oof, score
 
     def _too_few(self, n_t: int, n_c: int) -> str:
@@ -352,9 +358,9 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         columns = {}
         for code, (name, fitted) in enumerate(self.models_.items()):
             score = self._score(A, code, fitted, num_threads)
-            columns[PREFIX + name] = _calibrated(fitted, score, self._risk(A))
+            columns[PREFIX + name] = calibrated_uplift(fitted, score, self._risk(A))
         if getattr(self, "prior_", None) is not None:  # none in a model saved before it
-            columns[PRIOR] = _calibrated(self.prior_, np.zeros(len(A)), self._risk(A))
+            columns[PRIOR] = calibrated_uplift(self.prior_, np.zeros(len(A)), self._risk(A))
         return pd.DataFrame(columns, index=X.index)
 
     def _risk(self, A: np.ndarray) -> np.ndarray | None:
@@ -404,8 +410,14 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
             "params": {k: v for k, v in self.get_params().items() if k != "learner"},
             "actions": list(self.models_),
             "skipped": dict(self.skipped_),
+            "ranking_check": getattr(self, "ranking_check_", None),
             "evaluation": {a: dict(m) for a, m in self.evaluation_.items()},
         }
+
+    def ranks_by_increment(self) -> bool:
+        """Whether ``--rank-by auto`` ranks by incremental value (see ``ranking_check_``)."""
+        check = getattr(self, "ranking_check_", None)
+        return True if check is None else bool(check["ranks_by_increment"])
 
     def validation_score(self, X: pd.DataFrame, y: pd.Series | None = None) -> float | None:
         """The mean out-of-fold Qini coefficient over the fitted actions (the arguments
@@ -413,16 +425,6 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         if not self.evaluation_:
             return None
         return float(np.mean([m["qini"] for m in self.evaluation_.values()]))
-
-
-def _calibrated(
-    fitted: Mapping[str, Any], score: np.ndarray, risk: np.ndarray | None
-) -> np.ndarray:
-    """``ate x shape(risk) + slope x (score - center)``, within [-1, 1] (a model saved
-    before the shape has no ``risk_mean``: shape 1)."""
-    shape = risk_shape(risk, fitted["ate"], fitted.get("risk_mean"))
-    shape = 1.0 + fitted.get("shape_weight", 1.0) * (np.asarray(shape) - 1.0)
-    return np.clip(fitted["ate"] * shape + fitted["slope"] * (score - fitted["center"]), -1.0, 1.0)
 
 
 def _probability(model: Outcome, A: np.ndarray, num_threads: int) -> np.ndarray:

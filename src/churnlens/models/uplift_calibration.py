@@ -122,6 +122,37 @@ def calibration(
     }
 
 
+def calibrated_uplift(
+    fitted: dict[str, Any], score: np.ndarray, risk: np.ndarray | None
+) -> np.ndarray:
+    """``ate x shape(risk) + slope x (score - center)`` within [-1, 1], the shape weighted
+    by ``shape_weight`` (a model saved before the shape has no ``risk_mean``: shape 1)."""
+    shape = risk_shape(risk, fitted["ate"], fitted.get("risk_mean"))
+    shape = 1.0 + fitted.get("shape_weight", 1.0) * (np.asarray(shape) - 1.0)
+    return np.clip(fitted["ate"] * shape + fitted["slope"] * (score - fitted["center"]), -1.0, 1.0)
+
+
+def cross_calibrated(
+    phi: np.ndarray,
+    score: np.ndarray,
+    risk: np.ndarray | None,
+    fold: np.ndarray,
+    clusters: np.ndarray | None,
+    tests: int,
+) -> np.ndarray:
+    """One action's out-of-fold uplift: each fold's rows calibrated on the other folds'
+    (so that no customer's own outcome sets the effect its ranking is judged by)."""
+    out = np.empty(len(phi))
+    for k in np.unique(fold):
+        held, rest = fold == k, fold != k
+        part = calibration(
+            phi[rest], score[rest], tests, None if clusters is None else clusters[rest],
+            None if risk is None else risk[rest],
+        )  # fmt: skip
+        out[held] = calibrated_uplift(part, score[held], None if risk is None else risk[held])
+    return out
+
+
 def common_effect(ate: np.ndarray, se: np.ndarray, risk_mean: np.ndarray) -> float:
     """What the actions do on average, per unit of churn risk: the precision-weighted mean
     of each action's effect over its customers' mean risk (the raw effect where
