@@ -262,25 +262,6 @@ def test_features_of_a_slice_against_the_whole_population(whole_and_slice, tmp_p
     assert recorded["statistics"] == whole_stats
     own_stats = json.loads(Path(f"{own}.manifest.json").read_text())["population"]["statistics"]
     assert own_stats != whole_stats
-    # the stage thresholds and value tiers come from the whole log's scores too, so the
-    # slice's customers get the stages, tiers and actions they get within the whole log
-    whole_manifest = json.loads(manifest.read_text())
-    given_manifest = json.loads(Path(f"{given}.manifest.json").read_text())
-    own_manifest = json.loads(Path(f"{own}.manifest.json").read_text())
-    key = "stage_thresholds_days"
-    assert given_manifest[key] == whole_manifest[key] != own_manifest[key]
-    shared = ["stage_thresholds"] + (["value_tier_cuts"] if given_manifest["value_version"] else [])
-    assert recorded["shared"] == shared
-    assert given_manifest["value_tier_cuts"] == whole_manifest["value_tier_cuts"]
-    for column in ("lifecycle_stage", "silent_on", "lost_on", "value_tier", "action", "group"):
-        assert got[column].tolist() == expected[column].tolist(), column
-    # a features manifest has none: the slice's own, and the manifest says so
-    features_manifest = str(whole_and_slice[0]) + ".manifest.json"
-    code, out = run("score", str(slice_log), "--out", str(given), *base,
-                    "--population", features_manifest)  # fmt: skip
-    assert code == 0, out
-    notes = json.loads(Path(f"{given}.manifest.json").read_text())["notes"]
-    assert any("stage thresholds are cut on the scored customers" in n for n in notes), notes
 
 
 def test_a_bad_population_fails_before_any_work(whole_and_slice, tmp_path: Path) -> None:

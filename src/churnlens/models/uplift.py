@@ -47,8 +47,7 @@ without any effect the out-of-fold Qini coefficient showed no upward bias over 3
 ``oof_uplift_`` is calibrated on the other folds too. ``evaluation_`` holds per action
 the counts, rates, calibration, and the out-of-fold score's Qini and AUUC; ``curves_``
 its Qini curve; ``ranking_check_`` whether ranking by out-of-fold incremental value
-beats value at risk (``--rank-by auto``'s choice). The models used to predict are then
-fitted on every row.
+beats value at risk (``--rank-by auto``'s choice). Predictions use models fit on all.
 
 Folds are drawn from ``seed``; LightGBM is deterministic: same seed and data, same model.
 """
