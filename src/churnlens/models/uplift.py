@@ -48,7 +48,6 @@ without any effect the out-of-fold Qini coefficient showed no upward bias over 3
 the counts, rates, calibration, and the out-of-fold score's Qini and AUUC; ``curves_``
 its Qini curve; ``ranking_check_`` whether ranking by out-of-fold incremental value
 beats value at risk (``--rank-by auto``'s choice). Predictions use models fit on all.
-
 Folds are drawn from ``seed``; LightGBM is deterministic: same seed and data, same model.
 """
 
@@ -62,6 +61,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from churnlens.actions import PRIOR, UPLIFT
 from churnlens.errors import ModelError
 from churnlens.models.base import ChurnlensModel
 from churnlens.models.uplift_calibration import (
@@ -73,9 +73,8 @@ from churnlens.models.uplift_calibration import (
 from churnlens.uplift_metrics import ranking_check, thin, uplift_curve, uplift_summary
 
 LEARNERS = ("dr", "t")
-PREFIX = "uplift_"
+PREFIX = f"{UPLIFT}_"  # a column per action, as the policy reads them
 RISK = "churn_probability"  # spreads the average effect (see the calibration)
-PRIOR = PREFIX + "_prior"  # no action is named "_prior": names start with a letter or digit
 
 # a fitted outcome model: LightGBM, or the constant rate when one group's outcome never
 # varies (LightGBM cannot fit one class)
@@ -244,7 +243,7 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         self.models_: dict[str, dict[str, Any]] = {}
         self.outcomes_: dict[str, Outcome] = {}  # the pooled outcome models (none: no action)
         self.skipped_: dict[str, str] = {}
-        self.prior_: dict[str, Any] | None = None  # for actions without a model (see _pool)
+        self.prior_: dict[str, Any] | None = None  # for actions without a model
         self.evaluation_: dict[str, dict[str, float | int]] = {}
         self.curves_: dict[str, pd.DataFrame] = {}
         keys = actions.astype(str).where(present, None)  # names as text, like the columns
@@ -293,26 +292,25 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         mu1, mu0 = self._pooled(self._design(A, codes), t, y, fold, num_threads)
         phi = mu1 - mu0 + t * (y - mu1) / e - (~t) * (y - mu0) / (1 - e)
         oof, score = np.empty(len(y)), np.empty(len(y))
+        risk, tests = self._risk(A), len(self.models_)
         found: list[tuple[dict[str, Any], dict[str, float]]] = []
-        for code in range(len(self.models_)):
+        for code in range(tests):
             rows = codes == code
             score[rows], models = self._ranking_score(
                 A[rows], phi[rows], (mu1 - mu0)[rows], fold[rows], num_threads
             )
-            cut, risk = None if groups is None else groups[rows], self._risk(A[rows])
-            found.append(
-                (models, calibration(phi[rows], score[rows], len(self.models_), cut, risk))
-            )
-        self.prior_ = prior([fitted for _, fitted in found], self._risk(A))
+            cut, own = _rows(groups, rows), _rows(risk, rows)
+            found.append((models, calibration(phi[rows], score[rows], tests, cut, own)))
+        self.prior_ = prior([fitted for _, fitted in found], risk)
         for code, (name, (models, fitted)) in enumerate(zip(self.models_, found, strict=True)):
             rows = codes == code
+            cut, own = _rows(groups, rows), _rows(risk, rows)
             keys = ("ate", "slope", "center", "risk_mean", "shape_weight")
             model = {**models, **{k: fitted[k] for k in keys}}
             # predictions centre the refitted model's score on its own mean over the rows
             model["center"] = float(self._score(A[rows], code, model, num_threads).mean())
             self.models_[name] = model
-            cut, risk = None if groups is None else groups[rows], self._risk(A[rows])
-            oof[rows] = cross_calibrated(phi[rows], score[rows], risk, fold[rows], cut, len(found))
+            oof[rows] = cross_calibrated(phi[rows], score[rows], own, fold[rows], cut, tests)
             tr, yr = t[rows], y[rows]
             self.evaluation_[name] = {
                 **_evaluation(score[rows], tr, yr, e[rows]),
@@ -321,9 +319,7 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
             }
             self.curves_[name] = thin(uplift_curve(score[rows], tr, yr))
         value = np.flatnonzero(self.feature_names_in_ == "value_if_retained")  # a score input
-        self.ranking_check_ = ranking_check(
-            phi, oof, self._risk(A), A[:, value[0]] if len(value) else None
-        )
+        self.ranking_check_ = ranking_check(phi, oof, risk, A[:, value[0]] if len(value) else None)
         return oof, score
 
     def _too_few(self, n_t: int, n_c: int) -> str:
@@ -354,12 +350,12 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         """``uplift_<action>`` per fitted action, clipped to [-1, 1], indexed like ``X``;
         and :data:`PRIOR`, the uplift of a contact action without a model of its own."""
         A = self._matrix(X)
-        columns = {}
+        risk, columns = self._risk(A), {}
         for code, (name, fitted) in enumerate(self.models_.items()):
             score = self._score(A, code, fitted, num_threads)
-            columns[PREFIX + name] = calibrated_uplift(fitted, score, self._risk(A))
+            columns[PREFIX + name] = calibrated_uplift(fitted, score, risk)
         if getattr(self, "prior_", None) is not None:  # none in a model saved before it
-            columns[PRIOR] = calibrated_uplift(self.prior_, np.zeros(len(A)), self._risk(A))
+            columns[PRIOR] = calibrated_uplift(self.prior_, np.zeros(len(A)), risk)
         return pd.DataFrame(columns, index=X.index)
 
     def _risk(self, A: np.ndarray) -> np.ndarray | None:
@@ -424,6 +420,10 @@ class UpliftModel(ChurnlensModel, BaseEstimator):
         if not self.evaluation_:
             return None
         return float(np.mean([m["qini"] for m in self.evaluation_.values()]))
+
+
+def _rows(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    return None if values is None else values[rows]
 
 
 def _probability(model: Outcome, A: np.ndarray, num_threads: int) -> np.ndarray:

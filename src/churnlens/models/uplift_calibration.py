@@ -49,6 +49,14 @@ def risk_shape(risk: np.ndarray | None, ate: float, risk_mean: float | None) -> 
     return np.nan_to_num(np.clip(room, 0.0, 1.0) / mean, nan=1.0)
 
 
+def mean_risk(risk: np.ndarray | None) -> float | None:
+    """The mean churn probability (within [0, 1], missing ones left out); ``None``
+    without any."""
+    if risk is None or not np.isfinite(risk).any():
+        return None
+    return float(np.nanmean(np.clip(risk, 0.0, 1.0)))
+
+
 def calibration(
     phi: np.ndarray,
     score: np.ndarray,
@@ -72,9 +80,7 @@ def calibration(
     ``risk``)."""
     n = len(phi)
     ate = float(phi.mean())
-    risk_mean = None
-    if risk is not None and np.isfinite(risk).any():
-        risk_mean = float(np.nanmean(np.clip(risk, 0.0, 1.0)))
+    risk_mean = mean_risk(risk)
     ate_se = float(phi.std(ddof=1) / np.sqrt(n))  # n >= 2 (an action has a row per fold)
     if clusters is not None:
         ate_se = float(np.sqrt((cluster_sums(phi - ate, clusters) ** 2).sum()) / n)
@@ -171,7 +177,7 @@ def prior(fitted: list[dict[str, Any]], risk: np.ndarray | None) -> dict[str, An
     means = np.array([np.nan if f["risk_mean"] is None else f["risk_mean"] for f in fitted])
     raw, se = np.array([f["ate_raw"] for f in fitted]), np.array([f["ate_se"] for f in fitted])
     theta = common_effect(raw, se, means)
-    mean = None if risk is None else float(np.nanmean(np.clip(risk, 0.0, 1.0)))
+    mean = mean_risk(risk)
     return {
         "ate": theta * (1.0 if mean is None else mean),
         "slope": 0.0,
