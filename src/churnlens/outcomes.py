@@ -118,12 +118,11 @@ def pool(rows: list[dict], costs: dict[str, float]) -> dict:
     nt = sum(r["n_treatment"] for r in usable)
     nc = sum(r["n_control"] for r in usable)
     out: dict[str, Any] = {"n_treatment": nt, "n_control": nc}
-    weight = sum(r["n_treatment"] for r in usable)
     for key, prefix in (("lift", "lift"), ("revenue_lift", "revenue_lift")):
-        if not weight:
+        if not nt:
             out |= {key: np.nan, f"{prefix}_low": np.nan, f"{prefix}_high": np.nan}
             continue
-        w = np.array([r["n_treatment"] / weight for r in usable])
+        w = np.array([r["n_treatment"] / nt for r in usable])
         est = float(np.dot(w, [r[key] for r in usable]))
         se = float(np.sqrt(np.dot(w**2, [r[f"{key}_se"] ** 2 for r in usable])))
         out |= {key: est, f"{prefix}_low": est - Z * se, f"{prefix}_high": est + Z * se}

@@ -167,19 +167,20 @@ def show_sample(events: pd.DataFrame, out: Path, seconds: float) -> None:
     )
 
 
+def warn(notes: tuple[str, ...] | list[str], indent: str = "") -> None:
+    """Each note as a warning line (escaped: a note may quote the data)."""
+    for text in notes:
+        console.print(f"{indent}[yellow]warning:[/] {escape(text)}")
+
+
 def show_validation(s: EventSummary) -> None:
     console.print(f"[bold green]OK[/] {s.source}: the log meets the event-log contract")
     console.print(
         f"  {s.events:,} events of {s.customers:,} customers, "
         f"{s.first_timestamp:%Y-%m-%d %H:%M} to {s.last_timestamp:%Y-%m-%d %H:%M} UTC"
     )
-    if s.duplicates_dropped:
-        console.print(
-            f"  [yellow]warning:[/] {s.duplicates_dropped:,} exact duplicate rows dropped "
-            f"({s.rows_read:,} rows read)"
-        )
-    for text in s.notes:
-        console.print(f"  [yellow]warning:[/] {escape(text)}")
+    dropped = f"{s.duplicates_dropped:,} exact duplicate rows dropped ({s.rows_read:,} rows read)"
+    warn([dropped, *s.notes] if s.duplicates_dropped else s.notes, "  ")
     for title, counts in (
         ("Events per role", s.by_role),
         ("Events per event_type", s.by_event_type),
@@ -209,8 +210,7 @@ def show_training(result: TrainResult, settings: Settings) -> None:
         f"calibration: {result.model.calibration_method_}"
     )
     console.print(metrics_table("Validation (latest snapshot, out of time)", result.validation))
-    for text in result.notes:
-        console.print(f"[yellow]warning:[/] {escape(text)}")
+    warn(result.notes)
     console.print(f"Model bundle: [bold]{result.bundle}[/]")
     show_registered(result, settings)
 
@@ -240,8 +240,7 @@ def show_backtest(result: BacktestResult, horizon_days: int, settings: Settings)
         f"realised churn rate {churn_rate:.3f} over {horizon_days} days"
     )
     console.print(metrics_table("Realised metrics", result.metrics))
-    for text in result.train.notes:
-        console.print(f"[yellow]warning:[/] {escape(text)}")
+    warn(result.train.notes)
     if result.value_metrics is not None:
         method = result.train.value.model.reason_ if result.train.value else ""
         title = "Customer value against the spend that followed"
